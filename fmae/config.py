@@ -1,0 +1,107 @@
+"""Typed, frozen, validated configurations. Their defaults are the CLI's defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from fmae.errors import ConfigError
+
+INPUT_DIM = 784
+OPTIMIZERS = ("adam", "sgd")
+ACTIVATIONS = ("relu", "sigmoid", "identity")
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+# The report's best learning rate for each optimizer; used when --lr is not given.
+DEFAULT_LR = {"adam": 0.001, "sgd": 0.1}
+
+
+def _finite(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _int_at_least(name: str, value: int, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ConfigError(f"{name} must be {bound}, got {value}")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden: int = 512
+    dropout: float = 0.1
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        _int_at_least("hidden", self.hidden, 1, 1_000_000)
+        dropout = _finite("dropout", self.dropout)
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        _choice("activation", self.activation, ACTIVATIONS)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: str = "adam"
+    lr: float | None = None
+    momentum: float = 0.0
+    epochs: int = 100
+    batch_size: int = 1000
+    seed: int = 0
+    precision: str = "fp32"
+    patience: int = 0
+    min_delta: float = 0.001
+
+    def __post_init__(self) -> None:
+        _choice("optim", self.optim, OPTIMIZERS)
+        if self.lr is not None and _finite("lr", self.lr) <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        momentum = _finite("momentum", self.momentum)
+        if not 0.0 <= momentum < 1.0:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if momentum and self.optim != "sgd":
+            raise ConfigError("momentum applies to --optim sgd only")
+        _int_at_least("epochs", self.epochs, 1, 1_000_000)
+        _int_at_least("batch_size", self.batch_size, 1, 10_000_000)
+        _int_at_least("seed", self.seed, 0, 2**63 - 1)
+        _choice("precision", self.precision, PRECISIONS)
+        _int_at_least("patience", self.patience, 0)
+        if _finite("min_delta", self.min_delta) < 0:
+            raise ConfigError(f"min_delta must be >= 0, got {self.min_delta}")
+
+    def resolved(self) -> TrainConfig:
+        """The same config with the optimizer's default learning rate filled in."""
+        return self if self.lr is not None else dataclasses.replace(self, lr=DEFAULT_LR[self.optim])
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.lr if self.lr is not None else DEFAULT_LR[self.optim])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.resolved())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        try:
+            fields = dict(data)
+            model = ModelConfig(**fields.pop("model"))
+            return cls(model=model, **fields)
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise ConfigError(f"not a valid training config: {exc}") from None
+
+
+def check_device(name: str) -> str:
+    _choice("device", name, DEVICES)
+    return name

@@ -1,0 +1,255 @@
+"""Training and evaluation: values in, values out, progress through callbacks.
+
+The engine never prints and never writes files. Models that share a seed and a batch size are
+trained in lockstep: each minibatch is gathered and converted once, then fed to every model, so
+a sweep pays for the data once. Each model keeps its own optimizer and dropout generator, so its
+losses are exactly those it would have had trained alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from fmae.config import TrainConfig
+from fmae.data import FashionMNIST
+from fmae.errors import ConfigError, DeviceError
+from fmae.model import Autoencoder, build
+
+EVAL_CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    test_loss: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    config: TrainConfig
+    status: str  # completed | stopped_early | diverged
+    history: tuple[EpochMetrics, ...]
+    model: Autoencoder
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """Independent generator seeds for init, data order and dropout from one user seed."""
+    digest = hashlib.sha256(f"fmae:{seed}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("--device cuda: no CUDA device is available here", "use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError("--device mps: no Apple MPS device is available here", "use --device cpu or auto")
+    if name not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unknown device {name!r}", "use auto, cpu, cuda or mps")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    return images.to(torch.float32).div_(255.0)
+
+
+@torch.no_grad()
+def reconstruct(model: Autoencoder, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """Model outputs (float32) for uint8 or float images, in chunks, in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    outs = []
+    for chunk in images.split(EVAL_CHUNK):
+        x = to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()
+        with autocast(device, precision):
+            outs.append(model(x.to(device)).float())
+    return torch.cat(outs) if outs else torch.empty(0, images.shape[-1])
+
+
+@torch.no_grad()
+def evaluate(model: Autoencoder, images: torch.Tensor, precision: str = "fp32") -> float:
+    """Mean squared error over every pixel of `images` (uint8 or float in [0, 1])."""
+    model.eval()
+    device = next(model.parameters()).device
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for chunk in images.split(EVAL_CHUNK):
+        x = to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()
+        with autocast(device, precision):
+            out = model(x)
+        total += F.mse_loss(out.float(), x, reduction="sum").double()
+    return float(total) / max(1, images.numel())
+
+
+@dataclass
+class Cell:
+    """One model in training: its config, module, optimizer, dropout generator and history."""
+
+    config: TrainConfig
+    model: Autoencoder
+    optimizer: torch.optim.Optimizer
+    dropout_rng: torch.Generator
+    history: list[EpochMetrics] = field(default_factory=list)
+    status: str = "running"
+
+    def resume_state(self, data_rng: torch.Generator) -> dict[str, Any]:
+        """Everything needed to continue exactly where this epoch ended (tensors and plain data)."""
+        return {
+            "epoch": len(self.history),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "rng": {"data": data_rng.get_state(), "dropout": self.dropout_rng.get_state()},
+            "history": [[m.epoch, m.train_loss, m.test_loss, m.seconds] for m in self.history],
+            "status": self.status,
+        }
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _make_optimizer(config: TrainConfig, model: Autoencoder) -> torch.optim.Optimizer:
+    if config.optim == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum)
+    return torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+
+
+def new_cell(config: TrainConfig, device: torch.device, resume: dict[str, Any] | None = None) -> Cell:
+    init_rng = torch.Generator().manual_seed(derive_seed(config.seed, "init"))
+    model = build(config.model, seed_generator=init_rng).to(device)
+    dropout_rng = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "dropout"))
+    model.dropout.generator = dropout_rng
+    optimizer = _make_optimizer(config, model)
+    cell = Cell(config, model, optimizer, dropout_rng)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        dropout_rng.set_state(resume["rng"]["dropout"])
+        cell.history = [EpochMetrics(int(e), float(a), float(b), float(s)) for e, a, b, s in resume["history"]]
+    return cell
+
+
+def _stop_reason(cell: Cell) -> str | None:
+    last = cell.history[-1]
+    if not (math.isfinite(last.train_loss) and math.isfinite(last.test_loss)):
+        return "diverged"
+    patience = cell.config.patience
+    if patience and len(cell.history) > patience:
+        before = cell.history[-1 - patience].test_loss
+        if (before - last.test_loss) / before < cell.config.min_delta:
+            return "stopped_early"
+    if len(cell.history) >= cell.config.epochs:
+        return "completed"
+    return None
+
+
+OnEpoch = Callable[[int, Cell, EpochMetrics, torch.Generator], None]
+
+
+def train_many(
+    configs: Sequence[TrainConfig],
+    data: FashionMNIST,
+    device: torch.device,
+    *,
+    resume: Sequence[dict[str, Any] | None] | None = None,
+    on_epoch: OnEpoch | None = None,
+) -> list[TrainResult]:
+    """Train several models in lockstep over the same minibatches.
+
+    All configs must share seed and batch size (so they share the data order) and resume states,
+    if any, must be at the same epoch. `on_epoch(index, cell, metrics, data_rng)` is called after
+    each finished epoch of each model; `cell.resume_state(data_rng)` is what to save to resume.
+    """
+    if not configs:
+        return []
+    first = configs[0]
+    if any(c.seed != first.seed or c.batch_size != first.batch_size for c in configs):
+        raise ValueError("train_many needs configs with one seed and one batch size")
+    resume = list(resume) if resume is not None else [None] * len(configs)
+    cells = [new_cell(c, device, r) for c, r in zip(configs, resume)]
+    start = {len(c.history) for c in cells}
+    if len(start) != 1:
+        raise ValueError("train_many needs resume states at the same epoch")
+    data_rng = torch.Generator().manual_seed(derive_seed(first.seed, "data"))
+    for cell, state in zip(cells, resume):
+        if state is not None:
+            data_rng.set_state(state["rng"]["data"])
+        if cell.history:  # a resumed run may be finished already, or may go on to more epochs
+            cell.status = _stop_reason(cell) or "running"
+
+    train_x, test_x = data.train_images, data.test_images
+    n, batch = train_x.shape[0], first.batch_size
+    while any(c.status == "running" for c in cells):
+        active = [c for c in cells if c.status == "running"]
+        order = torch.randperm(n, generator=data_rng).to(train_x.device)
+        losses = [torch.zeros((), device=device) for _ in active]
+        spent = [0.0] * len(active)
+        for model_cell in active:
+            model_cell.model.train()
+        for start_i in range(0, n, batch):
+            x = to_float(train_x[order[start_i : start_i + batch]])
+            for k, cell in enumerate(active):
+                t0 = time.perf_counter()
+                cell.optimizer.zero_grad(set_to_none=True)
+                with autocast(device, cell.config.precision):
+                    out = cell.model(x)
+                loss = F.mse_loss(out.float(), x)
+                loss.backward()
+                cell.optimizer.step()
+                losses[k] += loss.detach() * x.shape[0]
+                spent[k] += time.perf_counter() - t0
+        for k, cell in enumerate(active):
+            t0 = time.perf_counter()
+            test_loss = evaluate(cell.model, test_x, cell.config.precision)
+            metrics = EpochMetrics(
+                epoch=len(cell.history) + 1,
+                train_loss=float(losses[k]) / n,
+                test_loss=test_loss,
+                seconds=spent[k] + time.perf_counter() - t0,
+            )
+            cell.history.append(metrics)
+            cell.status = _stop_reason(cell) or "running"
+            if on_epoch is not None:
+                on_epoch(cells.index(cell), cell, metrics, data_rng)
+    return [TrainResult(c.config, c.status, tuple(c.history), c.model) for c in cells]
+
+
+def train(
+    config: TrainConfig,
+    data: FashionMNIST,
+    device: torch.device,
+    *,
+    resume: dict[str, Any] | None = None,
+    on_epoch: Callable[[Cell, EpochMetrics, torch.Generator], None] | None = None,
+) -> TrainResult:
+    """Train one model: the single-model face of `train_many`."""
+    callback = None if on_epoch is None else (lambda _i, cell, m, rng: on_epoch(cell, m, rng))
+    return train_many([config], data, device, resume=[resume], on_epoch=callback)[0]

@@ -1,0 +1,60 @@
+"""The autoencoder 784 -> h -> 784 of the report, with seeded initialisation and dropout."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from fmae.config import INPUT_DIM, ModelConfig
+
+
+class SeededDropout(nn.Module):
+    """Inverted dropout drawing its masks from its own generator, so a seed fixes them."""
+
+    def __init__(self, p: float, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.p = p
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self.generator)
+        return x * keep.mul_(1.0 / (1.0 - self.p))
+
+
+_OUTPUT = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
+
+
+class Autoencoder(nn.Module):
+    """Linear(784, h) -> ReLU -> Dropout(p) -> Linear(h, 784) -> output activation."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = nn.Linear(INPUT_DIM, config.hidden)
+        self.dropout = SeededDropout(config.dropout)
+        self.decoder = nn.Linear(config.hidden, INPUT_DIM)
+        self.output = _OUTPUT[config.activation]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        code = self.dropout(torch.relu(self.encoder(x)))
+        return self.output(self.decoder(code))
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """PyTorch's default Linear initialisation, drawn from `generator` (CPU) for reproducibility."""
+        for layer in (self.encoder, self.decoder):
+            bound = 1.0 / math.sqrt(layer.in_features)
+            for param in (layer.weight, layer.bias):
+                values = torch.empty(param.shape).uniform_(-bound, bound, generator=generator)
+                param.copy_(values)
+
+
+def build(config: ModelConfig, *, seed_generator: torch.Generator | None = None) -> Autoencoder:
+    model = Autoencoder(config)
+    if seed_generator is not None:
+        model.reset_parameters(seed_generator)
+    return model

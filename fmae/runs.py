@@ -1,0 +1,318 @@
+"""Run directories: layout, atomic writes, checkpoints, results tables.
+
+Every file goes to a temporary name in its own directory and is moved into place with
+os.replace, so a kill at any moment leaves the previous version intact. Checkpoints hold only
+tensors and plain containers and are loaded with weights_only=True: a file cannot run code.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pickle
+import platform
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fmae import __version__
+from fmae.config import TrainConfig
+from fmae.errors import CheckpointError, ConfigError, RunDirError
+
+CHECKPOINT_FORMAT = "fmae-checkpoint"
+CHECKPOINT_VERSION = 1
+SCHEMA_VERSION = 1
+RUN_FILES = ("config.json", "metrics.csv", "model.pt", "last.pt", "summary.json")
+METRIC_FIELDS = ("epoch", "train_loss", "test_loss", "seconds")
+
+
+def _io_error(path: Path, exc: OSError) -> RunDirError:
+    return RunDirError(f"cannot write {path}: {exc.strerror or exc}", "check the path, its permissions and free space")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _io_error(path, exc) from None
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise _io_error(path, exc) from None
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _unlink_quietly(path: str | Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def atomic_torch_save(path: Path, obj: dict[str, Any]) -> None:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunDirError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"{path}: unreadable or not JSON ({exc})") from None
+
+
+def environment(device: str, data_source: str = "", data_sha256: dict[str, str] | None = None) -> dict[str, Any]:
+    import torch
+
+    return {
+        "fmae": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "data_source": data_source,
+        "data_sha256": dict(data_sha256 or {}),
+    }
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def checkpoint(kind: str, config: TrainConfig, payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "kind": kind,
+        "fmae_version": __version__,
+        "config": config.to_dict(),
+        **payload,
+    }
+
+
+def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """Load and check an fmae checkpoint safely (weights_only=True); CheckpointError otherwise."""
+    import torch
+
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint", "pass a model.pt or best.pt file")
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist", "pass the model.pt of a run or a sweep's best.pt")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: refused: it is not a plain fmae checkpoint (it holds objects that could run code)",
+            "only load checkpoints written by fmae",
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({first})") from None
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an fmae checkpoint", "pass the model.pt of a run or a sweep's best.pt")
+    version = obj.get("version")
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version!r} is newer than this fmae understands ({CHECKPOINT_VERSION})",
+            "upgrade fmae",
+        )
+    if kind is not None and obj.get("kind") != kind:
+        raise CheckpointError(f"{path}: a {obj.get('kind')!r} checkpoint, expected {kind!r}")
+    try:
+        obj["config"] = TrainConfig.from_dict(obj["config"])
+    except (KeyError, ConfigError) as exc:
+        raise CheckpointError(f"{path}: bad config inside the checkpoint ({exc})") from None
+    return obj
+
+
+def load_model(path: str | Path, device: Any = "cpu") -> tuple[Any, dict[str, Any]]:
+    """Rebuild the model from the checkpoint alone; returns (model in eval mode, checkpoint)."""
+    from fmae.model import build
+
+    ckpt = load_checkpoint(path, "model")
+    model = build(ckpt["config"].model)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit the model in its config ({first})") from None
+    return model.to(device).eval(), ckpt
+
+
+# ---------------------------------------------------------------- run directories
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def exists(self) -> bool:
+        return self.file("config.json").exists()
+
+    def saved_config(self) -> TrainConfig:
+        doc = read_json(self.file("config.json"))
+        try:
+            return TrainConfig.from_dict(doc["config"])
+        except (KeyError, TypeError, ConfigError) as exc:
+            raise RunDirError(f"{self.file('config.json')}: not an fmae run config ({exc})") from None
+
+    def check(self, config: TrainConfig, *, overwrite: bool = False, resume: bool = False) -> dict[str, Any] | None:
+        """Refuse a directory that holds another run; returns the resume state when resuming.
+
+        Changes nothing on disk: `reset` (for --overwrite) comes later, once the data is loaded.
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"{self.path} exists and is not a directory", "choose another --run-dir")
+        if (self.path / "sweep.json").exists():
+            raise RunDirError(f"{self.path} is a sweep directory", "choose another --run-dir for fmae train")
+        if self.exists and not overwrite:
+            saved = self.saved_config()
+            if not resume:
+                same = saved.to_dict() == config.to_dict()
+                raise RunDirError(
+                    f"{self.path} already holds a run" + ("" if same else " with other settings"),
+                    "add --resume to continue it, --overwrite to replace it, or choose another --run-dir",
+                )
+            if _comparable(saved) != _comparable(config):
+                raise RunDirError(
+                    f"{self.path} holds a run with other settings; --resume may only change --epochs, "
+                    "--patience and --min-delta",
+                    "use --overwrite to replace it or choose another --run-dir",
+                )
+            return self.load_last() if self.file("last.pt").exists() else None
+        return None
+
+    def reset(self) -> None:
+        """Create the directory, removing the files of a run it held before."""
+        for name in RUN_FILES:
+            _unlink_quietly(self.file(name))
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _io_error(self.path, exc) from None
+
+    def write_config(self, config: TrainConfig, env: dict[str, Any]) -> None:
+        atomic_write_json(self.file("config.json"), {
+            "schema_version": SCHEMA_VERSION, "config": config.to_dict(), "environment": env,
+        })
+
+    def write_metrics(self, history: Iterable[Any]) -> None:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(METRIC_FIELDS)
+        for m in history:
+            writer.writerow([m.epoch, repr(m.train_loss), repr(m.test_loss), f"{m.seconds:.4f}"])
+        atomic_write_text(self.file("metrics.csv"), out.getvalue())
+
+    def read_metrics(self) -> list[dict[str, float]]:
+        try:
+            with open(self.file("metrics.csv"), newline="", encoding="utf-8") as fh:
+                return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, TypeError) as exc:
+            raise RunDirError(f"{self.file('metrics.csv')}: unreadable ({exc})") from None
+
+    def save_last(self, config: TrainConfig, state: dict[str, Any]) -> None:
+        atomic_torch_save(self.file("last.pt"), checkpoint("resume", config, state))
+
+    def load_last(self) -> dict[str, Any]:
+        return load_checkpoint(self.file("last.pt"), "resume")
+
+    def save_model(self, config: TrainConfig, state_dict: dict[str, Any], history: Sequence[Any],
+                   status: str, env: dict[str, Any]) -> None:
+        atomic_torch_save(self.file("model.pt"), checkpoint("model", config, {
+            "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+            "status": status,
+            "metrics": {f: [getattr(m, f) for m in history] for f in METRIC_FIELDS},
+            "environment": env,
+        }))
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self.file("summary.json"), summary)
+
+
+def _comparable(config: TrainConfig) -> dict[str, Any]:
+    d = config.to_dict()
+    for key in ("epochs", "patience", "min_delta"):
+        d.pop(key)
+    return d
+
+
+def summarize(config: TrainConfig, status: str, history: Sequence[Any], *, run_dir: Path,
+              device: str, wall_seconds: float) -> dict[str, Any]:
+    """The summary document of a run: what summary.json holds and `--json` prints."""
+    finite = [m for m in history if m.test_loss == m.test_loss and abs(m.test_loss) != float("inf")]
+    best = min(finite, key=lambda m: m.test_loss) if finite else None
+    last = history[-1] if history else None
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": status,
+        "run_dir": str(run_dir),
+        "model": str(run_dir / "model.pt") if status != "diverged" else None,
+        "config": config.to_dict(),
+        "device": device,
+        "epochs_run": len(history),
+        "final_train_loss": _num(last.train_loss) if last else None,
+        "final_test_loss": _num(last.test_loss) if last else None,
+        "best_test_loss": best.test_loss if best else None,
+        "best_epoch": best.epoch if best else None,
+        "train_seconds": round(sum(m.seconds for m in history), 4),
+        "wall_seconds": round(wall_seconds, 4),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _num(value: float) -> float | None:
+    """JSON has no NaN or infinity: a diverged loss is written as null."""
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def cell_name(config: TrainConfig) -> str:
+    """`<optim>-lr<lr>-h<hidden>-s<seed>`: a sweep cell's directory and `fmae train`'s default run dir."""
+    return f"{config.optim}-lr{config.learning_rate:g}-h{config.model.hidden}-s{config.seed}"

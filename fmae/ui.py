@@ -1,0 +1,112 @@
+"""The one place that decides how fmae talks: rich bars, plain lines, JSON, quiet, colours.
+
+Results go to stdout; progress, logs, warnings and errors go to stderr. Progress is a rich bar
+on a terminal, one plain line per event when stderr is not a terminal (CI logs), and nothing
+with --quiet. Rich honours NO_COLOR; without a terminal it writes no control codes at all.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False, no_color="NO_COLOR" in os.environ or None)
+
+
+def stdout_console() -> Console:
+    return Console(highlight=False, no_color="NO_COLOR" in os.environ or None, soft_wrap=True)
+
+
+def fmt_loss(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "nan" if value is not None else "-"
+    return f"{value:.6f}"
+
+
+class Feedback:
+    """Progress and messages on stderr, in one of three modes: rich, plain, quiet."""
+
+    def __init__(self, *, quiet: bool = False, console: Console | None = None, mode: str | None = None) -> None:
+        self.console = console or stderr_console()
+        if mode is None:
+            mode = "quiet" if quiet else ("rich" if self.console.is_terminal else "plain")
+        self.mode = mode
+        self._progress: Progress | None = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> Feedback:
+        if self.mode == "rich":
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(None, None, None)
+            self._progress = None
+
+    def task(self, key: str, label: str, total: int, done: int = 0) -> None:
+        """Start (or restart) a bar; in plain mode nothing is printed until something happens."""
+        if self._progress is not None:
+            if key in self._tasks:
+                self._progress.reset(self._tasks[key], total=total, completed=done, description=label, info="")
+            else:
+                self._tasks[key] = self._progress.add_task(label, total=total, completed=done, info="")
+
+    def advance(self, key: str, done: int, total: int, info: str, line: str) -> None:
+        """Move a bar to `done`; in plain mode print `line`."""
+        if self._progress is not None:
+            self._progress.update(self._tasks[key], completed=done, total=total, info=info)
+        elif self.mode == "plain":
+            self.console.print(line, markup=False, soft_wrap=True)
+
+    def message(self, text: str) -> None:
+        if self.mode == "quiet":
+            return
+        if self._progress is not None:
+            self._progress.console.print(text, markup=False, soft_wrap=True)
+        else:
+            self.console.print(text, markup=False, soft_wrap=True)
+
+
+def epoch_info(train_loss: float, test_loss: float) -> str:
+    return f"train {fmt_loss(train_loss)}  test {fmt_loss(test_loss)}"
+
+
+def print_json(doc: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                highlight_row: int | None = None) -> None:
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("status", "optim", "setting", "run") else "right")
+    for i, row in enumerate(rows):
+        table.add_row(*(str(v) for v in row), style="bold green" if i == highlight_row else None)
+    stdout_console().print(table)
+
+
+def print_error(message: str) -> None:
+    stderr_console().print(f"error: {message}", markup=False, highlight=False, soft_wrap=True, style="red")
