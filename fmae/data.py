@@ -84,7 +84,7 @@ def user_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def candidates(
-    data_dir: str | Path | None, environ: Mapping[str, str] | None = None
+    data_dir: str | Path | None, environ: Mapping[str, str] | None = None, system_dir: Path | None = None
 ) -> list[tuple[str, Path | None]]:
     """The places fmae looks, in order, each with a label for messages."""
     env = os.environ if environ is None else environ
@@ -92,7 +92,7 @@ def candidates(
         ("--data-dir", Path(data_dir) if data_dir else None),
         (f"${ENV_VAR}", Path(env[ENV_VAR]) if env.get(ENV_VAR) else None),
         ("cache", user_cache_dir(env)),
-        ("system", SYSTEM_DIR),
+        ("system", system_dir or SYSTEM_DIR),
     ]
 
 
@@ -103,7 +103,7 @@ def _file_in(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def has_dataset(directory: Path, names: Mapping[str, str] = CHECKSUMS) -> bool:
+def has_dataset(directory: Path, names: Mapping[str, str | None]) -> bool:
     return directory.is_dir() and all(_file_in(directory, stem) for stem in names)
 
 
@@ -113,10 +113,12 @@ def locate(
     download: bool = True,
     environ: Mapping[str, str] | None = None,
     fetch: Fetch | None = None,
-    checksums: Mapping[str, str] = CHECKSUMS,
+    checksums: Mapping[str, str | None] | None = None,
+    system_dir: Path | None = None,
 ) -> Path:
     """The first place that holds all four files; else a download into the cache."""
-    places = candidates(data_dir, environ)
+    checksums = CHECKSUMS if checksums is None else checksums
+    places = candidates(data_dir, environ, system_dir)
     for _, path in places:
         if path is not None and has_dataset(path, checksums):
             return path
@@ -133,10 +135,11 @@ def fetch_dataset(
     *,
     fetch: Fetch | None = None,
     mirrors: tuple[str, ...] | None = None,
-    checksums: Mapping[str, str] = CHECKSUMS,
+    checksums: Mapping[str, str | None] | None = None,
     looked: str = "",
 ) -> Path:
     """Download the four files through torchvision's downloader, verify them, move them in place."""
+    checksums = CHECKSUMS if checksums is None else checksums
     if fetch is None or mirrors is None:
         from torchvision.datasets import FashionMNIST as TV
         from torchvision.datasets.utils import download_url
@@ -184,7 +187,7 @@ def _read_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def _verify(path: Path, stem: str, raw: bytes, checksums: Mapping[str, str]) -> str:
+def _verify(path: Path, stem: str, raw: bytes, checksums: Mapping[str, str | None]) -> str:
     digest = hashlib.sha256(raw).hexdigest()
     expected = checksums.get(stem)
     if expected is not None and digest != expected:
@@ -199,12 +202,12 @@ def parse_idx(raw: bytes, path: Path | str, *, images: bool) -> tuple[int, bytes
     """Check an IDX header and size; returns the item count and the payload."""
     magic, ndim = (_IMAGE_MAGIC, 3) if images else (_LABEL_MAGIC, 1)
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX file ({len(raw)} bytes, header needs {header})")
     found = int.from_bytes(raw[:4], "big")
-    if found != magic:
+    if len(raw) >= 4 and found != magic:
         kind = "images" if images else "labels"
         raise DataError(f"{path}: wrong magic number 0x{found:08x} for {kind}, expected 0x{magic:08x}")
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX file ({len(raw)} bytes, header needs {header})")
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     if images and dims[1:] != [28, 28]:
         raise DataError(f"{path}: images are {dims[1]}x{dims[2]}, expected 28x28")
@@ -220,11 +223,12 @@ def load(
     directory: str | Path,
     device: torch.device | str = "cpu",
     *,
-    checksums: Mapping[str, str] = CHECKSUMS,
+    checksums: Mapping[str, str | None] | None = None,
 ) -> FashionMNIST:
     """Read and check the four files of `directory`; raise DataError naming any bad file."""
     import torch
 
+    checksums = CHECKSUMS if checksums is None else checksums
     directory = Path(directory)
     arrays: dict[str, torch.Tensor] = {}
     digests: dict[str, str] = {}

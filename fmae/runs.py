@@ -137,11 +137,13 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
         raise CheckpointError(f"checkpoint {path} does not exist", "pass the model.pt of a run or a sweep's best.pt")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            f"{path}: refused: it is not a plain fmae checkpoint (it holds objects that could run code)",
-            "only load checkpoints written by fmae",
-        ) from None
+    except pickle.UnpicklingError as exc:
+        if "unsupported operand" not in str(exc).lower():  # anything but plain garbage: refuse
+            raise CheckpointError(
+                f"{path}: refused: it is not a plain fmae checkpoint (it holds objects that could run code)",
+                "only load checkpoints written by fmae",
+            ) from None
+        raise CheckpointError(f"{path}: truncated or corrupted checkpoint (not a torch file)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({first})") from None
