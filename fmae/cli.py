@@ -126,19 +126,23 @@ def _signals() -> Iterator[dict[str, int]]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _interrupted(seen: dict[str, int], what: str) -> Interrupted:
-    err = Interrupted(f"{what} interrupted; finished epochs are saved",
-                      f"resume with: {_resume_command()}")
+def _interrupted(seen: dict[str, int], what: str, resume_hint: str) -> Interrupted:
+    err = Interrupted(f"{what} interrupted; finished epochs are saved", f"resume with: {resume_hint}")
     if seen.get("signal") == signal.SIGTERM:
         err.exit_code = 143
     return err
 
 
-def _resume_command() -> str:
-    args = ["fmae", *sys.argv[1:]]
-    if "--resume" not in args and args[1:2] == ["train"]:
-        args.append("--resume")
-    return " ".join(shlex.quote(a) for a in args)
+def _train_command(config: TrainConfig, run_dir: Path) -> str:
+    """The `fmae train` line that resumes a run: every setting that must match, spelled out."""
+    m = config.model
+    args = ["fmae", "train", "--run-dir", str(run_dir), "--optim", config.optim, "--lr", f"{config.learning_rate:g}",
+            "--hidden", str(m.hidden), "--epochs", str(config.epochs), "--batch-size", str(config.batch_size),
+            "--dropout", f"{m.dropout:g}", "--activation", m.activation, "--seed", str(config.seed),
+            "--precision", config.precision]
+    if config.momentum:
+        args += ["--momentum", f"{config.momentum:g}"]
+    return " ".join(shlex.quote(a) for a in args) + " --resume"
 
 
 def _load_data(data_dir: Optional[Path], no_download: bool, device: Any, feedback: Any) -> Any:
@@ -221,7 +225,7 @@ def train(
         except KeyboardInterrupt:
             run.write_summary(runs.summarize(config, "interrupted", history, run_dir=run.path,
                                              device=str(torch_device), wall_seconds=time.perf_counter() - started))
-            raise _interrupted(seen, "training") from None
+            raise _interrupted(seen, "training", _train_command(config, run.path)) from None
     if result.status != "diverged":
         run.save_model(config, result.model.state_dict(), result.history, result.status, env)
     summary = runs.summarize(config, result.status, result.history, run_dir=run.path,

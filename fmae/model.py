@@ -11,18 +11,30 @@ from fmae.config import INPUT_DIM, ModelConfig
 
 
 class SeededDropout(nn.Module):
-    """Inverted dropout drawing its masks from its own generator, so a seed fixes them."""
+    """Inverted dropout drawing its masks from its own generator, so a seed fixes them.
+
+    Speed: Bernoulli sampling costs one 32-bit draw per unit and was ~10% of a training step on
+    CPU. One 64-bit draw gives four 15-bit lanes instead, so p is rounded to a multiple of
+    1/32768 (0.1 becomes 0.100006) and the kept units are scaled by 1/(1 - that p): unbiased.
+    """
+
+    _LEVELS = 1 << 15
 
     def __init__(self, p: float, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.p = p
         self.generator = generator
+        self._threshold = round(p * self._LEVELS)
+        self._scale = 1.0 / (1.0 - self._threshold / self._LEVELS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
+        if not self.training or self._threshold == 0:
             return x
-        keep = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self.generator)
-        return x * keep.mul_(1.0 / (1.0 - self.p))
+        n = x.numel()
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(generator=self.generator)
+        lanes = bits.view(torch.int16)[:n].view(x.shape).bitwise_and_(self._LEVELS - 1)
+        keep = lanes.ge_(self._threshold).to(x.dtype).mul_(self._scale)
+        return x * keep
 
 
 _OUTPUT = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "identity": nn.Identity}

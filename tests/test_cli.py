@@ -1,0 +1,147 @@
+"""The CLI through Typer's CliRunner: exit codes, stdout JSON, stderr messages."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from fmae import data, runs
+from fmae.cli import app
+
+TINY = ["--hidden", "8", "--batch-size", "16", "--epochs", "2"]
+
+
+def run(*args, **kw):
+    return CliRunner().invoke(app, list(args), **kw)
+
+
+def test_version_and_help():
+    assert run("--version").stdout.strip().startswith("fmae ")
+    result = run("train", "--help")
+    assert result.exit_code == 0 and "--run-dir" in result.stdout
+
+
+def test_train_json_and_files(fake_dataset, tmp_path):
+    result = run("train", *TINY, "--run-dir", str(tmp_path / "r"), "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["schema_version"] == 1 and doc["status"] == "completed" and doc["epochs_run"] == 2
+    assert doc["config"]["model"]["hidden"] == 8 and doc["config"]["lr"] == 0.001
+    for name in runs.RUN_FILES:
+        assert (tmp_path / "r" / name).is_file()
+    assert "epoch 1/2 train_loss=" in result.stderr and "epoch 2/2" in result.stderr
+    assert "\x1b[" not in result.stderr  # no terminal: no control codes
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["final_test_loss"] == doc["final_test_loss"]
+
+
+def test_quiet_prints_nothing_on_stderr_and_a_table_on_stdout(fake_dataset, tmp_path):
+    result = run("train", *TINY, "--run-dir", str(tmp_path / "r"), "-q")
+    assert result.exit_code == 0 and result.stderr == ""
+    assert "completed" in result.stdout and "test loss" in result.stdout
+
+
+def test_default_run_dir_is_named_after_the_settings(fake_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run("train", *TINY, "--optim", "sgd", "-q").exit_code == 0
+    assert (tmp_path / "runs" / "sgd-lr0.1-h8-s0" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--hidden", "0"], "hidden must be"),
+    (["--hidden", "-3"], "hidden must be"),
+    (["--epochs", "0"], "epochs must be"),
+    (["--batch-size", "-1"], "batch_size must be"),
+    (["--lr", "0"], "lr must be > 0"),
+    (["--lr", "nan"], "lr must be a finite number"),
+    (["--dropout", "1"], "dropout must be in [0, 1)"),
+    (["--epochs", "x"], "Invalid value for '--epochs'"),
+    (["--optim", "rmsprop"], "Invalid value for '--optim'"),
+    (["--device", "tpu"], "Invalid value for '--device'"),
+    (["--bogus"], "No such option"),
+    (["--resume", "--overwrite"], "exclude each other"),
+])
+def test_bad_values_exit_2_with_one_line(fake_dataset, tmp_path, args, needle):
+    result = run("train", "--run-dir", str(tmp_path / "r"), *args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_dataset_exit_1_with_hint(tmp_path, monkeypatch):
+    monkeypatch.delenv("FMAE_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(data, "SYSTEM_DIR", tmp_path / "nowhere")
+    result = run("train", "--no-download", "--run-dir", str(tmp_path / "r"))
+    assert result.exit_code == 1
+    line = result.stderr.strip()
+    assert line.startswith("error: Fashion-MNIST not found") and "apt-get install dataset-fashion-mnist" in line
+    assert str(tmp_path / "nowhere") in line and "\n" not in line
+
+
+def test_cuda_on_a_machine_without_it(fake_dataset, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")  # only the GPU-less path is tested here
+    result = run("train", *TINY, "--device", "cuda", "--run-dir", str(tmp_path / "r"))
+    assert result.exit_code == 1 and "no CUDA device" in result.stderr
+
+
+def test_existing_run_refused_then_resumed_then_overwritten(fake_dataset, tmp_path):
+    r = str(tmp_path / "r")
+    assert run("train", *TINY, "--run-dir", r, "-q").exit_code == 0
+    before = (tmp_path / "r" / "model.pt").read_bytes()
+    refused = run("train", *TINY, "--run-dir", r, "-q")
+    assert refused.exit_code == 1 and "already holds a run" in refused.stderr and "--resume" in refused.stderr
+    assert (tmp_path / "r" / "model.pt").read_bytes() == before
+    other = run("train", *TINY, "--seed", "3", "--run-dir", r, "--resume")
+    assert other.exit_code == 1 and "other settings" in other.stderr
+    assert run("train", *TINY, "--seed", "3", "--run-dir", r, "--overwrite", "-q").exit_code == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["config"]["seed"] == 3
+
+
+def test_resume_gives_the_uninterrupted_losses(fake_dataset, tmp_path):
+    full = str(tmp_path / "full")
+    part = str(tmp_path / "part")
+    args = ["--hidden", "8", "--batch-size", "16"]
+    assert run("train", *args, "--epochs", "4", "--run-dir", full, "-q").exit_code == 0
+    assert run("train", *args, "--epochs", "2", "--run-dir", part, "-q").exit_code == 0
+    resumed = run("train", *args, "--epochs", "4", "--run-dir", part, "--resume", "--json")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "resuming after epoch 2" in resumed.stderr
+    strip = lambda p: [line.rsplit(",", 1)[0] for line in (tmp_path / p / "metrics.csv").read_text().splitlines()]
+    assert strip("full") == strip("part") and len(strip("full")) == 5
+
+
+def test_ctrl_c_saves_last_and_exits_130_then_resumes(fake_dataset, tmp_path, monkeypatch):
+    r = tmp_path / "r"
+    calls = {"n": 0}
+    original = runs.RunDir.write_metrics
+
+    def interrupt_at_epoch_3(self, history):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        original(self, history)
+
+    monkeypatch.setattr(runs.RunDir, "write_metrics", interrupt_at_epoch_3)
+    args = ["--hidden", "8", "--batch-size", "16", "--epochs", "4", "--run-dir", str(r)]
+    result = run("train", *args)
+    assert result.exit_code == 130
+    assert "interrupted" in result.stderr and "--resume" in result.stderr
+    assert json.loads((r / "summary.json").read_text())["status"] == "interrupted"
+    assert runs.RunDir(r).load_last()["epoch"] == 2
+    monkeypatch.setattr(runs.RunDir, "write_metrics", original)
+    assert run("train", *args, "--resume", "-q").exit_code == 0
+    assert run("train", *args[:-1], str(tmp_path / "ref"), "-q").exit_code == 0
+    assert (r / "metrics.csv").read_text().count("\n") == 5
+    ours = [l.rsplit(",", 1)[0] for l in (r / "metrics.csv").read_text().splitlines()]
+    ref = [l.rsplit(",", 1)[0] for l in (tmp_path / "ref" / "metrics.csv").read_text().splitlines()]
+    assert ours == ref
+
+
+def test_debug_shows_the_traceback(fake_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("FMAE_DEBUG", "1")
+    result = run("train", "--hidden", "0", "--run-dir", str(tmp_path / "r"))
+    assert result.exit_code == 2 and "Traceback" in result.stderr
