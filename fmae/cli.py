@@ -15,14 +15,15 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from fmae import __version__
-from fmae.config import ACTIVATIONS, DEVICES, OPTIMIZERS, PRECISIONS, ModelConfig, TrainConfig
+from fmae.config import ACTIVATIONS, DEVICES, OPTIMIZERS, PRECISIONS, ModelConfig, SweepConfig, TrainConfig
 from fmae.errors import FmaeError, Interrupted
 
 _M, _T = ModelConfig(), TrainConfig()
@@ -60,6 +61,65 @@ def _fail(message: str, code: int) -> int:
         traceback.print_exc()
     print_error(message)
     return code
+
+
+class MultiValueCommand(TyperCommand):
+    """Lets list options take several values after one flag: `--lr 0.1 0.01 0.001`.
+
+    Also accepted: the flag repeated (`--lr 0.1 --lr 0.01`) and comma lists (`--lr 0.1,0.01`).
+    The arguments are rewritten to the repeated form before click parses them, so click's own
+    validation, help and completion keep working.
+    """
+
+    multi_value_options: tuple[str, ...] = ()
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, expand_multi_values(args, self.multi_value_options))
+
+
+def expand_multi_values(args: list[str], options: tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    current: str | None = None  # the list option whose values are being read
+    got = 0
+
+    def close() -> None:
+        if current is not None and got == 0:
+            from fmae.errors import ConfigError
+
+            raise ConfigError(f"{current} needs at least one value", f"e.g. {current} 1 2 3")
+
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        if flag in options:
+            close()
+            current, got = flag, 0
+            if eq:
+                out += [x for v in value.split(",") for x in (flag, v)]
+                got = 1
+            continue
+        if current is not None and arg != "--" and not _looks_like_flag(arg):
+            out += [x for v in arg.split(",") for x in (current, v)]
+            got += 1
+            continue
+        close()
+        current = None
+        out.append(arg)
+    close()
+    return out
+
+
+def _looks_like_flag(arg: str) -> bool:
+    if not arg.startswith("-") or arg == "-":
+        return False
+    try:
+        float(arg.split(",")[0])  # a negative number is a value (and will be refused as such)
+        return False
+    except ValueError:
+        return True
+
+
+def _multi(*options: str) -> type[MultiValueCommand]:
+    return type("MultiValue", (MultiValueCommand,), {"multi_value_options": options})
 
 
 app = typer.Typer(
@@ -242,6 +302,126 @@ def train(
                 [[str(run.path), summary["epochs_run"], fmt_loss(summary["final_train_loss"]),
                   fmt_loss(summary["final_test_loss"]),
                   f"{fmt_loss(summary['best_test_loss'])} ({summary['best_epoch']})", summary["wall_seconds"]]])
+
+
+_S = SweepConfig()
+OptimizerName = Enum("OptimizerName", {o: o for o in OPTIMIZERS}, type=str)  # typer: lists need Enum, not Literal
+SWEEP_LISTS = ("--optim", "--lr", "--hidden", "--seed")
+
+
+@app.command(cls=_multi(*SWEEP_LISTS))
+def sweep(
+    optim: Annotated[list[OptimizerName], typer.Option(
+        help="Optimizers to sweep; several values after one flag, e.g. --optim sgd adam.")] = [
+        OptimizerName(o) for o in _S.optims],
+    lr: Annotated[list[float], typer.Option(
+        help="Learning rates, e.g. --lr 0.1 0.01 0.001 (or --lr 0.1,0.01 or --lr 0.1 --lr 0.01).")] = list(_S.lrs),
+    hidden: Annotated[list[int], typer.Option(help="Hidden sizes, e.g. --hidden 64 128 256 512.")] = list(_S.hiddens),
+    seed: Annotated[list[int], typer.Option(help="Seeds: every cell is repeated for each, e.g. --seed 0 1 2.")] = list(
+        _S.seeds),
+    run_dir: Annotated[Optional[Path], typer.Option(
+        help="Sweep directory: sweep.json, results.csv/json, best.pt, cells/ \\[default: runs/sweep-<optims>].",
+        show_default=False)] = None,
+    epochs: Epochs = _T.epochs,
+    batch_size: BatchSize = _T.batch_size,
+    dropout: Dropout = _M.dropout,
+    activation: Activation = _M.activation,
+    momentum: Momentum = _T.momentum,
+    precision: Precision = _T.precision,
+    device: Device = "auto",
+    patience: Patience = _T.patience,
+    min_delta: MinDelta = _T.min_delta,
+    data_dir: DataDir = None,
+    no_download: NoDownload = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start the sweep directory anew.")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first cell that fails.")] = False,
+    json_out: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Grid search over optimizer x learning rate x hidden size x seed; resumable.
+
+    Several values follow one flag: fmae sweep --optim sgd --lr 0.1 0.01 0.001 --hidden 64 128 256 512.
+    Running the same command again skips finished cells and resumes unfinished ones; adding values
+    adds only the new cells. Exit 0 when every cell completed, stopped early or diverged; 1 when one failed.
+    """
+    from fmae import engine, runs
+    from fmae import sweep as sweeps
+    from fmae.config import check_device
+    from fmae.ui import Feedback, epoch_info, fmt_loss, print_json
+
+    base = TrainConfig(model=ModelConfig(dropout=dropout, activation=activation), optim="sgd", momentum=momentum,
+                       epochs=epochs, batch_size=batch_size, precision=precision, patience=patience,
+                       min_delta=min_delta)
+    grid = SweepConfig(optims=tuple(o.value for o in optim), lrs=tuple(lr), hiddens=tuple(hidden), seeds=tuple(seed), base=base)
+    where = sweeps.SweepDir(run_dir or Path("runs") / ("sweep-" + "-".join(grid.optims)))
+    torch_device = engine.resolve_device(check_device(device))
+    merged = where.open(grid, overwrite=overwrite)
+    started = time.perf_counter()
+    with Feedback(quiet=quiet) as feedback, _signals() as seen:
+        dataset = _load_data(data_dir, no_download, torch_device, feedback)
+        env = runs.environment(str(torch_device), dataset.source, dataset.sha256)
+        where.reset(overwrite)
+        where.write_grid(merged)
+        plans = where.plan(grid)
+        todo = [p for p in plans if not p.done]
+        feedback.message(f"sweep {where.path}: {len(plans)} cells, {len(plans) - len(todo)} already finished, "
+                         f"on {torch_device} ({precision})")
+        feedback.task("cells", "cells", len(plans), len(plans) - len(todo))
+        finished = {"n": len(plans) - len(todo)}
+        group_epochs: dict[int, int] = {}
+
+        def on_epoch(plan: Any, m: Any) -> None:
+            key = plan.config.seed
+            if group_epochs.get(key, -1) < m.epoch:
+                group_epochs[key] = m.epoch
+                feedback.task("epochs", f"seed {key}", epochs, m.epoch - 1)
+            feedback.advance("epochs", m.epoch, epochs, f"{plan.name} {epoch_info(m.train_loss, m.test_loss)}",
+                             f"{plan.name} epoch {m.epoch}/{epochs} train_loss={fmt_loss(m.train_loss)} "
+                             f"test_loss={fmt_loss(m.test_loss)} seconds={m.seconds:.2f}")
+
+        def on_cell(plan: Any, status: str) -> None:
+            finished["n"] += 1
+            feedback.advance("cells", finished["n"], len(plans), plan.name,
+                             f"cell {finished['n']}/{len(plans)} {plan.name} {status}"
+                             + (f": {plan.error}" if plan.error else ""))
+
+        try:
+            sweeps.run_in_process(plans, dataset, torch_device, env, on_epoch=on_epoch, on_cell=on_cell,
+                                  fail_fast=fail_fast)
+        except KeyboardInterrupt:
+            sweeps.write_results(where, sweeps.results(where, merged, plans))
+            raise _interrupted(seen, "sweep", "the same fmae sweep command") from None
+        rows = sweeps.results(where, merged, plans)
+        best = sweeps.write_results(where, rows)
+    failed = [r for r in rows if r["status"] == "failed"]
+    doc = {"schema_version": runs.SCHEMA_VERSION, "sweep_dir": str(where.path), "cells": rows, "best": best,
+           "best_per_optim": sweeps.best_per_optim(rows), "wall_seconds": round(time.perf_counter() - started, 3)}
+    if json_out:
+        print_json(doc)
+    else:
+        _print_sweep(doc)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_sweep(doc: dict[str, Any]) -> None:
+    from fmae.ui import fmt_loss, print_table
+
+    rows = doc["cells"]
+    print_table(
+        f"fmae sweep {doc['sweep_dir']}: {len(rows)} cells, best marked *",
+        ["rank", "optim", "lr", "hidden", "seed", "status", "epochs", "train loss", "test loss", "best (epoch)",
+         "seconds"],
+        [[("*1" if r["rank"] == 1 else r["rank"] or "-"), r["optim"], f"{r['lr']:g}", r["hidden"], r["seed"],
+          r["status"], r["epochs_run"], fmt_loss(r["final_train_loss"]), fmt_loss(r["final_test_loss"]),
+          f"{fmt_loss(r['best_test_loss'])} ({r['best_epoch'] or '-'})", r["seconds"] or "-"] for r in rows],
+        highlight_row=0 if doc["best"] else None,
+    )
+    per = doc["best_per_optim"]
+    if per:
+        print_table("best per optimizer", ["optim", "lr", "hidden", "test loss", "model"],
+                    [[o, f"{r['lr']:g}", r["hidden"], fmt_loss(r["final_test_loss"]), r["model"]]
+                     for o, r in per.items()])
 
 
 def main() -> None:

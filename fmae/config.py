@@ -105,3 +105,45 @@ class TrainConfig:
 def check_device(name: str) -> str:
     _choice("device", name, DEVICES)
     return name
+
+
+REPORT_LRS = (0.1, 0.01, 0.001)
+REPORT_HIDDEN = (64, 128, 256, 512)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A grid over optimizer x lr x hidden x seed; `base` holds every shared setting."""
+
+    optims: tuple[str, ...] = ("adam",)
+    lrs: tuple[float, ...] = REPORT_LRS
+    hiddens: tuple[int, ...] = REPORT_HIDDEN
+    seeds: tuple[int, ...] = (0,)
+    base: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        for name, values in (("optim", self.optims), ("lr", self.lrs), ("hidden", self.hiddens), ("seed", self.seeds)):
+            if not values:
+                raise ConfigError(f"--{name} needs at least one value")
+            dupes = sorted({str(v) for v in values if list(values).count(v) > 1})
+            if dupes:
+                raise ConfigError(f"--{name} lists {', '.join(dupes)} more than once")
+        self.cells()  # validates every value
+
+    def cells(self) -> list[TrainConfig]:
+        return [
+            dataclasses.replace(
+                self.base, optim=optim, lr=float(lr), seed=seed,
+                momentum=self.base.momentum if optim == "sgd" else 0.0,
+                model=dataclasses.replace(self.base.model, hidden=hidden),
+            )
+            for optim in self.optims for lr in self.lrs for hidden in self.hiddens for seed in self.seeds
+        ]
+
+    def shared(self) -> dict[str, Any]:
+        """The settings every cell shares: an existing sweep directory must agree on them."""
+        d = self.base.to_dict()
+        for key in ("optim", "lr", "seed"):
+            d.pop(key)
+        d["model"].pop("hidden")
+        return d

@@ -102,7 +102,7 @@ def environment(device: str, data_source: str = "", data_sha256: dict[str, str] 
 
     return {
         "fmae": __version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # TorchVersion would not load with weights_only=True
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": device,

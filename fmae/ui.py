@@ -24,7 +24,10 @@ def stderr_console() -> Console:
 
 
 def stdout_console() -> Console:
-    return Console(highlight=False, no_color="NO_COLOR" in os.environ or None, soft_wrap=True)
+    console = Console(highlight=False, no_color="NO_COLOR" in os.environ or None)
+    if not console.is_terminal:
+        console.width = 240  # a pipe or a CI log: never truncate the results to 80 columns
+    return console
 
 
 def fmt_loss(value: float | None) -> str:

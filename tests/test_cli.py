@@ -33,6 +33,8 @@ def test_train_json_and_files(fake_dataset, tmp_path):
     assert "epoch 1/2 train_loss=" in result.stderr and "epoch 2/2" in result.stderr
     assert "\x1b[" not in result.stderr  # no terminal: no control codes
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["final_test_loss"] == doc["final_test_loss"]
+    model, ckpt = runs.load_model(tmp_path / "r" / "model.pt")  # safe loading of what train wrote
+    assert ckpt["environment"]["device"] == "cpu" and ckpt["metrics"]["test_loss"][-1] == doc["final_test_loss"]
 
 
 def test_quiet_prints_nothing_on_stderr_and_a_table_on_stdout(fake_dataset, tmp_path):

@@ -1,0 +1,223 @@
+"""Sweeps: plan the cells of a grid, run them through an executor, collect the results.
+
+A cell is a self-contained unit: a TrainConfig in, a training run directory out. The in-process
+executor trains the cells that share a seed (hence the data order) in lockstep over the same
+minibatches; another executor (say, Ray) could take the same cells without touching the engine
+or the run-directory format. This module never prints: progress flows through callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fmae import runs
+from fmae.config import SweepConfig, TrainConfig
+from fmae.errors import FmaeError, RunDirError
+
+FINISHED = ("completed", "stopped_early", "diverged")
+RESULT_FIELDS = ("rank", "optim", "lr", "hidden", "seed", "status", "epochs_run", "final_train_loss",
+                 "final_test_loss", "best_test_loss", "best_epoch", "seconds", "model")
+
+
+@dataclass
+class CellPlan:
+    config: TrainConfig
+    run: runs.RunDir
+    resume: dict[str, Any] | None = None
+    done: bool = False
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.run.path.name
+
+    @property
+    def start_epoch(self) -> int:
+        return int(self.resume["epoch"]) if self.resume else 0
+
+
+@dataclass
+class SweepDir:
+    path: Path
+    cells_dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cells_dir = self.path / "cells"
+
+    def open(self, sweep: SweepConfig, *, overwrite: bool) -> SweepConfig:
+        """Check an existing sweep directory against `sweep`; returns the grid to report on (the union)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"{self.path} exists and is not a directory", "choose another --run-dir")
+        if (self.path / "config.json").exists() and not overwrite:
+            raise RunDirError(f"{self.path} holds a training run, not a sweep", "choose another --run-dir")
+        doc_path = self.path / "sweep.json"
+        if not doc_path.exists() or overwrite:
+            return sweep
+        doc = runs.read_json(doc_path)
+        if doc.get("shared") != sweep.shared():
+            old, new = doc.get("shared") or {}, sweep.shared()
+            diff = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k))
+            raise RunDirError(f"{self.path} holds a sweep with other shared settings ({diff})",
+                              "use --overwrite to start it anew, or choose another --run-dir")
+        grid = doc.get("grid", {})
+        merge = lambda old, new: tuple(dict.fromkeys([*old, *new]))  # noqa: E731 - keeps order, drops repeats
+        return SweepConfig(optims=merge(grid.get("optim", []), sweep.optims), lrs=merge(grid.get("lr", []), sweep.lrs),
+                           hiddens=merge(grid.get("hidden", []), sweep.hiddens),
+                           seeds=merge(grid.get("seed", []), sweep.seeds), base=sweep.base)
+
+    def reset(self, overwrite: bool) -> None:
+        if overwrite:
+            for name in ("sweep.json", "results.csv", "results.json", "best.pt"):
+                (self.path / name).unlink(missing_ok=True)
+            shutil.rmtree(self.cells_dir, ignore_errors=True)
+        try:
+            self.cells_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"cannot create {self.cells_dir}: {exc.strerror}", "check the path and permissions") \
+                from None
+
+    def write_grid(self, sweep: SweepConfig) -> None:
+        runs.atomic_write_json(self.path / "sweep.json", {
+            "schema_version": runs.SCHEMA_VERSION,
+            "grid": {"optim": list(sweep.optims), "lr": list(sweep.lrs), "hidden": list(sweep.hiddens),
+                     "seed": list(sweep.seeds)},
+            "shared": sweep.shared(),
+        })
+
+    def plan(self, sweep: SweepConfig) -> list[CellPlan]:
+        """One plan per cell: finished cells are marked done, unfinished ones carry their resume state."""
+        plans = []
+        for config in sweep.cells():
+            config = config.resolved()
+            run = runs.RunDir(self.cells_dir / runs.cell_name(config))
+            plan = CellPlan(config, run)
+            if run.exists:
+                if run.saved_config().to_dict() != config.to_dict():
+                    raise RunDirError(f"{run.path} holds a run with other settings", "use --overwrite")
+                summary = _read_summary(run)
+                plan.done = summary is not None and summary.get("status") in FINISHED
+                if not plan.done and run.file("last.pt").exists():
+                    plan.resume = run.load_last()
+            plans.append(plan)
+        return plans
+
+
+def _read_summary(run: runs.RunDir) -> dict[str, Any] | None:
+    try:
+        return runs.read_json(run.file("summary.json"))
+    except RunDirError:
+        return None
+
+
+def groups(plans: Sequence[CellPlan]) -> list[list[CellPlan]]:
+    """Cells that can share minibatches: same seed and batch size, same epoch reached."""
+    out: dict[tuple[int, int, int], list[CellPlan]] = {}
+    for p in plans:
+        if not p.done:
+            out.setdefault((p.config.seed, p.config.batch_size, p.start_epoch), []).append(p)
+    return list(out.values())
+
+
+OnEpoch = Callable[[CellPlan, Any], None]
+OnCell = Callable[[CellPlan, str], None]
+
+
+def run_in_process(plans: Sequence[CellPlan], dataset: Any, device: Any, env: dict[str, Any], *,
+                   on_epoch: OnEpoch, on_cell: OnCell, fail_fast: bool = False) -> None:
+    """The in-process executor: each group of cells trained in lockstep, its files written per epoch."""
+    from fmae import engine
+
+    for group in groups(plans):
+        for p in group:
+            if not p.run.exists:
+                p.run.reset()
+            p.run.write_config(p.config, env)
+        started = time.perf_counter()
+
+        def epoch_done(index: int, cell: Any, metrics: Any, data_rng: Any, group: list[CellPlan] = group) -> None:
+            plan = group[index]
+            plan.run.write_metrics(cell.history)
+            plan.run.save_last(plan.config, cell.resume_state(data_rng))
+            on_epoch(plan, metrics)
+
+        try:
+            results = engine.train_many([p.config for p in group], dataset, device,
+                                        resume=[p.resume for p in group], on_epoch=epoch_done)
+            for plan, result in zip(group, results):
+                if result.status != "diverged":
+                    plan.run.save_model(plan.config, result.model.state_dict(), result.history, result.status, env)
+                plan.run.write_summary(runs.summarize(plan.config, result.status, result.history, run_dir=plan.run.path,
+                                                      device=str(device), wall_seconds=time.perf_counter() - started))
+                plan.done = True
+                on_cell(plan, result.status)
+        except (FmaeError, OSError, RuntimeError) as exc:
+            for plan in group:
+                plan.error = str(exc)
+                on_cell(plan, "failed")
+            if fail_fast:
+                raise
+
+
+def results(sweep_dir: SweepDir, sweep: SweepConfig, plans: Sequence[CellPlan] = ()) -> list[dict[str, Any]]:
+    """One row per cell of the (merged) grid, ranked by final test loss."""
+    errors = {p.name: p.error for p in plans if p.error}
+    rows = []
+    for config in sweep.cells():
+        config = config.resolved()
+        run = runs.RunDir(sweep_dir.cells_dir / runs.cell_name(config))
+        summary = _read_summary(run) if run.exists else None
+        status = "failed" if run.path.name in errors else (summary or {}).get("status", "pending")
+        model = run.file("model.pt")
+        rows.append({
+            "rank": None, "optim": config.optim, "lr": config.learning_rate, "hidden": config.model.hidden,
+            "seed": config.seed, "status": status,
+            "epochs_run": (summary or {}).get("epochs_run", 0),
+            "final_train_loss": (summary or {}).get("final_train_loss"),
+            "final_test_loss": (summary or {}).get("final_test_loss"),
+            "best_test_loss": (summary or {}).get("best_test_loss"),
+            "best_epoch": (summary or {}).get("best_epoch"),
+            "seconds": (summary or {}).get("train_seconds"),
+            "model": str(model) if status in ("completed", "stopped_early") and model.exists() else None,
+            "error": errors.get(run.path.name),
+        })
+    ranked = sorted((r for r in rows if r["model"] and _finite(r["final_test_loss"])),
+                    key=lambda r: r["final_test_loss"])
+    for i, row in enumerate(ranked, 1):
+        row["rank"] = i
+    return sorted(rows, key=lambda r: (r["rank"] is None, r["rank"] or 0))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def best_per_optim(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["rank"] is not None and row["optim"] not in out:
+            out[row["optim"]] = row
+    return out
+
+
+def write_results(sweep_dir: SweepDir, rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """results.csv, results.json and best.pt (a copy of the best cell's model.pt); returns the best row."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=[*RESULT_FIELDS, "error"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    runs.atomic_write_text(sweep_dir.path / "results.csv", out.getvalue())
+    best = rows[0] if rows and rows[0]["rank"] == 1 else None
+    runs.atomic_write_json(sweep_dir.path / "results.json", {"schema_version": runs.SCHEMA_VERSION, "cells": list(rows),
+                                                           "best": best})
+    if best is not None:
+        runs.atomic_write_bytes(sweep_dir.path / "best.pt", Path(best["model"]).read_bytes())
+    return best
