@@ -1,0 +1,81 @@
+"""The report's 12-cell SGD grid, three ways, in one process.
+
+    python benchmarks/sweep_speed.py [--epochs 2] [--recipe-epochs 1] [--optim sgd]
+
+1. fmae's sweep (in-process executor: lockstep groups, shared minibatches, files written per epoch);
+2. the same cells one after another through fmae's single-model engine;
+3. the plain torchvision DataLoader + ToTensor recipe, per cell.
+Prints seconds per grid epoch for each, their ratios, the grid's FLOP limit (design.md) and the
+fraction of it reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from benchmarks.common import (  # noqa: E402
+    command_line, epoch_flops, matmul_rate, raw_copy_for_torchvision, torchvision_epoch_seconds,
+)
+from fmae import data, engine, runs  # noqa: E402
+from fmae import sweep as sweeps  # noqa: E402
+from fmae.config import REPORT_HIDDEN, REPORT_LRS, SweepConfig, TrainConfig  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--recipe-epochs", type=int, default=1)
+    parser.add_argument("--optim", default="sgd")
+    args = parser.parse_args()
+
+    device = torch.device("cpu")
+    dataset = data.load(data.locate(None, download=False), device)
+    grid = SweepConfig(optims=(args.optim,), lrs=REPORT_LRS, hiddens=REPORT_HIDDEN,
+                       base=TrainConfig(optim="sgd", epochs=args.epochs))
+    cells = [c.resolved() for c in grid.cells()]
+    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"grid: {len(cells)} cells ({args.optim}), {args.epochs} epochs")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        where = sweeps.SweepDir(Path(tmp) / "sweep")
+        where.reset(False)
+        plans = where.plan(grid)
+        env = runs.environment(str(device), dataset.source, dataset.sha256)
+        t0 = time.perf_counter()
+        sweeps.run_in_process(plans, dataset, device, env, on_epoch=lambda *a: None, on_cell=lambda *a: None)
+        sweep_s = (time.perf_counter() - t0) / args.epochs
+
+    t0 = time.perf_counter()
+    for config in cells:
+        engine.train(config, dataset, device)
+    alone_s = (time.perf_counter() - t0) / args.epochs
+
+    root = raw_copy_for_torchvision()
+    recipe_s = sum(torchvision_epoch_seconds(root, c.model.hidden, c.optim, c.learning_rate, args.recipe_epochs)
+                   for c in cells)
+
+    rates = {h: matmul_rate(h) for h in REPORT_HIDDEN}
+    limit_s = sum(epoch_flops(c.model.hidden) / rates[c.model.hidden] for c in cells)
+    flops = sum(epoch_flops(c.model.hidden) for c in cells)
+    print("way | s per grid epoch | vs fmae sweep | fraction of FLOP limit")
+    print("--- | --- | --- | ---")
+    for name, secs in (("fmae sweep", sweep_s), ("fmae engine, cells one by one", alone_s),
+                       ("torchvision recipe, per cell", recipe_s)):
+        print(f"{name} | {secs:.2f} | {secs / sweep_s:.2f}x | {limit_s / secs:.2f}")
+    print(f"FLOP limit: {flops:.3g} FLOPs per grid epoch / matmul rates "
+          + ", ".join(f"h={h}: {r / 1e9:.0f}" for h, r in rates.items()) + f" GFLOP/s = {limit_s:.2f} s")
+    print(f"sweep speed-up: {alone_s / sweep_s:.2f}x over one by one, {recipe_s / sweep_s:.1f}x over the recipe")
+    print(f"reproduce: {command_line()}")
+
+
+if __name__ == "__main__":
+    main()
