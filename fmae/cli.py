@@ -23,10 +23,12 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from fmae import __version__
-from fmae.config import ACTIVATIONS, DEVICES, OPTIMIZERS, PRECISIONS, ModelConfig, SweepConfig, TrainConfig
+from fmae.config import (
+    ACTIVATIONS, DEVICES, NOISES, OPTIMIZERS, PRECISIONS, ModelConfig, NoiseConfig, SweepConfig, TrainConfig,
+)
 from fmae.errors import FmaeError, Interrupted
 
-_M, _T = ModelConfig(), TrainConfig()
+_M, _T, _N = ModelConfig(), TrainConfig(), NoiseConfig()
 
 
 class FmaeGroup(TyperGroup):
@@ -166,6 +168,10 @@ MinDelta = Annotated[float, typer.Option(
 DataDir = Annotated[Optional[Path], typer.Option(help="Directory holding the Fashion-MNIST IDX files (.gz or raw).",
                                                  show_default=False)]
 NoDownload = Annotated[bool, typer.Option("--no-download", help="Never download the dataset.")]
+TrainNoise = Annotated[Optional[Literal[NOISES]], typer.Option(
+    "--noise", help="Train a denoising autoencoder: this noise on the input, the clean image as target.",
+    show_default=False)]
+TrainNoiseSigma = Annotated[float, typer.Option(help="Noise scale for --noise.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document with the results on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.")]
 
@@ -202,6 +208,8 @@ def _train_command(config: TrainConfig, run_dir: Path) -> str:
             "--precision", config.precision]
     if config.momentum:
         args += ["--momentum", f"{config.momentum:g}"]
+    if config.noise is not None:
+        args += ["--noise", config.noise.kind, "--noise-sigma", f"{config.noise.sigma:g}"]
     return " ".join(shlex.quote(a) for a in args) + " --resume"
 
 
@@ -232,6 +240,8 @@ def train(
     device: Device = "auto",
     patience: Patience = _T.patience,
     min_delta: MinDelta = _T.min_delta,
+    noise: TrainNoise = None,
+    noise_sigma: TrainNoiseSigma = _N.sigma,
     data_dir: DataDir = None,
     no_download: NoDownload = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir from its last.pt.")] = False,
@@ -254,6 +264,7 @@ def train(
         model=ModelConfig(hidden=hidden, dropout=dropout, activation=activation),
         optim=optim, lr=lr, momentum=momentum, epochs=epochs, batch_size=batch_size, seed=seed,
         precision=precision, patience=patience, min_delta=min_delta,
+        noise=NoiseConfig(noise, noise_sigma) if noise else None,
     ).resolved()
     run = runs.RunDir(run_dir or Path("runs") / runs.cell_name(config))
     torch_device = engine.resolve_device(check_device(device))
@@ -331,6 +342,8 @@ def sweep(
     device: Device = "auto",
     patience: Patience = _T.patience,
     min_delta: MinDelta = _T.min_delta,
+    noise: TrainNoise = None,
+    noise_sigma: TrainNoiseSigma = _N.sigma,
     data_dir: DataDir = None,
     no_download: NoDownload = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start the sweep directory anew.")] = False,
@@ -351,7 +364,7 @@ def sweep(
 
     base = TrainConfig(model=ModelConfig(dropout=dropout, activation=activation), optim="sgd", momentum=momentum,
                        epochs=epochs, batch_size=batch_size, precision=precision, patience=patience,
-                       min_delta=min_delta)
+                       min_delta=min_delta, noise=NoiseConfig(noise, noise_sigma) if noise else None)
     grid = SweepConfig(optims=tuple(o.value for o in optim), lrs=tuple(lr), hiddens=tuple(hidden), seeds=tuple(seed), base=base)
     where = sweeps.SweepDir(run_dir or Path("runs") / ("sweep-" + "-".join(grid.optims)))
     torch_device = engine.resolve_device(check_device(device))
@@ -422,6 +435,213 @@ def _print_sweep(doc: dict[str, Any]) -> None:
         print_table("best per optimizer", ["optim", "lr", "hidden", "test loss", "model"],
                     [[o, f"{r['lr']:g}", r["hidden"], fmt_loss(r["final_test_loss"]), r["model"]]
                      for o, r in per.items()])
+
+
+Ckpts = Annotated[list[Path], typer.Option(
+    "--ckpt", help="Checkpoints (a run's model.pt or a sweep's best.pt); several after one flag.",
+    show_default=False)]
+
+
+def _load_models(paths: list[Path], device: Any) -> list[Any]:
+    from fmae import runs
+    from fmae.quality import Loaded
+
+    seen = set()
+    out = []
+    for path in paths:
+        if str(path) in seen:
+            continue
+        seen.add(str(path))
+        model, ckpt = runs.load_model(path, device)
+        out.append(Loaded(str(path), model, ckpt))
+    return out
+
+
+def _short_names(paths: list[str]) -> dict[str, str]:
+    """Column labels: the file name, or its parent directory for model.pt/best.pt."""
+    names = {}
+    for p in paths:
+        path = Path(p)
+        base = path.parent.name if path.name in ("model.pt", "best.pt", "last.pt") and path.parent.name else path.name
+        names[p] = base if base not in names.values() else p
+    return names
+
+
+@app.command("eval", cls=_multi("--ckpt"))
+def eval_(
+    ckpt: Ckpts,
+    split: Annotated[Literal["test", "train"], typer.Option(help="Which split to evaluate on.")] = "test",
+    baseline: Annotated[Optional[Literal["pca"]], typer.Option(
+        help="Also report PCA with k = h components fitted on the training set: the best linear autoencoder.",
+        show_default=False)] = None,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+    no_download: NoDownload = False,
+    json_out: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Evaluate checkpoints: MSE, PSNR, SSIM and MSE per class, side by side.
+
+    Example: fmae eval --ckpt runs/a/model.pt runs/s/model.pt --baseline pca
+    """
+    from fmae import engine, quality, runs
+    from fmae.config import check_device
+    from fmae.data import CLASS_NAMES
+    from fmae.ui import Feedback, fmt_loss, print_json, print_table
+
+    torch_device = engine.resolve_device(check_device(device))
+    models = _load_models(ckpt, torch_device)
+    with Feedback(quiet=quiet) as feedback:
+        dataset = _load_data(data_dir, no_download, torch_device, feedback)
+        images, labels = quality.split(dataset, split)
+        rows = [quality.evaluate_checkpoint(m, images, labels) for m in models]
+        if baseline == "pca":
+            feedback.message("fitting PCA on the training set")
+            pca = quality.pca_baseline(dataset, images, [r["hidden"] for r in rows])
+            for r in rows:
+                r["pca_mse"] = pca[r["hidden"]]
+    doc = {"schema_version": runs.SCHEMA_VERSION, "split": split, "images": int(images.shape[0]), "checkpoints": rows}
+    if json_out:
+        print_json(doc)
+        return
+    names = _short_names([r["checkpoint"] for r in rows])
+    table = [["MSE", *(fmt_loss(r["mse"]) for r in rows)],
+             ["PSNR (dB)", *(f"{r['psnr']:.2f}" for r in rows)],
+             ["SSIM", *(f"{r['ssim']:.4f}" for r in rows)]]
+    if baseline == "pca":
+        table.append(["PCA MSE, k = h", *(fmt_loss(r["pca_mse"]) for r in rows)])
+    table += [[f"MSE {name}", *(fmt_loss(r["per_class_mse"][name]) for r in rows)] for name in CLASS_NAMES]
+    print_table(f"fmae eval: {split} split, {doc['images']} images", ["setting", *names.values()], table)
+
+
+@app.command(cls=_multi("--ckpt", "--sigma", "--index"))
+def denoise(
+    ckpt: Ckpts,
+    sigma: Annotated[list[float], typer.Option(help="Noise scales; several give a curve, e.g. --sigma 0.25 0.5 1.")] = [
+        _N.sigma],  # noqa: B006 - typer reads list defaults, it never mutates them
+    noise: Annotated[Literal[NOISES], typer.Option(
+        help="image-gaussian: the report's (each image's own mean and std); gaussian; salt-pepper; speckle.")
+    ] = _N.kind,
+    seed: Annotated[int, typer.Option(help="Seed of the noise and of the example images.")] = 0,
+    limit: Annotated[Optional[int], typer.Option(help="Use the first N test images [default: all].",
+                                                 show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Save the Figure-4 grid (png, svg or pdf).",
+                                                show_default=False)] = None,
+    examples: Annotated[int, typer.Option(help="Rows of the --out figure.")] = 4,
+    index: Annotated[Optional[list[int]], typer.Option(help="Test images to show in --out instead of random ones.",
+                                                       show_default=False)] = None,
+    curve: Annotated[Optional[Path], typer.Option(help="Save PSNR against sigma (png, svg or pdf).",
+                                                  show_default=False)] = None,
+    input_: Annotated[Optional[Path], typer.Option(
+        "--input", help="Denoise your own images: a .png (28x28, or several side by side) or .npy.",
+        show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        help="Where --input's result goes (.png or .npy) \\[default: <input>.denoised<ext>].",
+        show_default=False)] = None,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+    no_download: NoDownload = False,
+    json_out: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Add noise to test images and compare checkpoints as filters (PSNR, SSIM, MSE).
+
+    Example: fmae denoise --ckpt best.pt --sigma 0.5
+    """
+    from fmae import engine, quality, runs
+    from fmae.config import check_device
+    from fmae.errors import ConfigError
+    from fmae.ui import Feedback, fmt_loss, print_json, print_table
+
+    noise_configs = [NoiseConfig(noise, s) for s in sigma]  # validates every sigma
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be >= 1, got {limit}")
+    if examples < 1:
+        raise ConfigError(f"examples must be >= 1, got {examples}")
+    for path in (out, curve):
+        if path is not None and plots_format(path) is None:
+            raise ConfigError(f"{path}: unknown figure format", "use a .png, .svg or .pdf file name")
+    torch_device = engine.resolve_device(check_device(device))
+    if input_ is not None:
+        _denoise_input(ckpt, input_, output, torch_device, json_out)
+        return
+    models = _load_models(ckpt, torch_device)
+    with Feedback(quiet=quiet) as feedback:
+        dataset = _load_data(data_dir, no_download, torch_device, feedback)
+        images = dataset.test_images[:limit] if limit else dataset.test_images
+        result = quality.denoise(models, images, noise, [c.sigma for c in noise_configs], seed)
+        names = _short_names([m.path for m in models])
+        figures = {}
+        if out is not None:
+            figures["grid"] = str(out)
+            _save_grid(result, names, out, examples, index, seed, noise)
+        if curve is not None:
+            from fmae import plots
+
+            figures["curve"] = str(curve)
+            runs.atomic_write_bytes(curve, plots.figure_bytes(plots.psnr_curve(result.rows, names, noise=noise),
+                                                              plots_format(curve)))
+        for path in figures.values():
+            feedback.message(f"wrote {path}")
+    doc = {"schema_version": runs.SCHEMA_VERSION, "noise": noise, "seed": seed, "images": int(images.shape[0]),
+           "results": result.rows, "figures": figures}
+    if json_out:
+        print_json(doc)
+        return
+    print_table(f"fmae denoise: {noise} noise, {doc['images']} test images, seed {seed}",
+                ["model", "sigma", "noisy PSNR", "output PSNR", "PSNR gain", "noisy SSIM", "output SSIM",
+                 "noisy MSE", "output MSE"],
+                [[names[r["checkpoint"]], f"{r['sigma']:g}", f"{r['noisy']['psnr']:.2f}",
+                  f"{r['output']['psnr']:.2f}", f"{r['gain']['psnr']:+.2f}", f"{r['noisy']['ssim']:.4f}",
+                  f"{r['output']['ssim']:.4f}", fmt_loss(r["noisy"]["mse"]), fmt_loss(r["output"]["mse"])]
+                 for r in result.rows])
+
+
+def plots_format(path: Path) -> str | None:
+    from fmae.plots import format_of
+
+    return format_of(path)
+
+
+def _save_grid(result: Any, names: dict[str, str], out: Path, examples: int, index: Optional[list[int]],
+               seed: int, noise: str) -> None:
+    import torch
+
+    from fmae import plots, runs
+    from fmae.errors import ConfigError
+
+    n = result.clean.shape[0]
+    if index:
+        bad = [i for i in index if not 0 <= i < n]
+        if bad:
+            raise ConfigError(f"--index {bad[0]} is outside the {n} test images in use")
+        rows = torch.tensor(index)
+    else:
+        rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(examples, n)]
+    sigma = max(result.noisy)  # the strongest noise shows the difference best
+    outputs = {names[path]: result.outputs[(i, sigma)][rows] for i, path in enumerate(names)}
+    fig = plots.denoise_grid(result.clean[rows], result.noisy[sigma][rows], outputs, sigma=sigma, noise=noise)
+    runs.atomic_write_bytes(out, plots.figure_bytes(fig, plots_format(out)))
+
+
+def _denoise_input(ckpt: list[Path], input_: Path, output: Optional[Path], device: Any, json_out: bool) -> None:
+    from fmae import data, engine, runs
+    from fmae.errors import ConfigError
+    from fmae.ui import print_json
+
+    if len(ckpt) != 1:
+        raise ConfigError("--input takes exactly one --ckpt")
+    (loaded,) = _load_models(ckpt, device)
+    images = data.read_user_images(input_)
+    target = output or input_.with_name(f"{input_.stem}.denoised{input_.suffix.lower()}")
+    result = engine.reconstruct(loaded.model, images.to(device), loaded.precision)
+    runs.atomic_write_bytes(target, data.encode_user_images(result, target.suffix.lower()))
+    doc = {"schema_version": runs.SCHEMA_VERSION, "checkpoint": loaded.path, "input": str(input_),
+           "output": str(target), "images": int(images.shape[0])}
+    if json_out:
+        print_json(doc)
+    else:
+        typer.echo(f"denoised {doc['images']} image(s) from {input_} -> {target}")
 
 
 def main() -> None:

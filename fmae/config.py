@@ -16,6 +16,23 @@ PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # The report's best learning rate for each optimizer; used when --lr is not given.
 DEFAULT_LR = {"adam": 0.001, "sgd": 0.1}
+NOISES = ("image-gaussian", "gaussian", "salt-pepper", "speckle")  # fmae.noise implements them
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """A noise model and its strength: sigma scales the noise (a fraction of pixels for salt-pepper)."""
+
+    kind: str = "image-gaussian"
+    sigma: float = 0.5
+
+    def __post_init__(self) -> None:
+        _choice("noise", self.kind, NOISES)
+        sigma = _finite("sigma", self.sigma)
+        if sigma < 0:
+            raise ConfigError(f"sigma must be >= 0, got {self.sigma}")
+        if self.kind == "salt-pepper" and sigma > 1:
+            raise ConfigError(f"sigma is a fraction of pixels for salt-pepper: at most 1, got {self.sigma}")
 
 
 def _finite(name: str, value: float) -> float:
@@ -63,6 +80,7 @@ class TrainConfig:
     precision: str = "fp32"
     patience: int = 0
     min_delta: float = 0.001
+    noise: NoiseConfig | None = None  # a denoising autoencoder: noisy input, clean target
 
     def __post_init__(self) -> None:
         _choice("optim", self.optim, OPTIMIZERS)
@@ -97,7 +115,8 @@ class TrainConfig:
         try:
             fields = dict(data)
             model = ModelConfig(**fields.pop("model"))
-            return cls(model=model, **fields)
+            noise = fields.pop("noise", None)
+            return cls(model=model, noise=NoiseConfig(**noise) if noise is not None else None, **fields)
         except (TypeError, KeyError, AttributeError) as exc:
             raise ConfigError(f"not a valid training config: {exc}") from None
 

@@ -249,3 +249,71 @@ def load(
         if y.numel() and int(y.max()) > 9:
             raise DataError(f"{directory}: {split} labels out of range 0..9")
     return FashionMNIST(train_x, train_y, test_x, test_y, str(directory), digests).to(device)
+
+
+def read_user_images(path: str | Path) -> torch.Tensor:
+    """A user's 28x28 greyscale images as float [N, 784] in [0, 1].
+
+    PNG: one image, or several side by side (height 28, width a multiple of 28).
+    .npy: shape (28, 28), (N, 28, 28) or (N, 784); uint8 (0..255) or float in [0, 1].
+    """
+    import numpy as np
+    import torch
+
+    path = Path(path)
+    if path.is_dir() or not path.exists():
+        raise DataError(f"--input {path}: no such file", "pass a .png or .npy file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".png":
+            from PIL import Image
+
+            with Image.open(path) as img:
+                arr = np.asarray(img.convert("L"))
+            if arr.shape[0] != 28 or arr.shape[1] % 28:
+                raise DataError(f"--input {path}: image is {arr.shape[1]}x{arr.shape[0]} pixels",
+                                "expected 28x28, or several 28x28 images side by side (width a multiple of 28)")
+            arr = arr.reshape(28, -1, 28).transpose(1, 0, 2)
+        elif suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            raise DataError(f"--input {path}: unknown format {suffix or '(none)'}", "pass a .png or .npy file")
+    except DataError:
+        raise
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"--input {path}: unreadable ({exc})") from None
+    if arr.ndim == 2 and arr.shape == (28, 28):
+        arr = arr[None]
+    if arr.ndim == 3 and arr.shape[1:] == (28, 28):
+        arr = arr.reshape(arr.shape[0], 784)
+    if arr.ndim != 2 or arr.shape[1] != 784 or arr.shape[0] == 0:
+        raise DataError(f"--input {path}: shape {tuple(arr.shape)} is not 28x28 images",
+                        "expected (28, 28), (N, 28, 28) or (N, 784)")
+    if arr.dtype == np.uint8:
+        return torch.from_numpy(arr.astype(np.float32) / 255.0)
+    if arr.dtype.kind != "f":
+        raise DataError(f"--input {path}: dtype {arr.dtype}", "expected uint8 (0..255) or float in [0, 1]")
+    values = torch.from_numpy(arr.astype(np.float32))
+    if not torch.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+        raise DataError(f"--input {path}: float values outside [0, 1]", "scale the images to [0, 1]")
+    return values
+
+
+def encode_user_images(images: torch.Tensor, suffix: str) -> bytes:
+    """Images [N, 784] in [0, 1] as .npy (float32, N x 28 x 28) or .png (side by side) bytes."""
+    import io
+
+    import numpy as np
+
+    arr = images.detach().cpu().float().clamp(0, 1).reshape(-1, 28, 28).numpy()
+    buffer = io.BytesIO()
+    if suffix == ".npy":
+        np.save(buffer, arr.astype(np.float32))
+    elif suffix == ".png":
+        from PIL import Image
+
+        strip = (arr.transpose(1, 0, 2).reshape(28, -1) * 255).round().astype(np.uint8)
+        Image.fromarray(strip, mode="L").save(buffer, format="PNG")
+    else:
+        raise DataError(f"--output: unknown format {suffix or '(none)'}", "use a .png or .npy file name")
+    return buffer.getvalue()

@@ -22,6 +22,7 @@ from fmae.config import TrainConfig
 from fmae.data import FashionMNIST
 from fmae.errors import ConfigError, DeviceError
 from fmae.model import Autoencoder, build
+from fmae.noise import add_noise
 
 EVAL_CHUNK = 5000
 
@@ -117,6 +118,7 @@ class Cell:
     model: Autoencoder
     optimizer: torch.optim.Optimizer
     dropout_rng: torch.Generator
+    noise_rng: torch.Generator
     history: list[EpochMetrics] = field(default_factory=list)
     status: str = "running"
 
@@ -126,7 +128,8 @@ class Cell:
             "epoch": len(self.history),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": _to_cpu(self.optimizer.state_dict()),
-            "rng": {"data": data_rng.get_state(), "dropout": self.dropout_rng.get_state()},
+            "rng": {"data": data_rng.get_state(), "dropout": self.dropout_rng.get_state(),
+                    "noise": self.noise_rng.get_state()},
             "history": [[m.epoch, m.train_loss, m.test_loss, m.seconds] for m in self.history],
             "status": self.status,
         }
@@ -154,11 +157,14 @@ def new_cell(config: TrainConfig, device: torch.device, resume: dict[str, Any] |
     dropout_rng = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "dropout"))
     model.dropout.generator = dropout_rng
     optimizer = _make_optimizer(config, model)
-    cell = Cell(config, model, optimizer, dropout_rng)
+    noise_rng = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "train-noise"))
+    cell = Cell(config, model, optimizer, dropout_rng, noise_rng)
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         dropout_rng.set_state(resume["rng"]["dropout"])
+        if "noise" in resume["rng"]:
+            noise_rng.set_state(resume["rng"]["noise"])
         cell.history = [EpochMetrics(int(e), float(a), float(b), float(s)) for e, a, b, s in resume["history"]]
     return cell
 
@@ -225,8 +231,10 @@ def train_many(
             for k, cell in enumerate(active):
                 t0 = time.perf_counter()
                 cell.optimizer.zero_grad(set_to_none=True)
+                noise = cell.config.noise
+                inp = x if noise is None else add_noise(x, noise.kind, noise.sigma, cell.noise_rng)
                 with autocast(device, cell.config.precision):
-                    out = cell.model(x)
+                    out = cell.model(inp)
                 loss = mse(out, x)
                 loss.backward()
                 cell.optimizer.step()
@@ -259,3 +267,9 @@ def train(
     """Train one model: the single-model face of `train_many`."""
     callback = None if on_epoch is None else (lambda _i, cell, m, rng: on_epoch(cell, m, rng))
     return train_many([config], data, device, resume=[resume], on_epoch=callback)[0]
+
+
+def noisy_test_images(clean: torch.Tensor, kind: str, sigma: float, seed: int) -> torch.Tensor:
+    """Noisy copies of float images; the same seed gives the same noise draw at every sigma."""
+    generator = torch.Generator().manual_seed(derive_seed(seed, "denoise"))
+    return add_noise(clean.cpu(), kind, sigma, generator).to(clean.device)

@@ -316,5 +316,6 @@ def remove_tree(path: Path) -> None:
 
 
 def cell_name(config: TrainConfig) -> str:
-    """`<optim>-lr<lr>-h<hidden>-s<seed>`: a sweep cell's directory and `fmae train`'s default run dir."""
-    return f"{config.optim}-lr{config.learning_rate:g}-h{config.model.hidden}-s{config.seed}"
+    """`<optim>-lr<lr>-h<hidden>-s<seed>[-<noise><sigma>]`: a sweep cell's directory, `fmae train`'s default."""
+    name = f"{config.optim}-lr{config.learning_rate:g}-h{config.model.hidden}-s{config.seed}"
+    return name if config.noise is None else f"{name}-{config.noise.kind}{config.noise.sigma:g}"
