@@ -644,5 +644,108 @@ def _denoise_input(ckpt: list[Path], input_: Path, output: Optional[Path], devic
         typer.echo(f"denoised {doc['images']} image(s) from {input_} -> {target}")
 
 
+PlotKind = Enum("PlotKind", {k: k for k in ("all", "curves", "recon", "heatmap", "compare")}, type=str)
+
+
+@app.command(cls=_multi("--kind"))
+def plot(
+    sources: Annotated[list[Path], typer.Argument(help="Training run or sweep directories (read, never changed).",
+                                                  show_default=False)],
+    out: Annotated[Path, typer.Option(help="Directory for the figures (created if needed).")] = Path("figures"),
+    kind: Annotated[list[PlotKind], typer.Option(
+        help="curves, recon, heatmap, compare, or all that the sources allow.")] = [PlotKind("all")],  # noqa: B006
+    fmt: Annotated[Literal["png", "svg", "pdf"], typer.Option("--format", help="Figure file format.")] = "png",
+    train_loss: Annotated[bool, typer.Option("--train", help="curves: also draw train loss (dashed).")] = False,
+    overlay: Annotated[bool, typer.Option("--overlay", help="curves: all sources on one axis.")] = False,
+    examples: Annotated[int, typer.Option(help="recon: test images shown.")] = 3,
+    seed: Annotated[int, typer.Option(help="recon: which test images (seeded choice).")] = 0,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+    no_download: NoDownload = False,
+    json_out: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Draw learning curves, reconstructions, grid heatmaps and the SGD-Adam comparison.
+
+    Example: fmae plot runs/sgd runs/adam --out figures
+    """
+    from fmae import plots, runs
+    from fmae.errors import ConfigError
+    from fmae.ui import Feedback, print_json
+
+    if examples < 1:
+        raise ConfigError(f"examples must be >= 1, got {examples}")
+    loaded = {}
+    for source in sources:
+        source_kind, records = runs.read_source(source)
+        loaded[source.name or str(source)] = (source_kind, records)
+    records = [r for _, recs in loaded.values() for r in recs]
+    wanted = {k.value for k in kind}
+    allowed = {
+        "curves": any(r.final_test_loss is not None for r in records),
+        "recon": any(r.file_exists("model.pt") for r in records) if records else False,
+        "heatmap": any(k == "sweep" for k, _ in loaded.values()),
+        "compare": {"sgd", "adam"} <= {r.config.optim for r in records if r.final_test_loss is not None},
+    }
+    reasons = {"curves": "no finished run", "recon": "no model.pt", "heatmap": "needs a sweep directory",
+               "compare": "needs finished SGD and Adam runs"}
+    if "all" in wanted:
+        chosen = [k for k in plots.PLOT_KINDS if allowed[k]]
+    else:
+        chosen = [k for k in plots.PLOT_KINDS if k in wanted]
+        for k in chosen:
+            if not allowed[k]:
+                raise ConfigError(f"plot {k}: {reasons[k]} among the sources")
+    if not chosen:
+        raise ConfigError("nothing to draw from these sources", "train or sweep first")
+    figures = {}
+    with Feedback(quiet=quiet) as feedback:
+        for k in chosen:
+            if k == "curves":
+                fig = plots.curves({name: recs for name, (_, recs) in loaded.items()}, train=train_loss,
+                                   overlay=overlay)
+            elif k == "heatmap":
+                fig = plots.heatmap([r for sk, recs in loaded.values() if sk == "sweep" for r in recs])
+            elif k == "compare":
+                fig = plots.compare(records)
+            else:
+                fig = _recon_figure(loaded, examples, seed, device, data_dir, no_download, feedback)
+            path = out / f"{k}.{fmt}"
+            runs.atomic_write_bytes(path, plots.figure_bytes(fig, fmt))
+            figures[k] = str(path)
+            feedback.message(f"wrote {path}")
+    if json_out:
+        print_json({"schema_version": runs.SCHEMA_VERSION, "figures": figures})
+    else:
+        for path in figures.values():
+            typer.echo(path)
+
+
+def _recon_figure(loaded: dict[str, Any], examples: int, seed: int, device: str, data_dir: Optional[Path],
+                  no_download: bool, feedback: Any) -> Any:
+    import torch
+
+    from fmae import engine, plots, runs
+    from fmae.config import check_device
+
+    torch_device = engine.resolve_device(check_device(device))
+    dataset = _load_data(data_dir, no_download, torch_device, feedback)
+    pick = torch.randperm(dataset.test_images.shape[0], generator=torch.Generator().manual_seed(seed))[:examples]
+    images = dataset.test_images[pick.to(dataset.test_images.device)]
+    rows = {}
+    for name, (source_kind, records) in loaded.items():
+        for optim in plots.optimizers(records):
+            lr = plots.best_lr(records, optim)
+            chosen = [r for r in records if r.config.optim == optim and r.config.learning_rate == lr
+                      and r.file_exists("model.pt")]
+            for r in sorted(chosen, key=lambda r: r.config.model.hidden):
+                model, ckpt = runs.load_model(r.path / "model.pt", torch_device)
+                label = f"{optim.upper()} h={r.config.model.hidden}"
+                if len(loaded) > 1 and name.lower() != optim:
+                    label += f"\n{name}"
+                rows[label] = engine.reconstruct(model, images, ckpt["config"].precision)
+    return plots.recon(engine.to_float(images), rows)
+
+
 def main() -> None:
     app(prog_name="fmae")

@@ -79,3 +79,168 @@ def figure_bytes(fig: Figure, fmt: str) -> bytes:
 def format_of(path: str | Path) -> str | None:
     suffix = Path(path).suffix.lower().lstrip(".")
     return suffix if suffix in FORMATS else None
+
+
+# ------------------------------------------------------------------ run and sweep figures
+
+PLOT_KINDS = ("curves", "recon", "heatmap", "compare")
+
+
+def best_record(records: Sequence[Any], optim: str | None = None) -> Any | None:
+    """The run with the lowest final test loss (never a diverged one), optionally for one optimizer."""
+    pool = [r for r in records if r.final_test_loss is not None and (optim is None or r.config.optim == optim)]
+    return min(pool, key=lambda r: r.final_test_loss) if pool else None
+
+
+def best_lr(records: Sequence[Any], optim: str) -> float | None:
+    best = best_record(records, optim)
+    return best.config.learning_rate if best else None
+
+
+def optimizers(records: Sequence[Any]) -> list[str]:
+    """The optimizers present, in the report's order (SGD first)."""
+    return sorted({r.config.optim for r in records}, key=lambda o: (o != "sgd", o))
+
+
+def _integer_epochs(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def curves(sources: Mapping[str, Sequence[Any]], *, train: bool = False, overlay: bool = False) -> Figure:
+    """Test loss against epoch, one line per hidden size at each optimizer's best learning rate."""
+    panels = []  # (title, records)
+    for name, records in sources.items():
+        for optim in optimizers(records):
+            lr = best_lr(records, optim)
+            chosen = [r for r in records if r.config.optim == optim and r.config.learning_rate == lr] if lr else []
+            if chosen:
+                panels.append((f"{name}: {optim.upper()}, lr = {lr:g}", chosen))
+    if not panels:
+        raise ValueError("no finished run to draw")
+    n = 1 if overlay else len(panels)
+    fig = Figure(figsize=(6.4 if n == 1 else 5.2 * n, 4.4), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
+    for i, (title, records) in enumerate(panels):
+        ax = axes[0 if overlay else i]
+        for r in sorted(records, key=lambda r: r.config.model.hidden):
+            epochs = [m["epoch"] for m in r.metrics]
+            label = f"h = {r.config.model.hidden}" + (f" ({title.split(':')[0]}, {r.config.optim})" if overlay else "")
+            line, = ax.plot(epochs, [m["test_loss"] for m in r.metrics], label=label)
+            if train:
+                ax.plot(epochs, [m["train_loss"] for m in r.metrics], "--", color=line.get_color(), alpha=0.7)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        _integer_epochs(ax)
+        ax.set_title(title if not overlay else "test loss at each optimizer's best learning rate", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, title="dashed: train loss" if train else None, title_fontsize=8)
+    axes[0].set_ylabel("test MSE per pixel (log scale)")
+    fig.suptitle("Learning curves by hidden size", fontsize=11)
+    return fig
+
+
+def heatmap(records: Sequence[Any], *, title: str = "") -> Figure:
+    """Final test loss over learning rate x hidden size, one panel per optimizer."""
+    import numpy as np
+
+    opts = optimizers(records)
+    fig = Figure(figsize=(4.6 * len(opts) + 0.8, 3.8), layout="constrained")
+    axes = fig.subplots(1, len(opts), squeeze=False)[0]
+    finite = [r.final_test_loss for r in records if r.final_test_loss is not None]
+    vmin, vmax = (min(finite), max(finite)) if finite else (1e-3, 1.0)
+    from matplotlib.colors import LogNorm
+
+    image = None
+    for ax, optim in zip(axes, opts):
+        mine = [r for r in records if r.config.optim == optim]
+        lrs = sorted({r.config.learning_rate for r in mine}, reverse=True)
+        hs = sorted({r.config.model.hidden for r in mine})
+        grid = np.full((len(lrs), len(hs)), np.nan)
+        for r in mine:
+            i, j = lrs.index(r.config.learning_rate), hs.index(r.config.model.hidden)
+            loss = r.final_test_loss
+            if r.status == "diverged":
+                ax.text(j, i, "diverged", ha="center", va="center", fontsize=8, color="red")
+            elif loss is not None:
+                grid[i, j] = loss if np.isnan(grid[i, j]) else min(grid[i, j], loss)
+        image = ax.imshow(grid, cmap="viridis_r", norm=LogNorm(vmin=vmin, vmax=max(vmax, vmin * 1.0001)),
+                          aspect="auto")
+        for i in range(len(lrs)):
+            for j in range(len(hs)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.4f}", ha="center", va="center", fontsize=8,
+                            color="white" if grid[i, j] > (vmin * vmax) ** 0.5 else "black")
+        ax.set_xticks(range(len(hs)), [str(h) for h in hs])
+        ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
+        ax.set_xlabel("hidden units h")
+        ax.set_ylabel("learning rate")
+        ax.set_title(optim.upper(), fontsize=10)
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), label="final test MSE per pixel")
+    fig.suptitle(title or "Final test loss over the grid", fontsize=11)
+    return fig
+
+
+def within(losses: Sequence[float], fraction: float = 0.05) -> int | None:
+    """The first epoch (1-based) whose loss is within `fraction` of the final loss."""
+    if not losses:
+        return None
+    target = losses[-1] * (1 + fraction)
+    return next(i for i, v in enumerate(losses, 1) if v <= target)
+
+
+def compare(records: Sequence[Any]) -> Figure:
+    """Best SGD against best Adam on one axis, with the epoch where Adam is within 5% of its final loss."""
+    fig = Figure(figsize=(6.8, 4.4), layout="constrained")
+    ax = fig.subplots()
+    drawn = {}
+    for optim, colour in (("sgd", "tab:blue"), ("adam", "tab:orange")):
+        r = best_record(records, optim)
+        if r is None:
+            continue
+        test = [m["test_loss"] for m in r.metrics]
+        drawn[optim] = test
+        ax.plot([m["epoch"] for m in r.metrics], test, color=colour,
+                label=f"{optim.upper()} lr = {r.config.learning_rate:g}, h = {r.config.model.hidden}: "
+                      f"final {test[-1]:.4f}")
+    notes = []
+    if "adam" in drawn:
+        e = within(drawn["adam"])
+        ax.axvline(e, color="tab:orange", ls=":", lw=1)
+        notes.append(f"dotted: Adam within 5% of its final loss from epoch {e}")
+    if "adam" in drawn and "sgd" in drawn:
+        sgd_final = drawn["sgd"][-1]
+        ax.axhline(sgd_final, color="tab:blue", ls=":", lw=1)
+        e = next((i for i, v in enumerate(drawn["adam"], 1) if v <= sgd_final), None)
+        notes.append(f"Adam reaches SGD's final loss at epoch {e}" if e else "Adam never reaches SGD's final loss")
+    if notes:
+        ax.text(0.98, 0.97, "\n".join(notes), transform=ax.transAxes, ha="right", va="top", fontsize=8,
+                bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"})
+    if not drawn:
+        raise ValueError("no finished SGD or Adam run to compare")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    _integer_epochs(ax)
+    ax.set_ylabel("test MSE per pixel (log scale)")
+    ax.set_title("Best SGD against best Adam", fontsize=11)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower left")
+    return fig
+
+
+def recon(originals: Any, rows: Mapping[str, Any]) -> Figure:
+    """Originals on top, then one row of reconstructions per model (the report's Figures 2b, 3b)."""
+    n = originals.shape[0]
+    fig = Figure(figsize=(1.5 * n + 1.6, 1.5 * (len(rows) + 1) + 0.5), layout="constrained")
+    axes = fig.subplots(len(rows) + 1, n, squeeze=False)
+    for j in range(n):
+        _image(axes[0][j], originals[j])
+    axes[0][0].set_ylabel("original", fontsize=8)
+    for i, (name, images) in enumerate(rows.items(), start=1):
+        for j in range(n):
+            _image(axes[i][j], images[j])
+        axes[i][0].set_ylabel(name, fontsize=8)
+    fig.suptitle("Test images and their reconstructions", fontsize=11)
+    return fig

@@ -319,3 +319,43 @@ def cell_name(config: TrainConfig) -> str:
     """`<optim>-lr<lr>-h<hidden>-s<seed>[-<noise><sigma>]`: a sweep cell's directory, `fmae train`'s default."""
     name = f"{config.optim}-lr{config.learning_rate:g}-h{config.model.hidden}-s{config.seed}"
     return name if config.noise is None else f"{name}-{config.noise.kind}{config.noise.sigma:g}"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A training run directory as read back for reports: config, per-epoch metrics, status."""
+
+    path: Path
+    config: TrainConfig
+    metrics: tuple[dict[str, float], ...]
+    status: str
+
+    def file_exists(self, name: str) -> bool:
+        return (self.path / name).is_file()
+
+    @property
+    def final_test_loss(self) -> float | None:
+        if not self.metrics or self.status == "diverged":
+            return None
+        value = self.metrics[-1]["test_loss"]
+        return value if value == value and abs(value) != float("inf") else None
+
+
+def read_run(path: Path) -> RunRecord:
+    run = RunDir(Path(path))
+    summary = read_json(run.file("summary.json")) if run.file("summary.json").exists() else {}
+    return RunRecord(run.path, run.saved_config(), tuple(run.read_metrics()), summary.get("status", "unfinished"))
+
+
+def read_source(path: str | Path) -> tuple[str, list[RunRecord]]:
+    """('run', [record]) for a training run directory, ('sweep', [records]) for a sweep directory."""
+    path = Path(path)
+    if (path / "sweep.json").is_file():
+        cells = sorted(p for p in (path / "cells").glob("*") if (p / "config.json").is_file())
+        return "sweep", [read_run(p) for p in cells]
+    if (path / "config.json").is_file():
+        return "run", [read_run(path)]
+    if path.is_file() and path.suffix == ".pt":
+        raise RunDirError(f"{path} is a checkpoint", "pass the run or sweep directory that holds it")
+    raise RunDirError(f"{path} is neither a training run nor a sweep directory",
+                      "pass a directory made by fmae train (config.json) or fmae sweep (sweep.json)")

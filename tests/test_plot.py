@@ -1,0 +1,103 @@
+"""`fmae plot` on tiny synthetic runs and sweeps: files, sizes, not blank, deterministic bytes."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fmae import plots, runs
+from fmae.cli import app
+
+SHARED = ["--batch-size", "16", "--epochs", "3", "-q"]
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def sweeps(fake_dataset, tmp_path):
+    s, a = tmp_path / "sgd", tmp_path / "adam"
+    assert run("sweep", "--optim", "sgd", "--lr", "1e6", "0.5", "0.1", "--hidden", "4", "8", "--activation",
+               "identity", *SHARED, "--run-dir", s).exit_code == 0
+    assert run("sweep", "--optim", "adam", "--lr", "0.01", "0.001", "--hidden", "4", "8", "--activation", "identity",
+               *SHARED, "--run-dir", a).exit_code == 0
+    return s, a
+
+
+def not_blank(path):
+    from matplotlib.image import imread
+
+    img = imread(path)
+    return float(np.std(img[..., :3])) > 0.01
+
+
+def test_all_kinds_from_two_sweeps_deterministic(sweeps, tmp_path):
+    result = run("plot", *sweeps, "--out", tmp_path / "figs", "--json")
+    assert result.exit_code == 0, result.stderr
+    figures = json.loads(result.stdout)["figures"]
+    assert set(figures) == {"curves", "recon", "heatmap", "compare"}
+    first = {}
+    for kind, path in figures.items():
+        data = open(path, "rb").read()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, kind
+        assert not_blank(path), kind
+        first[kind] = data
+    assert run("plot", *sweeps, "--out", tmp_path / "figs", "-q").exit_code == 0
+    for kind, path in figures.items():
+        assert open(path, "rb").read() == first[kind], f"{kind} is not deterministic"
+
+
+def test_sources_are_never_changed(sweeps, tmp_path):
+    before = {p: p.stat().st_mtime_ns for s in sweeps for p in s.rglob("*")}
+    assert run("plot", *sweeps, "--out", tmp_path / "figs", "-q").exit_code == 0
+    assert before == {p: p.stat().st_mtime_ns for s in sweeps for p in s.rglob("*")}
+
+
+@pytest.mark.parametrize("fmt", ["svg", "pdf"])
+def test_other_formats(sweeps, tmp_path, fmt):
+    result = run("plot", sweeps[0], "--kind", "heatmap", "curves", "--format", fmt, "--out", tmp_path / "f", "--json")
+    assert result.exit_code == 0, result.stderr
+    paths = json.loads(result.stdout)["figures"]
+    assert set(paths) == {"heatmap", "curves"}
+    head = open(paths["heatmap"], "rb").read(5)
+    assert head == (b"<?xml" if fmt == "svg" else b"%PDF-")
+    first = open(paths["curves"], "rb").read()
+    run("plot", sweeps[0], "--kind", "curves", "--format", fmt, "--out", tmp_path / "f")
+    assert open(paths["curves"], "rb").read() == first
+
+
+def test_best_lr_selection_skips_diverged(sweeps):
+    _, records = runs.read_source(sweeps[0])
+    statuses = {r.config.learning_rate: r.status for r in records}
+    assert statuses[1e6] == "diverged"
+    best = plots.best_record(records, "sgd")
+    finals = [r.final_test_loss for r in records if r.final_test_loss is not None]
+    assert best.final_test_loss == min(finals) and plots.best_lr(records, "sgd") == best.config.learning_rate
+    assert plots.best_lr(records, "adam") is None
+
+
+def test_heatmap_marks_diverged_cells(sweeps):
+    _, records = runs.read_source(sweeps[0])
+    fig = plots.heatmap(records)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts.count("diverged") == 2  # lr 1e6 at h 4 and 8
+    assert sum(1 for t in texts if t.startswith("0.")) == 4
+
+
+def test_within_five_percent():
+    assert plots.within([1.0, 0.5, 0.2, 0.105, 0.1]) == 4
+    assert plots.within([0.3]) == 1
+
+
+def test_single_run_and_errors(fake_dataset, tmp_path):
+    r = tmp_path / "r"
+    assert run("train", "--hidden", "4", *SHARED, "--run-dir", r).exit_code == 0
+    result = run("plot", r, "--out", tmp_path / "f", "--json")
+    assert result.exit_code == 0 and set(json.loads(result.stdout)["figures"]) == {"curves", "recon"}
+    bad = run("plot", r, "--kind", "heatmap", "--out", tmp_path / "f")
+    assert bad.exit_code == 2 and "heatmap: needs a sweep directory" in bad.stderr
+    neither = run("plot", tmp_path / "f", "--out", tmp_path / "g")
+    assert neither.exit_code == 1 and "neither a training run nor a sweep" in neither.stderr
+    assert run("plot", r / "model.pt").exit_code == 1
