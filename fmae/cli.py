@@ -76,16 +76,19 @@ class MultiValueCommand(TyperCommand):
     multi_value_options: tuple[str, ...] = ()
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, expand_multi_values(args, self.multi_value_options))
+        strict = not ctx.resilient_parsing  # shell completion parses half-typed lines
+        return super().parse_args(ctx, expand_multi_values(args, self.multi_value_options, strict=strict))
 
 
-def expand_multi_values(args: list[str], options: tuple[str, ...]) -> list[str]:
+def expand_multi_values(args: list[str], options: tuple[str, ...], *, strict: bool = True) -> list[str]:
     out: list[str] = []
     current: str | None = None  # the list option whose values are being read
     got = 0
 
     def close() -> None:
-        if current is not None and got == 0:
+        if current is not None and got == 0 and not strict:
+            out.append(current)
+        elif current is not None and got == 0:
             from fmae.errors import ConfigError
 
             raise ConfigError(f"{current} needs at least one value", f"e.g. {current} 1 2 3")
@@ -130,6 +133,7 @@ app = typer.Typer(
     help="Train, sweep, evaluate and apply feed-forward autoencoders on Fashion-MNIST.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: rendering help with rich costs ~0.25 s of imports
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -150,7 +154,7 @@ def _root(
 
 # Options shared by the commands that train; defaults come from the configs.
 Optim = Annotated[Literal[OPTIMIZERS], typer.Option(help="Optimizer.")]
-Lr = Annotated[Optional[float], typer.Option(help="Learning rate \\[default: 0.001 for adam, 0.1 for sgd].",
+Lr = Annotated[Optional[float], typer.Option(help="Learning rate [default: 0.001 for adam, 0.1 for sgd].",
                                              show_default=False)]
 Hidden = Annotated[int, typer.Option(help="Hidden units h of the 784 -> h -> 784 autoencoder.")]
 Momentum = Annotated[float, typer.Option(help="SGD momentum.")]
@@ -226,7 +230,7 @@ def _load_data(data_dir: Optional[Path], no_download: bool, device: Any, feedbac
 def train(
     run_dir: Annotated[Optional[Path], typer.Option(
         help="Directory for config.json, metrics.csv, model.pt, last.pt, summary.json "
-             "\\[default: runs/<optim>-lr<lr>-h<hidden>-s<seed>].", show_default=False)] = None,
+             "[default: runs/<optim>-lr<lr>-h<hidden>-s<seed>].", show_default=False)] = None,
     optim: Optim = _T.optim,
     lr: Lr = _T.lr,
     hidden: Hidden = _M.hidden,
@@ -268,9 +272,10 @@ def train(
     ).resolved()
     run = runs.RunDir(run_dir or Path("runs") / runs.cell_name(config))
     torch_device = engine.resolve_device(check_device(device))
-    state = run.check(config, overwrite=overwrite, resume=resume)
     started = time.perf_counter()
-    with Feedback(quiet=quiet) as feedback, _signals() as seen:
+    with runs.DirectoryLock(run.path), Feedback(quiet=quiet) as feedback, _signals() as seen:
+        state = run.check(config, overwrite=overwrite, resume=resume)
+        runs.remove_stale_temporaries(run.path)
         dataset = _load_data(data_dir, no_download, torch_device, feedback)
         env = runs.environment(str(torch_device), dataset.source, dataset.sha256)
         if overwrite or not run.exists:
@@ -285,8 +290,8 @@ def train(
 
         def on_epoch(cell: Any, m: Any, data_rng: Any) -> None:
             history[:] = cell.history
+            run.save_last(config, cell.resume_state(data_rng))  # first: metrics.csv never runs ahead of it
             run.write_metrics(cell.history)
-            run.save_last(config, cell.resume_state(data_rng))
             feedback.advance("epochs", m.epoch, config.epochs, epoch_info(m.train_loss, m.test_loss),
                              f"{label} epoch {m.epoch}/{config.epochs} train_loss={fmt_loss(m.train_loss)} "
                              f"test_loss={fmt_loss(m.test_loss)} seconds={m.seconds:.2f}")
@@ -297,11 +302,11 @@ def train(
             run.write_summary(runs.summarize(config, "interrupted", history, run_dir=run.path,
                                              device=str(torch_device), wall_seconds=time.perf_counter() - started))
             raise _interrupted(seen, "training", _train_command(config, run.path)) from None
-    if result.status != "diverged":
-        run.save_model(config, result.model.state_dict(), result.history, result.status, env)
-    summary = runs.summarize(config, result.status, result.history, run_dir=run.path,
-                             device=str(torch_device), wall_seconds=time.perf_counter() - started)
-    run.write_summary(summary)
+        if result.status != "diverged":
+            run.save_model(config, result.model.state_dict(), result.history, result.status, env)
+        summary = runs.summarize(config, result.status, result.history, run_dir=run.path,
+                                 device=str(torch_device), wall_seconds=time.perf_counter() - started)
+        run.write_summary(summary)
     if json_out:
         print_json(summary)
         return
@@ -331,7 +336,7 @@ def sweep(
     seed: Annotated[list[int], typer.Option(help="Seeds: every cell is repeated for each, e.g. --seed 0 1 2.")] = list(
         _S.seeds),
     run_dir: Annotated[Optional[Path], typer.Option(
-        help="Sweep directory: sweep.json, results.csv/json, best.pt, cells/ \\[default: runs/sweep-<optims>].",
+        help="Sweep directory: sweep.json, results.csv/json, best.pt, cells/ [default: runs/sweep-<optims>].",
         show_default=False)] = None,
     epochs: Epochs = _T.epochs,
     batch_size: BatchSize = _T.batch_size,
@@ -368,9 +373,9 @@ def sweep(
     grid = SweepConfig(optims=tuple(o.value for o in optim), lrs=tuple(lr), hiddens=tuple(hidden), seeds=tuple(seed), base=base)
     where = sweeps.SweepDir(run_dir or Path("runs") / ("sweep-" + "-".join(grid.optims)))
     torch_device = engine.resolve_device(check_device(device))
-    merged = where.open(grid, overwrite=overwrite)
     started = time.perf_counter()
-    with Feedback(quiet=quiet) as feedback, _signals() as seen:
+    with runs.DirectoryLock(where.path), Feedback(quiet=quiet) as feedback, _signals() as seen:
+        merged = where.open(grid, overwrite=overwrite)
         dataset = _load_data(data_dir, no_download, torch_device, feedback)
         env = runs.environment(str(torch_device), dataset.source, dataset.sha256)
         where.reset(overwrite)
@@ -536,7 +541,7 @@ def denoise(
         "--input", help="Denoise your own images: a .png (28x28, or several side by side) or .npy.",
         show_default=False)] = None,
     output: Annotated[Optional[Path], typer.Option(
-        help="Where --input's result goes (.png or .npy) \\[default: <input>.denoised<ext>].",
+        help="Where --input's result goes (.png or .npy) [default: <input>.denoised<ext>].",
         show_default=False)] = None,
     device: Device = "auto",
     data_dir: DataDir = None,

@@ -52,8 +52,11 @@ class Autoencoder(nn.Module):
         self.output = _OUTPUT[config.activation]()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        code = self.dropout(torch.relu(self.encoder(x)))
-        return self.output(self.decoder(code))
+        return self.output(self.logits(x))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's output before the output activation (the engine fuses the two in training)."""
+        return self.decoder(self.dropout(torch.relu(self.encoder(x))))
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:

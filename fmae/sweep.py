@@ -115,12 +115,19 @@ def _read_summary(run: runs.RunDir) -> dict[str, Any] | None:
         return None
 
 
-def groups(plans: Sequence[CellPlan]) -> list[list[CellPlan]]:
-    """Cells that can share minibatches: same seed and batch size, same epoch reached."""
+def groups(plans: Sequence[CellPlan], *, lockstep: bool = True) -> list[list[CellPlan]]:
+    """Cells to train together: same seed and batch size (so the same minibatches), same epoch reached.
+
+    Without lockstep every cell is its own group. On a 2-core CPU, lockstep measured 4% slower
+    than one cell after another (each model's weights leave the cache between minibatches) and
+    the shared batch conversion is too cheap to pay for that; on a GPU, where one model cannot
+    fill the device, training cells together is what pays.
+    """
     out: dict[tuple[int, int, int], list[CellPlan]] = {}
-    for p in plans:
+    for i, p in enumerate(plans):
         if not p.done:
-            out.setdefault((p.config.seed, p.config.batch_size, p.start_epoch), []).append(p)
+            key = (p.config.seed, p.config.batch_size, p.start_epoch) if lockstep else (i, 0, 0)
+            out.setdefault(key, []).append(p)
     return list(out.values())
 
 
@@ -133,17 +140,18 @@ def run_in_process(plans: Sequence[CellPlan], dataset: Any, device: Any, env: di
     """The in-process executor: each group of cells trained in lockstep, its files written per epoch."""
     from fmae import engine
 
-    for group in groups(plans):
+    for group in groups(plans, lockstep=getattr(device, "type", "cpu") != "cpu"):
         for p in group:
             if not p.run.exists:
                 p.run.reset()
+            runs.remove_stale_temporaries(p.run.path)
             p.run.write_config(p.config, env)
         started = time.perf_counter()
 
         def epoch_done(index: int, cell: Any, metrics: Any, data_rng: Any, group: list[CellPlan] = group) -> None:
             plan = group[index]
+            plan.run.save_last(plan.config, cell.resume_state(data_rng))  # first: metrics never run ahead
             plan.run.write_metrics(cell.history)
-            plan.run.save_last(plan.config, cell.resume_state(data_rng))
             on_epoch(plan, metrics)
 
         try:

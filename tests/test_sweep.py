@@ -161,3 +161,18 @@ def test_bad_grids_exit_2(fake_dataset, tmp_path, args, needle):
     result = sweep(tmp_path, *args)
     assert result.exit_code == 2 and needle in result.stderr, result.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_grouping_lockstep_by_seed_and_epoch_or_one_by_one(tmp_path):
+    from fmae import sweep as sweeps
+    from fmae.config import ModelConfig, SweepConfig, TrainConfig
+
+    grid = SweepConfig(optims=("sgd", "adam"), lrs=(0.1, 0.01), hiddens=(4,), seeds=(0, 1),
+                       base=TrainConfig(optim="sgd", model=ModelConfig()))
+    plans = [sweeps.CellPlan(c.resolved(), runs.RunDir(tmp_path / str(i))) for i, c in enumerate(grid.cells())]
+    plans[0].resume = {"epoch": 3}
+    plans[1].done = True
+    together = sweeps.groups(plans, lockstep=True)
+    assert sorted(len(g) for g in together) == [1, 3, 3]  # seed 0 at epoch 0, seed 1, and the resumed cell
+    assert all(len({p.config.seed for p in g}) == 1 for g in together)
+    assert [len(g) for g in sweeps.groups(plans, lockstep=False)] == [1] * 7

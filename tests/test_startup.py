@@ -1,0 +1,73 @@
+"""Fast start: --help, --version and completion import no torch, torchvision or matplotlib;
+completion scripts are current and work."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("torch", "torchvision", "matplotlib", "torchmetrics", "numpy")
+
+
+def heavy_modules_after(code: str) -> list[str]:
+    probe = (
+        "import sys\n" + code + "\n"
+        f"print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    return [m for m in out.stdout.strip().splitlines()[-1].split(",") if m]
+
+
+def test_importing_the_cli_is_light():
+    assert heavy_modules_after("import fmae.cli") == []
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["train", "--help"], ["sweep", "--help"],
+                                  ["eval", "--help"], ["denoise", "--help"], ["plot", "--help"]])
+def test_help_and_version_are_light(argv):
+    code = (f"sys.argv = ['fmae', *{argv!r}]\nfrom fmae.cli import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code")
+    assert heavy_modules_after(code) == []
+
+
+def test_completion_request_is_light():
+    code = ("import os\nos.environ.update(_FMAE_COMPLETE='complete_bash', COMP_WORDS='fmae sweep --optim ', "
+            "COMP_CWORD='3')\nsys.argv = ['fmae']\nfrom fmae.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass")
+    assert heavy_modules_after(code) == []
+
+
+def test_completion_files_are_current():
+    sys.path.insert(0, str(ROOT / "completions"))
+    try:
+        import generate
+    finally:
+        sys.path.pop(0)
+    for shell, name in generate.SHELLS.items():
+        assert (ROOT / "completions" / name).read_text() == generate.script(shell), (
+            f"completions/{name} is stale: run python completions/generate.py")
+
+
+def fmae_on_path() -> str:
+    exe = shutil.which("fmae")
+    assert exe, "fmae is not installed: pip install -e '.[test]'"
+    return exe
+
+
+def test_bash_completes_commands_and_values():
+    fmae_on_path()
+
+    def complete(words: str, cword: int) -> list[str]:
+        script = (f"source {ROOT / 'completions' / 'fmae.bash'}; COMP_WORDS=({words}); COMP_CWORD={cword}; "
+                  "_fmae_completion fmae; printf '%s\\n' \"${COMPREPLY[@]}\"")
+        out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+        return [w for w in out.stdout.splitlines() if w]
+
+    assert complete("fmae sw", 1) == ["sweep"]
+    assert complete("fmae sweep --optim ''", 3) == ["adam", "sgd"]
+    assert complete("fmae sweep --optim sgd --lr 0.1 --hidden 64 --prec", 8) == ["--precision"]
+    assert "image-gaussian" in complete("fmae denoise --noise ''", 3)
+    assert complete("fmae train --device ''", 3) == ["auto", "cpu", "cuda", "mps"]
