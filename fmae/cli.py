@@ -180,6 +180,11 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON document with
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.")]
 
 
+def _training_noise(kind: Optional[str], sigma: float) -> Optional[NoiseConfig]:
+    noise = NoiseConfig(kind or _N.kind, sigma)  # validates --noise-sigma even without --noise
+    return noise if kind else None
+
+
 @contextmanager
 def _signals() -> Iterator[dict[str, int]]:
     """Turn SIGTERM into KeyboardInterrupt so both stop training the same way (exit 143 vs 130)."""
@@ -268,7 +273,7 @@ def train(
         model=ModelConfig(hidden=hidden, dropout=dropout, activation=activation),
         optim=optim, lr=lr, momentum=momentum, epochs=epochs, batch_size=batch_size, seed=seed,
         precision=precision, patience=patience, min_delta=min_delta,
-        noise=NoiseConfig(noise, noise_sigma) if noise else None,
+        noise=_training_noise(noise, noise_sigma),
     ).resolved()
     run = runs.RunDir(run_dir or Path("runs") / runs.cell_name(config))
     torch_device = engine.resolve_device(check_device(device))
@@ -369,7 +374,7 @@ def sweep(
 
     base = TrainConfig(model=ModelConfig(dropout=dropout, activation=activation), optim="sgd", momentum=momentum,
                        epochs=epochs, batch_size=batch_size, precision=precision, patience=patience,
-                       min_delta=min_delta, noise=NoiseConfig(noise, noise_sigma) if noise else None)
+                       min_delta=min_delta, noise=_training_noise(noise, noise_sigma))
     grid = SweepConfig(optims=tuple(o.value for o in optim), lrs=tuple(lr), hiddens=tuple(hidden), seeds=tuple(seed), base=base)
     where = sweeps.SweepDir(run_dir or Path("runs") / ("sweep-" + "-".join(grid.optims)))
     torch_device = engine.resolve_device(check_device(device))
@@ -563,6 +568,12 @@ def denoise(
         raise ConfigError(f"limit must be >= 1, got {limit}")
     if examples < 1:
         raise ConfigError(f"examples must be >= 1, got {examples}")
+    if seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {seed}")
+    if index and out is None:
+        raise ConfigError("--index picks the images of the --out figure", "add --out fig.png")
+    if index and min(index) < 0:
+        raise ConfigError(f"--index {min(index)} is negative")
     for path in (out, curve):
         if path is not None and plots_format(path) is None:
             raise ConfigError(f"{path}: unknown figure format", "use a .png, .svg or .pdf file name")

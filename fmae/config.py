@@ -95,7 +95,7 @@ class TrainConfig:
         _int_at_least("batch_size", self.batch_size, 1, 10_000_000)
         _int_at_least("seed", self.seed, 0, 2**63 - 1)
         _choice("precision", self.precision, PRECISIONS)
-        _int_at_least("patience", self.patience, 0)
+        _int_at_least("patience", self.patience, 0, 1_000_000)
         if _finite("min_delta", self.min_delta) < 0:
             raise ConfigError(f"min_delta must be >= 0, got {self.min_delta}")
 

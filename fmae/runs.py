@@ -49,6 +49,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        _test_write_delay()
         os.replace(tmp, path)
     except OSError as exc:
         _unlink_quietly(tmp)
@@ -56,6 +57,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         _unlink_quietly(tmp)
         raise
+
+
+def _test_write_delay() -> None:
+    """FMAE_TEST_WRITE_DELAY=seconds widens the window between writing and renaming, so the
+    kill tests can land SIGKILL in the middle of checkpoint writes. Never set outside tests."""
+    delay = os.environ.get("FMAE_TEST_WRITE_DELAY")
+    if delay:
+        time.sleep(float(delay))
 
 
 def _umask() -> int:

@@ -133,7 +133,7 @@ def test_ctrl_c_saves_last_and_exits_130_then_resumes(fake_dataset, tmp_path, mo
     assert result.exit_code == 130
     assert "interrupted" in result.stderr and "--resume" in result.stderr
     assert json.loads((r / "summary.json").read_text())["status"] == "interrupted"
-    assert runs.RunDir(r).load_last()["epoch"] == 2
+    assert runs.RunDir(r).load_last()["epoch"] == 3  # last.pt is written before metrics.csv
     monkeypatch.setattr(runs.RunDir, "write_metrics", original)
     assert run("train", *args, "--resume", "-q").exit_code == 0
     assert run("train", *args[:-1], str(tmp_path / "ref"), "-q").exit_code == 0

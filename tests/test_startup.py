@@ -15,10 +15,11 @@ HEAVY = ("torch", "torchvision", "matplotlib", "torchmetrics", "numpy")
 def heavy_modules_after(code: str) -> list[str]:
     probe = (
         "import sys\n" + code + "\n"
-        f"print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))"
+        f"print('MODULES:' + ','.join(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
-    return [m for m in out.stdout.strip().splitlines()[-1].split(",") if m]
+    line = [l for l in out.stdout.splitlines() if l.startswith("MODULES:")][-1]
+    return [m for m in line[len("MODULES:"):].split(",") if m]
 
 
 def test_importing_the_cli_is_light():
