@@ -391,13 +391,12 @@ def sweep(
                          f"on {torch_device} ({precision})")
         feedback.task("cells", "cells", len(plans), len(plans) - len(todo))
         finished = {"n": len(plans) - len(todo)}
-        group_epochs: dict[int, int] = {}
+        shown = {"epoch": 0}
 
         def on_epoch(plan: Any, m: Any) -> None:
-            key = plan.config.seed
-            if group_epochs.get(key, -1) < m.epoch:
-                group_epochs[key] = m.epoch
-                feedback.task("epochs", f"seed {key}", epochs, m.epoch - 1)
+            if m.epoch < shown["epoch"] or shown["epoch"] == 0:  # a new cell (or group of cells) began
+                feedback.task("epochs", "epochs", epochs, m.epoch - 1)
+            shown["epoch"] = m.epoch
             feedback.advance("epochs", m.epoch, epochs, f"{plan.name} {epoch_info(m.train_loss, m.test_loss)}",
                              f"{plan.name} epoch {m.epoch}/{epochs} train_loss={fmt_loss(m.train_loss)} "
                              f"test_loss={fmt_loss(m.test_loss)} seconds={m.seconds:.2f}")
