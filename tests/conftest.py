@@ -87,3 +87,15 @@ def real_data():
 def small_real(real_data):
     """A small real subset: 2000 training and 500 test images."""
     return real_data.subset(2000, 500)
+
+
+def installed_env(**extra: str) -> dict[str, str]:
+    """The environment for running the installed `fmae`: its bin directory first on PATH
+    (pyenv shims may not know a console script installed a moment ago)."""
+    import shutil
+    import sys
+
+    bin_dir = str(Path(sys.executable).resolve().parent)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), **extra}
+    assert shutil.which("fmae", path=env["PATH"]), "fmae is not installed: pip install -e '.[test]'"
+    return env

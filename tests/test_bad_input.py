@@ -9,7 +9,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from fmae import runs
 from fmae.cli import app
 
 BAD_INT = ["-1", "nan", "inf", "1.5", "abc", "", "99999999999999999999999"]

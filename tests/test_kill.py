@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fmae import runs
-from tests.conftest import real_data_dir
+from tests.conftest import installed_env, real_data_dir
 
 pytestmark = pytest.mark.dataset
 
@@ -22,7 +22,7 @@ SWEEP = ["fmae", "sweep", "--lr", "0.01", "0.001", "--hidden", "16", "--epochs",
 
 
 def env(delay: float = 0.0) -> dict:
-    e = {**os.environ, "FMAE_DATA_DIR": str(real_data_dir())}
+    e = installed_env(FMAE_DATA_DIR=str(real_data_dir()))
     if delay:
         e["FMAE_TEST_WRITE_DELAY"] = str(delay)
     return e

@@ -1,20 +1,17 @@
 """The installed `fmae` run as a CI script would: set -e pipelines, no terminal, NO_COLOR."""
 
 import json
-import os
-import shutil
 import subprocess
 
 import pytest
 
-from tests.conftest import real_data_dir
+from tests.conftest import installed_env, real_data_dir
 
 pytestmark = pytest.mark.dataset
 
 
 def sh(script: str, cwd, **env) -> subprocess.CompletedProcess:
-    assert shutil.which("fmae"), "fmae is not installed: pip install -e '.[test]'"
-    full_env = {**os.environ, "NO_COLOR": "1", "FMAE_DATA_DIR": str(real_data_dir()), **env}
+    full_env = installed_env(NO_COLOR="1", FMAE_DATA_DIR=str(real_data_dir()), **env)
     full_env.pop("FMAE_DEBUG", None)
     return subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], cwd=cwd, capture_output=True, text=True,
                           env=full_env, stdin=subprocess.DEVNULL, timeout=600)
@@ -56,8 +53,7 @@ def test_exit_codes_and_one_line_errors(tmp_path, script, code, needle):
 
 
 def test_sigterm_saves_and_exits_143(tmp_path):
-    assert shutil.which("fmae")
-    env = {**os.environ, "FMAE_DATA_DIR": str(real_data_dir())}
+    env = installed_env(FMAE_DATA_DIR=str(real_data_dir()))
     proc = subprocess.Popen(["fmae", "train", "--epochs", "50", "--hidden", "64", "--run-dir", "r"], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     import time

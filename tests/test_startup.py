@@ -1,7 +1,6 @@
 """Fast start: --help, --version and completion import no torch, torchvision or matplotlib;
 completion scripts are current and work."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,19 +51,15 @@ def test_completion_files_are_current():
             f"completions/{name} is stale: run python completions/generate.py")
 
 
-def fmae_on_path() -> str:
-    exe = shutil.which("fmae")
-    assert exe, "fmae is not installed: pip install -e '.[test]'"
-    return exe
-
-
 def test_bash_completes_commands_and_values():
-    fmae_on_path()
+    from tests.conftest import installed_env
+
+    env = installed_env()
 
     def complete(words: str, cword: int) -> list[str]:
         script = (f"source {ROOT / 'completions' / 'fmae.bash'}; COMP_WORDS=({words}); COMP_CWORD={cword}; "
                   "_fmae_completion fmae; printf '%s\\n' \"${COMPREPLY[@]}\"")
-        out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+        out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, env=env)
         return [w for w in out.stdout.splitlines() if w]
 
     assert complete("fmae sw", 1) == ["sweep"]
