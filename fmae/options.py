@@ -1,0 +1,53 @@
+"""The CLI's option types, shared by the commands; their defaults come from the configs."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import typer
+
+from fmae.config import (
+    ACTIVATIONS, DEVICES, NOISES, OPTIMIZERS, PRECISIONS, ModelConfig, NoiseConfig, SweepConfig, TrainConfig,
+)
+
+M, T, N, S = ModelConfig(), TrainConfig(), NoiseConfig(), SweepConfig()
+
+Optim = Annotated[Literal[OPTIMIZERS], typer.Option(help="Optimizer.")]
+Lr = Annotated[Optional[float], typer.Option(help="Learning rate [default: 0.001 for adam, 0.1 for sgd].",
+                                             show_default=False)]
+Hidden = Annotated[int, typer.Option(help="Hidden units h of the 784 -> h -> 784 autoencoder.")]
+Momentum = Annotated[float, typer.Option(help="SGD momentum.")]
+Dropout = Annotated[float, typer.Option(help="Dropout probability after the hidden ReLU, in [0, 1).")]
+Activation = Annotated[Literal[ACTIVATIONS], typer.Option(help="Output activation.")]
+Epochs = Annotated[int, typer.Option(help="Epochs to train.")]
+BatchSize = Annotated[int, typer.Option(help="Minibatch size.")]
+Seed = Annotated[int, typer.Option(help="Seed for weight init, data order and dropout.")]
+Precision = Annotated[Literal[PRECISIONS], typer.Option(
+                                        help="fp32, or bf16 autocast (fast only on hardware with bf16 units).")]
+Device = Annotated[Literal[DEVICES], typer.Option(help="Where to train; auto: cuda, mps, cpu.")]
+Patience = Annotated[int, typer.Option(help="Early stopping window in epochs; 0 turns early stopping off.")]
+MinDelta = Annotated[float, typer.Option(
+    help="Early stopping: stop when the test loss fell by less than this fraction over --patience epochs.")]
+DataDir = Annotated[Optional[Path], typer.Option(help="Directory holding the Fashion-MNIST IDX files (.gz or raw).",
+                                                 show_default=False)]
+NoDownload = Annotated[bool, typer.Option("--no-download", help="Never download the dataset.")]
+TrainNoise = Annotated[Optional[Literal[NOISES]], typer.Option(
+    "--noise", help="Train a denoising autoencoder: this noise on the input, the clean image as target.",
+    show_default=False)]
+TrainNoiseSigma = Annotated[float, typer.Option(help="Noise scale for --noise.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON document with the results on stdout.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.")]
+
+OptimizerName = Enum("OptimizerName", {o: o for o in OPTIMIZERS}, type=str)  # typer: lists need Enum, not Literal
+SWEEP_LISTS = ("--optim", "--lr", "--hidden", "--seed")
+
+Ckpts = Annotated[list[Path], typer.Option(
+    "--ckpt", help="Checkpoints (a run's model.pt or a sweep's best.pt); several after one flag.",
+    show_default=False)]
+
+
+PlotKind = Enum("PlotKind", {k: k for k in ("all", "curves", "recon", "heatmap", "compare")}, type=str)
+
+
