@@ -1,8 +1,8 @@
 """The one place that decides how fmae talks: rich bars, plain lines, JSON, quiet, colours.
 
 Results go to stdout; progress, logs, warnings and errors go to stderr. Progress is a rich bar
-on a terminal, one plain line per event when stderr is not a terminal (CI logs), and nothing
-with --quiet. Rich honours NO_COLOR; without a terminal it writes no control codes at all.
+on a terminal, one plain line per event when stderr is not a terminal (CI logs) or NO_COLOR is
+set, and nothing with --quiet. Without a terminal rich writes no control codes at all.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ class Feedback:
     def __init__(self, *, quiet: bool = False, console: Console | None = None, mode: str | None = None) -> None:
         self.console = console or stderr_console()
         if mode is None:
-            mode = "quiet" if quiet else ("rich" if self.console.is_terminal else "plain")
+            fancy = self.console.is_terminal and "NO_COLOR" not in os.environ  # NO_COLOR: no bar frames either
+            mode = "quiet" if quiet else ("rich" if fancy else "plain")
         self.mode = mode
         self._progress: Progress | None = None
         self._tasks: dict[str, Any] = {}
