@@ -226,7 +226,7 @@ def compare(records: Sequence[Any]) -> Figure:
     ax.set_ylabel("test MSE per pixel (log scale)")
     ax.set_title("Best SGD against best Adam", fontsize=11)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="center right")
     return fig
 
 
