@@ -32,7 +32,7 @@ RUN_FILES = ("config.json", "metrics.csv", "model.pt", "last.pt", "summary.json"
 METRIC_FIELDS = ("epoch", "train_loss", "test_loss", "seconds")
 
 
-def _io_error(path: Path, exc: OSError) -> RunDirError:
+def io_error(path: Path, exc: OSError) -> RunDirError:
     return RunDirError(f"cannot write {path}: {exc.strerror or exc}", "check the path, its permissions and free space")
 
 
@@ -42,7 +42,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise _io_error(path, exc) from None
+        raise io_error(path, exc) from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
@@ -52,10 +52,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         _test_write_delay()
         os.replace(tmp, path)
     except OSError as exc:
-        _unlink_quietly(tmp)
-        raise _io_error(path, exc) from None
+        unlink_quietly(tmp)
+        raise io_error(path, exc) from None
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
 
 
@@ -73,7 +73,7 @@ def _umask() -> int:
     return mask
 
 
-def _unlink_quietly(path: str | Path) -> None:
+def unlink_quietly(path: str | Path) -> None:
     try:
         os.unlink(path)
     except OSError:
@@ -236,11 +236,11 @@ class RunDir:
     def reset(self) -> None:
         """Create the directory, removing the files of a run it held before."""
         for name in RUN_FILES:
-            _unlink_quietly(self.file(name))
+            unlink_quietly(self.file(name))
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _io_error(self.path, exc) from None
+            raise io_error(self.path, exc) from None
 
     def write_config(self, config: TrainConfig, env: dict[str, Any]) -> None:
         atomic_write_json(self.file("config.json"), {
@@ -319,79 +319,10 @@ def _num(value: float) -> float | None:
     return value if value == value and abs(value) != float("inf") else None
 
 
-LOCK_NAME = ".fmae.lock"
-
-
-class DirectoryLock:
-    """An exclusive lock on a run or sweep directory: a file holding the owner's pid and host.
-
-    A second fmae process on the same directory is refused with the owner's pid; a lock whose
-    process is gone (killed with SIGKILL, say) is stale and taken over.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.path = Path(directory) / LOCK_NAME
-        self.held = False
-        self.created = False
-
-    def __enter__(self) -> DirectoryLock:
-        try:
-            self.created = not self.path.parent.exists()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise _io_error(self.path.parent, exc) from None
-        me = f"{os.getpid()} {platform.node()}\n"
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self._owner()
-                if owner is not None:
-                    raise RunDirError(f"{self.path.parent} is in use by fmae process {owner}",
-                                      "wait for it to finish, or stop it; a killed process's lock is cleared "
-                                      "automatically") from None
-                _unlink_quietly(self.path)  # stale: its process is gone
-                continue
-            except OSError as exc:
-                raise _io_error(self.path, exc) from None
-            with os.fdopen(fd, "w") as fh:
-                fh.write(me)
-            self.held = True
-            return self
-        raise RunDirError(f"cannot lock {self.path.parent}", "remove the stale lock file " + str(self.path))
-
-    def _owner(self) -> int | None:
-        """The pid of a live owner on this host, or None when the lock is stale."""
-        try:
-            pid_text, _, host = self.path.read_text().partition(" ")
-            pid = int(pid_text)
-        except (OSError, ValueError):
-            return None
-        if host.strip() != platform.node():
-            return pid  # another machine's process: cannot tell, so respect it
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
-        return pid if pid != os.getpid() else None
-
-    def __exit__(self, *exc: object) -> None:
-        if self.held:
-            _unlink_quietly(self.path)
-            self.held = False
-            if self.created:  # a run that failed before writing anything leaves no empty directory
-                try:
-                    self.path.parent.rmdir()
-                except OSError:
-                    pass
-
-
 def remove_stale_temporaries(directory: Path) -> None:
     """Temporary files left by a process killed in the middle of a write (the targets are intact)."""
     for tmp in Path(directory).glob(".*.tmp"):
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
 
 
 def cell_name(config: TrainConfig) -> str:

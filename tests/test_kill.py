@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from fmae import runs
+from fmae.errors import RunDirError
+from fmae.locks import LOCK_NAME, DirectoryLock
 from tests.conftest import installed_env, real_data_dir
 
 pytestmark = pytest.mark.dataset
@@ -71,7 +73,7 @@ def test_train_survives_sigkill_at_random_moments(tmp_path):
     subprocess.run([*TRAIN, "--run-dir", "r", "--resume"], cwd=tmp_path, env=env(), check=True)
     assert losses(run / "metrics.csv") == losses(tmp_path / "ref" / "metrics.csv")
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
-    assert not list(run.glob(".*.tmp")) and not (run / runs.LOCK_NAME).exists()
+    assert not list(run.glob(".*.tmp")) and not (run / LOCK_NAME).exists()
 
 
 def test_sweep_survives_sigkill_at_random_moments(tmp_path):
@@ -108,7 +110,7 @@ def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path):
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
-        while time.time() < deadline and not (tmp_path / "s" / runs.LOCK_NAME).exists():
+        while time.time() < deadline and not (tmp_path / "s" / LOCK_NAME).exists():
             time.sleep(0.05)
         second = subprocess.run([*SWEEP[:-1], "--epochs", "30", "--run-dir", "s"], cwd=tmp_path, env=env(),
                                 capture_output=True, text=True, timeout=120)
@@ -126,16 +128,16 @@ def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path):
 def test_stale_lock_is_taken_over_and_live_lock_refused(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
-    lock = tmp_path / runs.LOCK_NAME
+    lock = tmp_path / LOCK_NAME
     lock.write_text(f"{dead.pid} {__import__('platform').node()}\n")
-    with runs.DirectoryLock(tmp_path):
+    with DirectoryLock(tmp_path):
         assert lock.read_text().split()[0] == str(os.getpid())
     assert not lock.exists()
     alive = subprocess.Popen(["sleep", "30"])
     try:
         lock.write_text(f"{alive.pid} {__import__('platform').node()}\n")
-        with pytest.raises(runs.RunDirError, match=f"in use by fmae process {alive.pid}"):
-            with runs.DirectoryLock(tmp_path):
+        with pytest.raises(RunDirError, match=f"in use by fmae process {alive.pid}"):
+            with DirectoryLock(tmp_path):
                 pass
     finally:
         alive.kill()

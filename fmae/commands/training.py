@@ -15,6 +15,7 @@ import typer
 from fmae.commands import load_data
 from fmae.config import ModelConfig, NoiseConfig, SweepConfig, TrainConfig
 from fmae.errors import Interrupted
+from fmae.locks import DirectoryLock
 from fmae.options import (
     N, T, Activation, BatchSize, DataDir, Device, Dropout, Epochs, Hidden, Json, Lr, M, MinDelta, Momentum,
     NoDownload, Optim, OptimizerName, Patience, Precision, Quiet, S, Seed, TrainNoise, TrainNoiseSigma,
@@ -109,7 +110,7 @@ def train(
     run = runs.RunDir(run_dir or Path("runs") / runs.cell_name(config))
     torch_device = engine.resolve_device(check_device(device))
     started = time.perf_counter()
-    with runs.DirectoryLock(run.path), Feedback(quiet=quiet) as feedback, _signals() as seen:
+    with DirectoryLock(run.path), Feedback(quiet=quiet) as feedback, _signals() as seen:
         state = run.check(config, overwrite=overwrite, resume=resume)
         runs.remove_stale_temporaries(run.path)
         dataset = load_data(data_dir, no_download, torch_device, feedback)
@@ -205,7 +206,7 @@ def sweep(
     where = sweeps.SweepDir(run_dir or Path("runs") / ("sweep-" + "-".join(grid.optims)))
     torch_device = engine.resolve_device(check_device(device))
     started = time.perf_counter()
-    with runs.DirectoryLock(where.path), Feedback(quiet=quiet) as feedback, _signals() as seen:
+    with DirectoryLock(where.path), Feedback(quiet=quiet) as feedback, _signals() as seen:
         merged = where.open(grid, overwrite=overwrite)
         dataset = load_data(data_dir, no_download, torch_device, feedback)
         env = runs.environment(str(torch_device), dataset.source, dataset.sha256)
