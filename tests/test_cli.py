@@ -83,11 +83,13 @@ def test_missing_dataset_exit_1_with_hint(tmp_path, monkeypatch):
     assert str(tmp_path / "nowhere") in line and "\n" not in line
 
 
-def test_cuda_on_a_machine_without_it(fake_dataset, tmp_path):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")  # only the GPU-less path is tested here
-    result = run("train", *TINY, "--device", "cuda", "--run-dir", str(tmp_path / "r"))
-    assert result.exit_code == 1 and "no CUDA device" in result.stderr
+def test_cuda_asked_for(fake_dataset, tmp_path):
+    result = run("train", *TINY, "--device", "cuda", "--run-dir", str(tmp_path / "r"), "--json")
+    if torch.cuda.is_available():  # a GPU machine trains there
+        assert result.exit_code == 0 and json.loads(result.stdout)["device"].startswith("cuda")
+    else:  # everywhere else: one clear line, exit 1, nothing written
+        assert result.exit_code == 1 and result.stderr.startswith("error: --device cuda: no CUDA device")
+        assert not (tmp_path / "r").exists()
 
 
 def test_existing_run_refused_then_resumed_then_overwritten(fake_dataset, tmp_path):
