@@ -327,8 +327,9 @@ def remove_stale_temporaries(directory: Path) -> None:
 
 def cell_name(config: TrainConfig) -> str:
     """`<optim>-lr<lr>-h<hidden>-s<seed>[-<noise><sigma>]`: a sweep cell's directory, `fmae train`'s default."""
-    name = f"{config.optim}-lr{config.learning_rate:g}-h{config.model.hidden}-s{config.seed}"
-    return name if config.noise is None else f"{name}-{config.noise.kind}{config.noise.sigma:g}"
+    # repr, not :g, so that two learning rates never share a directory (0.0012345671 vs ...72)
+    name = f"{config.optim}-lr{config.learning_rate!r}-h{config.model.hidden}-s{config.seed}"
+    return name if config.noise is None else f"{name}-{config.noise.kind}{config.noise.sigma!r}"
 
 
 @dataclass(frozen=True)

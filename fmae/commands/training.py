@@ -53,14 +53,14 @@ def _interrupted(seen: dict[str, int], what: str, resume_hint: str) -> Interrupt
 def _train_command(config: TrainConfig, run_dir: Path) -> str:
     """The `fmae train` line that resumes a run: every setting that must match, spelled out."""
     m = config.model
-    args = ["fmae", "train", "--run-dir", str(run_dir), "--optim", config.optim, "--lr", f"{config.learning_rate:g}",
+    args = ["fmae", "train", "--run-dir", str(run_dir), "--optim", config.optim, "--lr", repr(config.learning_rate),
             "--hidden", str(m.hidden), "--epochs", str(config.epochs), "--batch-size", str(config.batch_size),
-            "--dropout", f"{m.dropout:g}", "--activation", m.activation, "--seed", str(config.seed),
+            "--dropout", repr(m.dropout), "--activation", m.activation, "--seed", str(config.seed),
             "--precision", config.precision]
     if config.momentum:
-        args += ["--momentum", f"{config.momentum:g}"]
+        args += ["--momentum", repr(config.momentum)]
     if config.noise is not None:
-        args += ["--noise", config.noise.kind, "--noise-sigma", f"{config.noise.sigma:g}"]
+        args += ["--noise", config.noise.kind, "--noise-sigma", repr(config.noise.sigma)]
     return " ".join(shlex.quote(a) for a in args) + " --resume"
 
 
