@@ -158,6 +158,7 @@ def run_in_process(plans: Sequence[CellPlan], dataset: Any, device: Any, env: di
             results = engine.train_many([p.config for p in group], dataset, device,
                                         resume=[p.resume for p in group], on_epoch=epoch_done)
             for plan, result in zip(group, results):
+                plan.run.write_metrics(result.history)  # a kill between last.pt and metrics.csv left it behind
                 if result.status != "diverged":
                     plan.run.save_model(plan.config, result.model.state_dict(), result.history, result.status, env)
                 plan.run.write_summary(runs.summarize(plan.config, result.status, result.history, run_dir=plan.run.path,

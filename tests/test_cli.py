@@ -149,3 +149,21 @@ def test_debug_shows_the_traceback(fake_dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("FMAE_DEBUG", "1")
     result = run("train", "--hidden", "0", "--run-dir", str(tmp_path / "r"))
     assert result.exit_code == 2 and "Traceback" in result.stderr
+
+
+def test_a_kill_after_the_last_last_pt_is_repaired_on_resume(fake_dataset, tmp_path, monkeypatch):
+    args = ["--hidden", "8", "--batch-size", "16", "--epochs", "2", "-q"]
+    assert run("train", *args, "--run-dir", str(tmp_path / "ref")).exit_code == 0
+    original = runs.RunDir.write_metrics
+
+    def die_at_the_end(self, history):
+        if len(history) == 2:
+            raise KeyboardInterrupt
+        original(self, history)
+
+    monkeypatch.setattr(runs.RunDir, "write_metrics", die_at_the_end)
+    assert run("train", *args, "--run-dir", str(tmp_path / "r")).exit_code == 130
+    monkeypatch.setattr(runs.RunDir, "write_metrics", original)
+    assert run("train", *args, "--run-dir", str(tmp_path / "r"), "--resume").exit_code == 0
+    strip = lambda p: [l.rsplit(",", 1)[0] for l in (p / "metrics.csv").read_text().splitlines()]  # noqa: E731
+    assert strip(tmp_path / "r") == strip(tmp_path / "ref")

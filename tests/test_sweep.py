@@ -176,3 +176,25 @@ def test_grouping_lockstep_by_seed_and_epoch_or_one_by_one(tmp_path):
     assert sorted(len(g) for g in together) == [1, 3, 3]  # seed 0 at epoch 0, seed 1, and the resumed cell
     assert all(len({p.config.seed for p in g}) == 1 for g in together)
     assert [len(g) for g in sweeps.groups(plans, lockstep=False)] == [1] * 7
+
+
+def test_a_kill_between_last_pt_and_metrics_csv_is_repaired(fake_dataset, tmp_path, monkeypatch):
+    args = ["--lr", "0.01", "--hidden", "4"]
+    assert sweep(tmp_path, *args, name="ref").exit_code == 0
+    original = runs.RunDir.write_metrics
+    calls = {"n": 0}
+
+    def die_on_the_last_epoch(self, history):
+        calls["n"] += 1
+        if len(history) == 2:  # last.pt of epoch 2 is saved, metrics.csv is not
+            raise KeyboardInterrupt
+        original(self, history)
+
+    monkeypatch.setattr(runs.RunDir, "write_metrics", die_on_the_last_epoch)
+    assert sweep(tmp_path, *args).exit_code == 130
+    monkeypatch.setattr(runs.RunDir, "write_metrics", original)
+    cell = "adam-lr0.01-h4-s0"
+    assert len(losses(tmp_path / "s" / "cells" / cell / "metrics.csv")) == 2  # header + epoch 1
+    assert sweep(tmp_path, *args).exit_code == 0
+    assert losses(tmp_path / "s" / "cells" / cell / "metrics.csv") == losses(
+        tmp_path / "ref" / "cells" / cell / "metrics.csv")

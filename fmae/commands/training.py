@@ -139,6 +139,7 @@ def train(
             run.write_summary(runs.summarize(config, "interrupted", history, run_dir=run.path,
                                              device=str(torch_device), wall_seconds=time.perf_counter() - started))
             raise _interrupted(seen, "training", _train_command(config, run.path)) from None
+        run.write_metrics(result.history)  # a kill between last.pt and metrics.csv may have left it behind
         if result.status != "diverged":
             run.save_model(config, result.model.state_dict(), result.history, result.status, env)
         summary = runs.summarize(config, result.status, result.history, run_dir=run.path,
