@@ -118,30 +118,27 @@ def training_loss(model: Autoencoder, inp: torch.Tensor, target: torch.Tensor) -
     return mse(model(inp), target)
 
 
+def _eval_outputs(model: Autoencoder, images: torch.Tensor, precision: str):
+    """(clean float chunk, model output) over `images` (uint8 or float in [0, 1]), in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    for chunk in images.split(EVAL_CHUNK):
+        x = (to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()).to(device)
+        with autocast(device, precision):
+            yield x, model(x).float()
+
+
 @torch.no_grad()
 def reconstruct(model: Autoencoder, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     """Model outputs (float32) for uint8 or float images, in chunks, in eval mode."""
-    model.eval()
-    device = next(model.parameters()).device
-    outs = []
-    for chunk in images.split(EVAL_CHUNK):
-        x = to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()
-        with autocast(device, precision):
-            outs.append(model(x.to(device)).float())
+    outs = [out for _, out in _eval_outputs(model, images, precision)]
     return torch.cat(outs) if outs else torch.empty(0, images.shape[-1])
 
 
 @torch.no_grad()
 def evaluate(model: Autoencoder, images: torch.Tensor, precision: str = "fp32") -> float:
     """Mean squared error over every pixel of `images` (uint8 or float in [0, 1])."""
-    model.eval()
-    device = next(model.parameters()).device
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    for chunk in images.split(EVAL_CHUNK):
-        x = to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()
-        with autocast(device, precision):
-            out = model(x)
-        total += F.mse_loss(out.float(), x, reduction="sum").double()
+    total = sum(F.mse_loss(out, x, reduction="sum").double() for x, out in _eval_outputs(model, images, precision))
     return float(total) / max(1, images.numel())
 
 
