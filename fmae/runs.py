@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import pickle
 import platform
@@ -293,7 +294,7 @@ def _comparable(config: TrainConfig) -> dict[str, Any]:
 def summarize(config: TrainConfig, status: str, history: Sequence[Any], *, run_dir: Path,
               device: str, wall_seconds: float) -> dict[str, Any]:
     """The summary document of a run: what summary.json holds and `--json` prints."""
-    finite = [m for m in history if m.test_loss == m.test_loss and abs(m.test_loss) != float("inf")]
+    finite = [m for m in history if finite_or_none(m.test_loss) is not None]
     best = min(finite, key=lambda m: m.test_loss) if finite else None
     last = history[-1] if history else None
     return {
@@ -304,8 +305,8 @@ def summarize(config: TrainConfig, status: str, history: Sequence[Any], *, run_d
         "config": config.to_dict(),
         "device": device,
         "epochs_run": len(history),
-        "final_train_loss": _num(last.train_loss) if last else None,
-        "final_test_loss": _num(last.test_loss) if last else None,
+        "final_train_loss": finite_or_none(last.train_loss) if last else None,
+        "final_test_loss": finite_or_none(last.test_loss) if last else None,
         "best_test_loss": best.test_loss if best else None,
         "best_epoch": best.epoch if best else None,
         "train_seconds": round(sum(m.seconds for m in history), 4),
@@ -314,9 +315,9 @@ def summarize(config: TrainConfig, status: str, history: Sequence[Any], *, run_d
     }
 
 
-def _num(value: float) -> float | None:
+def finite_or_none(value: Any) -> float | None:
     """JSON has no NaN or infinity: a diverged loss is written as null."""
-    return value if value == value and abs(value) != float("inf") else None
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def remove_stale_temporaries(directory: Path) -> None:
@@ -348,8 +349,7 @@ class RunRecord:
     def final_test_loss(self) -> float | None:
         if not self.metrics or self.status == "diverged":
             return None
-        value = self.metrics[-1]["test_loss"]
-        return value if value == value and abs(value) != float("inf") else None
+        return finite_or_none(self.metrics[-1]["test_loss"])
 
 
 def read_run(path: Path) -> RunRecord:

@@ -8,7 +8,6 @@ or the run-directory format. This module never prints: progress flows through ca
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -195,15 +194,11 @@ def results(sweep_dir: SweepDir, sweep: SweepConfig, plans: Sequence[CellPlan] =
             "model": str(model) if status in ("completed", "stopped_early") and model.exists() else None,
             "error": errors.get(run.path.name),
         })
-    ranked = sorted((r for r in rows if r["model"] and _finite(r["final_test_loss"])),
+    ranked = sorted((r for r in rows if r["model"] and runs.finite_or_none(r["final_test_loss"]) is not None),
                     key=lambda r: r["final_test_loss"])
     for i, row in enumerate(ranked, 1):
         row["rank"] = i
     return sorted(rows, key=lambda r: (r["rank"] is None, r["rank"] or 0))
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def best_per_optim(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
