@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from fmae import __version__
-from fmae.errors import BrokenPipe, FmaeError, Interrupted, Terminated
+from fmae.errors import BrokenPipe, ConfigError, FmaeError, Interrupted, Terminated
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -55,6 +55,10 @@ class FmaeGroup(TyperGroup):
                               "run the same command again") from None
         except BrokenPipeError:
             raise BrokenPipe("stdout closed by its reader") from None
+        except ConfigError as exc:
+            if exc.hint is None and ctx.invoked_subcommand:  # every usage error says where to look
+                exc.hint = f"see `fmae {ctx.invoked_subcommand} --help`"
+            raise
 
     def _run(self, args: Any, prog_name: Any, complete_var: Any, **extra: Any) -> int:
         try:
