@@ -70,7 +70,8 @@ def load_checkpoint(path: str | Path, kind: str | None = None, *, data: bytes | 
             "upgrade fmae",
         )
     if kind is not None and obj.get("kind") != kind:
-        raise CheckpointError(f"{path}: a {obj.get('kind')!r} checkpoint, expected {kind!r}")
+        raise CheckpointError(f"{path}: a {obj.get('kind')!r} checkpoint, expected {kind!r}",
+                              "model.pt and best.pt hold models; last.pt is what --resume reads")
     if not isinstance(obj.get("config"), dict):
         raise CheckpointError(f"{path}: bad config inside the checkpoint (not a mapping)", DAMAGED_HINT)
     try:

@@ -254,10 +254,10 @@ def results(sweep_dir: SweepDir, sweep: SweepConfig, plans: Sequence[CellPlan] =
 
 
 def _saved_epochs(run: runs.RunDir) -> int:
-    """Epochs saved by a cell without a summary (interrupted, or killed): the rows of its metrics."""
+    """Epochs saved by a cell without a summary (interrupted, or killed): what a rerun resumes from."""
     try:
-        return len(run.read_metrics()) if run.exists else 0
-    except RunDirError:
+        return int(run.load_last()["epoch"]) if run.file("last.pt").exists() else 0
+    except FmaeError:
         return 0
 
 
