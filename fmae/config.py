@@ -78,7 +78,8 @@ class ModelConfig:
         _int_at_least("hidden", self.hidden, 1, 1_000_000)
         dropout = _finite("dropout", self.dropout)
         if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}", "e.g. 0.1 (the report's); 0 turns it off")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}",
+                              "e.g. 0.1 (the report's); 0 turns it off")
         _choice("activation", self.activation, ACTIVATIONS)
 
 
@@ -111,7 +112,8 @@ class TrainConfig:
         _choice("precision", self.precision, PRECISIONS)
         _int_at_least("patience", self.patience, 0, 1_000_000)
         if _finite("min_delta", self.min_delta) < 0:
-            raise ConfigError(f"min_delta must be >= 0, got {self.min_delta}", "e.g. --min-delta 0.001 (a relative change)")
+            raise ConfigError(f"min_delta must be >= 0, got {self.min_delta}",
+                              "e.g. --min-delta 0.001 (a relative change)")
 
     def resolved(self) -> TrainConfig:
         """The same config with the optimizer's default learning rate filled in."""

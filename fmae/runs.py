@@ -184,13 +184,17 @@ class RunDir:
     def reset(self) -> None:
         """Create the directory, removing the files of the fmae run it held before (none other)."""
         if self.exists:
-            for name in RUN_FILES:
-                unlink_quietly(self.file(name))
-            remove_stale_temporaries(self.path, RUN_FILES)
+            self.remove_files()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise io_error(self.path, exc) from None
+
+    def remove_files(self) -> None:
+        """The files an fmae run writes, and their stale temporaries; nothing else."""
+        for name in RUN_FILES:
+            unlink_quietly(self.file(name))
+        remove_stale_temporaries(self.path, RUN_FILES)
 
     def write_config(self, config: TrainConfig, env: dict[str, Any]) -> None:
         atomic_write_json(self.file("config.json"), {

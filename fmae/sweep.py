@@ -96,13 +96,14 @@ class SweepDir:
         """With --overwrite, remove what fmae wrote here before (a sweep's files and cells, or a
         training run's files); always, fmae's stale temporaries. Files of others are left alone."""
         if overwrite:
-            _remove_run(self.path)
+            runs.RunDir(self.path).remove_files()  # a training run that the sweep replaces
             for name in SWEEP_FILES:
                 runs.unlink_quietly(self.path / name)
             cells = sorted(self.cells_dir.iterdir()) if self.cells_dir.is_dir() else []
             for cell in cells:
                 if cell.is_dir() and (cell / "config.json").is_file():
-                    _remove_run(cell)
+                    runs.RunDir(cell).remove_files()
+                    runs.unlink_quietly(cell / LOCK_NAME)  # nobody holds it: we hold the sweep's
                     _rmdir_quietly(cell)
             _rmdir_quietly(self.cells_dir)
         runs.remove_stale_temporaries(self.path, SWEEP_FILES)
@@ -141,12 +142,6 @@ class SweepDir:
                              "fmae sweep command again)"
             plans.append(plan)
         return plans
-
-
-def _remove_run(directory: Path) -> None:
-    for name in (*runs.RUN_FILES, LOCK_NAME):
-        runs.unlink_quietly(directory / name)
-    runs.remove_stale_temporaries(directory, runs.RUN_FILES)
 
 
 def _rmdir_quietly(directory: Path) -> None:
