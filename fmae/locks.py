@@ -128,7 +128,7 @@ class DirectoryLock:
 
 def enclosing_sweep(directory: Path) -> Path | None:
     """The sweep directory that `directory` is a cell of (SWEEP/cells/<cell>), if any."""
-    parent = Path(os.path.abspath(directory)).parent
+    parent = Path(directory).resolve().parent  # a link to a cell is still that cell
     return parent.parent if parent.name == "cells" and (parent.parent / "sweep.json").is_file() else None
 
 
