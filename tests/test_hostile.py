@@ -28,7 +28,7 @@ def run(*args):
 def one_error_line(result, needle: str) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
-    assert "(hint: " in lines[0] and "unexpected" not in lines[0] and "Traceback" not in result.output
+    assert "(hint: " in lines[0] and "unexpected" not in lines[0] and "Traceback" not in result.stdout + result.stderr
     return lines[0]
 
 
@@ -230,3 +230,26 @@ def test_out_of_memory_names_the_setting_and_leaves_no_half_run(fake_dataset, tm
     assert result.exit_code == 1
     one_error_line(result, "not enough memory to train --hidden 8")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.dataset
+def test_a_real_out_of_memory_is_one_error_and_leaves_nothing(tmp_path):
+    """The allocation really fails: the address space is capped 2 GiB above what torch needs."""
+    import re
+    import resource
+    import subprocess
+
+    from tests.conftest import installed_env, real_data_dir
+
+    in_use = int(re.search(r"VmSize:\s+(\d+)", open("/proc/self/status").read())[1]) * 1024
+    cap = in_use + (2 << 30)  # the model's first weight alone is 3.1 GB
+
+    def capped() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    done = subprocess.run(["fmae", "train", "--hidden", "1000000", "--epochs", "1", "--run-dir", "r", "-q"],
+                          cwd=tmp_path, env=installed_env(FMAE_DATA_DIR=str(real_data_dir())), preexec_fn=capped,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    one_error_line(done, "not enough memory to train --hidden 1000000 with --batch-size 1000")
+    assert not (tmp_path / "r").exists()  # no directory holding only config.json that "already holds a run"
