@@ -187,7 +187,14 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"fmae {__version__}")
+        from fmae.errors import stdout_error
+
+        if sys.stdout is None:
+            raise stdout_error(None)
+        try:
+            typer.echo(f"fmae {__version__}")
+        except OSError as exc:
+            raise stdout_error(exc) from None
         raise typer.Exit()
 
 

@@ -65,3 +65,15 @@ class BrokenPipe(FmaeError):
     """stdout's reader went away (`fmae ... | head`): exit quietly, as a tool killed by SIGPIPE would."""
 
     exit_code = 141
+
+
+def stdout_error(exc: BaseException | None) -> FmaeError:
+    """A failed write of the results to stdout, as the user should hear of it (None: stdout is closed)."""
+    if exc is None:
+        return FmaeError("stdout is closed: the results have nowhere to go",
+                         "redirect it to a file, or to /dev/null to discard them")
+    if isinstance(exc, BrokenPipeError):
+        return BrokenPipe("stdout closed by its reader")
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return FmaeError(f"cannot write the results to stdout: {reason}",
+                     "check where stdout goes (a full disk?), or redirect it elsewhere")

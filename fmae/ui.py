@@ -47,26 +47,15 @@ def stdout_console() -> Console:
 def write_stdout(text: str) -> None:
     """The results, written to stdout: a closed or full stdout is one error line, a reader that
     went away (`| head`) a quiet exit."""
-    from fmae.errors import BrokenPipe, FmaeError
+    from fmae.errors import stdout_error
 
     if sys.stdout is None:
-        raise FmaeError("stdout is closed: the results have nowhere to go",
-                        "redirect it to a file, or to /dev/null to discard them")
+        raise stdout_error(None)
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
-    except BrokenPipeError:
-        raise BrokenPipe("stdout closed by its reader") from None
     except (OSError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise FmaeError(f"cannot write the results to stdout: {reason}",
-                        "check where stdout goes (a full disk?), or redirect it elsewhere") from None
-
-
-def fmt_loss(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "nan" if value is not None else "-"
-    return f"{value:.6f}"
+        raise stdout_error(exc) from None
 
 
 class Feedback:

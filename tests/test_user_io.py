@@ -97,3 +97,21 @@ def test_force_color_into_a_pipe_gives_plain_lines_not_a_live_bar(monkeypatch):
     out = os.read(read_end, 65536).decode()
     os.close(read_end)
     assert out == "epoch 1/2\n"
+
+
+@pytest.mark.parametrize("where,needle", [("full", "cannot write the results to stdout: No space left on device"),
+                                          ("closed", "stdout is closed")])
+def test_the_cli_names_a_full_or_closed_stdout(where, needle):
+    import subprocess
+
+    from tests.conftest import installed_env
+
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        done = subprocess.run(["fmae", "--version"], env=installed_env(), stderr=subprocess.PIPE, text=True,
+                              stdout=full if where == "full" else None,
+                              preexec_fn=(lambda: os.close(1)) if where == "closed" else None, timeout=60)
+    finally:
+        os.close(full)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and needle in lines[0] and "(hint: " in lines[0], done.stderr
