@@ -46,6 +46,12 @@ class FmaeGroup(TyperGroup):
             sys.exit(code)
         return code
 
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt as exc:  # while parsing: click would make a silent Exit(130) of it
+            raise interrupted(exc, "fmae", "nothing was written", "run the same command again") from None
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)

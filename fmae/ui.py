@@ -58,6 +58,12 @@ def write_stdout(text: str) -> None:
         raise stdout_error(exc) from None
 
 
+def fmt_loss(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "nan" if value is not None else "-"
+    return f"{value:.6f}"
+
+
 class Feedback:
     """Progress and messages on stderr, in one of three modes: rich, plain, quiet."""
 
