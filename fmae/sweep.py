@@ -133,12 +133,15 @@ OnCell = Callable[[CellPlan, str], None]
 
 
 def cell_device(options: ExecutorConfig, device: str) -> Any:
-    """Where the cells train. On Ray, the workers' device, which the driver need not have:
-    cuda when --gpus-per-cell > 0, else cpu."""
+    """Where the cells train. On Ray (checked to be installed, before any data is read), the
+    workers' device, which the driver need not have: cuda when --gpus-per-cell > 0, else cpu."""
     from fmae import engine
 
     if options.executor != "ray":
         return engine.resolve_device(device)
+    from fmae.executors.ray_cluster import import_ray
+
+    import_ray()
     import torch
 
     wanted = "cuda" if options.gpus_per_cell > 0 else "cpu"

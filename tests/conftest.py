@@ -99,3 +99,21 @@ def installed_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), **extra}
     assert shutil.which("fmae", path=env["PATH"]), "fmae is not installed: pip install -e '.[test]'"
     return env
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One simulated Ray cluster for the whole session (starting Ray costs seconds): a head node of
+    2 CPUs, which `fmae sweep --executor ray` in this process uses as it is. Ray missing fails."""
+    try:
+        from ray.cluster_utils import Cluster
+    except ImportError:
+        pytest.fail("these tests need Ray: pip install -e '.[test]' (it brings ray)")
+    import ray
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+
+    ray.shutdown()
+    cluster.shutdown()

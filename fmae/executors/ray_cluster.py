@@ -11,6 +11,7 @@ before this module is.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from typing import Any
 
@@ -42,6 +43,7 @@ class RayBackend:
         arrays = {k: getattr(dataset, k).cpu().numpy()
                   for k in ("train_images", "train_labels", "test_images", "test_labels")}
         self._data = ray.put({**arrays, "source": dataset.source, "sha256": dict(dataset.sha256)})
+        self._quiet_raylet(True)
         self._task = ray.remote(num_cpus=options.cpus_per_cell, max_retries=options.max_retries,
                                 retry_exceptions=False)(worker.run_in_ray)
 
@@ -59,6 +61,26 @@ class RayBackend:
                             "check --address (auto, or ray://host:port) and that `ray status` works there") from None
         finally:
             signal.signal(signal.SIGTERM, sigterm)  # ray.init takes SIGTERM over; fmae's handler saves and exits 143
+
+    def _quiet_raylet(self, on: bool) -> None:
+        """Ray prints the raylet's error reports (a worker died, ...) on the driver's stdout, which
+        carries fmae's results; fmae reports failures itself. FMAE_DEBUG=1 shows them on stderr."""
+        module = getattr(getattr(self._ray, "_private", None), "worker", None)
+        original = getattr(module, "print_to_stdstream", None)
+        if original is None:  # another Ray: leave it alone
+            return
+        if on:
+            self._print = original
+
+            def print_to_stdstream(data: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+                if data.get("pid") != "raylet":
+                    original(data, *args, **kwargs)
+                elif os.environ.get("FMAE_DEBUG") == "1":
+                    original({**data, "is_err": True}, *args, **kwargs)
+
+            module.print_to_stdstream = print_to_stdstream
+        elif getattr(self, "_print", None) is not None:
+            module.print_to_stdstream = self._print
 
     @property
     def slots(self) -> int:
@@ -96,5 +118,6 @@ class RayBackend:
         for ref in self._running:  # interrupted, or --fail-fast: stop what is in flight
             self._ray.cancel(ref, force=True)
         self._running.clear()
+        self._quiet_raylet(False)
         if self._owned:
             self._ray.shutdown()  # the private instance and its workers go; a joined cluster stays up
