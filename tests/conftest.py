@@ -117,3 +117,21 @@ def ray_cluster():
 
     ray.shutdown()
     cluster.shutdown()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu", choices=("cpu", "cuda", "mps"),
+                     help="where the tests marked `device` train (benchmarks/gpu_check.sh passes cuda)")
+
+
+@pytest.fixture
+def device(request):
+    """The device named by `pytest --device`; a device that is not there fails the test."""
+    import torch
+
+    name = request.config.getoption("--device")
+    if name == "cuda" and not torch.cuda.is_available():
+        pytest.fail("--device cuda: torch sees no CUDA device here")
+    if name == "mps" and not torch.backends.mps.is_available():
+        pytest.fail("--device mps: torch sees no MPS device here")
+    return torch.device(name)
