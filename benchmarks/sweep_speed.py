@@ -1,18 +1,24 @@
-"""The report's 12-cell SGD grid, three ways, in one process.
+"""The report's 12-cell SGD grid, three ways in one process, then whole `fmae sweep` processes.
 
-    python benchmarks/sweep_speed.py [--epochs 2] [--recipe-epochs 1] [--optim sgd]
+    python benchmarks/sweep_speed.py [--epochs 2] [--recipe-epochs 1] [--optim sgd] [--part all|inprocess|executors]
 
-1. fmae's sweep (in-process executor: lockstep groups, shared minibatches, files written per epoch);
+In one process:
+1. fmae's sweep (in-process executor, files written per epoch);
 2. the same cells one after another through fmae's single-model engine;
 3. the plain torchvision DataLoader + ToTensor recipe, per cell.
 Prints seconds per grid epoch for each, their ratios, the grid's FLOP limit (design.md) and the
 fraction of it reached.
+Whole processes (start-up, data check, worker start and Ray's start included), measured in the
+same run: `fmae sweep` with --jobs 1, --jobs 2 and --executor ray (a private local instance), each
+with its default threads; prints wall seconds and the speed-up over --jobs 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +33,7 @@ from benchmarks.common import (  # noqa: E402
 )
 from fmae import data, engine, runs  # noqa: E402
 from fmae import sweep as sweeps  # noqa: E402
-from fmae.config import REPORT_HIDDEN, REPORT_LRS, SweepConfig, TrainConfig  # noqa: E402
+from fmae.config import REPORT_HIDDEN, REPORT_LRS, ExecutorConfig, SweepConfig, TrainConfig  # noqa: E402
 
 
 def main() -> None:
@@ -35,8 +41,40 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--recipe-epochs", type=int, default=1)
     parser.add_argument("--optim", default="sgd")
+    parser.add_argument("--part", choices=("all", "inprocess", "executors"), default="all")
     args = parser.parse_args()
+    if args.part in ("all", "inprocess"):
+        in_process(args)
+    if args.part in ("all", "executors"):
+        executors(args)
+    print(f"reproduce: {command_line()}")
 
+
+def executors(args: argparse.Namespace) -> None:
+    """Whole `fmae sweep` processes, one after another, on this machine as it is (say if it is shared)."""
+    grid = ["--optim", args.optim, "--lr", *map(str, REPORT_LRS), "--hidden", *map(str, REPORT_HIDDEN),
+            "--epochs", str(args.epochs), "-q", "--json"]
+    ways = [("--jobs 1", ["--jobs", "1"]), ("--jobs 2", ["--jobs", "2"]), ("--executor ray (local)", ["--executor", "ray"])]
+    print(f"whole processes: fmae sweep {' '.join(grid)} ...  ({os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f} before)")
+    print("way | wall s | speed-up over --jobs 1")
+    print("--- | --- | ---")
+    first = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, extra in ways:
+            cmd = [sys.executable, "-m", "fmae", "sweep", *grid, *extra, "--run-dir", str(Path(tmp) / name.split()[1])]
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            wall = time.perf_counter() - t0
+            if done.returncode != 0:
+                print(f"{name} | failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]} | -")
+                continue
+            first = first or wall
+            print(f"{name} | {wall:.1f} | {first / wall:.2f}x")
+            print(f"    {shlex.join(['fmae', *cmd[3:-2]])} --run-dir DIR")
+
+
+def in_process(args: argparse.Namespace) -> None:
     device = torch.device("cpu")
     dataset = data.load(data.locate(None, download=False), device)
     grid = SweepConfig(optims=(args.optim,), lrs=REPORT_LRS, hiddens=REPORT_HIDDEN,
@@ -51,7 +89,8 @@ def main() -> None:
         plans = where.plan(grid)
         env = runs.environment(str(device), dataset.source, dataset.sha256)
         t0 = time.perf_counter()
-        sweeps.run_in_process(plans, dataset, device, env, on_epoch=lambda *a: None, on_cell=lambda *a: None)
+        sweeps.run(plans, dataset, device, env, ExecutorConfig(), on_start=lambda *a: None, on_epoch=lambda *a: None,
+                   on_cell=lambda *a: None)
         sweep_s = (time.perf_counter() - t0) / args.epochs
 
     t0 = time.perf_counter()
@@ -74,7 +113,6 @@ def main() -> None:
     print(f"FLOP limit: {flops:.3g} FLOPs per grid epoch / matmul rates "
           + ", ".join(f"h={h}: {r / 1e9:.0f}" for h, r in rates.items()) + f" GFLOP/s = {limit_s:.2f} s")
     print(f"sweep speed-up: {alone_s / sweep_s:.2f}x over one by one, {recipe_s / sweep_s:.1f}x over the recipe")
-    print(f"reproduce: {command_line()}")
 
 
 if __name__ == "__main__":
