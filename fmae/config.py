@@ -126,6 +126,12 @@ def check_device(name: str) -> str:
     return name
 
 
+def check_threads(threads: int | None) -> int | None:
+    if threads is not None:
+        _int_at_least("threads", threads, 1, 4096)
+    return threads
+
+
 REPORT_LRS = (0.1, 0.01, 0.001)
 REPORT_HIDDEN = (64, 128, 256, 512)
 
@@ -186,8 +192,7 @@ class ExecutorConfig:
     def __post_init__(self) -> None:
         _choice("executor", self.executor, EXECUTORS)
         _int_at_least("jobs", self.jobs, 1, 4096)
-        if self.threads is not None:
-            _int_at_least("threads", self.threads, 1, 4096)
+        check_threads(self.threads)
         if _finite("cpus_per_cell", self.cpus_per_cell) <= 0:
             raise ConfigError(f"cpus_per_cell must be > 0, got {self.cpus_per_cell}")
         if _finite("gpus_per_cell", self.gpus_per_cell) < 0:

@@ -180,7 +180,7 @@ def run(plans: Sequence[CellPlan], dataset: Any, device: Any, env: dict[str, Any
         return
     threads = cell_threads(options)
     backend = executors.make_backend(options, dataset, device, threads)
-    executors.drive(plans, backend, todo, device=str(device), env=env, threads=threads,
+    executors.drive(backend, todo, device=str(device), env=env, threads=threads,
                     max_retries=options.max_retries, on_start=on_start, on_epoch=on_epoch, on_cell=on_cell,
                     fail_fast=fail_fast)
 

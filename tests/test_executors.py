@@ -123,6 +123,8 @@ def test_train_threads_are_recorded(fake_dataset, tmp_path):
                                       "1", "-q", "--run-dir", str(tmp_path / "r")])
     assert result.exit_code == 0, result.stderr
     assert json.loads((tmp_path / "r" / "config.json").read_text())["environment"]["threads"] == 1
+    bad = CliRunner().invoke(app, ["train", "--threads", "0", "--run-dir", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "threads must be between 1 and 4096, got 0" in bad.stderr
 
 
 def test_without_ray_executor_ray_exits_1_with_the_install_command(tmp_path):

@@ -97,7 +97,7 @@ def train(
     Example: fmae train --optim adam --hidden 512 --epochs 30 --run-dir runs/a
     """
     from fmae import engine, runs
-    from fmae.config import check_device
+    from fmae.config import check_device, check_threads
     from fmae.errors import ConfigError
     from fmae.ui import Feedback, epoch_info, print_json, print_table, fmt_loss
 
@@ -111,7 +111,7 @@ def train(
     ).resolved()
     run = runs.RunDir(run_dir or Path("runs") / runs.cell_name(config))
     torch_device = engine.resolve_device(check_device(device))
-    engine.set_threads(ExecutorConfig(threads=threads).threads)
+    engine.set_threads(check_threads(threads))
     started = time.perf_counter()
     with DirectoryLock(run.path), Feedback(quiet=quiet) as feedback, _signals() as seen:
         state = run.check(config, overwrite=overwrite, resume=resume)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from fmae.config import ExecutorConfig
@@ -60,7 +60,7 @@ def _pack_state(state: dict[str, Any] | None) -> bytes | None:
     return None if state is None else pack({k: v for k, v in state.items() if k != "config"})
 
 
-def drive(plans: Sequence[Any], backend: Any, groups: list[list[Any]], *, device: str, env: dict[str, Any],
+def drive(backend: Any, groups: list[list[Any]], *, device: str, env: dict[str, Any],
           threads: int | None, max_retries: int, on_start: Callable[[Any], None],
           on_epoch: Callable[[Any, Any], None], on_cell: Callable[[Any, str], None],
           fail_fast: bool = False) -> None:
