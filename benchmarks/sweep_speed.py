@@ -1,6 +1,6 @@
 """The report's 12-cell SGD grid, three ways in one process, then whole `fmae sweep` processes.
 
-    python benchmarks/sweep_speed.py [--epochs 2] [--recipe-epochs 1] [--optim sgd] [--part all|inprocess|executors]
+    python benchmarks/sweep_speed.py [--epochs 2] [--recipe-epochs 1] [--optim sgd] [--part all|inprocess|executors] [--repeat 1]
 
 In one process:
 1. fmae's sweep (in-process executor, files written per epoch);
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--recipe-epochs", type=int, default=1)
     parser.add_argument("--optim", default="sgd")
     parser.add_argument("--part", choices=("all", "inprocess", "executors"), default="all")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each whole-process way (median)")
     args = parser.parse_args()
     if args.part in ("all", "inprocess"):
         in_process(args)
@@ -59,19 +61,26 @@ def executors(args: argparse.Namespace) -> None:
           f"{os.getloadavg()[0]:.1f} before)")
     print("way | wall s | speed-up over --jobs 1")
     print("--- | --- | ---")
-    first = None
+    walls: dict[str, list[float]] = {name: [] for name, _ in ways}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, extra in ways:
-            cmd = [sys.executable, "-m", "fmae", "sweep", *grid, *extra, "--run-dir", str(Path(tmp) / name.split()[1])]
-            t0 = time.perf_counter()
-            done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            wall = time.perf_counter() - t0
-            if done.returncode != 0:
-                print(f"{name} | failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]} | -")
-                continue
-            first = first or wall
-            print(f"{name} | {wall:.1f} | {first / wall:.2f}x")
-            print(f"    {shlex.join(['fmae', *cmd[3:-2]])} --run-dir DIR")
+        for r in range(args.repeat):  # interleaved, so that a change in the machine's load hits every way
+            for name, extra in ways:
+                run_dir = Path(tmp) / f"{name.split()[1]}-{r}"
+                cmd = [sys.executable, "-m", "fmae", "sweep", *grid, *extra, "--run-dir", str(run_dir)]
+                t0 = time.perf_counter()
+                done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                if done.returncode != 0:
+                    print(f"{name} failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
+                    continue
+                walls[name].append(time.perf_counter() - t0)
+    base = statistics.median(walls[ways[0][0]]) if walls[ways[0][0]] else None
+    for name, extra in ways:
+        if walls[name]:
+            wall = statistics.median(walls[name])
+            ratio = f"{base / wall:.2f}x" if base else "-"
+            print(f"{name} | {wall:.1f} | {ratio}")
+            print(f"    {shlex.join(['fmae', 'sweep', *grid, *extra])} --run-dir DIR")
+    print(f"(median of {args.repeat}; load average {os.getloadavg()[0]:.1f} after)")
 
 
 def in_process(args: argparse.Namespace) -> None:
