@@ -41,8 +41,8 @@ TrainNoiseSigma = Annotated[float, typer.Option(help="Noise scale for --noise.")
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document with the results on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.")]
 Threads = Annotated[Optional[int], typer.Option(
-    help="Torch intra-op threads per cell [default: all cores for one job; cores // N with --jobs N; "
-         "--cpus-per-cell with Ray].", show_default=False)]
+    help="Torch intra-op threads of each model in training [default: all cores; in a sweep, cores // N with "
+         "--jobs N and --cpus-per-cell with Ray].", show_default=False)]
 Jobs = Annotated[int, typer.Option(help="Cells trained at once, each in a worker process on this machine.")]
 Executor = Annotated[Literal[EXECUTORS], typer.Option(
     help="local: this machine (see --jobs); ray: Ray tasks (pip install 'fmae[ray]').")]
