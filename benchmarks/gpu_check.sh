@@ -9,13 +9,15 @@
 # files (gzipped or raw) in $FMAE_DATA_DIR; no network. Settings by environment:
 #   PYTHON=python3   the interpreter that has torch and fmae
 #   EPOCHS=100       epochs of the grid
-#   DEVICE=cuda      DEVICE=cpu EPOCHS=1 rehearses the whole script on a machine without a GPU
+#   DEVICE=cuda      DEVICE=cpu EPOCHS=1 HIDDEN=8 rehearses the whole script on a machine without a GPU
+#   HIDDEN="64 128 256 512"   the grid's hidden sizes (the report's by default)
 #   OUT=<temp dir>   where the sweep directories go (kept, so the results can be inspected)
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
 EPOCHS=${EPOCHS:-100}
 DEVICE=${DEVICE:-cuda}
+read -r -a HIDDEN <<<"${HIDDEN:-64 128 256 512}"
 : "${FMAE_DATA_DIR:?set FMAE_DATA_DIR to the folder holding the four Fashion-MNIST files}"
 export FMAE_DATA_DIR
 cd "$(dirname "$0")/.."
@@ -47,8 +49,9 @@ else
 fi
 row "pytest -m device --device $DEVICE" "$(calc "$EPOCHREALTIME - $start")" "-" "$status"
 
-GRID=(--optim sgd adam --lr 0.1 0.01 0.001 --hidden 64 128 256 512 --epochs "$EPOCHS" --no-download -q --json)
-CELL_EPOCHS=$((24 * EPOCHS))
+GRID=(--optim sgd adam --lr 0.1 0.01 0.001 --hidden "${HIDDEN[@]}" --epochs "$EPOCHS" --no-download -q --json)
+CELLS=$((6 * ${#HIDDEN[@]}))
+CELL_EPOCHS=$((CELLS * EPOCHS))
 
 best() {  # the best cell of a sweep's --json output
     "$PYTHON" - "$1" <<'EOF'
@@ -82,7 +85,7 @@ else
 fi
 
 echo
-echo "24-cell grid, $EPOCHS epochs ($CELL_EPOCHS cell-epochs), device $DEVICE; outputs in $OUT"
+echo "$CELLS-cell grid (h ${HIDDEN[*]}), $EPOCHS epochs ($CELL_EPOCHS cell-epochs), device $DEVICE; outputs in $OUT"
 echo "what | wall s | ms per cell-epoch | result"
 echo "--- | --- | --- | ---"
 printf '%s\n' "${ROWS[@]}"
