@@ -212,3 +212,38 @@ def test_sigterm_stops_the_workers_and_exits_143(tmp_path):
     assert_no_worker_left(pids)
     assert any(runs.RunDir(c).load_last()["epoch"] >= 1 for c in (tmp_path / "s" / "cells").iterdir()
                if (c / "last.pt").exists())
+
+
+def descendants(pid: int) -> set[int]:
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_sigterm_of_a_ray_sweep_exits_143_and_takes_its_private_ray_down(tmp_path):
+    proc = subprocess.Popen([*JOBS[:-1], "--epochs", "30", "--executor", "ray", "--run-dir", "s"], cwd=tmp_path,
+                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((tmp_path / "s").glob("cells/*/last.pt")):
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before it could be stopped"
+    ray_processes = descendants(proc.pid)
+    assert len(ray_processes) >= 3  # at least Ray's GCS, raylet and a worker
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "error: sweep interrupted; finished epochs are saved" in err
+    deadline = time.time() + 20
+    while time.time() < deadline and any(alive(p) for p in ray_processes):
+        time.sleep(0.2)
+    assert not [p for p in ray_processes if alive(p)], "Ray went on after its driver"
