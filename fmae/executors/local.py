@@ -2,7 +2,7 @@
 
 The pool is the standard library's ProcessPoolExecutor with the spawn start method (fork would
 copy torch's thread pools and locks mid-flight). Each worker gets the dataset once, at start, and
-dies with the driver (see worker.init_pool_worker). A worker that dies breaks the whole pool
+dies with the driver (see worker.init_pool_worker); the dataset lives once, in shared memory. A worker that dies breaks the whole pool
 (BrokenProcessPool): every task then in flight is reported lost and runs again, from its last
 saved epoch, on a fresh pool.
 """
@@ -52,7 +52,7 @@ class PoolBackend:
         self.slots = jobs
         self._context = multiprocessing.get_context("spawn")
         self._stop = self._context.Event()
-        self._initargs = (worker.pack_dataset(dataset), device, os.getpid(), self._stop)
+        self._initargs = (worker.dataset_arrays(dataset), device, os.getpid(), self._stop)
         self._pool: cf.ProcessPoolExecutor | None = None
         self._owner: dict[cf.Future, cf.ProcessPoolExecutor] = {}
 
@@ -87,6 +87,6 @@ class PoolBackend:
     def close(self, *, interrupted: bool) -> None:
         if interrupted:
             self._stop.set()  # workers leave at once; an epoch in flight is lost, the saved ones are not
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:  # not waiting after a failure: a worker that never started would block it
+            self._pool.shutdown(wait=not interrupted, cancel_futures=True)
             self._pool = None

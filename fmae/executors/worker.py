@@ -92,21 +92,24 @@ def run_task(task: Task, dataset: Any) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- a spawned pool worker (--jobs N)
 
 
-def pack_dataset(dataset: Any) -> bytes:
-    return pack({"train_images": dataset.train_images.cpu(), "train_labels": dataset.train_labels.cpu(),
-                 "test_images": dataset.test_images.cpu(), "test_labels": dataset.test_labels.cpu(),
-                 "source": dataset.source, "sha256": dict(dataset.sha256)})
+def dataset_arrays(dataset: Any) -> dict[str, Any]:
+    """The dataset as plain tensors for a spawned worker. Sent as process arguments, torch moves them
+    to shared memory and passes file descriptors: the workers map one copy, the pipe to a starting
+    worker carries a few bytes (a large payload there blocks the driver if the worker dies first),
+    and nothing outlives the processes that use it."""
+    return {"train_images": dataset.train_images.cpu(), "train_labels": dataset.train_labels.cpu(),
+            "test_images": dataset.test_images.cpu(), "test_labels": dataset.test_labels.cpu(),
+            "source": dataset.source, "sha256": dict(dataset.sha256)}
 
 
-def unpack_dataset(blob: bytes, device: str = "cpu") -> Any:
+def from_arrays(d: dict[str, Any], device: str = "cpu") -> Any:
     from fmae.data import FashionMNIST
 
-    d = unpack(blob)
     return FashionMNIST(d["train_images"], d["train_labels"], d["test_images"], d["test_labels"], d["source"],
                         d["sha256"]).to(device)
 
 
-def init_pool_worker(dataset: bytes, device: str, driver_pid: int, stop: Any) -> None:
+def init_pool_worker(dataset: dict[str, Any], device: str, driver_pid: int, stop: Any) -> None:
     """Runs first in each pool worker. The worker dies with the driver: a thread watches the parent
     pid (a SIGKILLed driver cannot say goodbye) and the driver's stop event (Ctrl-C, SIGTERM)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the whole group: the driver decides
@@ -121,7 +124,7 @@ def init_pool_worker(dataset: bytes, device: str, driver_pid: int, stop: Any) ->
     pids = os.environ.get(TEST_WORKER_PIDS)
     if pids:
         open(os.path.join(pids, str(os.getpid())), "w").close()
-    _POOL["dataset"] = unpack_dataset(dataset, device)
+    _POOL["dataset"] = from_arrays(dataset, device)
 
 
 def run_in_pool(task: Task) -> list[dict[str, Any]]:
