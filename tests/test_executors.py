@@ -136,3 +136,23 @@ def test_without_ray_executor_ray_exits_1_with_the_install_command(tmp_path):
     assert out.stderr.strip() == ("error: --executor ray needs Ray, which is not installed "
                                   "(hint: install it with: pip install 'fmae[ray]')")
     assert not (tmp_path / "x").exists()
+
+
+def test_workers_that_die_at_start_fail_the_cell_instead_of_hanging(tmp_path):
+    """A script without `if __name__ == "__main__"` makes every spawned worker rerun it and die at
+    start: the driver must see the pool break, retry, and give the cell up, not block on a worker."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import os, sys\nfrom pathlib import Path\nfrom fmae import data\nfrom tests.conftest import write_dataset\n"
+        f"d = Path({str(tmp_path / 'tiny')!r})\ndata.CHECKSUMS = write_dataset(d, n_train=200, n_test=20)\n"
+        "os.environ['FMAE_DATA_DIR'] = str(d)\n"
+        f"sys.argv = ['fmae', 'sweep', '--hidden', '4', '--lr', '0.1', '--epochs', '1', '--jobs', '2', '--json', "
+        f"'--run-dir', {str(tmp_path / 's')!r}]\n"
+        "from fmae.cli import main\nmain()\n")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.count("is in use by fmae process") >= 3  # the first try and --max-retries 2
+    cell = json.loads(out.stdout)["cells"][0]
+    assert cell["status"] == "failed" and cell["error"].startswith("its worker died 3 times")
