@@ -1,18 +1,25 @@
-"""The report's 12-cell SGD grid, three ways, in one process.
+"""The report's 12-cell SGD grid, three ways in one process, then whole `fmae sweep` processes.
 
-    python benchmarks/sweep_speed.py [--epochs 2] [--recipe-epochs 1] [--optim sgd]
+    python benchmarks/sweep_speed.py [--epochs 2] [--recipe-epochs 1] [--optim sgd] [--part all|inprocess|executors] [--repeat 1]
 
-1. fmae's sweep (in-process executor: lockstep groups, shared minibatches, files written per epoch);
+In one process:
+1. fmae's sweep (in-process executor, files written per epoch);
 2. the same cells one after another through fmae's single-model engine;
 3. the plain torchvision DataLoader + ToTensor recipe, per cell.
 Prints seconds per grid epoch for each, their ratios, the grid's FLOP limit (design.md) and the
 fraction of it reached.
+Whole processes (start-up, data check, worker start and Ray's start included), measured in the
+same run: `fmae sweep` with --jobs 1, --jobs 2 and --executor ray (a private local instance), each
+with its default threads; prints wall seconds and the speed-up over --jobs 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +34,7 @@ from benchmarks.common import (  # noqa: E402
 )
 from fmae import data, engine, runs  # noqa: E402
 from fmae import sweep as sweeps  # noqa: E402
-from fmae.config import REPORT_HIDDEN, REPORT_LRS, SweepConfig, TrainConfig  # noqa: E402
+from fmae.config import REPORT_HIDDEN, REPORT_LRS, ExecutorConfig, SweepConfig, TrainConfig  # noqa: E402
 
 
 def main() -> None:
@@ -35,8 +42,48 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--recipe-epochs", type=int, default=1)
     parser.add_argument("--optim", default="sgd")
+    parser.add_argument("--part", choices=("all", "inprocess", "executors"), default="all")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each whole-process way (median)")
     args = parser.parse_args()
+    if args.part in ("all", "inprocess"):
+        in_process(args)
+    if args.part in ("all", "executors"):
+        executors(args)
+    print(f"reproduce: {command_line()}")
 
+
+def executors(args: argparse.Namespace) -> None:
+    """Whole `fmae sweep` processes, one after another, on this machine as it is (say if it is shared)."""
+    grid = ["--optim", args.optim, "--lr", *map(str, REPORT_LRS), "--hidden", *map(str, REPORT_HIDDEN),
+            "--epochs", str(args.epochs), "-q", "--json"]
+    ways = [("--jobs 1", ["--jobs", "1"]), ("--jobs 2", ["--jobs", "2"]), ("--executor ray (local)", ["--executor", "ray"])]
+    print(f"whole processes: fmae sweep {' '.join(grid)} ...  ({os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f} before)")
+    print("way | wall s | speed-up over --jobs 1")
+    print("--- | --- | ---")
+    walls: dict[str, list[float]] = {name: [] for name, _ in ways}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeat):  # interleaved, so that a change in the machine's load hits every way
+            for name, extra in ways:
+                run_dir = Path(tmp) / f"{name.split()[1]}-{r}"
+                cmd = [sys.executable, "-m", "fmae", "sweep", *grid, *extra, "--run-dir", str(run_dir)]
+                t0 = time.perf_counter()
+                done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                if done.returncode != 0:
+                    print(f"{name} failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
+                    continue
+                walls[name].append(time.perf_counter() - t0)
+    base = statistics.median(walls[ways[0][0]]) if walls[ways[0][0]] else None
+    for name, extra in ways:
+        if walls[name]:
+            wall = statistics.median(walls[name])
+            ratio = f"{base / wall:.2f}x" if base else "-"
+            print(f"{name} | {wall:.1f} | {ratio}")
+            print(f"    {shlex.join(['fmae', 'sweep', *grid, *extra])} --run-dir DIR")
+    print(f"(median of {args.repeat}; load average {os.getloadavg()[0]:.1f} after)")
+
+
+def in_process(args: argparse.Namespace) -> None:
     device = torch.device("cpu")
     dataset = data.load(data.locate(None, download=False), device)
     grid = SweepConfig(optims=(args.optim,), lrs=REPORT_LRS, hiddens=REPORT_HIDDEN,
@@ -51,7 +98,8 @@ def main() -> None:
         plans = where.plan(grid)
         env = runs.environment(str(device), dataset.source, dataset.sha256)
         t0 = time.perf_counter()
-        sweeps.run_in_process(plans, dataset, device, env, on_epoch=lambda *a: None, on_cell=lambda *a: None)
+        sweeps.run(plans, dataset, device, env, ExecutorConfig(), on_start=lambda *a: None, on_epoch=lambda *a: None,
+                   on_cell=lambda *a: None)
         sweep_s = (time.perf_counter() - t0) / args.epochs
 
     t0 = time.perf_counter()
@@ -74,7 +122,6 @@ def main() -> None:
     print(f"FLOP limit: {flops:.3g} FLOPs per grid epoch / matmul rates "
           + ", ".join(f"h={h}: {r / 1e9:.0f}" for h, r in rates.items()) + f" GFLOP/s = {limit_s:.2f} s")
     print(f"sweep speed-up: {alone_s / sweep_s:.2f}x over one by one, {recipe_s / sweep_s:.1f}x over the recipe")
-    print(f"reproduce: {command_line()}")
 
 
 if __name__ == "__main__":

@@ -142,6 +142,12 @@ def check_device(name: str) -> str:
     return name
 
 
+def check_threads(threads: int | None) -> int | None:
+    if threads is not None:
+        _int_at_least("threads", threads, 1, 4096)
+    return threads
+
+
 REPORT_LRS = (0.1, 0.01, 0.001)
 REPORT_HIDDEN = (64, 128, 256, 512)
 
@@ -182,3 +188,43 @@ class SweepConfig:
             d.pop(key)
         d["model"].pop("hidden")
         return d
+
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Where a sweep's cells train: this process or a local process pool (--jobs), or Ray."""
+
+    executor: str = "local"
+    jobs: int = 1
+    threads: int | None = None  # torch intra-op threads per cell; None: see worker_threads
+    address: str | None = None  # Ray: None starts a private local instance; "auto" or "ray://host:port" joins one
+    cpus_per_cell: float = 1.0
+    gpus_per_cell: float = 0.0
+    max_retries: int = 2
+
+    def __post_init__(self) -> None:
+        _choice("executor", self.executor, EXECUTORS)
+        _int_at_least("jobs", self.jobs, 1, 4096)
+        check_threads(self.threads)
+        if _finite("cpus_per_cell", self.cpus_per_cell) <= 0:
+            raise ConfigError(f"cpus_per_cell must be > 0, got {self.cpus_per_cell}")
+        if _finite("gpus_per_cell", self.gpus_per_cell) < 0:
+            raise ConfigError(f"gpus_per_cell must be >= 0, got {self.gpus_per_cell}")
+        _int_at_least("max_retries", self.max_retries, 0, 1000)
+        if self.executor == "ray" and self.jobs != 1:
+            raise ConfigError("--jobs applies to the local executor", "with --executor ray, size cells with "
+                              "--cpus-per-cell and --gpus-per-cell")
+        if self.executor == "local" and self.address is not None:
+            raise ConfigError("--address applies to --executor ray only")
+
+    def worker_threads(self, cores: int) -> int | None:
+        """Torch threads per cell: --threads, else all cores for one job (None: torch's default),
+        cores // N for N jobs, --cpus-per-cell on Ray; so that workers never fight for cores."""
+        if self.threads is not None:
+            return self.threads
+        if self.executor == "ray":
+            return max(1, int(self.cpus_per_cell))
+        return None if self.jobs == 1 else max(1, cores // self.jobs)

@@ -9,10 +9,11 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from fmae.config import (
-    ACTIVATIONS, DEVICES, NOISES, OPTIMIZERS, PRECISIONS, ModelConfig, NoiseConfig, SweepConfig, TrainConfig,
+    ACTIVATIONS, DEVICES, EXECUTORS, NOISES, OPTIMIZERS, PRECISIONS, ExecutorConfig, ModelConfig, NoiseConfig,
+    SweepConfig, TrainConfig,
 )
 
-M, T, N, S = ModelConfig(), TrainConfig(), NoiseConfig(), SweepConfig()
+M, T, N, S, E = ModelConfig(), TrainConfig(), NoiseConfig(), SweepConfig(), ExecutorConfig()
 
 Optim = Annotated[Literal[OPTIMIZERS], typer.Option(help="Optimizer.")]
 Lr = Annotated[Optional[float], typer.Option(help="Learning rate [default: 0.001 for adam, 0.1 for sgd].",
@@ -39,6 +40,20 @@ TrainNoise = Annotated[Optional[Literal[NOISES]], typer.Option(
 TrainNoiseSigma = Annotated[float, typer.Option(help="Noise scale for --noise.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document with the results on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.")]
+Threads = Annotated[Optional[int], typer.Option(
+    help="Torch intra-op threads of each model in training [default: all cores; in a sweep, cores // N with "
+         "--jobs N and --cpus-per-cell with Ray].", show_default=False)]
+Jobs = Annotated[int, typer.Option(help="Cells trained at once, each in a worker process on this machine.")]
+Executor = Annotated[Literal[EXECUTORS], typer.Option(
+    help="local: this machine (see --jobs); ray: Ray tasks (pip install 'fmae[ray]').")]
+Address = Annotated[Optional[str], typer.Option(
+    help="--executor ray: auto or ray://host:port joins that cluster [default: a private local Ray instance].",
+    show_default=False)]
+CpusPerCell = Annotated[float, typer.Option(help="--executor ray: CPUs each cell's task asks for.")]
+GpusPerCell = Annotated[float, typer.Option(
+    help="--executor ray: GPUs each cell asks for (fractions share one GPU); > 0 trains on cuda.")]
+MaxRetries = Annotated[int, typer.Option(
+    help="Times a cell's task is run again after its worker or node died, from its last saved epoch.")]
 
 OptimizerName = Enum("OptimizerName", {o: o for o in OPTIMIZERS}, type=str)  # typer: lists need Enum, not Literal
 SWEEP_LISTS = ("--optim", "--lr", "--hidden", "--seed")

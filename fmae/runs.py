@@ -114,7 +114,10 @@ def read_json(path: Path) -> Any:
         raise RunDirError(f"{path}: unreadable or not JSON ({exc})") from None
 
 
-def environment(device: str, data_source: str = "", data_sha256: dict[str, str] | None = None) -> dict[str, Any]:
+def environment(device: str, data_source: str = "", data_sha256: dict[str, str] | None = None,
+                threads: int | None = None) -> dict[str, Any]:
+    """What a run was made with; `threads`: torch's intra-op threads of the process that trains
+    (a sweep's workers may use fewer than the driver), since they change float summation order."""
     import torch
 
     return {
@@ -123,7 +126,7 @@ def environment(device: str, data_source: str = "", data_sha256: dict[str, str] 
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": device,
-        "threads": torch.get_num_threads(),
+        "threads": threads if threads is not None else torch.get_num_threads(),
         "data_source": data_source,
         "data_sha256": dict(data_sha256 or {}),
     }
@@ -235,6 +238,34 @@ class RunDir:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.file("summary.json"), summary)
+
+    # The two sequences below are the seam between training and the disk, written once: `fmae train`
+    # and every sweep executor (in-process, --jobs, Ray) save a run through them, in the driver.
+
+    def save_epoch(self, config: TrainConfig, state: dict[str, Any]) -> list[Any]:
+        """After each finished epoch: last.pt first, so metrics.csv never runs ahead of it; returns the history."""
+        self.save_last(config, state)
+        history = history_of(state)
+        self.write_metrics(history)
+        return history
+
+    def finish(self, config: TrainConfig, status: str, history: Sequence[Any], model_state: dict[str, Any],
+               env: dict[str, Any], *, device: str, wall_seconds: float) -> dict[str, Any]:
+        """The end of a run: metrics.csv from the full history (repairs a kill between last.pt and
+        metrics.csv), model.pt unless diverged, summary.json last; returns the summary."""
+        self.write_metrics(history)
+        if status != "diverged":
+            self.save_model(config, model_state, history, status, env)
+        summary = summarize(config, status, history, run_dir=self.path, device=device, wall_seconds=wall_seconds)
+        self.write_summary(summary)
+        return summary
+
+
+def history_of(state: dict[str, Any]) -> list[Any]:
+    """The per-epoch metrics a resume state carries, as the engine's EpochMetrics."""
+    from fmae.engine import EpochMetrics
+
+    return [EpochMetrics(int(e), float(a), float(b), float(s)) for e, a, b, s in state["history"]]
 
 
 def _comparable(config: TrainConfig) -> dict[str, Any]:

@@ -1,22 +1,20 @@
 """Sweeps: plan the cells of a grid, run them through an executor, collect the results.
 
-A cell is a self-contained unit: a TrainConfig in, a training run directory out. The in-process
-executor trains the cells that share a seed (hence the data order) in lockstep over the same
-minibatches; another executor (say, Ray) could take the same cells without touching the engine
-or the run-directory format. This module never prints: progress flows through callbacks.
+A cell is a self-contained unit: a TrainConfig (and its resume state) in, a training run
+directory out. fmae.executors runs the cells (in this process, in a local process pool, or on
+Ray) and the driver writes every file. This module never prints: progress flows through callbacks.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fmae import runs
-from fmae.config import SweepConfig, TrainConfig
-from fmae.errors import FmaeError, RunDirError, out_of_memory
+from fmae.config import ExecutorConfig, SweepConfig, TrainConfig
+from fmae.errors import ConfigError, FmaeError, RunDirError, out_of_memory
 from fmae.locks import LOCK_NAME
 
 FINISHED = ("completed", "stopped_early", "diverged")
@@ -178,48 +176,62 @@ OnEpoch = Callable[[CellPlan, Any], None]
 OnCell = Callable[[CellPlan, str], None]
 
 
-def run_in_process(plans: Sequence[CellPlan], dataset: Any, device: Any, env: dict[str, Any], *,
-                   on_epoch: OnEpoch, on_cell: OnCell, fail_fast: bool = False) -> None:
-    """The in-process executor: each group of cells trained in lockstep, its files written per epoch."""
+def cell_device(options: ExecutorConfig, device: str) -> Any:
+    """Where the cells train. On Ray (checked to be installed, before any data is read), the
+    workers' device, which the driver need not have: cuda when --gpus-per-cell > 0, else cpu."""
     from fmae import engine
+
+    if options.executor != "ray":
+        return engine.resolve_device(device)
+    from fmae.executors.ray_cluster import import_ray
+
+    import_ray()
+    import torch
+
+    wanted = "cuda" if options.gpus_per_cell > 0 else "cpu"
+    if device not in ("auto", wanted):
+        raise ConfigError(f"--executor ray with --gpus-per-cell {options.gpus_per_cell:g} trains on {wanted}, "
+                          f"not --device {device}", "leave --device auto; --gpus-per-cell > 0 means cuda")
+    return torch.device(wanted)
+
+
+def cell_threads(options: ExecutorConfig) -> int:
+    """The torch threads each cell trains with (recorded in config.json: they change the float sums)."""
+    from fmae import executors
+
+    threads = options.worker_threads(executors.cores())
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
+    return threads
+
+
+def run(plans: Sequence[CellPlan], dataset: Any, device: Any, env: dict[str, Any], options: ExecutorConfig, *,
+        on_start: Callable[[CellPlan], None], on_epoch: OnEpoch, on_cell: OnCell, fail_fast: bool = False) -> None:
+    """Train the unfinished cells with the executor `options` names, the driver saving every epoch.
+
+    On a CPU every cell is a task of its own; on an accelerator same-seed cells train in lockstep
+    (a task is a group; with Ray, as many cells as share one GPU at --gpus-per-cell).
+    """
+    from fmae import executors
 
     for plan in plans:
         if plan.error is not None and not plan.done:  # refused while planning (say, a damaged last.pt)
             on_cell(plan, "failed")
             if fail_fast:
                 raise FmaeError(plan.error)
-    for group in groups(plans, lockstep=getattr(device, "type", "cpu") != "cpu"):
-        for p in group:
-            if not p.run.exists:
-                p.run.reset()
-            runs.remove_stale_temporaries(p.run.path, runs.RUN_FILES)
-            p.run.write_config(p.config, env)
-        started = time.perf_counter()
-
-        def epoch_done(index: int, cell: Any, metrics: Any, data_rng: Any, group: list[CellPlan] = group) -> None:
-            plan = group[index]
-            plan.run.save_last(plan.config, cell.resume_state(data_rng))  # first: metrics never run ahead
-            plan.run.write_metrics(cell.history)
-            on_epoch(plan, metrics)
-
-        try:
-            results = engine.train_many([p.config for p in group], dataset, device,
-                                        resume=[p.resume for p in group], on_epoch=epoch_done)
-            for plan, result in zip(group, results):
-                plan.run.write_metrics(result.history)  # a kill between last.pt and metrics.csv left it behind
-                if result.status != "diverged":
-                    plan.run.save_model(plan.config, result.model.state_dict(), result.history, result.status, env)
-                plan.run.write_summary(runs.summarize(plan.config, result.status, result.history, run_dir=plan.run.path,
-                                                      device=str(device), wall_seconds=time.perf_counter() - started))
-                plan.done = True
-                on_cell(plan, result.status)
-        except (FmaeError, OSError, RuntimeError, MemoryError) as exc:
-            oom = out_of_memory(exc, group[0].config)
-            for plan in group:
-                plan.error = str(oom or exc)
-                on_cell(plan, "failed")
-            if fail_fast:
-                raise oom or exc
+    todo = groups(plans, lockstep=getattr(device, "type", "cpu") != "cpu")
+    if options.executor == "ray" and options.gpus_per_cell > 0:
+        size = max(1, int(1 / options.gpus_per_cell))
+        todo = [g[i:i + size] for g in todo for i in range(0, len(g), size)]
+    if not todo:
+        return
+    threads = cell_threads(options)
+    backend = executors.make_backend(options, dataset, device, threads)
+    executors.drive(backend, todo, device=str(device), env=env, threads=threads,
+                    max_retries=options.max_retries, on_start=on_start, on_epoch=on_epoch, on_cell=on_cell,
+                    fail_fast=fail_fast)
 
 
 def results(sweep_dir: SweepDir, sweep: SweepConfig, plans: Sequence[CellPlan] = ()) -> list[dict[str, Any]]:

@@ -106,6 +106,11 @@ class Feedback:
             else:
                 self._tasks[key] = self._progress.add_task(label, total=total, completed=done, info="")
 
+    def remove(self, key: str) -> None:
+        """Take a finished bar off the screen (a sweep shows one bar per running cell)."""
+        if self._progress is not None and key in self._tasks:
+            self._progress.remove_task(self._tasks.pop(key))
+
     def advance(self, key: str, done: int, total: int, info: str, line: str) -> None:
         """Move a bar to `done`; in plain mode print `line`."""
         if self._progress is not None:

@@ -100,3 +100,39 @@ def installed_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "PATH": os.pathsep.join([*bin_dirs, os.environ.get("PATH", "")]), **extra}
     assert shutil.which("fmae", path=env["PATH"]), "fmae is not installed: pip install -e '.[test]'"
     return env
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One simulated Ray cluster for the whole session (starting Ray costs seconds): a head node of
+    2 CPUs, which `fmae sweep --executor ray` in this process uses as it is. Ray missing fails."""
+    try:
+        from ray.cluster_utils import Cluster
+    except ImportError:
+        pytest.fail("these tests need Ray: pip install -e '.[test]' (it brings ray)")
+    import ray
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu", choices=("cpu", "cuda", "mps"),
+                     help="where the tests marked `device` train (benchmarks/gpu_check.sh passes cuda)")
+
+
+@pytest.fixture
+def device(request):
+    """The device named by `pytest --device`; a device that is not there fails the test."""
+    import torch
+
+    name = request.config.getoption("--device")
+    if name == "cuda" and not torch.cuda.is_available():
+        pytest.fail("--device cuda: torch sees no CUDA device here")
+    if name == "mps" and not torch.backends.mps.is_available():
+        pytest.fail("--device mps: torch sees no MPS device here")
+    return torch.device(name)

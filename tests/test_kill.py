@@ -6,12 +6,15 @@ import json
 import random
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from fmae import runs
+from fmae.executors import worker
 from fmae.locks import LOCK_NAME
 from tests.conftest import installed_env, real_data_dir
 
@@ -126,3 +129,105 @@ def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path):
     third = subprocess.run([*SWEEP, "--run-dir", "s", "--epochs", "31"], cwd=tmp_path, env=env(),
                            capture_output=True, text=True, timeout=60, check=False)
     assert third.returncode == 1 and "other shared settings (epochs 30 -> 31)" in third.stderr, third.stderr
+
+
+# ---------------------------------------------------------------- --jobs N: workers die with the driver
+
+JOBS = [sys.executable, "-m", "fmae", "sweep", "--optim", "sgd", "--lr", "0.1", "0.01", "--hidden", "8",
+        "--epochs", "3", "--threads", "1", "-q"]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie waits for a parent that may never reap it: it trains no more
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def start_jobs(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
+    pids = tmp_path / "pids"
+    pids.mkdir(exist_ok=True)
+    proc = subprocess.Popen([*JOBS, "--jobs", "2", *extra, "--run-dir", "s"], cwd=tmp_path,
+                            env={**env(), worker.TEST_WORKER_PIDS: str(pids)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (len(list(pids.iterdir())) == 2
+                                          and list((tmp_path / "s").glob("cells/*/last.pt"))):
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before it could be killed"
+    return proc, pids
+
+
+def assert_no_worker_left(pids: Path) -> None:
+    workers = [int(p.name) for p in pids.iterdir()]
+    assert len(workers) >= 2
+    deadline = time.time() + 10
+    while time.time() < deadline and any(alive(p) for p in workers):
+        time.sleep(0.1)
+    assert not [p for p in workers if alive(p)], "a worker went on after its driver"
+
+
+def test_kill_9_of_the_driver_leaves_no_worker_and_the_rerun_ends_equal(tmp_path):
+    subprocess.run([*JOBS, "--run-dir", "ref"], cwd=tmp_path, env=env(), check=True, timeout=600)
+    proc, pids = start_jobs(tmp_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "s" / "results.json").exists()
+    assert_no_worker_left(pids)
+    subprocess.run([*JOBS, "--jobs", "2", "--run-dir", "s"], cwd=tmp_path, env=env(), check=True, timeout=600)
+    for cell in (tmp_path / "ref" / "cells").iterdir():
+        assert losses(tmp_path / "s" / "cells" / cell.name / "metrics.csv") == losses(cell / "metrics.csv")
+        a = runs.load_checkpoint(cell / "model.pt")["state_dict"]
+        b = runs.load_checkpoint(tmp_path / "s" / "cells" / cell.name / "model.pt")["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_stops_the_workers_and_exits_143(tmp_path):
+    proc, pids = start_jobs(tmp_path, "--epochs", "30")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "error: sweep interrupted; finished epochs are saved" in err
+    assert_no_worker_left(pids)
+    assert any(runs.RunDir(c).load_last()["epoch"] >= 1 for c in (tmp_path / "s" / "cells").iterdir()
+               if (c / "last.pt").exists())
+
+
+def descendants(pid: int) -> set[int]:
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_sigterm_of_a_ray_sweep_exits_143_and_takes_its_private_ray_down(tmp_path):
+    proc = subprocess.Popen([*JOBS[:-1], "--epochs", "30", "--executor", "ray", "--run-dir", "s"], cwd=tmp_path,
+                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((tmp_path / "s").glob("cells/*/last.pt")):
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before it could be stopped"
+    ray_processes = descendants(proc.pid)
+    assert len(ray_processes) >= 3  # at least Ray's GCS, raylet and a worker
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "error: sweep interrupted; finished epochs are saved" in err
+    deadline = time.time() + 20
+    while time.time() < deadline and any(alive(p) for p in ray_processes):
+        time.sleep(0.2)
+    assert not [p for p in ray_processes if alive(p)], "Ray went on after its driver"

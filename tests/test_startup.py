@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ("torch", "torchvision", "matplotlib", "torchmetrics", "numpy")
+HEAVY = ("torch", "torchvision", "matplotlib", "torchmetrics", "numpy", "ray")
 
 
 def heavy_modules_after(code: str) -> list[str]:
@@ -23,6 +23,10 @@ def heavy_modules_after(code: str) -> list[str]:
 
 def test_importing_the_cli_is_light():
     assert heavy_modules_after("import fmae.cli") == []
+
+
+def test_the_local_executors_import_no_ray():
+    assert "ray" not in heavy_modules_after("import fmae.executors, fmae.executors.local, fmae.sweep")
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["train", "--help"], ["sweep", "--help"],

@@ -10,11 +10,12 @@ from typing import Annotated, Any, Optional
 import typer
 
 from fmae.commands import load_data
-from fmae.config import ModelConfig, NoiseConfig, SweepConfig, TrainConfig
+from fmae.config import ExecutorConfig, ModelConfig, NoiseConfig, SweepConfig, TrainConfig
 from fmae.locks import lock_run_dir
 from fmae.options import (
-    N, T, Activation, BatchSize, DataDir, Device, Dropout, Epochs, Hidden, Json, Lr, M, MinDelta, Momentum,
-    NoDownload, Optim, OptimizerName, Patience, Precision, Quiet, S, Seed, TrainNoise, TrainNoiseSigma,
+    E, N, T, Activation, Address, BatchSize, CpusPerCell, DataDir, Device, Dropout, Epochs, Executor, GpusPerCell,
+    Hidden, Jobs, Json, Lr, M, MaxRetries, MinDelta, Momentum, NoDownload, Optim, OptimizerName, Patience, Precision,
+    Quiet, S, Seed, Threads, TrainNoise, TrainNoiseSigma,
 )
 
 
@@ -58,6 +59,7 @@ def train(
     seed: Seed = T.seed,
     precision: Precision = T.precision,
     device: Device = "auto",
+    threads: Threads = None,
     patience: Patience = T.patience,
     min_delta: MinDelta = T.min_delta,
     noise: TrainNoise = None,
@@ -74,7 +76,7 @@ def train(
     Example: fmae train --optim adam --hidden 512 --epochs 30 --run-dir runs/a
     """
     from fmae import engine, runs
-    from fmae.config import check_device
+    from fmae.config import check_device, check_threads
     from fmae.errors import ConfigError, out_of_memory
     from fmae.ui import Feedback, epoch_info, print_json, print_table, fmt_loss
 
@@ -88,6 +90,7 @@ def train(
     ).resolved()
     run = runs.RunDir(run_dir or Path("runs") / runs.cell_name(config))
     torch_device = engine.resolve_device(check_device(device))
+    engine.set_threads(check_threads(threads))
     started = time.perf_counter()
     with lock_run_dir(run.path), Feedback(quiet=quiet) as feedback:
         state = run.check(config, overwrite=overwrite, resume=resume)
@@ -105,9 +108,7 @@ def train(
         history: list[Any] = []
 
         def on_epoch(cell: Any, m: Any, data_rng: Any) -> None:
-            history[:] = cell.history
-            run.save_last(config, cell.resume_state(data_rng))  # first: metrics.csv never runs ahead of it
-            run.write_metrics(cell.history)
+            history[:] = run.save_epoch(config, cell.resume_state(data_rng))
             feedback.advance("epochs", m.epoch, config.epochs, epoch_info(m.train_loss, m.test_loss),
                              f"{label} epoch {m.epoch}/{config.epochs} train_loss={fmt_loss(m.train_loss)} "
                              f"test_loss={fmt_loss(m.test_loss)} seconds={m.seconds:.2f}")
@@ -122,12 +123,8 @@ def train(
             if not history and state is None:  # nothing trained: leave no run that would "already hold" one
                 runs.unlink_quietly(run.file("config.json"))
             raise out_of_memory(exc, config) or exc
-        run.write_metrics(result.history)  # a kill between last.pt and metrics.csv may have left it behind
-        if result.status != "diverged":
-            run.save_model(config, result.model.state_dict(), result.history, result.status, env)
-        summary = runs.summarize(config, result.status, result.history, run_dir=run.path,
-                                 device=str(torch_device), wall_seconds=time.perf_counter() - started)
-        run.write_summary(summary)
+        summary = run.finish(config, result.status, result.history, result.model.state_dict(), env,
+                             device=str(torch_device), wall_seconds=time.perf_counter() - started)
     if json_out:
         print_json(summary)
         return
@@ -161,6 +158,13 @@ def sweep(
     momentum: Momentum = T.momentum,
     precision: Precision = T.precision,
     device: Device = "auto",
+    jobs: Jobs = E.jobs,
+    threads: Threads = None,
+    executor: Executor = E.executor,
+    address: Address = None,
+    cpus_per_cell: CpusPerCell = E.cpus_per_cell,
+    gpus_per_cell: GpusPerCell = E.gpus_per_cell,
+    max_retries: MaxRetries = E.max_retries,
     patience: Patience = T.patience,
     min_delta: MinDelta = T.min_delta,
     noise: TrainNoise = None,
@@ -177,8 +181,9 @@ def sweep(
     Several values follow one flag: fmae sweep --optim sgd --lr 0.1 0.01 0.001 --hidden 64 128 256 512.
     Running the same command again skips finished cells and resumes unfinished ones; adding values
     adds only the new cells. Exit 0 when every cell completed, stopped early or diverged; 1 when one failed.
+    Bigger sweeps: --jobs 2 trains two cells at once on this machine; --executor ray on a Ray cluster.
     """
-    from fmae import engine, runs
+    from fmae import runs
     from fmae import sweep as sweeps
     from fmae.config import check_device
     from fmae.ui import Feedback, epoch_info, fmt_loss, print_json
@@ -187,40 +192,44 @@ def sweep(
                        epochs=epochs, batch_size=batch_size, precision=precision, patience=patience,
                        min_delta=min_delta, noise=_training_noise(noise, noise_sigma))
     grid = SweepConfig(optims=tuple(o.value for o in optim), lrs=tuple(lr), hiddens=tuple(hidden), seeds=tuple(seed), base=base)
+    options = ExecutorConfig(executor=executor, jobs=jobs, threads=threads, address=address,
+                             cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell, max_retries=max_retries)
     where = sweeps.SweepDir(run_dir or Path("runs") / ("sweep-" + "-".join(grid.optims)))
-    torch_device = engine.resolve_device(check_device(device))
+    torch_device = sweeps.cell_device(options, check_device(device))
     started = time.perf_counter()
     with lock_run_dir(where.path), Feedback(quiet=quiet) as feedback:
         merged = where.open(grid, overwrite=overwrite)
-        dataset = load_data(data_dir, no_download, torch_device, feedback)
-        env = runs.environment(str(torch_device), dataset.source, dataset.sha256)
+        dataset = load_data(data_dir, no_download, "cpu" if executor == "ray" else torch_device, feedback)
+        env = runs.environment(str(torch_device), dataset.source, dataset.sha256, threads=sweeps.cell_threads(options))
         where.reset(overwrite)
         where.write_grid(merged)
         plans = where.plan(grid)
         todo = [p for p in plans if not p.done]
+        how = (f"{jobs} jobs x {env['threads']} threads" if executor == "local" and jobs > 1
+               else f"ray, {env['threads']} threads per cell" if executor == "ray" else f"{env['threads']} threads")
         feedback.message(f"sweep {where.path}: {len(plans)} cells, {len(plans) - len(todo)} already finished, "
-                         f"on {torch_device} ({precision})")
+                         f"on {torch_device} ({precision}, {how})")
         feedback.task("cells", "cells", len(plans), len(plans) - len(todo))
         finished = {"n": len(plans) - len(todo)}
-        shown = {"epoch": 0}
+
+        def on_start(plan: Any) -> None:  # a bar per running cell: its epoch and last losses
+            feedback.task(plan.name, plan.name, epochs, plan.start_epoch)
 
         def on_epoch(plan: Any, m: Any) -> None:
-            if m.epoch < shown["epoch"] or shown["epoch"] == 0:  # a new cell (or group of cells) began
-                feedback.task("epochs", "epochs", epochs, m.epoch - 1)
-            shown["epoch"] = m.epoch
-            feedback.advance("epochs", m.epoch, epochs, f"{plan.name} {epoch_info(m.train_loss, m.test_loss)}",
+            feedback.advance(plan.name, m.epoch, epochs, epoch_info(m.train_loss, m.test_loss),
                              f"{plan.name} epoch {m.epoch}/{epochs} train_loss={fmt_loss(m.train_loss)} "
                              f"test_loss={fmt_loss(m.test_loss)} seconds={m.seconds:.2f}")
 
         def on_cell(plan: Any, status: str) -> None:
             finished["n"] += 1
+            feedback.remove(plan.name)
             feedback.advance("cells", finished["n"], len(plans), plan.name,
                              f"cell {finished['n']}/{len(plans)} {plan.name} {status}"
                              + (f": {plan.error}" if plan.error else ""))
 
         try:
-            sweeps.run_in_process(plans, dataset, torch_device, env, on_epoch=on_epoch, on_cell=on_cell,
-                                  fail_fast=fail_fast)
+            sweeps.run(plans, dataset, torch_device, env, options, on_start=on_start, on_epoch=on_epoch,
+                       on_cell=on_cell, fail_fast=fail_fast)
         except KeyboardInterrupt as exc:
             sweeps.write_results(where, sweeps.results(where, merged, plans))
             raise _interrupted(exc, "sweep", "the same fmae sweep command") from None

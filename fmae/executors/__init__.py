@@ -1,0 +1,146 @@
+"""Executors: where a sweep's cells train. The driver (the `fmae sweep` process) is the only writer.
+
+Every executor runs the same tasks (fmae.executors.worker: one epoch of a cell, or of a lockstep
+group, per task) and hands back each finished epoch's resume state; `drive` saves it with the
+run directory's per-epoch sequence and, when a cell ends, its end-of-run sequence (runs.RunDir,
+the code `fmae train` uses). So the sweep directory, the resume rules and the numbers are the same
+whatever ran the cells, and a worker that dies costs at most its epoch in flight: its task is run
+again from the state the driver saved last.
+
+Backends: `inline` (this process, --jobs 1), `pool` (spawned worker processes, --jobs N), `ray`.
+A backend has `slots` (tasks worth keeping in flight), `submit(task) -> handle`,
+`wait(handles) -> [(handle, result | exception | WorkerLost)]` (at least one) and `close(interrupted)`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from fmae.config import ExecutorConfig
+from fmae.errors import FmaeError, out_of_memory
+
+EPOCHS_PER_TASK = 1  # what a dead worker may cost; a task's overhead (model rebuilt from its state) is ~ms
+
+
+class WorkerLost(Exception):
+    """The process running a task died (killed, out of memory): the task may be run again."""
+
+
+class CellFailed(FmaeError):
+    """A cell's task raised or its worker died more often than --max-retries allowed."""
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def make_backend(options: ExecutorConfig, dataset: Any, device: Any, threads: int | None) -> Any:
+    if options.executor == "ray":
+        from fmae.executors.ray_cluster import RayBackend
+
+        return RayBackend(options, dataset)
+    from fmae.executors import local
+
+    if options.jobs == 1:
+        return local.InlineBackend(dataset)
+    return local.PoolBackend(options.jobs, dataset, str(device))
+
+
+def _pack_state(state: dict[str, Any] | None) -> bytes | None:
+    """A resume state for a task: plain data only (last.pt as loaded carries its TrainConfig too)."""
+    from fmae.executors.worker import pack
+
+    return None if state is None else pack({k: v for k, v in state.items() if k != "config"})
+
+
+def drive(backend: Any, groups: list[list[Any]], *, device: str, env: dict[str, Any],
+          threads: int | None, max_retries: int, on_start: Callable[[Any], None],
+          on_epoch: Callable[[Any, Any], None], on_cell: Callable[[Any, str], None],
+          fail_fast: bool = False) -> None:
+    """Run `groups` (lists of CellPlan trained together) through `backend`, saving every epoch.
+
+    A task whose worker died is run again from the last saved epoch, up to `max_retries` times
+    (Ray retries its own tasks and reports only what it gave up on). Ctrl-C and SIGTERM arrive
+    here as KeyboardInterrupt: the backend stops its workers and the interrupt goes on up.
+    """
+    from fmae import runs
+    from fmae.executors.worker import Task, test_fault, unpack
+
+    fault = test_fault() if not getattr(backend, "inline", False) else None
+    pending: deque[tuple[list[Any], int]] = deque((g, 0) for g in groups)
+    running: dict[Any, tuple[list[Any], int]] = {}
+    started: dict[str, float] = {}
+
+    def fail(group: list[Any], exc: BaseException) -> None:
+        exc = out_of_memory(exc, group[0].config) or exc
+        for plan in group:
+            plan.error = str(exc) or type(exc).__name__
+            on_cell(plan, "failed")
+        if fail_fast:
+            raise exc if isinstance(exc, FmaeError) else CellFailed(str(exc)) from None
+
+    def finish(plan: Any, status: str) -> None:
+        state = plan.resume
+        plan.run.finish(plan.config, status, runs.history_of(state), state["model"], env, device=device,
+                        wall_seconds=time.perf_counter() - started[plan.name])
+        plan.done = True
+        on_cell(plan, status)
+
+    interrupted = True
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, backend.slots):
+                group, attempt = pending.popleft()
+                try:
+                    for plan in group:
+                        if plan.name not in started:
+                            started[plan.name] = time.perf_counter()
+                            if not plan.run.exists:
+                                plan.run.reset()
+                            runs.remove_stale_temporaries(plan.run.path, runs.RUN_FILES)
+                            plan.run.write_config(plan.config, env)
+                            on_start(plan)
+                except (FmaeError, OSError) as exc:
+                    fail(group, exc)
+                    continue
+                task = Task(tuple(p.name for p in group), tuple(p.config.to_dict() for p in group),
+                            tuple(_pack_state(p.resume) for p in group), device, threads,
+                            EPOCHS_PER_TASK, fault)
+                running[backend.submit(task)] = (group, attempt)
+            for handle, outcome in backend.wait(list(running)):
+                group, attempt = running.pop(handle)
+                if isinstance(outcome, WorkerLost):
+                    if attempt < max_retries:
+                        pending.appendleft((group, attempt + 1))
+                        continue
+                    outcome = CellFailed(f"its worker died {attempt + 1} times ({outcome})",
+                                         "see --max-retries")
+                if isinstance(outcome, BaseException):
+                    fail(group, outcome)
+                    continue
+                going_on = []
+                try:
+                    for plan, report in zip(group, outcome):
+                        for blob in report["states"]:
+                            plan.resume = unpack(blob)
+                            history = plan.run.save_epoch(plan.config, plan.resume)
+                            on_epoch(plan, history[-1])
+                        if report["status"] == "running":
+                            going_on.append(plan)
+                        else:
+                            finish(plan, report["status"])
+                except (FmaeError, OSError, RuntimeError) as exc:
+                    fail([p for p in group if not p.done], exc)
+                    continue
+                if going_on:
+                    pending.appendleft((going_on, 0))  # the same cells go on first: cells end one after another
+        interrupted = False
+    finally:
+        backend.close(interrupted=interrupted)

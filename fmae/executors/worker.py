@@ -1,0 +1,150 @@
+"""What runs where a cell trains: one task = one epoch of a cell (or of a lockstep group of cells).
+
+A task holds plain data only (configs as dicts, resume states packed as bytes), so it crosses
+process and machine boundaries unchanged; it returns each epoch's resume state, packed, and the
+cells' status. The driver saves them: a worker writes nothing. A task runs in the driver itself
+(--jobs 1), in a spawned pool worker (--jobs N) or as a Ray task (--executor ray).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+# A pool worker's own process state, set once by `init_pool_worker` in that process; the driver
+# never touches it (ProcessPoolExecutor's initializer offers no other place to keep the dataset).
+_POOL: dict[str, Any] = {}
+
+TEST_DIE_AFTER_EPOCH = "FMAE_TEST_DIE_AFTER_EPOCH"  # "<cell name>:<epoch>": os._exit once, after that epoch
+TEST_DIE_MARKER = "FMAE_TEST_DIE_MARKER"  # a file the dying worker creates first: it dies only once
+TEST_WORKER_PIDS = "FMAE_TEST_WORKER_PIDS"  # a folder where pool workers leave a file named by their pid
+
+
+@dataclass(frozen=True)
+class Task:
+    names: tuple[str, ...]
+    configs: tuple[dict[str, Any], ...]
+    resume: tuple[bytes | None, ...]
+    device: str
+    threads: int | None
+    epochs: int = 1
+    fault: tuple[str, str] | None = None  # test-only: (cell:epoch, marker path), see TEST_DIE_AFTER_EPOCH
+
+
+def pack(obj: Any) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def unpack(blob: bytes) -> Any:
+    import torch
+
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+
+
+def test_fault() -> tuple[str, str] | None:
+    """The test-only fault hook, read in the driver and carried by each task (Ray nodes need no env)."""
+    where = os.environ.get(TEST_DIE_AFTER_EPOCH)
+    return (where, os.environ.get(TEST_DIE_MARKER, "")) if where else None
+
+
+def _maybe_die(fault: tuple[str, str] | None, name: str, epoch: int) -> None:
+    if fault is None or fault[0] != f"{name}:{epoch}":
+        return
+    marker = fault[1]
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # only the first worker to get here dies
+    except FileExistsError:
+        return
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.close(fd)
+    os._exit(70)
+
+
+def run_task(task: Task, dataset: Any) -> list[dict[str, Any]]:
+    """Train the task's cells for up to `task.epochs` epochs; per cell {"states": [bytes], "status": str}."""
+    import torch
+
+    from fmae import engine
+    from fmae.config import TrainConfig
+
+    engine.set_threads(task.threads)
+    configs = [TrainConfig.from_dict(c) for c in task.configs]
+    states: list[list[bytes]] = [[] for _ in configs]
+
+    def on_epoch(index: int, cell: Any, metrics: Any, data_rng: Any) -> None:
+        states[index].append(pack(cell.resume_state(data_rng)))  # a copy: training goes on in place
+        _maybe_die(task.fault, task.names[index], metrics.epoch)
+
+    results = engine.train_many(configs, dataset, torch.device(task.device),
+                                resume=[unpack(r) if r is not None else None for r in task.resume],
+                                on_epoch=on_epoch, max_epochs=task.epochs)
+    return [{"states": s, "status": r.status} for s, r in zip(states, results)]
+
+
+# ---------------------------------------------------------------- a spawned pool worker (--jobs N)
+
+
+def dataset_arrays(dataset: Any) -> dict[str, Any]:
+    """The dataset as plain tensors for a spawned worker. Sent as process arguments, torch moves them
+    to shared memory and passes file descriptors: the workers map one copy, the pipe to a starting
+    worker carries a few bytes (a large payload there blocks the driver if the worker dies first),
+    and nothing outlives the processes that use it."""
+    return {"train_images": dataset.train_images.cpu(), "train_labels": dataset.train_labels.cpu(),
+            "test_images": dataset.test_images.cpu(), "test_labels": dataset.test_labels.cpu(),
+            "source": dataset.source, "sha256": dict(dataset.sha256)}
+
+
+def from_arrays(d: dict[str, Any], device: str = "cpu") -> Any:
+    from fmae.data import FashionMNIST
+
+    return FashionMNIST(d["train_images"], d["train_labels"], d["test_images"], d["test_labels"], d["source"],
+                        d["sha256"]).to(device)
+
+
+def init_pool_worker(dataset: dict[str, Any], device: str, driver_pid: int, stop: Any) -> None:
+    """Runs first in each pool worker. The worker dies with the driver: a thread watches the parent
+    pid (a SIGKILLed driver cannot say goodbye) and the driver's stop event (Ctrl-C, SIGTERM)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the whole group: the driver decides
+
+    def watch() -> None:
+        while not stop.wait(0.2):
+            if os.getppid() != driver_pid:
+                os._exit(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="fmae-watch-driver", daemon=True).start()
+    pids = os.environ.get(TEST_WORKER_PIDS)
+    if pids:
+        open(os.path.join(pids, str(os.getpid())), "w").close()
+    _POOL["dataset"] = from_arrays(dataset, device)
+
+
+def run_in_pool(task: Task) -> list[dict[str, Any]]:
+    return run_task(task, _POOL["dataset"])
+
+
+# ---------------------------------------------------------------- a Ray task (--executor ray)
+
+
+def run_in_ray(task: Task, arrays: dict[str, Any]) -> list[dict[str, Any]]:
+    """`arrays`: the dataset as numpy arrays from Ray's object store, read in place (no copy per task)."""
+    import warnings
+
+    import torch
+
+    from fmae.data import FashionMNIST
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only arrays: the engine never writes to the data
+        t = {k: torch.from_numpy(arrays[k]) for k in ("train_images", "train_labels", "test_images", "test_labels")}
+    dataset = FashionMNIST(t["train_images"], t["train_labels"], t["test_images"], t["test_labels"],
+                           arrays["source"], arrays["sha256"]).to(task.device)
+    return run_task(task, dataset)

@@ -1,0 +1,158 @@
+"""`fmae sweep --jobs N` and `--executor ray` on the tiny synthetic dataset: the same numbers as
+one cell after another, workers that die mid-cell retried from the last saved epoch, bad options."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from fmae import runs
+from fmae.cli import app
+from fmae.executors import worker
+
+GRID = ["--optim", "sgd", "adam", "--lr", "0.1", "--hidden", "4", "8", "--batch-size", "16", "--epochs", "3",
+        "--threads", "1", "-q", "--json"]
+DIES = "adam-lr0.1-h8-s0"
+
+
+def sweep(path: Path, *extra: str):
+    return CliRunner().invoke(app, ["sweep", *GRID, *extra, "--run-dir", str(path)])
+
+
+def state_dict(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def assert_same_sweep(a: Path, b: Path) -> None:
+    """Losses exactly, weights bit for bit, the same best.pt and ranking; every cell saved by the driver."""
+    names = sorted(p.name for p in (a / "cells").iterdir())
+    assert names == sorted(p.name for p in (b / "cells").iterdir()) and len(names) == 4
+    for name in names:
+        ra, rb = runs.RunDir(a / "cells" / name), runs.RunDir(b / "cells" / name)
+        assert [(m["train_loss"], m["test_loss"]) for m in ra.read_metrics()] == \
+            [(m["train_loss"], m["test_loss"]) for m in rb.read_metrics()]
+        wa, wb = state_dict(ra.file("model.pt")), state_dict(rb.file("model.pt"))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+        last_a, last_b = ra.load_last(), rb.load_last()
+        assert all(torch.equal(last_a["model"][k], last_b["model"][k]) for k in last_a["model"])
+        assert json.loads(ra.file("config.json").read_text())["environment"]["threads"] == 1
+        assert json.loads(ra.file("summary.json").read_text())["status"] == "completed"
+    ba, bb = state_dict(a / "best.pt"), state_dict(b / "best.pt")
+    assert all(torch.equal(ba[k], bb[k]) for k in ba)
+    rows = lambda p: [(r["optim"], r["hidden"], r["rank"], r["final_test_loss"])  # noqa: E731
+                      for r in json.loads((p / "results.json").read_text())["cells"]]
+    assert rows(a) == rows(b)
+
+
+@pytest.fixture
+def reference(fake_dataset, tmp_path):
+    result = sweep(tmp_path / "one")
+    assert result.exit_code == 0, result.stderr
+    return tmp_path / "one"
+
+
+def test_jobs_2_equals_jobs_1(reference, tmp_path):
+    result = sweep(tmp_path / "two", "--jobs", "2")
+    assert result.exit_code == 0, result.stderr
+    assert_same_sweep(reference, tmp_path / "two")
+
+
+def test_ray_equals_jobs_1(reference, tmp_path, ray_cluster):
+    result = sweep(tmp_path / "ray", "--executor", "ray")
+    assert result.exit_code == 0, result.stderr
+    assert_same_sweep(reference, tmp_path / "ray")
+
+
+def die_once(monkeypatch, tmp_path: Path, epoch: int = 2) -> Path:
+    marker = tmp_path / "died"
+    monkeypatch.setenv(worker.TEST_DIE_AFTER_EPOCH, f"{DIES}:{epoch}")
+    monkeypatch.setenv(worker.TEST_DIE_MARKER, str(marker))
+    return marker
+
+
+def test_a_pool_worker_that_dies_mid_cell_is_replaced_and_the_cell_resumes(reference, tmp_path, monkeypatch):
+    marker = die_once(monkeypatch, tmp_path)
+    result = sweep(tmp_path / "two", "--jobs", "2")
+    assert result.exit_code == 0, result.stderr
+    dead = int(marker.read_text())  # the worker wrote it, then called os._exit after epoch 2 of DIES
+    assert dead != os.getpid() and not Path(f"/proc/{dead}").exists()
+    assert_same_sweep(reference, tmp_path / "two")
+
+
+def test_a_ray_worker_that_dies_mid_cell_is_retried_and_the_cell_resumes(reference, tmp_path, monkeypatch,
+                                                                         ray_cluster):
+    marker = die_once(monkeypatch, tmp_path)
+    result = sweep(tmp_path / "ray", "--executor", "ray")
+    assert result.exit_code == 0, result.stderr
+    assert int(marker.read_text()) != os.getpid()
+    assert_same_sweep(reference, tmp_path / "ray")
+
+
+def test_ray_gives_up_after_max_retries_and_the_sweep_goes_on(fake_dataset, tmp_path, monkeypatch, ray_cluster):
+    marker = die_once(monkeypatch, tmp_path, epoch=1)
+    result = sweep(tmp_path / "ray", "--executor", "ray", "--max-retries", "0")
+    assert marker.exists()
+    assert result.exit_code == 1, result.stderr
+    status = {f"{c['optim']}-h{c['hidden']}": c["status"] for c in json.loads(result.stdout)["cells"]}
+    assert status == {"sgd-h4": "completed", "sgd-h8": "completed", "adam-h4": "completed", "adam-h8": "failed"}
+    assert "--max-retries" in json.loads(result.stdout)["cells"][-1]["error"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--jobs", "0"], "jobs must be"),
+    (["--threads", "0"], "threads must be"),
+    (["--address", "auto"], "--address applies to --executor ray only"),
+    (["--executor", "ray", "--jobs", "2"], "--jobs applies to the local executor"),
+    (["--executor", "ray", "--cpus-per-cell", "0"], "cpus_per_cell must be > 0"),
+    (["--executor", "ray", "--gpus-per-cell", "-1"], "gpus_per_cell must be >= 0"),
+    (["--executor", "ray", "--device", "cuda"], "not --device cuda"),
+])
+def test_bad_executor_options_exit_2(fake_dataset, tmp_path, args, needle):
+    result = CliRunner().invoke(app, ["sweep", "--hidden", "4", *args, "--run-dir", str(tmp_path / "s")])
+    assert result.exit_code == 2 and needle in result.stderr, result.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_train_threads_are_recorded(fake_dataset, tmp_path):
+    result = CliRunner().invoke(app, ["train", "--hidden", "4", "--epochs", "1", "--batch-size", "16", "--threads",
+                                      "1", "-q", "--run-dir", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["environment"]["threads"] == 1
+    bad = CliRunner().invoke(app, ["train", "--threads", "0", "--run-dir", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "threads must be between 1 and 4096, got 0" in bad.stderr
+
+
+def test_without_ray_executor_ray_exits_1_with_the_install_command(tmp_path):
+    code = ("import sys\nsys.modules['ray'] = None  # as if Ray were not installed\n"
+            "from fmae.cli import main\nsys.argv = ['fmae', 'sweep', '--executor', 'ray', '--run-dir', 'x']\nmain()")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip() == ("error: --executor ray needs Ray, which is not installed "
+                                  "(hint: install it with: pip install 'fmae[ray]')")
+    assert not (tmp_path / "x").exists()
+
+
+def test_workers_that_die_at_start_fail_the_cell_instead_of_hanging(tmp_path):
+    """A script without `if __name__ == "__main__"` makes every spawned worker rerun it and die at
+    start: the driver must see the pool break, retry, and give the cell up, not block on a worker."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import os, sys\nfrom pathlib import Path\nfrom fmae import data\nfrom tests.conftest import write_dataset\n"
+        f"d = Path({str(tmp_path / 'tiny')!r})\ndata.CHECKSUMS = write_dataset(d, n_train=200, n_test=20)\n"
+        "os.environ['FMAE_DATA_DIR'] = str(d)\n"
+        f"sys.argv = ['fmae', 'sweep', '--hidden', '4', '--lr', '0.1', '--epochs', '1', '--jobs', '2', '--json', "
+        f"'--run-dir', {str(tmp_path / 's')!r}]\n"
+        "from fmae.cli import main\nmain()\n")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.count("is in use by fmae process") >= 3  # the first try and --max-retries 2
+    cell = json.loads(out.stdout)["cells"][0]
+    assert cell["status"] == "failed" and cell["error"].startswith("its worker died 3 times")
