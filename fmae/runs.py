@@ -347,7 +347,7 @@ class RunRecord:
 
     @property
     def final_test_loss(self) -> float | None:
-        if not self.metrics or self.status == "diverged":
+        if not self.metrics or self.status in ("diverged", "collapsed"):
             return None
         return finite_or_none(self.metrics[-1]["test_loss"])
 

@@ -8,6 +8,7 @@ or the run-directory format. This module never prints: progress flows through ca
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -15,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmae import runs
+from fmae import runs, stats
 from fmae.config import SweepConfig, TrainConfig
 from fmae.errors import FmaeError, RunDirError
+from fmae.stats import RANKABLE
 
-FINISHED = ("completed", "stopped_early", "diverged")
+FINISHED = (*RANKABLE, "diverged", "collapsed")
 RESULT_FIELDS = ("rank", "optim", "lr", "hidden", "seed", "status", "epochs_run", "final_train_loss",
                  "final_test_loss", "best_test_loss", "best_epoch", "seconds", "model")
 
@@ -191,10 +193,11 @@ def results(sweep_dir: SweepDir, sweep: SweepConfig, plans: Sequence[CellPlan] =
             "best_test_loss": (summary or {}).get("best_test_loss"),
             "best_epoch": (summary or {}).get("best_epoch"),
             "seconds": (summary or {}).get("train_seconds"),
-            "model": str(model) if status in ("completed", "stopped_early") and model.exists() else None,
+            "model": str(model) if status in (*RANKABLE, "collapsed") and model.exists() else None,
             "error": errors.get(run.path.name),
         })
-    ranked = sorted((r for r in rows if r["model"] and runs.finite_or_none(r["final_test_loss"]) is not None),
+    ranked = sorted((r for r in rows if r["status"] in RANKABLE and r["model"]
+                     and runs.finite_or_none(r["final_test_loss"]) is not None),
                     key=lambda r: r["final_test_loss"])
     for i, row in enumerate(ranked, 1):
         row["rank"] = i
@@ -202,6 +205,7 @@ def results(sweep_dir: SweepDir, sweep: SweepConfig, plans: Sequence[CellPlan] =
 
 
 def best_per_optim(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The best-ranked row (a cell, or a group of seeds) of each optimizer."""
     out: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["rank"] is not None and row["optim"] not in out:
@@ -209,19 +213,34 @@ def best_per_optim(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def write_results(sweep_dir: SweepDir, rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """results.csv, results.json and best.pt (a copy of the best cell's model.pt); returns the best row."""
+def seed_groups(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The cells grouped over seeds, when the grid has several seeds (else None: nothing to group)."""
+    return stats.groups(rows) if stats.has_seeds(rows) else None
+
+
+def _csv(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> str:
     import csv
     import io
 
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=[*RESULT_FIELDS, "error"], lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=list(fields), lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
-    runs.atomic_write_text(sweep_dir.path / "results.csv", out.getvalue())
+    for row in rows:
+        writer.writerow({k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in row.items()})
+    return out.getvalue()
+
+
+def write_results(sweep_dir: SweepDir, rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """results.csv, results.json (with results_groups.csv when there are several seeds) and best.pt
+    (a copy of the best cell's model.pt); returns the best row."""
+    runs.atomic_write_text(sweep_dir.path / "results.csv", _csv(rows, [*RESULT_FIELDS, "error"]))
     best = rows[0] if rows and rows[0]["rank"] == 1 else None
-    runs.atomic_write_json(sweep_dir.path / "results.json", {"schema_version": runs.SCHEMA_VERSION, "cells": list(rows),
-                                                           "best": best})
+    doc: dict[str, Any] = {"schema_version": runs.SCHEMA_VERSION, "cells": list(rows), "best": best}
+    group_rows = seed_groups(rows)
+    if group_rows is not None:
+        runs.atomic_write_text(sweep_dir.path / "results_groups.csv", _csv(group_rows, stats.GROUP_FIELDS))
+        doc["groups"] = group_rows
+    runs.atomic_write_json(sweep_dir.path / "results.json", doc)
     if best is not None:
         runs.atomic_write_bytes(sweep_dir.path / "best.pt", Path(best["model"]).read_bytes())
     return best

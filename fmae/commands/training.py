@@ -151,6 +151,9 @@ def train(
     if result.status == "diverged":
         feedback.message(f"warning: the loss became non-finite at epoch {result.epochs_run}; "
                          "no model.pt written (try a smaller --lr)")
+    elif result.status == "collapsed":
+        feedback.message("warning: the model gives every test image the same output (collapsed: every output "
+                         "unit dead); try a smaller --lr")
     print_table(f"fmae train: {summary['status']}", ["run", "epochs", "train loss", "test loss", "best test (epoch)",
                                                       "seconds"],
                 [[str(run.path), summary["epochs_run"], fmt_loss(summary["final_train_loss"]),
@@ -245,7 +248,11 @@ def sweep(
         best = sweeps.write_results(where, rows)
     failed = [r for r in rows if r["status"] == "failed"]
     doc = {"schema_version": runs.SCHEMA_VERSION, "sweep_dir": str(where.path), "cells": rows, "best": best,
-           "best_per_optim": sweeps.best_per_optim(rows), "wall_seconds": round(time.perf_counter() - started, 3)}
+           "best_per_optim": sweeps.best_per_optim(rows)}
+    group_rows = sweeps.seed_groups(rows)
+    if group_rows is not None:
+        doc.update(groups=group_rows, best_group_per_optim=sweeps.best_per_optim(group_rows))
+    doc["wall_seconds"] = round(time.perf_counter() - started, 3)
     if json_out:
         print_json(doc)
     else:
@@ -267,9 +274,19 @@ def _print_sweep(doc: dict[str, Any]) -> None:
           f"{fmt_loss(r['best_test_loss'])} ({r['best_epoch'] or '-'})", r["seconds"] or "-"] for r in rows],
         highlight_row=0 if doc["best"] else None,
     )
+    if "groups" in doc:
+        print_table("groups over seeds: final test loss, mean ± std (95% interval)",
+                    ["rank", "optim", "lr", "hidden", "n", "mean ± std", "95% CI ±", "statuses"],
+                    [[g["rank"] or "-", g["optim"], f"{g['lr']:g}", g["hidden"], g["n"],
+                      f"{fmt_loss(g['mean_final_test_loss'])} ± {fmt_loss(g['std_final_test_loss'])}",
+                      fmt_loss(g["ci95_final_test_loss"]),
+                      " ".join(f"{k} {v}" for k, v in g["statuses"].items())] for g in doc["groups"]])
+        print_table("best group per optimizer", ["optim", "lr", "hidden", "n", "mean test loss"],
+                    [[o, f"{g['lr']:g}", g["hidden"], g["n"], fmt_loss(g["mean_final_test_loss"])]
+                     for o, g in doc["best_group_per_optim"].items()])
     per = doc["best_per_optim"]
     if per:
-        print_table("best per optimizer", ["optim", "lr", "hidden", "test loss", "model"],
+        print_table("best cell per optimizer", ["optim", "lr", "hidden", "test loss", "model"],
                     [[o, f"{r['lr']:g}", r["hidden"], fmt_loss(r["final_test_loss"]), r["model"]]
                      for o, r in per.items()])
 
