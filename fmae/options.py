@@ -48,6 +48,6 @@ Ckpts = Annotated[list[Path], typer.Option(
     show_default=False)]
 
 
-PlotKind = Enum("PlotKind", {k: k for k in ("all", "curves", "recon", "heatmap", "compare")}, type=str)
+PlotKind = Enum("PlotKind", {k: k for k in ("all", "curves", "recon", "heatmap", "compare", "seeds")}, type=str)
 
 
