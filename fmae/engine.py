@@ -40,7 +40,7 @@ class EpochMetrics:
 @dataclass(frozen=True)
 class TrainResult:
     config: TrainConfig
-    status: str  # completed | stopped_early | diverged | collapsed
+    status: str  # completed | stopped_early | diverged | collapsed (running: stopped by max_epochs)
     history: tuple[EpochMetrics, ...]
     model: Autoencoder
 
@@ -242,12 +242,15 @@ def train_many(
     *,
     resume: Sequence[dict[str, Any] | None] | None = None,
     on_epoch: OnEpoch | None = None,
+    max_epochs: int | None = None,
 ) -> list[TrainResult]:
     """Train several models in lockstep over the same minibatches.
 
     All configs must share seed and batch size (so they share the data order) and resume states,
     if any, must be at the same epoch. `on_epoch(index, cell, metrics, data_rng)` is called after
     each finished epoch of each model; `cell.resume_state(data_rng)` is what to save to resume.
+    With `max_epochs`, stop after that many epochs: unfinished models come back with status
+    "running", and their last resume state continues them exactly.
     """
     if not configs:
         return []
@@ -268,7 +271,9 @@ def train_many(
 
     train_x, test_x = data.train_images, data.test_images
     n, batch = train_x.shape[0], first.batch_size
-    while any(c.status == "running" for c in cells):
+    epochs_left = max_epochs if max_epochs is not None else math.inf
+    while epochs_left > 0 and any(c.status == "running" for c in cells):
+        epochs_left -= 1
         active = [c for c in cells if c.status == "running"]
         order = torch.randperm(n, generator=data_rng).to(train_x.device)
         losses = [torch.zeros((), device=device) for _ in active]

@@ -25,6 +25,7 @@ from typing import Any
 from fmae import __version__
 from fmae.config import TrainConfig
 from fmae.errors import CheckpointError, ConfigError, RunDirError
+from fmae.stats import WITH_MODEL
 
 CHECKPOINT_FORMAT = "fmae-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -301,7 +302,7 @@ def summarize(config: TrainConfig, status: str, history: Sequence[Any], *, run_d
         "schema_version": SCHEMA_VERSION,
         "status": status,
         "run_dir": str(run_dir),
-        "model": str(run_dir / "model.pt") if status != "diverged" else None,
+        "model": str(run_dir / "model.pt") if status in WITH_MODEL else None,
         "config": config.to_dict(),
         "device": device,
         "epochs_run": len(history),

@@ -19,7 +19,7 @@ from typing import Any
 from fmae import runs, stats
 from fmae.config import SweepConfig, TrainConfig
 from fmae.errors import FmaeError, RunDirError
-from fmae.stats import RANKABLE
+from fmae.stats import RANKABLE, WITH_MODEL
 
 FINISHED = (*RANKABLE, "diverged", "collapsed")
 RESULT_FIELDS = ("rank", "optim", "lr", "hidden", "seed", "status", "epochs_run", "final_train_loss",
@@ -137,11 +137,16 @@ OnCell = Callable[[CellPlan, str], None]
 
 
 def run_in_process(plans: Sequence[CellPlan], dataset: Any, device: Any, env: dict[str, Any], *,
-                   on_epoch: OnEpoch, on_cell: OnCell, fail_fast: bool = False) -> None:
-    """The in-process executor: each group of cells trained in lockstep, its files written per epoch."""
+                   on_epoch: OnEpoch, on_cell: OnCell, fail_fast: bool = False, stop_at: int | None = None) -> None:
+    """The in-process executor: each group of cells trained in lockstep, its files written per epoch.
+
+    With `stop_at`, cells train up to that epoch at most and those not finished by then stay
+    unfinished (resumable), as successive halving needs between its rungs.
+    """
     from fmae import engine
 
-    for group in groups(plans, lockstep=getattr(device, "type", "cpu") != "cpu"):
+    for group in groups([p for p in plans if stop_at is None or p.start_epoch < stop_at],
+                        lockstep=getattr(device, "type", "cpu") != "cpu"):
         for p in group:
             if not p.run.exists:
                 p.run.reset()
@@ -156,9 +161,13 @@ def run_in_process(plans: Sequence[CellPlan], dataset: Any, device: Any, env: di
             on_epoch(plan, metrics)
 
         try:
-            results = engine.train_many([p.config for p in group], dataset, device,
-                                        resume=[p.resume for p in group], on_epoch=epoch_done)
+            results = engine.train_many([p.config for p in group], dataset, device, resume=[p.resume for p in group],
+                                        on_epoch=epoch_done,
+                                        max_epochs=None if stop_at is None else stop_at - group[0].start_epoch)
             for plan, result in zip(group, results):
+                if result.status == "running":  # paused at `stop_at`
+                    plan.resume = plan.run.load_last()
+                    continue
                 plan.run.write_metrics(result.history)  # a kill between last.pt and metrics.csv left it behind
                 if result.status != "diverged":
                     plan.run.save_model(plan.config, result.model.state_dict(), result.history, result.status, env)
@@ -172,6 +181,58 @@ def run_in_process(plans: Sequence[CellPlan], dataset: Any, device: Any, env: di
                 on_cell(plan, "failed")
             if fail_fast:
                 raise
+
+
+
+def _losses(plan: CellPlan) -> list[float]:
+    return [m["test_loss"] for m in plan.run.read_metrics()]
+
+
+def successive_halving(plans: Sequence[CellPlan], rungs: Sequence[int], eta: int,
+                       train_to: Callable[[list[CellPlan], int], None], on_pruned: Callable[[CellPlan], None]) -> None:
+    """Train every cell to the first rung, promote the best 1/eta (by test loss at that epoch,
+    ties broken by cell name) to the next, and so on; the cells left behind are pruned.
+
+    `train_to(plans, epoch)` trains each plan up to `epoch` (any executor); `on_pruned(plan)` records
+    a pruned cell, which keeps its files and resumes later like any unfinished cell. Decisions use
+    the loss logged at each rung epoch, so a rerun makes the same ones, and a promoted cell trains
+    on from its last.pt exactly as in a full sweep.
+    """
+    contenders = list(plans)
+    for i, rung in enumerate(rungs):
+        train_to([p for p in contenders if not p.done and not p.error], rung)
+        if i == len(rungs) - 1:
+            return
+        at_rung = []
+        for plan in contenders:
+            losses = [] if plan.error else _losses(plan)
+            lost = plan.done and (_read_summary(plan.run) or {}).get("status") in ("diverged", "collapsed")
+            if len(losses) >= rung and runs.finite_or_none(losses[rung - 1]) is not None and not lost:
+                at_rung.append((losses[rung - 1], plan.name, plan))
+        ranked = [plan for _, _, plan in sorted(at_rung, key=lambda t: t[:2])]
+        keep = max(1, len(contenders) // eta)
+        for plan in ranked[keep:]:
+            if not plan.done:
+                on_pruned(plan)
+        contenders = ranked[:keep]
+
+
+
+def prune(plan: CellPlan, device: str) -> None:
+    """Record a cell left behind by successive halving: status `pruned`, its files kept."""
+    from fmae.engine import EpochMetrics
+
+    history = [EpochMetrics(int(e), float(a), float(b), float(s)) for e, a, b, s in plan.resume["history"]]
+    plan.run.write_summary(runs.summarize(plan.config, "pruned", history, run_dir=plan.run.path, device=device,
+                                          wall_seconds=0.0))
+    plan.done = True
+
+
+def cell_epochs(rows: Sequence[dict[str, Any]], epochs: int) -> dict[str, Any]:
+    """The training budget: cell-epochs trained against the full grid's (every cell to --epochs)."""
+    trained = sum(int(r["epochs_run"] or 0) for r in rows)
+    full = len(rows) * epochs
+    return {"trained": trained, "full_grid": full, "fraction": round(trained / full, 4) if full else None}
 
 
 def results(sweep_dir: SweepDir, sweep: SweepConfig, plans: Sequence[CellPlan] = ()) -> list[dict[str, Any]]:
@@ -193,7 +254,7 @@ def results(sweep_dir: SweepDir, sweep: SweepConfig, plans: Sequence[CellPlan] =
             "best_test_loss": (summary or {}).get("best_test_loss"),
             "best_epoch": (summary or {}).get("best_epoch"),
             "seconds": (summary or {}).get("train_seconds"),
-            "model": str(model) if status in (*RANKABLE, "collapsed") and model.exists() else None,
+            "model": str(model) if status in WITH_MODEL and model.exists() else None,
             "error": errors.get(run.path.name),
         })
     ranked = sorted((r for r in rows if r["status"] in RANKABLE and r["model"]
@@ -230,12 +291,13 @@ def _csv(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> str:
     return out.getvalue()
 
 
-def write_results(sweep_dir: SweepDir, rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+def write_results(sweep_dir: SweepDir, rows: Sequence[dict[str, Any]], epochs: int) -> dict[str, Any] | None:
     """results.csv, results.json (with results_groups.csv when there are several seeds) and best.pt
     (a copy of the best cell's model.pt); returns the best row."""
     runs.atomic_write_text(sweep_dir.path / "results.csv", _csv(rows, [*RESULT_FIELDS, "error"]))
     best = rows[0] if rows and rows[0]["rank"] == 1 else None
-    doc: dict[str, Any] = {"schema_version": runs.SCHEMA_VERSION, "cells": list(rows), "best": best}
+    doc: dict[str, Any] = {"schema_version": runs.SCHEMA_VERSION, "cells": list(rows), "best": best,
+                           "cell_epochs": cell_epochs(rows, epochs)}
     group_rows = seed_groups(rows)
     if group_rows is not None:
         runs.atomic_write_text(sweep_dir.path / "results_groups.csv", _csv(group_rows, stats.GROUP_FIELDS))

@@ -13,12 +13,13 @@ from typing import Annotated, Any, Optional
 import typer
 
 from fmae.commands import load_data
-from fmae.config import ModelConfig, NoiseConfig, SweepConfig, TrainConfig
-from fmae.errors import Interrupted
+from fmae.config import ModelConfig, NoiseConfig, PruneConfig, SweepConfig, TrainConfig
+from fmae.errors import ConfigError, Interrupted
 from fmae.locks import DirectoryLock
 from fmae.options import (
-    N, T, Activation, BatchSize, DataDir, Device, Dropout, Epochs, Hidden, Json, Lr, M, MinDelta, Momentum,
-    NoDownload, Optim, OptimizerName, Patience, Precision, Quiet, S, Seed, TrainNoise, TrainNoiseSigma,
+    N, T, Activation, BatchSize, DataDir, Device, Dropout, Epochs, Eta, Hidden, Json, Lr, M, MinDelta, MinEpochs,
+    Momentum, NoDownload, Optim, OptimizerName, Patience, Precision, Prune, Quiet, S, Seed, TrainNoise,
+    TrainNoiseSigma,
 )
 
 
@@ -189,6 +190,9 @@ def sweep(
     no_download: NoDownload = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start the sweep directory anew.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first cell that fails.")] = False,
+    prune: Prune = None,
+    eta: Eta = None,
+    min_epochs: MinEpochs = None,
     json_out: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -208,6 +212,8 @@ def sweep(
                        min_delta=min_delta, noise=_training_noise(noise, noise_sigma))
     grid = SweepConfig(optims=tuple(o.value for o in optim), lrs=tuple(lr), hiddens=tuple(hidden), seeds=tuple(seed), base=base)
     where = sweeps.SweepDir(run_dir or Path("runs") / ("sweep-" + "-".join(grid.optims)))
+    pruning = _pruning(prune, eta, min_epochs)
+    rungs = pruning.rungs(epochs) if pruning is not None else ()
     torch_device = engine.resolve_device(check_device(device))
     started = time.perf_counter()
     with DirectoryLock(where.path), Feedback(quiet=quiet) as feedback, _signals() as seen:
@@ -238,17 +244,29 @@ def sweep(
                              f"cell {finished['n']}/{len(plans)} {plan.name} {status}"
                              + (f": {plan.error}" if plan.error else ""))
 
+        def train_to(subset: list[Any], stop_at: int | None = None) -> None:
+            sweeps.run_in_process(subset, dataset, torch_device, env, on_epoch=on_epoch, on_cell=on_cell,
+                                  fail_fast=fail_fast, stop_at=stop_at)
+
+        def pruned(plan: Any) -> None:
+            sweeps.prune(plan, str(torch_device))
+            on_cell(plan, "pruned")
+
         try:
-            sweeps.run_in_process(plans, dataset, torch_device, env, on_epoch=on_epoch, on_cell=on_cell,
-                                  fail_fast=fail_fast)
+            if pruning is None:
+                train_to(plans)
+            else:
+                sweeps.successive_halving(plans, rungs, pruning.eta, train_to, pruned)
         except KeyboardInterrupt:
-            sweeps.write_results(where, sweeps.results(where, merged, plans))
+            sweeps.write_results(where, sweeps.results(where, merged, plans), merged.base.epochs)
             raise _interrupted(seen, "sweep", "the same fmae sweep command") from None
         rows = sweeps.results(where, merged, plans)
-        best = sweeps.write_results(where, rows)
+        best = sweeps.write_results(where, rows, merged.base.epochs)
     failed = [r for r in rows if r["status"] == "failed"]
     doc = {"schema_version": runs.SCHEMA_VERSION, "sweep_dir": str(where.path), "cells": rows, "best": best,
-           "best_per_optim": sweeps.best_per_optim(rows)}
+           "best_per_optim": sweeps.best_per_optim(rows), "cell_epochs": sweeps.cell_epochs(rows, merged.base.epochs)}
+    if pruning is not None:
+        doc["prune"] = {"method": "halving", "eta": pruning.eta, "rungs": list(rungs)}
     group_rows = sweeps.seed_groups(rows)
     if group_rows is not None:
         doc.update(groups=group_rows, best_group_per_optim=sweeps.best_per_optim(group_rows))
@@ -259,6 +277,14 @@ def sweep(
         _print_sweep(doc)
     if failed:
         raise typer.Exit(1)
+
+
+def _pruning(prune: Optional[str], eta: Optional[int], min_epochs: Optional[int]) -> Optional[PruneConfig]:
+    if prune is None:
+        if eta is not None or min_epochs is not None:
+            raise ConfigError("--eta and --min-epochs need --prune halving", "add --prune halving")
+        return None
+    return PruneConfig(eta=PruneConfig.eta if eta is None else eta, min_epochs=min_epochs)
 
 
 def _print_sweep(doc: dict[str, Any]) -> None:
