@@ -8,6 +8,7 @@ or the run-directory format. This module never prints: progress flows through ca
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -61,11 +62,14 @@ class SweepDir:
         if not doc_path.exists() or overwrite:
             return sweep
         doc = runs.read_json(doc_path)
-        if doc.get("shared") != sweep.shared():
-            old, new = doc.get("shared") or {}, sweep.shared()
+        old, new = dict(doc.get("shared") or {}), sweep.shared()
+        if isinstance(old.get("epochs"), int) and old["epochs"] < new["epochs"]:
+            old["epochs"] = new["epochs"]  # more epochs: every cell trains on from its last.pt
+        if old != new:
             diff = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k))
             raise RunDirError(f"{self.path} holds a sweep with other shared settings ({diff})",
-                              "use --overwrite to start it anew, or choose another --run-dir")
+                              "use --overwrite to start it anew, or choose another --run-dir"
+                              + ("; --epochs may only grow" if "epochs" in diff else ""))
         grid = doc.get("grid", {})
         merge = lambda old, new: tuple(dict.fromkeys([*old, *new]))  # noqa: E731 - keeps order, drops repeats
         return SweepConfig(optims=merge(grid.get("optim", []), sweep.optims), lrs=merge(grid.get("lr", []), sweep.lrs),
@@ -99,10 +103,12 @@ class SweepDir:
             run = runs.RunDir(self.cells_dir / runs.cell_name(config))
             plan = CellPlan(config, run)
             if run.exists:
-                if run.saved_config().to_dict() != config.to_dict():
+                saved = run.saved_config()
+                if saved.to_dict() != dataclasses.replace(config, epochs=saved.epochs).to_dict():
                     raise RunDirError(f"{run.path} holds a run with other settings", "use --overwrite")
-                summary = _read_summary(run)
-                plan.done = summary is not None and summary.get("status") in FINISHED
+                summary = _read_summary(run) or {}
+                status, trained = summary.get("status"), summary.get("epochs_run", 0)
+                plan.done = status in FINISHED and not (status == "completed" and trained < config.epochs)
                 if not plan.done and run.file("last.pt").exists():
                     plan.resume = run.load_last()
             plans.append(plan)
