@@ -228,3 +228,27 @@ class ExecutorConfig:
         if self.executor == "ray":
             return max(1, int(self.cpus_per_cell))
         return None if self.jobs == 1 else max(1, cores // self.jobs)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Successive halving over a sweep's cells: train all to the first rung, keep the best 1/eta
+    for the next rung (eta times more epochs), and so on up to the sweep's --epochs."""
+
+    eta: int = 3
+    min_epochs: int | None = None  # the first rung at least this; default epochs // eta**2 (at least 1)
+
+    def __post_init__(self) -> None:
+        _int_at_least("eta", self.eta, 2)
+        if self.min_epochs is not None:
+            _int_at_least("min-epochs", self.min_epochs, 1)
+
+    def rungs(self, epochs: int) -> tuple[int, ...]:
+        """The epochs at which cells are compared; the last is `epochs`: 9 epochs, eta 3 -> (1, 3, 9)."""
+        low = self.min_epochs if self.min_epochs is not None else max(1, epochs // self.eta ** 2)
+        if low > epochs:
+            raise ConfigError(f"min-epochs must be at most --epochs ({epochs}), got {low}")
+        out = [epochs]
+        while low <= out[0] // self.eta < out[0]:
+            out.insert(0, out[0] // self.eta)
+        return tuple(out)

@@ -21,10 +21,12 @@ import torch.nn.functional as F
 from fmae.config import TrainConfig
 from fmae.data import FashionMNIST
 from fmae.errors import ConfigError, DeviceError
+from fmae.stats import RANKABLE
 from fmae.model import Autoencoder, build
 from fmae.noise import add_noise
 
 EVAL_CHUNK = 5000
+COLLAPSE_TOLERANCE = 1e-6  # output spread over the test set at or below which a model is collapsed
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class EpochMetrics:
 @dataclass(frozen=True)
 class TrainResult:
     config: TrainConfig
-    status: str  # completed | stopped_early | diverged (running: stopped by max_epochs)
+    status: str  # completed | stopped_early | diverged | collapsed (running: stopped by max_epochs)
     history: tuple[EpochMetrics, ...]
     model: Autoencoder
 
@@ -146,6 +148,21 @@ def evaluate(model: Autoencoder, images: torch.Tensor, precision: str = "fp32") 
     """Mean squared error over every pixel of `images` (uint8 or float in [0, 1])."""
     total = sum(F.mse_loss(out, x, reduction="sum").double() for x, out in _eval_outputs(model, images, precision))
     return float(total) / max(1, images.numel())
+
+
+@torch.no_grad()
+def is_collapsed(model: Autoencoder, images: torch.Tensor, precision: str = "fp32") -> bool:
+    """Whether the model gives every image the same output (say, every output ReLU dead).
+
+    Such a model can end with a finite loss (Adam at lr 0.1: a constant all-zero image, test MSE
+    0.2065), so divergence detection misses it; it has learned nothing about its input.
+    """
+    low = high = None
+    for _, out in _eval_outputs(model, images, precision):
+        lo, hi = out.amin(0), out.amax(0)
+        low = lo if low is None else torch.minimum(low, lo)
+        high = hi if high is None else torch.maximum(high, hi)
+    return low is None or bool((high - low).max() <= COLLAPSE_TOLERANCE)
 
 
 @dataclass
@@ -296,6 +313,9 @@ def train_many(
             cell.status = _stop_reason(cell) or "running"
             if on_epoch is not None:
                 on_epoch(cells.index(cell), cell, metrics, data_rng)
+    for cell in cells:
+        if cell.status in RANKABLE and is_collapsed(cell.model, test_x, cell.config.precision):
+            cell.status = "collapsed"
     return [TrainResult(c.config, c.status, tuple(c.history), c.model) for c in cells]
 
 

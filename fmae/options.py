@@ -38,6 +38,14 @@ TrainNoise = Annotated[Optional[Literal[NOISES]], typer.Option(
     "--noise", help="Train a denoising autoencoder: this noise on the input, the clean image as target.",
     show_default=False)]
 TrainNoiseSigma = Annotated[float, typer.Option(help="Noise scale for --noise.")]
+Prune = Annotated[Optional[Literal["halving"]], typer.Option(
+    help="Successive halving: every cell trains to the first rung, the best 1/eta go on to the next "
+         "(eta times more epochs), up to --epochs; the rest stop as `pruned` (resumable).", show_default=False)]
+Eta = Annotated[Optional[int], typer.Option(help="--prune halving: keep the best 1/eta at each rung [default: 3].",
+                                            show_default=False)]
+MinEpochs = Annotated[Optional[int], typer.Option(
+    help="--prune halving: epochs of the first rung, at least [default: epochs // eta^2, at least 1].",
+    show_default=False)]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document with the results on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.")]
 Threads = Annotated[Optional[int], typer.Option(
@@ -63,6 +71,6 @@ Ckpts = Annotated[list[Path], typer.Option(
     show_default=False)]
 
 
-PlotKind = Enum("PlotKind", {k: k for k in ("all", "curves", "recon", "heatmap", "compare")}, type=str)
+PlotKind = Enum("PlotKind", {k: k for k in ("all", "curves", "recon", "heatmap", "compare", "seeds")}, type=str)
 
 

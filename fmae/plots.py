@@ -13,6 +13,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 FORMATS = ("png", "svg", "pdf")
+MARKED = ("diverged", "collapsed", "pruned")  # cells a heatmap names instead of ranking
 
 
 def _image(ax: Any, flat: Any, title: str | None = None) -> None:
@@ -83,7 +84,7 @@ def format_of(path: str | Path) -> str | None:
 
 # ------------------------------------------------------------------ run and sweep figures
 
-PLOT_KINDS = ("curves", "recon", "heatmap", "compare")
+PLOT_KINDS = ("curves", "recon", "heatmap", "compare", "seeds")  # seeds: plots_seeds.py
 
 
 def best_record(records: Sequence[Any], optim: str | None = None) -> Any | None:
@@ -92,9 +93,29 @@ def best_record(records: Sequence[Any], optim: str | None = None) -> Any | None:
     return min(pool, key=lambda r: r.final_test_loss) if pool else None
 
 
+def _rows(records: Sequence[Any]) -> list[dict[str, Any]]:
+    """Records as the result rows that `stats.groups` takes."""
+    return [{"optim": r.config.optim, "lr": r.config.learning_rate, "hidden": r.config.model.hidden,
+             "seed": r.config.seed, "status": r.status if r.final_test_loss is not None else "lost",
+             "final_test_loss": r.final_test_loss} for r in records]
+
+
 def best_lr(records: Sequence[Any], optim: str) -> float | None:
+    """The learning rate of the best cell, or, over several seeds, of the best group (lowest mean)."""
+    from fmae import stats
+
+    mine = [r for r in records if r.config.optim == optim]
+    if stats.has_seeds(_rows(mine)):
+        ranked = [g for g in stats.groups(_rows(mine)) if g["mean_final_test_loss"] is not None]
+        return min(ranked, key=lambda g: g["mean_final_test_loss"])["lr"] if ranked else None
     best = best_record(records, optim)
     return best.config.learning_rate if best else None
+
+
+def has_seeds(records: Sequence[Any]) -> bool:
+    from fmae import stats
+
+    return stats.has_seeds(_rows(records))
 
 
 def optimizers(records: Sequence[Any]) -> list[str]:
@@ -124,12 +145,22 @@ def curves(sources: Mapping[str, Sequence[Any]], *, train: bool = False, overlay
     axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
     for i, (title, records) in enumerate(panels):
         ax = axes[0 if overlay else i]
-        for r in sorted(records, key=lambda r: r.config.model.hidden):
-            epochs = [m["epoch"] for m in r.metrics]
-            label = f"h = {r.config.model.hidden}" + (f" ({title.split(':')[0]}, {r.config.optim})" if overlay else "")
-            line, = ax.plot(epochs, [m["test_loss"] for m in r.metrics], label=label)
-            if train:
-                ax.plot(epochs, [m["train_loss"] for m in r.metrics], "--", color=line.get_color(), alpha=0.7)
+        for hidden in sorted({r.config.model.hidden for r in records}):
+            seeds = [r for r in records if r.config.model.hidden == hidden and r.final_test_loss is not None]
+            label = f"h = {hidden}" + (f" ({title.split(':')[0]}, {records[0].config.optim})" if overlay else "")
+            label += f" (mean ± std of {len(seeds)} seeds)" if len(seeds) > 1 else ""
+            if not seeds:
+                continue
+            colour = None
+            for key in ("test_loss", "train_loss") if train else ("test_loss",):
+                test = key == "test_loss"
+                epochs, mean, std = _band(seeds, key)
+                line, = ax.plot(epochs, mean, "-" if test else "--", color=colour, label=label if test else None,
+                                alpha=1.0 if test else 0.7)
+                colour = line.get_color()
+                if len(seeds) > 1:
+                    ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                                    color=colour, alpha=0.2 if test else 0.1, lw=0)
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
         _integer_epochs(ax)
@@ -139,6 +170,15 @@ def curves(sources: Mapping[str, Sequence[Any]], *, train: bool = False, overlay
     axes[0].set_ylabel("test MSE per pixel (log scale)")
     fig.suptitle("Learning curves by hidden size", fontsize=11)
     return fig
+
+
+def _band(records: Sequence[Any], key: str) -> tuple[list[int], list[float], list[float]]:
+    """Per epoch: the mean of `key` over the records that reached it, and its sample std (0 for one)."""
+    import statistics
+
+    epochs = sorted({m["epoch"] for r in records for m in r.metrics})
+    values = [[m[key] for r in records for m in r.metrics if m["epoch"] == e] for e in epochs]
+    return epochs, [statistics.fmean(v) for v in values], [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
 
 
 def heatmap(records: Sequence[Any], *, title: str = "") -> Figure:
@@ -158,13 +198,16 @@ def heatmap(records: Sequence[Any], *, title: str = "") -> Figure:
         lrs = sorted({r.config.learning_rate for r in mine}, reverse=True)
         hs = sorted({r.config.model.hidden for r in mine})
         grid = np.full((len(lrs), len(hs)), np.nan)
-        for r in mine:
-            i, j = lrs.index(r.config.learning_rate), hs.index(r.config.model.hidden)
-            loss = r.final_test_loss
-            if r.status == "diverged":
-                ax.text(j, i, "diverged", ha="center", va="center", fontsize=8, color="red")
-            elif loss is not None:
-                grid[i, j] = loss if np.isnan(grid[i, j]) else min(grid[i, j], loss)
+        for i, lr in enumerate(lrs):
+            for j, h in enumerate(hs):
+                here = [r for r in mine if r.config.learning_rate == lr and r.config.model.hidden == h]
+                losses = [r.final_test_loss for r in here if r.final_test_loss is not None]
+                lost = sorted({r.status for r in here if r.status in MARKED})
+                if losses:  # the mean over seeds; cells lost for some seeds are named below it
+                    grid[i, j] = float(np.mean(losses))
+                if lost:
+                    ax.text(j, i + (0.28 if losses else 0), "\n".join(lost), ha="center", va="center", fontsize=7,
+                            color="red" if lost != ["pruned"] else "0.35")
         image = ax.imshow(grid, cmap="viridis_r", norm=LogNorm(vmin=vmin, vmax=max(vmax, vmin * 1.0001)),
                           aspect="auto")
         for i in range(len(lrs)):
@@ -179,7 +222,8 @@ def heatmap(records: Sequence[Any], *, title: str = "") -> Figure:
         ax.set_title(optim.upper(), fontsize=10)
     if image is not None:
         fig.colorbar(image, ax=list(axes), label="final test MSE per pixel")
-    fig.suptitle(title or "Final test loss over the grid", fontsize=11)
+    several = has_seeds(records)
+    fig.suptitle(title or "Final test loss over the grid" + (", mean over seeds" if several else ""), fontsize=11)
     return fig
 
 
@@ -244,3 +288,4 @@ def recon(originals: Any, rows: Mapping[str, Any]) -> Figure:
         axes[i][0].set_ylabel(name, fontsize=8)
     fig.suptitle("Test images and their reconstructions", fontsize=11)
     return fig
+

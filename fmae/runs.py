@@ -26,6 +26,7 @@ from fmae.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpoint, 
 from fmae.config import TrainConfig
 from fmae.errors import ConfigError, RunDirError
 from fmae.locks import LOCK_NAME
+from fmae.stats import WITH_MODEL
 
 SCHEMA_VERSION = 1
 RUN_FILES = ("config.json", "metrics.csv", "model.pt", "last.pt", "summary.json")
@@ -285,7 +286,7 @@ def summarize(config: TrainConfig, status: str, history: Sequence[Any], *, run_d
         "schema_version": SCHEMA_VERSION,
         "status": status,
         "run_dir": str(run_dir),
-        "model": str(run_dir / "model.pt") if status != "diverged" else None,
+        "model": str(run_dir / "model.pt") if status in WITH_MODEL else None,
         "config": config.to_dict(),
         "device": device,
         "epochs_run": len(history),
@@ -355,7 +356,7 @@ class RunRecord:
 
     @property
     def final_test_loss(self) -> float | None:
-        if not self.metrics or self.status == "diverged":
+        if not self.metrics or self.status in ("diverged", "collapsed"):
             return None
         return finite_or_none(self.metrics[-1]["test_loss"])
 

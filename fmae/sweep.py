@@ -7,18 +7,21 @@ Ray) and the driver writes every file. This module never prints: progress flows 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmae import runs
+from fmae import runs, stats
 from fmae.config import ExecutorConfig, SweepConfig, TrainConfig
-from fmae.errors import ConfigError, FmaeError, RunDirError, out_of_memory
+from fmae.errors import ConfigError, FmaeError, RunDirError
 from fmae.locks import LOCK_NAME
+from fmae.stats import RANKABLE, WITH_MODEL
 
-FINISHED = ("completed", "stopped_early", "diverged")
-SWEEP_FILES = ("sweep.json", "results.csv", "results.json", "best.pt")
+FINISHED = (*RANKABLE, "diverged", "collapsed")
+SWEEP_FILES = ("sweep.json", "results.csv", "results.json", "results_groups.csv", "best.pt")
 RESULT_FIELDS = ("rank", "optim", "lr", "hidden", "seed", "status", "epochs_run", "final_train_loss",
                  "final_test_loss", "best_test_loss", "best_epoch", "seconds", "model")
 
@@ -69,11 +72,14 @@ class SweepDir:
         doc = self._read_doc(doc_path)
         if overwrite:
             return sweep
-        if doc["shared"] != sweep.shared():
-            old, new = doc["shared"], sweep.shared()
+        old, new = dict(doc["shared"]), sweep.shared()
+        if isinstance(old.get("epochs"), int) and old["epochs"] < new["epochs"]:
+            old["epochs"] = new["epochs"]  # more epochs: every cell trains on from its last.pt
+        if old != new:
             diff = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k))
             raise RunDirError(f"{self.path} holds a sweep with other shared settings ({diff})",
-                              "use --overwrite to start it anew, or choose another --run-dir")
+                              "use --overwrite to start it anew, or choose another --run-dir"
+                              + ("; --epochs may only grow" if "epochs" in diff else ""))
         grid = doc["grid"]
         merge = lambda old, new: tuple(dict.fromkeys([*old, *new]))  # noqa: E731 - keeps order, drops repeats
         return SweepConfig(optims=merge(grid.get("optim", []), sweep.optims), lrs=merge(grid.get("lr", []), sweep.lrs),
@@ -128,11 +134,13 @@ class SweepDir:
             try:
                 if not run.exists:
                     runs.refuse_foreign(run.path, runs.RUN_FILES)
-                elif run.saved_config().to_dict() != config.to_dict():
-                    raise RunDirError(f"{run.path} holds a run with other settings")
                 else:
-                    summary = _read_summary(run)
-                    plan.done = summary is not None and summary.get("status") in FINISHED
+                    saved = run.saved_config()
+                    if saved.to_dict() != dataclasses.replace(config, epochs=saved.epochs).to_dict():
+                        raise RunDirError(f"{run.path} holds a run with other settings")
+                    summary = _read_summary(run) or {}
+                    status, trained = summary.get("status"), summary.get("epochs_run", 0)
+                    plan.done = status in FINISHED and not (status == "completed" and trained < config.epochs)
                     if not plan.done and run.file("last.pt").exists():
                         plan.resume = run.load_last()
             except FmaeError as exc:  # this cell fails; the others go on
@@ -208,11 +216,14 @@ def cell_threads(options: ExecutorConfig) -> int:
 
 
 def run(plans: Sequence[CellPlan], dataset: Any, device: Any, env: dict[str, Any], options: ExecutorConfig, *,
-        on_start: Callable[[CellPlan], None], on_epoch: OnEpoch, on_cell: OnCell, fail_fast: bool = False) -> None:
+        on_start: Callable[[CellPlan], None], on_epoch: OnEpoch, on_cell: OnCell, fail_fast: bool = False,
+        stop_at: int | None = None) -> None:
     """Train the unfinished cells with the executor `options` names, the driver saving every epoch.
 
     On a CPU every cell is a task of its own; on an accelerator same-seed cells train in lockstep
-    (a task is a group; with Ray, as many cells as share one GPU at --gpus-per-cell).
+    (a task is a group; with Ray, as many cells as share one GPU at --gpus-per-cell). With
+    `stop_at`, cells train up to that epoch and those not finished then stay unfinished
+    (resumable), as successive halving needs between its rungs.
     """
     from fmae import executors
 
@@ -221,7 +232,8 @@ def run(plans: Sequence[CellPlan], dataset: Any, device: Any, env: dict[str, Any
             on_cell(plan, "failed")
             if fail_fast:
                 raise FmaeError(plan.error)
-    todo = groups(plans, lockstep=getattr(device, "type", "cpu") != "cpu")
+    todo = groups([p for p in plans if stop_at is None or p.start_epoch < stop_at],
+                  lockstep=getattr(device, "type", "cpu") != "cpu")
     if options.executor == "ray" and options.gpus_per_cell > 0:
         size = max(1, int(1 / options.gpus_per_cell))
         todo = [g[i:i + size] for g in todo for i in range(0, len(g), size)]
@@ -231,7 +243,56 @@ def run(plans: Sequence[CellPlan], dataset: Any, device: Any, env: dict[str, Any
     backend = executors.make_backend(options, dataset, device, threads)
     executors.drive(backend, todo, device=str(device), env=env, threads=threads,
                     max_retries=options.max_retries, on_start=on_start, on_epoch=on_epoch, on_cell=on_cell,
-                    fail_fast=fail_fast)
+                    fail_fast=fail_fast, stop_at=stop_at)
+
+
+
+def _losses(plan: CellPlan) -> list[float]:
+    return [m["test_loss"] for m in plan.run.read_metrics()]
+
+
+def successive_halving(plans: Sequence[CellPlan], rungs: Sequence[int], eta: int,
+                       train_to: Callable[[list[CellPlan], int], None], on_pruned: Callable[[CellPlan], None]) -> None:
+    """Train every cell to the first rung, promote the best 1/eta (by test loss at that epoch,
+    ties broken by cell name) to the next, and so on; the cells left behind are pruned.
+
+    `train_to(plans, epoch)` trains each plan up to `epoch` (any executor); `on_pruned(plan)` records
+    a pruned cell, which keeps its files and resumes later like any unfinished cell. Decisions use
+    the loss logged at each rung epoch, so a rerun makes the same ones, and a promoted cell trains
+    on from its last.pt exactly as in a full sweep.
+    """
+    contenders = list(plans)
+    for i, rung in enumerate(rungs):
+        train_to([p for p in contenders if not p.done and not p.error], rung)
+        if i == len(rungs) - 1:
+            return
+        at_rung = []
+        for plan in contenders:
+            losses = [] if plan.error else _losses(plan)
+            lost = plan.done and (_read_summary(plan.run) or {}).get("status") in ("diverged", "collapsed")
+            if len(losses) >= rung and runs.finite_or_none(losses[rung - 1]) is not None and not lost:
+                at_rung.append((losses[rung - 1], plan.name, plan))
+        ranked = [plan for _, _, plan in sorted(at_rung, key=lambda t: t[:2])]
+        keep = max(1, len(contenders) // eta)
+        for plan in ranked[keep:]:
+            if not plan.done:
+                on_pruned(plan)
+        contenders = ranked[:keep]
+
+
+
+def prune(plan: CellPlan, device: str) -> None:
+    """Record a cell left behind by successive halving: status `pruned`, its files kept."""
+    plan.run.write_summary(runs.summarize(plan.config, "pruned", runs.history_of(plan.resume), run_dir=plan.run.path,
+                                          device=device, wall_seconds=0.0))
+    plan.done = True
+
+
+def cell_epochs(rows: Sequence[dict[str, Any]], epochs: int) -> dict[str, Any]:
+    """The training budget: cell-epochs trained against the full grid's (every cell to --epochs)."""
+    trained = sum(int(r["epochs_run"] or 0) for r in rows)
+    full = len(rows) * epochs
+    return {"trained": trained, "full_grid": full, "fraction": round(trained / full, 4) if full else None}
 
 
 def results(sweep_dir: SweepDir, sweep: SweepConfig, plans: Sequence[CellPlan] = ()) -> list[dict[str, Any]]:
@@ -253,7 +314,7 @@ def results(sweep_dir: SweepDir, sweep: SweepConfig, plans: Sequence[CellPlan] =
             "best_test_loss": (summary or {}).get("best_test_loss"),
             "best_epoch": (summary or {}).get("best_epoch"),
             "seconds": (summary or {}).get("train_seconds"),
-            "model": str(model) if status in ("completed", "stopped_early") and model.exists() else None,
+            "model": str(model) if status in WITH_MODEL and model.exists() else None,
             "error": errors.get(run.path.name),
         })
     _rank(rows)
@@ -272,7 +333,8 @@ def _rank(rows: list[dict[str, Any]]) -> None:
     """Rank the rows with a model and a finite final test loss, best first; sort the list in place."""
     for row in rows:
         row["rank"] = None
-    ranked = sorted((r for r in rows if r["model"] and runs.finite_or_none(r["final_test_loss"]) is not None),
+    ranked = sorted((r for r in rows if r["status"] in RANKABLE and r["model"]
+                     and runs.finite_or_none(r["final_test_loss"]) is not None),
                     key=lambda r: r["final_test_loss"])
     for i, row in enumerate(ranked, 1):
         row["rank"] = i
@@ -280,6 +342,7 @@ def _rank(rows: list[dict[str, Any]]) -> None:
 
 
 def best_per_optim(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The best-ranked row (a cell, or a group of seeds) of each optimizer."""
     out: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["rank"] is not None and row["optim"] not in out:
@@ -287,36 +350,52 @@ def best_per_optim(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def write_results(sweep_dir: SweepDir, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """results.csv, results.json and best.pt (a copy of the best cell's model.pt); returns the best row.
+def seed_groups(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The cells grouped over seeds, when the grid has several seeds (else None: nothing to group)."""
+    return stats.groups(rows) if stats.has_seeds(rows) else None
 
-    The best cell's model.pt must load safely before it is copied; one that does not fails its
-    row (in place) and the next best is taken.
-    """
+
+def _csv(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> str:
     import csv
     import io
 
-    best_bytes = None
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(fields), lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in row.items()})
+    return out.getvalue()
+
+
+def _checked_best(rows: list[dict[str, Any]]) -> bytes | None:
+    """The bytes of the best cell's model.pt, once they load safely; a cell whose model.pt does not
+    fails its row (in place) and the next best is taken."""
     while rows and rows[0]["rank"] == 1:
         try:
             best_bytes = Path(rows[0]["model"]).read_bytes()
             runs.load_checkpoint(rows[0]["model"], "model", data=best_bytes)
-            break
+            return best_bytes
         except (OSError, FmaeError) as exc:
-            best_bytes = None
             why = exc.message if isinstance(exc, FmaeError) else f"cannot read {rows[0]['model']}: {exc.strerror}"
             rows[0].update(status="failed", model=None, error=f"{why} (hint: to redo only this cell, remove "
                            f"{Path(rows[0]['model']).parent} and run the same fmae sweep command again)")
             _rank(rows)
+    return None
 
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=[*RESULT_FIELDS, "error"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    runs.atomic_write_text(sweep_dir.path / "results.csv", out.getvalue())
+
+def write_results(sweep_dir: SweepDir, rows: list[dict[str, Any]], epochs: int) -> dict[str, Any] | None:
+    """results.csv, results.json (with results_groups.csv when there are several seeds) and best.pt
+    (a copy of the best cell's model.pt, checked to load first); returns the best row."""
+    best_bytes = _checked_best(rows)
+    runs.atomic_write_text(sweep_dir.path / "results.csv", _csv(rows, [*RESULT_FIELDS, "error"]))
     best = rows[0] if rows and rows[0]["rank"] == 1 else None
-    runs.atomic_write_json(sweep_dir.path / "results.json", {"schema_version": runs.SCHEMA_VERSION, "cells": list(rows),
-                                                           "best": best})
+    doc: dict[str, Any] = {"schema_version": runs.SCHEMA_VERSION, "cells": list(rows), "best": best,
+                           "cell_epochs": cell_epochs(rows, epochs)}
+    group_rows = seed_groups(rows)
+    if group_rows is not None:
+        runs.atomic_write_text(sweep_dir.path / "results_groups.csv", _csv(group_rows, stats.GROUP_FIELDS))
+        doc["groups"] = group_rows
+    runs.atomic_write_json(sweep_dir.path / "results.json", doc)
     if best is not None and best_bytes is not None:
         runs.atomic_write_bytes(sweep_dir.path / "best.pt", best_bytes)
     return best

@@ -36,7 +36,10 @@ TRAINING = {  # option -> invalid values, shared by train and sweep
 CASES = [("train", opt, v) for opt, vals in TRAINING.items() for v in vals]
 CASES += [("sweep", opt, v) for opt, vals in TRAINING.items() for v in vals]
 CASES += [("sweep", "--lr", "0.1 0.1"), ("sweep", "--hidden", "64 64"), ("sweep", "--seed", "0 0"),
-          ("sweep", "--optim", "sgd sgd"), ("sweep", "--lr", "0.1,,0.01"), ("sweep", "--hidden", "8 -8")]
+          ("sweep", "--optim", "sgd sgd"), ("sweep", "--lr", "0.1,,0.01"), ("sweep", "--hidden", "8 -8"),
+          ("sweep", "--prune", "median"), ("sweep", "--prune", ""), ("sweep", "--prune", "halving --eta 1"),
+          ("sweep", "--prune", "halving --eta x"), ("sweep", "--prune", "halving --min-epochs 0"),
+          ("sweep", "--prune", "halving --min-epochs 101"), ("sweep", "--eta", "3")]
 DENOISE = {
     "--sigma": ["-1", *BAD_FLOAT, "0.5 -0.5"],
     "--limit": ["0", "-3", "abc"],
@@ -142,7 +145,7 @@ def test_invalid_value(workspace, command, option, value):
     (["train", "--run-dir", "r"], "already holds a run"),
     (["train", "--run-dir", "r/config.json/x"], "cannot write"),
     (["sweep", "--run-dir", "r"], "holds a training run"),
-    (["sweep", "--run-dir", "s", "--epochs", "9", "--lr", "0.01", "--hidden", "4", "--batch-size", "16"],
+    (["sweep", "--run-dir", "s", "--epochs", "1", "--lr", "0.01", "--hidden", "4", "--batch-size", "8"],
      "other shared settings"),
 ])
 def test_runtime_failures_exit_1(workspace, args, needle):

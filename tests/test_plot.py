@@ -101,3 +101,48 @@ def test_single_run_and_errors(fake_dataset, tmp_path):
     neither = run("plot", tmp_path / "f", "--out", tmp_path / "g")
     assert neither.exit_code == 1 and "neither a training run nor a sweep" in neither.stderr
     assert run("plot", r / "model.pt").exit_code == 1
+
+
+@pytest.fixture
+def seeded(fake_dataset, tmp_path):
+    s = tmp_path / "seeded"
+    assert run("sweep", "--optim", "sgd", "--lr", "0.5", "0.1", "--hidden", "4", "8", "--seed", "0", "1", "2",
+               "--activation", "identity", *SHARED, "--run-dir", s).exit_code == 0
+    return s
+
+
+def _texts(fig):
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def test_several_seeds_give_bands_group_means_and_the_seeds_figure(seeded, tmp_path):
+    from fmae.plots_seeds import seeds as seeds_figure
+
+    _, records = runs.read_source(seeded)
+    group = [r.final_test_loss for r in records if r.config.learning_rate == 0.5 and r.config.model.hidden == 8]
+    assert len(group) == 3 and len(set(group)) == 3  # the seeds really differ
+    assert f"{np.mean(group):.4f}" in _texts(plots.heatmap(records))  # the group mean, not the best seed
+    curves = plots.curves({"seeded": records})
+    assert len(curves.axes[0].collections) == 2  # one mean ± std band per hidden size
+    fig = seeds_figure(records)
+    dots = [line for line in fig.axes[0].lines if line.get_marker() == "o"]
+    assert sorted(v for line in dots for v in line.get_ydata()) == sorted(r.final_test_loss for r in records)
+    result = run("plot", seeded, "--kind", "seeds", "heatmap", "curves", "--out", tmp_path / "f", "--json")
+    assert result.exit_code == 0, result.stderr
+    for path in json.loads(result.stdout)["figures"].values():
+        assert not_blank(path)
+
+
+def test_seeds_figure_needs_several_seeds(sweeps, tmp_path):
+    result = run("plot", sweeps[0], "--kind", "seeds", "--out", tmp_path / "f")
+    assert result.exit_code == 2 and "needs a sweep with several seeds" in result.stderr
+
+
+def test_heatmap_names_collapsed_and_pruned_cells(seeded):
+    import dataclasses
+
+    _, records = runs.read_source(seeded)
+    marked = [dataclasses.replace(r, status="collapsed" if r.config.learning_rate == 0.5 else "pruned")
+              if r.config.model.hidden == 4 else r for r in records]
+    texts = _texts(plots.heatmap(marked))
+    assert texts.count("collapsed") == 1 and texts.count("pruned") == 1

@@ -89,13 +89,31 @@ def test_rerun_skips_and_added_values_add_only_new_cells(fake_dataset, tmp_path)
 
 def test_conflicting_setting_refused_unless_overwrite(fake_dataset, tmp_path):
     assert sweep(tmp_path, "--lr", "0.01", "--hidden", "4").exit_code == 0
-    result = CliRunner().invoke(app, ["sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "16", "--epochs", "3",
+    result = CliRunner().invoke(app, ["sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "16", "--epochs", "1",
                                       "--run-dir", str(tmp_path / "s")])
     assert result.exit_code == 1
-    assert "other shared settings (epochs 2 -> 3)" in result.stderr and "--overwrite" in result.stderr
-    result = CliRunner().invoke(app, ["sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "16", "--epochs", "3",
+    assert "other shared settings (epochs 2 -> 1)" in result.stderr and "--epochs may only grow" in result.stderr
+    result = CliRunner().invoke(app, ["sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "8", "--epochs", "2",
+                                      "--run-dir", str(tmp_path / "s")])
+    assert result.exit_code == 1 and "(batch_size 16 -> 8)" in result.stderr and "--overwrite" in result.stderr
+    result = CliRunner().invoke(app, ["sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "16", "--epochs", "1",
                                       "--run-dir", str(tmp_path / "s"), "--overwrite", "--json"])
-    assert result.exit_code == 0 and json.loads(result.stdout)["cells"][0]["epochs_run"] == 3
+    assert result.exit_code == 0 and json.loads(result.stdout)["cells"][0]["epochs_run"] == 1
+
+
+def test_more_epochs_continue_every_cell_exactly(fake_dataset, tmp_path):
+    grid = ["--optim", "sgd", "--lr", "0.1", "--hidden", "4", "8", "--batch-size", "16", "-q", "--json"]
+    assert CliRunner().invoke(app, ["sweep", *grid, "--epochs", "2", "--run-dir", str(tmp_path / "grow")]).exit_code == 0
+    grown = CliRunner().invoke(app, ["sweep", *grid, "--epochs", "4", "--run-dir", str(tmp_path / "grow")])
+    at_once = CliRunner().invoke(app, ["sweep", *grid, "--epochs", "4", "--run-dir", str(tmp_path / "once")])
+    assert grown.exit_code == 0 and at_once.exit_code == 0, grown.stderr
+    strip = lambda doc: [{k: v for k, v in c.items() if k not in ("seconds", "model")}  # noqa: E731
+                         for c in json.loads(doc.stdout)["cells"]]
+    assert strip(grown) == strip(at_once) and all(c["epochs_run"] == 4 for c in strip(grown))
+    for cell in ("sgd-lr0.1-h4-s0", "sgd-lr0.1-h8-s0"):
+        assert losses(tmp_path / "grow" / "cells" / cell / "metrics.csv") == \
+            losses(tmp_path / "once" / "cells" / cell / "metrics.csv")
+    assert json.loads((tmp_path / "grow" / "sweep.json").read_text())["shared"]["epochs"] == 4
 
 
 def test_diverged_cell_is_recorded_and_the_sweep_goes_on(fake_dataset, tmp_path):

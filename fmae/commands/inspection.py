@@ -226,7 +226,7 @@ def plot(
                                                   show_default=False)],
     out: Annotated[Path, typer.Option(help="Directory for the figures (created if needed).")] = Path("figures"),
     kind: Annotated[list[PlotKind], typer.Option(
-        help="curves, recon, heatmap, compare, or all that the sources allow.")] = [PlotKind("all")],  # noqa: B006
+        help="curves, recon, heatmap, compare, seeds, or all that the sources allow.")] = [PlotKind("all")],  # noqa: B006
     fmt: Annotated[Literal["png", "svg", "pdf"], typer.Option("--format", help="Figure file format.")] = "png",
     train_loss: Annotated[bool, typer.Option("--train", help="curves: also draw train loss (dashed).")] = False,
     overlay: Annotated[bool, typer.Option("--overlay", help="curves: all sources on one axis.")] = False,
@@ -259,9 +259,10 @@ def plot(
         "recon": any(r.file_exists("model.pt") for r in records) if records else False,
         "heatmap": any(k == "sweep" for k, _ in loaded.values()),
         "compare": {"sgd", "adam"} <= {r.config.optim for r in records if r.final_test_loss is not None},
+        "seeds": plots.has_seeds(records),
     }
     reasons = {"curves": "no finished run", "recon": "no model.pt", "heatmap": "needs a sweep directory",
-               "compare": "needs finished SGD and Adam runs"}
+               "compare": "needs finished SGD and Adam runs", "seeds": "needs a sweep with several seeds"}
     if "all" in wanted:
         chosen = [k for k in plots.PLOT_KINDS if allowed[k]]
     else:
@@ -281,6 +282,10 @@ def plot(
                 fig = plots.heatmap([r for sk, recs in loaded.values() if sk == "sweep" for r in recs])
             elif k == "compare":
                 fig = plots.compare(records)
+            elif k == "seeds":
+                from fmae.plots_seeds import seeds as seeds_figure
+
+                fig = seeds_figure(records)
             else:
                 fig = _recon_figure(loaded, examples, seed, device, data_dir, no_download, feedback)
             path = out / f"{k}.{fmt}"

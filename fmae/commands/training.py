@@ -10,12 +10,13 @@ from typing import Annotated, Any, Optional
 import typer
 
 from fmae.commands import load_data
-from fmae.config import ExecutorConfig, ModelConfig, NoiseConfig, SweepConfig, TrainConfig
+from fmae.config import ExecutorConfig, ModelConfig, NoiseConfig, PruneConfig, SweepConfig, TrainConfig
+from fmae.errors import ConfigError
 from fmae.locks import lock_run_dir
 from fmae.options import (
-    E, N, T, Activation, Address, BatchSize, CpusPerCell, DataDir, Device, Dropout, Epochs, Executor, GpusPerCell,
-    Hidden, Jobs, Json, Lr, M, MaxRetries, MinDelta, Momentum, NoDownload, Optim, OptimizerName, Patience, Precision,
-    Quiet, S, Seed, Threads, TrainNoise, TrainNoiseSigma,
+    E, N, T, Activation, Address, BatchSize, CpusPerCell, DataDir, Device, Dropout, Epochs, Eta, Executor,
+    GpusPerCell, Hidden, Jobs, Json, Lr, M, MaxRetries, MinDelta, MinEpochs, Momentum, NoDownload, Optim,
+    OptimizerName, Patience, Precision, Prune, Quiet, S, Seed, Threads, TrainNoise, TrainNoiseSigma,
 )
 
 
@@ -77,7 +78,7 @@ def train(
     """
     from fmae import engine, runs
     from fmae.config import check_device, check_threads
-    from fmae.errors import ConfigError, out_of_memory
+    from fmae.errors import out_of_memory
     from fmae.ui import Feedback, epoch_info, print_json, print_table, fmt_loss
 
     if resume and overwrite:
@@ -131,6 +132,9 @@ def train(
     if result.status == "diverged":
         feedback.message(f"warning: the loss became non-finite at epoch {result.epochs_run}; "
                          "no model.pt written (try a smaller --lr)")
+    elif result.status == "collapsed":
+        feedback.message("warning: the model gives every test image the same output (collapsed: every output "
+                         "unit dead); try a smaller --lr")
     print_table(f"fmae train: {summary['status']}", ["run", "epochs", "train loss", "test loss", "best test (epoch)",
                                                       "seconds"],
                 [[str(run.path), summary["epochs_run"], fmt_loss(summary["final_train_loss"]),
@@ -173,6 +177,9 @@ def sweep(
     no_download: NoDownload = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start the sweep directory anew.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first cell that fails.")] = False,
+    prune: Prune = None,
+    eta: Eta = None,
+    min_epochs: MinEpochs = None,
     json_out: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -195,6 +202,8 @@ def sweep(
     options = ExecutorConfig(executor=executor, jobs=jobs, threads=threads, address=address,
                              cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell, max_retries=max_retries)
     where = sweeps.SweepDir(run_dir or Path("runs") / ("sweep-" + "-".join(grid.optims)))
+    pruning = _pruning(prune, eta, min_epochs)
+    rungs = pruning.rungs(epochs) if pruning is not None else ()
     torch_device = sweeps.cell_device(options, check_device(device))
     started = time.perf_counter()
     with lock_run_dir(where.path), Feedback(quiet=quiet) as feedback:
@@ -227,23 +236,47 @@ def sweep(
                              f"cell {finished['n']}/{len(plans)} {plan.name} {status}"
                              + (f": {plan.error}" if plan.error else ""))
 
+        def train_to(subset: list[Any], stop_at: int | None = None) -> None:
+            sweeps.run(subset, dataset, torch_device, env, options, on_start=on_start, on_epoch=on_epoch,
+                       on_cell=on_cell, fail_fast=fail_fast, stop_at=stop_at)
+
+        def pruned(plan: Any) -> None:
+            sweeps.prune(plan, str(torch_device))
+            on_cell(plan, "pruned")
+
         try:
-            sweeps.run(plans, dataset, torch_device, env, options, on_start=on_start, on_epoch=on_epoch,
-                       on_cell=on_cell, fail_fast=fail_fast)
+            if pruning is None:
+                train_to(plans)
+            else:
+                sweeps.successive_halving(plans, rungs, pruning.eta, train_to, pruned)
         except KeyboardInterrupt as exc:
-            sweeps.write_results(where, sweeps.results(where, merged, plans))
+            sweeps.write_results(where, sweeps.results(where, merged, plans), merged.base.epochs)
             raise _interrupted(exc, "sweep", "the same fmae sweep command") from None
         rows = sweeps.results(where, merged, plans)
-        best = sweeps.write_results(where, rows)
+        best = sweeps.write_results(where, rows, merged.base.epochs)
     failed = [r for r in rows if r["status"] == "failed"]
     doc = {"schema_version": runs.SCHEMA_VERSION, "sweep_dir": str(where.path), "cells": rows, "best": best,
-           "best_per_optim": sweeps.best_per_optim(rows), "wall_seconds": round(time.perf_counter() - started, 3)}
+           "best_per_optim": sweeps.best_per_optim(rows), "cell_epochs": sweeps.cell_epochs(rows, merged.base.epochs)}
+    if pruning is not None:
+        doc["prune"] = {"method": "halving", "eta": pruning.eta, "rungs": list(rungs)}
+    group_rows = sweeps.seed_groups(rows)
+    if group_rows is not None:
+        doc.update(groups=group_rows, best_group_per_optim=sweeps.best_per_optim(group_rows))
+    doc["wall_seconds"] = round(time.perf_counter() - started, 3)
     if json_out:
         print_json(doc)
     else:
         _print_sweep(doc)
     if failed:
         raise typer.Exit(1)
+
+
+def _pruning(prune: Optional[str], eta: Optional[int], min_epochs: Optional[int]) -> Optional[PruneConfig]:
+    if prune is None:
+        if eta is not None or min_epochs is not None:
+            raise ConfigError("--eta and --min-epochs need --prune halving", "add --prune halving")
+        return None
+    return PruneConfig(eta=PruneConfig.eta if eta is None else eta, min_epochs=min_epochs)
 
 
 def _print_sweep(doc: dict[str, Any]) -> None:
@@ -259,9 +292,19 @@ def _print_sweep(doc: dict[str, Any]) -> None:
           f"{fmt_loss(r['best_test_loss'])} ({r['best_epoch'] or '-'})", r["seconds"] or "-"] for r in rows],
         highlight_row=0 if doc["best"] else None,
     )
+    if "groups" in doc:
+        print_table("groups over seeds: final test loss, mean ± std (95% interval)",
+                    ["rank", "optim", "lr", "hidden", "n", "mean ± std", "95% CI ±", "statuses"],
+                    [[g["rank"] or "-", g["optim"], f"{g['lr']:g}", g["hidden"], g["n"],
+                      f"{fmt_loss(g['mean_final_test_loss'])} ± {fmt_loss(g['std_final_test_loss'])}",
+                      fmt_loss(g["ci95_final_test_loss"]),
+                      " ".join(f"{k} {v}" for k, v in g["statuses"].items())] for g in doc["groups"]])
+        print_table("best group per optimizer", ["optim", "lr", "hidden", "n", "mean test loss"],
+                    [[o, f"{g['lr']:g}", g["hidden"], g["n"], fmt_loss(g["mean_final_test_loss"])]
+                     for o, g in doc["best_group_per_optim"].items()])
     per = doc["best_per_optim"]
     if per:
-        print_table("best per optimizer", ["optim", "lr", "hidden", "test loss", "model"],
+        print_table("best cell per optimizer", ["optim", "lr", "hidden", "test loss", "model"],
                     [[o, f"{r['lr']:g}", r["hidden"], fmt_loss(r["final_test_loss"]), r["model"]]
                      for o, r in per.items()])
 

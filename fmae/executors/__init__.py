@@ -63,12 +63,13 @@ def _pack_state(state: dict[str, Any] | None) -> bytes | None:
 def drive(backend: Any, groups: list[list[Any]], *, device: str, env: dict[str, Any],
           threads: int | None, max_retries: int, on_start: Callable[[Any], None],
           on_epoch: Callable[[Any, Any], None], on_cell: Callable[[Any, str], None],
-          fail_fast: bool = False) -> None:
+          fail_fast: bool = False, stop_at: int | None = None) -> None:
     """Run `groups` (lists of CellPlan trained together) through `backend`, saving every epoch.
 
     A task whose worker died is run again from the last saved epoch, up to `max_retries` times
     (Ray retries its own tasks and reports only what it gave up on). Ctrl-C and SIGTERM arrive
     here as KeyboardInterrupt: the backend stops its workers and the interrupt goes on up.
+    With `stop_at`, a cell that reaches that epoch unfinished is left so (resumable).
     """
     from fmae import runs
     from fmae.executors.worker import Task, test_fault, unpack
@@ -132,6 +133,8 @@ def drive(backend: Any, groups: list[list[Any]], *, device: str, env: dict[str, 
                             plan.resume = unpack(blob)
                             history = plan.run.save_epoch(plan.config, plan.resume)
                             on_epoch(plan, history[-1])
+                        if report["status"] == "running" and stop_at is not None and plan.start_epoch >= stop_at:
+                            continue  # paused at a rung of successive halving: resumable from last.pt
                         if report["status"] == "running":
                             going_on.append(plan)
                         else:

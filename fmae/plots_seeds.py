@@ -1,0 +1,36 @@
+"""The figure of the spread over seeds: each seed's final test loss per grid point, with mean ± std."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from fmae import stats
+from fmae.plots import optimizers
+
+
+def seeds(records: Sequence[Any]) -> Figure:
+    """Each seed's final test loss per (optimizer, learning rate, hidden size), with mean ± std."""
+    opts = optimizers(records)
+    fig = Figure(figsize=(max(4.8, 0.55 * len(records) / max(1, len(opts)) + 2.4) * len(opts), 4.4),
+                 layout="constrained")
+    axes = fig.subplots(1, len(opts), squeeze=False, sharey=True)[0]
+    for ax, optim in zip(axes, opts):
+        mine = [r for r in records if r.config.optim == optim]
+        keys = sorted({(r.config.learning_rate, r.config.model.hidden) for r in mine}, key=lambda k: (-k[0], k[1]))
+        for x, (lr, h) in enumerate(keys):
+            losses = [r.final_test_loss for r in mine if (r.config.learning_rate, r.config.model.hidden) == (lr, h)
+                      and r.final_test_loss is not None]
+            ax.plot([x] * len(losses), losses, "o", color="tab:blue", alpha=0.6, ms=4)
+            mean, std, _ = stats.spread(losses)
+            if mean is not None:
+                ax.errorbar([x + 0.18], [mean], yerr=[std or 0.0], fmt="_", color="black", capsize=3, ms=10)
+        ax.set_xticks(range(len(keys)), [f"{lr:g}\nh={h}" for lr, h in keys], fontsize=7)
+        ax.set_yscale("log")
+        ax.set_title(f"{optim.upper()}: dots are seeds, bars mean ± std", fontsize=9)
+        ax.grid(alpha=0.3, which="both", axis="y")
+    axes[0].set_ylabel("final test MSE per pixel (log scale)")
+    fig.suptitle("Spread over seeds, per learning rate and hidden size", fontsize=11)
+    return fig
