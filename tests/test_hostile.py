@@ -190,7 +190,8 @@ def test_a_mismatched_cell_names_itself_and_the_narrow_fix(fake_dataset, tmp_pat
 
 def test_best_pt_is_checked_before_it_is_copied(fake_dataset, tmp_path):
     s = tmp_path / "s"
-    grid = ["--lr", "0.01", "0.001", "--hidden", "4", "--batch-size", "16", "--epochs", "2", "-q", "--json"]
+    grid = ["--optim", "sgd", "--lr", "0.1", "0.05", "--hidden", "4", "--batch-size", "16", "--epochs", "2", "-q",
+            "--json"]
     doc = json.loads(run("sweep", *grid, "--run-dir", s).stdout)
     best = doc["best"]["model"]
     torch.save({"format": "fmae-checkpoint", "version": 1, "kind": "model", "config": "x"}, best)

@@ -53,9 +53,12 @@ def test_layout_results_json_and_best(fake_dataset, tmp_path):
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["schema_version"] == 1 and len(doc["cells"]) == 16
-    ranks = [c["rank"] for c in doc["cells"]]
-    assert ranks == list(range(1, 17))
-    finals = [c["final_test_loss"] for c in doc["cells"]]
+    ranked = [c for c in doc["cells"] if c["rank"] is not None]
+    assert [c["rank"] for c in ranked] == list(range(1, len(ranked) + 1)) and len(ranked) >= 8
+    assert doc["cells"][:len(ranked)] == ranked  # ranked cells first, best first
+    # on these 16 blob images Adam kills every hidden unit of some cells: collapsed, never ranked
+    assert {c["status"] for c in doc["cells"][len(ranked):]} <= {"collapsed"}
+    finals = [c["final_test_loss"] for c in ranked]
     assert finals == sorted(finals) and doc["best"]["final_test_loss"] == min(finals)
     assert set(doc["best_per_optim"]) == {"sgd", "adam"}
     csv_lines = (tmp_path / "s" / "results.csv").read_text().splitlines()
@@ -157,8 +160,8 @@ def test_a_failed_cell_exits_1_and_fail_fast_stops(fake_dataset, tmp_path, monke
         return original(configs, *a, **k)
 
     monkeypatch.setattr(engine, "train_many", failing)
-    result = CliRunner().invoke(app, ["sweep", "--lr", "0.01", "--hidden", "4", "--seed", "0", "1", *SHARED,
-                                      "--json", "--run-dir", str(tmp_path / "s")])
+    result = CliRunner().invoke(app, ["sweep", "--optim", "sgd", "--lr", "0.1", "--hidden", "4", "--seed", "0", "1",
+                                      *SHARED, "--json", "--run-dir", str(tmp_path / "s")])
     assert result.exit_code == 1
     status = {c["seed"]: c["status"] for c in json.loads(result.stdout)["cells"]}
     assert status == {0: "failed", 1: "completed"}
