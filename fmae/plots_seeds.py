@@ -14,8 +14,9 @@ from fmae.plots import optimizers
 def seeds(records: Sequence[Any]) -> Figure:
     """Each seed's final test loss per (optimizer, learning rate, hidden size), with mean ± std."""
     opts = optimizers(records)
-    fig = Figure(figsize=(max(4.8, 0.55 * len(records) / max(1, len(opts)) + 2.4) * len(opts), 4.4),
-                 layout="constrained")
+    points = max(len({(r.config.learning_rate, r.config.model.hidden) for r in records if r.config.optim == o})
+                 for o in opts)
+    fig = Figure(figsize=(max(4.4, 0.8 * points + 1.6) * len(opts), 4.4), layout="constrained")
     axes = fig.subplots(1, len(opts), squeeze=False, sharey=True)[0]
     for ax, optim in zip(axes, opts):
         mine = [r for r in records if r.config.optim == optim]
