@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fmae import optim
 from fmae.config import TrainConfig
 from fmae.data import FashionMNIST
 from fmae.errors import ConfigError, DeviceError
@@ -148,7 +149,7 @@ class Cell:
 
     config: TrainConfig
     model: Autoencoder
-    optimizer: torch.optim.Optimizer
+    optimizer: optim.SGD | optim.Adam  # torch.optim's kernels and state layout (fmae.optim says why)
     dropout_rng: torch.Generator
     noise_rng: torch.Generator
     history: list[EpochMetrics] = field(default_factory=list)
@@ -177,10 +178,10 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
-def _make_optimizer(config: TrainConfig, model: Autoencoder) -> torch.optim.Optimizer:
+def _make_optimizer(config: TrainConfig, model: Autoencoder) -> optim.SGD | optim.Adam:
     if config.optim == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum)
-    return torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        return optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum)
+    return optim.Adam(model.parameters(), lr=config.learning_rate)
 
 
 def new_cell(config: TrainConfig, device: torch.device, resume: dict[str, Any] | None = None) -> Cell:
