@@ -137,6 +137,17 @@ def reconstruct(model: Autoencoder, images: torch.Tensor, precision: str = "fp32
 
 
 @torch.no_grad()
+def reconstruct_and_evaluate(model: Autoencoder, images: torch.Tensor,
+                             precision: str = "fp32") -> tuple[torch.Tensor, float]:
+    """`reconstruct` and `evaluate` from one pass over the model: the same chunks and sums, the same MSE."""
+    outs, total = [], 0
+    for x, out in _eval_outputs(model, images, precision):
+        outs.append(out)
+        total = total + F.mse_loss(out, x, reduction="sum").double()
+    return (torch.cat(outs) if outs else torch.empty(0, images.shape[-1])), float(total) / max(1, images.numel())
+
+
+@torch.no_grad()
 def evaluate(model: Autoencoder, images: torch.Tensor, precision: str = "fp32") -> float:
     """Mean squared error over every pixel of `images` (uint8 or float in [0, 1])."""
     total = sum(F.mse_loss(out, x, reduction="sum").double() for x, out in _eval_outputs(model, images, precision))
