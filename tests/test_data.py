@@ -23,6 +23,20 @@ def test_load_gz_and_raw_give_the_same_tensors(tmp_path):
     assert a.sha256 == sums
 
 
+def test_loading_the_test_split_alone_never_reads_the_training_files(tiny_dir):
+    directory, sums = tiny_dir
+    full = data.load(directory, checksums=sums)
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (directory / (stem + ".gz")).write_bytes(b"not gzip")  # would fail if read
+    test_only = data.load(directory, checksums=sums, splits=("test",))
+    assert torch.equal(test_only.test_images, full.test_images) and torch.equal(test_only.test_labels, full.test_labels)
+    assert test_only.train_images is None and test_only.train_labels is None
+    assert set(test_only.sha256) == {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}
+    assert test_only.subset(4, 3).test_images.shape == (3, 784) and test_only.to("cpu").train_images is None
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz: corrupted"):
+        data.load(directory, checksums=sums)
+
+
 def test_parse_idx_rejects_wrong_magic_and_truncation():
     good = idx_bytes(True, 3)
     assert data.parse_idx(good, "x", images=True)[0] == 3

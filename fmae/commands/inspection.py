@@ -61,7 +61,8 @@ def eval_(
     torch_device = engine.resolve_device(check_device(device))
     models = _load_models(ckpt, torch_device)
     with Feedback(quiet=quiet) as feedback:
-        dataset = load_data(data_dir, no_download, torch_device, feedback)
+        needed = ("test",) if split == "test" and baseline is None else ("train", "test")
+        dataset = load_data(data_dir, no_download, torch_device, feedback, splits=needed)
         images, labels = quality.split(dataset, split)
         rows = [quality.evaluate_checkpoint(m, images, labels) for m in models]
         if baseline == "pca":
@@ -141,7 +142,7 @@ def denoise(
         return
     models = _load_models(ckpt, torch_device)
     with Feedback(quiet=quiet) as feedback:
-        dataset = load_data(data_dir, no_download, torch_device, feedback)
+        dataset = load_data(data_dir, no_download, torch_device, feedback, splits=("test",))
         images = dataset.test_images[:limit] if limit else dataset.test_images
         result = quality.denoise(models, images, noise, [c.sigma for c in noise_configs], seed)
         names = _short_names([m.path for m in models])
@@ -301,7 +302,7 @@ def _recon_figure(loaded: dict[str, Any], examples: int, seed: int, device: str,
     from fmae.config import check_device
 
     torch_device = engine.resolve_device(check_device(device))
-    dataset = load_data(data_dir, no_download, torch_device, feedback)
+    dataset = load_data(data_dir, no_download, torch_device, feedback, splits=("test",))
     pick = torch.randperm(dataset.test_images.shape[0], generator=torch.Generator().manual_seed(seed))[:examples]
     images = dataset.test_images[pick.to(dataset.test_images.device)]
     rows = {}
