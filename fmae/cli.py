@@ -43,6 +43,24 @@ class FmaeGroup(TyperGroup):
             sys.exit(code)
         return code
 
+    def get_help_option(self, ctx: Any) -> Any:
+        return _false_by_default(super().get_help_option(ctx))
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        for param in self.params:
+            if param.name in ("install_completion", "show_completion"):
+                param.hidden = True  # completions/ ships the scripts; the README says how to install them
+            _false_by_default(param)
+        return super().get_params(ctx)
+
+
+def _false_by_default(option: Any) -> Any:
+    """Typer coerces an absent flag's None through pydantic: 0.1-0.15 s of imports before any
+    `fmae <command> --help`. With a False default the flag takes typer's fast path for booleans."""
+    if option is not None and getattr(option, "is_flag", False) and option.default is None:
+        option.default = False
+    return option
+
 
 def _fail(message: str, code: int) -> int:
     from fmae.ui import print_error

@@ -95,7 +95,7 @@ def installed_env(**extra: str) -> dict[str, str]:
     import shutil
     import sys
 
-    bin_dir = str(Path(sys.executable).resolve().parent)
+    bin_dir = str(Path(sys.executable).parent)  # not resolved: a venv's python links to the base interpreter
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), **extra}
     assert shutil.which("fmae", path=env["PATH"]), "fmae is not installed: pip install -e '.[test]'"
     return env

@@ -33,6 +33,26 @@ def test_help_and_version_are_light(argv):
     assert heavy_modules_after(code) == []
 
 
+@pytest.mark.parametrize("command", ["train", "sweep", "eval", "denoise", "plot"])
+def test_command_help_skips_pydantic(command):
+    """Typer validates through pydantic; a flag left at None would import it (0.1 s) before the help."""
+    code = (f"sys.argv = ['fmae', {command!r}, '--help']\nfrom fmae.cli import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+            "print('MODULES:' + ','.join(m for m in sys.modules if m.split('.')[0] == 'pydantic'))")
+    out = subprocess.run([sys.executable, "-c", "import sys\n" + code], capture_output=True, text=True, cwd=ROOT,
+                         check=True)
+    assert out.stdout.splitlines()[-1] == "MODULES:"
+
+
+def test_typers_completion_installer_is_hidden():
+    from typer.testing import CliRunner
+
+    from fmae.cli import app
+
+    out = CliRunner().invoke(app, ["--help"])
+    assert out.exit_code == 0 and "--install-completion" not in out.output and "--show-completion" not in out.output
+
+
 def test_completion_request_is_light():
     code = ("import os\nos.environ.update(_FMAE_COMPLETE='complete_bash', COMP_WORDS='fmae sweep --optim ', "
             "COMP_CWORD='3')\nsys.argv = ['fmae']\nfrom fmae.cli import main\n"
