@@ -24,6 +24,9 @@ class FmaeGroup(TyperGroup):
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
+        args = sys.argv[1:] if args is None else list(args)
+        if not args and "_FMAE_COMPLETE" not in os.environ:  # bare `fmae`: the help, as help (stdout, exit 0)
+            args = ["--help"]
         try:
             rv = super().main(args=args, prog_name=prog_name or "fmae", complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -84,6 +87,28 @@ class MultiValueCommand(TyperCommand):
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         strict = not ctx.resilient_parsing  # shell completion parses half-typed lines
         return super().parse_args(ctx, expand_multi_values(args, self.multi_value_options, strict=strict))
+
+    # Typer names a list argument by its Python type (`{sources}...`, `sources... <list[Path]>`);
+    # an argument with a metavar (`PATH...`) is shown as exactly that, in the usage line and the help.
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            named = param.param_type_name == "argument" and param.metavar
+            pieces.extend([param.metavar] if named else param.get_usage_pieces(ctx))
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {"argument": [], "option": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None and param.param_type_name in sections:
+                named = param.param_type_name == "argument" and param.metavar
+                sections[param.param_type_name].append((param.metavar, record[1]) if named else record)
+        for title, kind in (("Arguments", "argument"), ("Options", "option")):
+            if sections[kind]:
+                with formatter.section(title):
+                    formatter.write_dl(sections[kind])
 
 
 def expand_multi_values(args: list[str], options: tuple[str, ...], *, strict: bool = True) -> list[str]:

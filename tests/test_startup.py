@@ -87,3 +87,14 @@ def test_bash_completes_commands_and_values():
     assert complete("fmae sweep --optim sgd --lr 0.1 --hidden 64 --prec", 8) == ["--precision"]
     assert "image-gaussian" in complete("fmae denoise --noise ''", 3)
     assert complete("fmae train --device ''", 3) == ["auto", "cpu", "cuda", "mps"]
+
+
+def test_bash_completion_is_silent_without_fmae_on_path(tmp_path):
+    """A venv not activated: Tab must not print `env: 'fmae': No such file or directory`."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    found = subprocess.run(["bash", "-c", "command -v fmae"], capture_output=True, text=True, env=env)
+    assert found.returncode != 0, "this test needs a PATH without fmae"
+    script = (f"source {ROOT / 'completions' / 'fmae.bash'}; COMP_WORDS=(fmae tr); COMP_CWORD=1; "
+              "_fmae_completion fmae; echo \"n=${#COMPREPLY[@]}\"")
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "n=0" and out.stderr == "", out.stderr

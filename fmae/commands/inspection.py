@@ -9,7 +9,7 @@ import typer
 
 from fmae.commands import load_data
 from fmae.config import NOISES, NoiseConfig
-from fmae.options import N, Ckpts, DataDir, Device, Json, NoDownload, PlotKind, Quiet
+from fmae.options import N, Ckpts, DataDir, Json, NoDownload, PlotKind, Quiet, RunDevice
 
 
 def _load_models(paths: list[Path], device: Any) -> list[Any]:
@@ -43,7 +43,7 @@ def eval_(
     baseline: Annotated[Optional[Literal["pca"]], typer.Option(
         help="Also report PCA with k = h components fitted on the training set: the best linear autoencoder.",
         show_default=False)] = None,
-    device: Device = "auto",
+    device: RunDevice = "auto",
     data_dir: DataDir = None,
     no_download: NoDownload = False,
     json_out: Json = False,
@@ -86,7 +86,8 @@ def eval_(
 
 def denoise(
     ckpt: Ckpts,
-    sigma: Annotated[list[float], typer.Option(help="Noise scales; several give a curve, e.g. --sigma 0.25 0.5 1.")] = [
+    sigma: Annotated[list[float], typer.Option(
+        metavar="FLOAT...", help="Noise scales; several give a curve, e.g. --sigma 0.25 0.5 1.")] = [
         N.sigma],  # noqa: B006 - typer reads list defaults, it never mutates them
     noise: Annotated[Literal[NOISES], typer.Option(
         help="image-gaussian: the report's (each image's own mean and std); gaussian; salt-pepper; speckle.")
@@ -97,8 +98,8 @@ def denoise(
     out: Annotated[Optional[Path], typer.Option(help="Save the Figure-4 grid (png, svg or pdf).",
                                                 show_default=False)] = None,
     examples: Annotated[int, typer.Option(help="Rows of the --out figure.")] = 4,
-    index: Annotated[Optional[list[int]], typer.Option(help="Test images to show in --out instead of random ones.",
-                                                       show_default=False)] = None,
+    index: Annotated[Optional[list[int]], typer.Option(
+        metavar="INT...", help="Test images to show in --out instead of random ones.", show_default=False)] = None,
     curve: Annotated[Optional[Path], typer.Option(help="Save PSNR against sigma (png, svg or pdf).",
                                                   show_default=False)] = None,
     input_: Annotated[Optional[Path], typer.Option(
@@ -107,7 +108,7 @@ def denoise(
     output: Annotated[Optional[Path], typer.Option(
         help="Where --input's result goes (.png or .npy) [default: <input>.denoised<ext>].",
         show_default=False)] = None,
-    device: Device = "auto",
+    device: RunDevice = "auto",
     data_dir: DataDir = None,
     no_download: NoDownload = False,
     json_out: Json = False,
@@ -222,17 +223,18 @@ def _denoise_input(ckpt: list[Path], input_: Path, output: Optional[Path], devic
 
 
 def plot(
-    sources: Annotated[list[Path], typer.Argument(help="Training run or sweep directories (read, never changed).",
-                                                  show_default=False)],
+    sources: Annotated[list[Path], typer.Argument(
+        metavar="PATH...", help="Training run or sweep directories (read, never changed).", show_default=False)],
     out: Annotated[Path, typer.Option(help="Directory for the figures (created if needed).")] = Path("figures"),
     kind: Annotated[list[PlotKind], typer.Option(
+        metavar="[all|curves|recon|heatmap|compare]...",
         help="curves, recon, heatmap, compare, or all that the sources allow.")] = [PlotKind("all")],  # noqa: B006
     fmt: Annotated[Literal["png", "svg", "pdf"], typer.Option("--format", help="Figure file format.")] = "png",
     train_loss: Annotated[bool, typer.Option("--train", help="curves: also draw train loss (dashed).")] = False,
     overlay: Annotated[bool, typer.Option("--overlay", help="curves: all sources on one axis.")] = False,
     examples: Annotated[int, typer.Option(help="recon: test images shown.")] = 3,
     seed: Annotated[int, typer.Option(help="recon: which test images (seeded choice).")] = 0,
-    device: Device = "auto",
+    device: RunDevice = "auto",
     data_dir: DataDir = None,
     no_download: NoDownload = False,
     json_out: Json = False,

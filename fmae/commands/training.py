@@ -161,12 +161,12 @@ def train(
 
 def sweep(
     optim: Annotated[list[OptimizerName], typer.Option(
-        help="Optimizers to sweep; several values after one flag, e.g. --optim sgd adam.")] = [
+        metavar="[adam|sgd]...", help="Optimizers to sweep; several values after one flag, e.g. --optim sgd adam.")] = [
         OptimizerName(o) for o in S.optims],
     lr: Annotated[list[float], typer.Option(
-        help="Learning rates, e.g. --lr 0.1 0.01 0.001 (or --lr 0.1,0.01 or --lr 0.1 --lr 0.01).")] = list(S.lrs),
-    hidden: Annotated[list[int], typer.Option(help="Hidden sizes, e.g. --hidden 64 128 256 512.")] = list(S.hiddens),
-    seed: Annotated[list[int], typer.Option(help="Seeds: every cell is repeated for each, e.g. --seed 0 1 2.")] = list(
+        metavar="FLOAT...", help="Learning rates, e.g. --lr 0.1 0.01 0.001 (or --lr 0.1,0.01 or --lr 0.1 --lr 0.01).")] = list(S.lrs),
+    hidden: Annotated[list[int], typer.Option(metavar="INT...", help="Hidden sizes, e.g. --hidden 64 128 256 512.")] = list(S.hiddens),
+    seed: Annotated[list[int], typer.Option(metavar="INT...", help="Seeds: every cell is repeated for each, e.g. --seed 0 1 2.")] = list(
         S.seeds),
     run_dir: Annotated[Optional[Path], typer.Option(
         help="Sweep directory: sweep.json, results.csv/json, best.pt, cells/ [default: runs/sweep-<optims>].",
