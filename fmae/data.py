@@ -116,6 +116,8 @@ def locate(
 ) -> Path:
     """The first place that holds all four files; else a download into the cache."""
     checksums = CHECKSUMS if checksums is None else checksums
+    if data_dir is not None:  # a path the user typed is used or refused, never passed over
+        return _explicit_dir(Path(data_dir), checksums)
     places = candidates(data_dir, environ, system_dir)
     for _, path in places:
         if path is not None and has_dataset(path, checksums):
@@ -126,6 +128,18 @@ def locate(
     cache = places[2][1]
     assert cache is not None
     return fetch_dataset(cache, fetch=fetch, checksums=checksums, looked=looked)
+
+
+def _explicit_dir(path: Path, names: Mapping[str, str | None]) -> Path:
+    hint = "point --data-dir at the directory holding the four files, or leave it out to use the usual places"
+    if not path.exists():
+        raise DataError(f"--data-dir {path}: no such directory", hint)
+    if not path.is_dir():
+        raise DataError(f"--data-dir {path}: not a directory", hint)
+    missing = [f"{stem}[.gz]" for stem in names if _file_in(path, stem) is None]
+    if missing:
+        raise DataError(f"--data-dir {path}: missing {', '.join(missing)}", hint)
+    return path
 
 
 def fetch_dataset(

@@ -13,6 +13,11 @@ from typing import Any
 from matplotlib.figure import Figure
 
 FORMATS = ("png", "svg", "pdf")
+OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam"}  # as the report and the literature write them
+
+
+def optim_label(optim: str) -> str:
+    return OPTIMIZER_NAMES.get(optim, optim)
 
 
 def _image(ax: Any, flat: Any, title: str | None = None) -> None:
@@ -38,7 +43,8 @@ def denoise_grid(clean: Any, noisy: Any, outputs: Mapping[str, Any], *, sigma: f
         for c, (name, out) in enumerate(outputs.items(), start=2):
             label = f"{name}\n{out_psnr[name][r]:.1f} dB" if r == 0 else f"{out_psnr[name][r]:.1f} dB"
             _image(axes[r][c], out[r], label)
-    fig.suptitle(f"Denoising: {noise} noise, sigma = {sigma:g} (titles: PSNR against the clean image)", fontsize=10)
+    # two lines: with one model the grid is three images wide, too narrow for one line of title
+    fig.suptitle(f"Denoising: {noise} noise, sigma = {sigma:g}\n(titles: PSNR against the clean image)", fontsize=10)
     return fig
 
 
@@ -110,23 +116,24 @@ def _integer_epochs(ax: Any) -> None:
 
 def curves(sources: Mapping[str, Sequence[Any]], *, train: bool = False, overlay: bool = False) -> Figure:
     """Test loss against epoch, one line per hidden size at each optimizer's best learning rate."""
-    panels = []  # (title, records)
+    panels = []  # (title, source name, records)
     for name, records in sources.items():
         for optim in optimizers(records):
             lr = best_lr(records, optim)
             chosen = [r for r in records if r.config.optim == optim and r.config.learning_rate == lr] if lr else []
             if chosen:
-                panels.append((f"{name}: {optim.upper()}, lr = {lr:g}", chosen))
+                what = f"{optim_label(optim)}, lr = {lr:g}"
+                panels.append((what if name.lower() == optim else f"{name}: {what}", name, chosen))
     if not panels:
         raise ValueError("no finished run to draw")
     n = 1 if overlay else len(panels)
     fig = Figure(figsize=(6.4 if n == 1 else 5.2 * n, 4.4), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
-    for i, (title, records) in enumerate(panels):
+    for i, (title, source, records) in enumerate(panels):
         ax = axes[0 if overlay else i]
         for r in sorted(records, key=lambda r: r.config.model.hidden):
             epochs = [m["epoch"] for m in r.metrics]
-            label = f"h = {r.config.model.hidden}" + (f" ({title.split(':')[0]}, {r.config.optim})" if overlay else "")
+            label = f"h = {r.config.model.hidden}" + (f" ({source}, {optim_label(r.config.optim)})" if overlay else "")
             line, = ax.plot(epochs, [m["test_loss"] for m in r.metrics], label=label)
             if train:
                 ax.plot(epochs, [m["train_loss"] for m in r.metrics], "--", color=line.get_color(), alpha=0.7)
@@ -176,7 +183,7 @@ def heatmap(records: Sequence[Any], *, title: str = "") -> Figure:
         ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
         ax.set_xlabel("hidden units h")
         ax.set_ylabel("learning rate")
-        ax.set_title(optim.upper(), fontsize=10)
+        ax.set_title(optim_label(optim), fontsize=10)
     if image is not None:
         fig.colorbar(image, ax=list(axes), label="final test MSE per pixel")
     fig.suptitle(title or "Final test loss over the grid", fontsize=11)
@@ -203,7 +210,7 @@ def compare(records: Sequence[Any]) -> Figure:
         test = [m["test_loss"] for m in r.metrics]
         drawn[optim] = test
         ax.plot([m["epoch"] for m in r.metrics], test, color=colour,
-                label=f"{optim.upper()} lr = {r.config.learning_rate:g}, h = {r.config.model.hidden}: "
+                label=f"{optim_label(optim)} lr = {r.config.learning_rate:g}, h = {r.config.model.hidden}: "
                       f"final {test[-1]:.4f}")
     notes = []
     if "adam" in drawn:

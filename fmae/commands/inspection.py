@@ -37,6 +37,21 @@ def _short_names(paths: list[str]) -> dict[str, str]:
     return names
 
 
+def _figure_labels(models: list[Any], names: dict[str, str]) -> dict[str, str]:
+    """What each model is (`SGD h=512`), with its learning rate, then its short name, where that is ambiguous."""
+    from fmae.plots import optim_label
+
+    def label(m: Any, lr: bool) -> str:
+        config = m.checkpoint["config"]
+        return f"{optim_label(config.optim)} h={config.model.hidden}" + (f" lr={config.learning_rate:g}" if lr else "")
+
+    for lr in (False, True):
+        labels = {m.path: label(m, lr) for m in models}
+        if len(set(labels.values())) == len(labels):
+            return labels
+    return {m.path: f"{labels[m.path]} ({names[m.path]})" for m in models}
+
+
 def eval_(
     ckpt: Ckpts,
     split: Annotated[Literal["test", "train"], typer.Option(help="Which split to evaluate on.")] = "test",
@@ -147,15 +162,16 @@ def denoise(
         images = dataset.test_images[:limit] if limit else dataset.test_images
         result = quality.denoise(models, images, noise, [c.sigma for c in noise_configs], seed)
         names = _short_names([m.path for m in models])
+        labels = _figure_labels(models, names)
         figures = {}
         if out is not None:
             figures["grid"] = str(out)
-            _save_grid(result, names, out, examples, index, seed, noise)
+            _save_grid(result, labels, out, examples, index, seed, noise)
         if curve is not None:
             from fmae import plots
 
             figures["curve"] = str(curve)
-            runs.atomic_write_bytes(curve, plots.figure_bytes(plots.psnr_curve(result.rows, names, noise=noise),
+            runs.atomic_write_bytes(curve, plots.figure_bytes(plots.psnr_curve(result.rows, labels, noise=noise),
                                                               plots_format(curve)))
         for path in figures.values():
             feedback.message(f"wrote {path}")
@@ -170,7 +186,8 @@ def denoise(
                 [[names[r["checkpoint"]], f"{r['sigma']:g}", f"{r['noisy']['psnr']:.2f}",
                   f"{r['output']['psnr']:.2f}", f"{r['gain']['psnr']:+.2f}", f"{r['noisy']['ssim']:.4f}",
                   f"{r['output']['ssim']:.4f}", fmt_loss(r["noisy"]["mse"]), fmt_loss(r["output"]["mse"])]
-                 for r in result.rows])
+                 for r in result.rows],
+                droppable=("noisy MSE", "output MSE", "noisy SSIM", "output SSIM"))
 
 
 def plots_format(path: Path) -> str | None:
@@ -315,7 +332,7 @@ def _recon_figure(loaded: dict[str, Any], examples: int, seed: int, device: str,
                       and r.file_exists("model.pt")]
             for r in sorted(chosen, key=lambda r: r.config.model.hidden):
                 model, ckpt = runs.load_model(r.path / "model.pt", torch_device)
-                label = f"{optim.upper()} h={r.config.model.hidden}"
+                label = f"{plots.optim_label(optim)} h={r.config.model.hidden}"
                 if len(loaded) > 1 and name.lower() != optim:
                     label += f"\n{name}"
                 rows[label] = engine.reconstruct(model, images, ckpt["config"].precision)

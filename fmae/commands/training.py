@@ -97,7 +97,7 @@ def train(
     from fmae import engine, runs
     from fmae.config import check_device
     from fmae.errors import ConfigError
-    from fmae.ui import Feedback, epoch_info, print_json, print_table, fmt_loss
+    from fmae.ui import Feedback, epoch_info, fmt_loss, fmt_seconds, print_json, print_table
 
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
@@ -155,7 +155,8 @@ def train(
                                                       "seconds"],
                 [[str(run.path), summary["epochs_run"], fmt_loss(summary["final_train_loss"]),
                   fmt_loss(summary["final_test_loss"]),
-                  f"{fmt_loss(summary['best_test_loss'])} ({summary['best_epoch']})", summary["wall_seconds"]]])
+                  f"{fmt_loss(summary['best_test_loss'])} ({summary['best_epoch']})",
+                  fmt_seconds(summary["wall_seconds"])]])
 
 
 
@@ -217,7 +218,11 @@ def sweep(
         todo = [p for p in plans if not p.done]
         feedback.message(f"sweep {where.path}: {len(plans)} cells, {len(plans) - len(todo)} already finished, "
                          f"on {torch_device} ({precision})")
-        feedback.task("cells", "cells", len(plans), len(plans) - len(todo))
+        def training_now() -> str:  # the cells bar names the cell in training, not the one just finished
+            pending = next((p.name for p in todo if not p.done and not p.error), None)
+            return f"training {pending}" if pending else ""
+
+        feedback.task("cells", "cells", len(plans), len(plans) - len(todo), info=training_now())
         finished = {"n": len(plans) - len(todo)}
         shown = {"epoch": 0}
 
@@ -231,7 +236,7 @@ def sweep(
 
         def on_cell(plan: Any, status: str) -> None:
             finished["n"] += 1
-            feedback.advance("cells", finished["n"], len(plans), plan.name,
+            feedback.advance("cells", finished["n"], len(plans), training_now(),
                              f"cell {finished['n']}/{len(plans)} {plan.name} {status}"
                              + (f": {plan.error}" if plan.error else ""))
 
@@ -255,7 +260,7 @@ def sweep(
 
 
 def _print_sweep(doc: dict[str, Any]) -> None:
-    from fmae.ui import fmt_loss, print_table
+    from fmae.ui import fmt_loss, fmt_seconds, print_table
 
     rows = doc["cells"]
     print_table(
@@ -264,8 +269,9 @@ def _print_sweep(doc: dict[str, Any]) -> None:
          "seconds"],
         [[("*1" if r["rank"] == 1 else r["rank"] or "-"), r["optim"], f"{r['lr']:g}", r["hidden"], r["seed"],
           r["status"], r["epochs_run"], fmt_loss(r["final_train_loss"]), fmt_loss(r["final_test_loss"]),
-          f"{fmt_loss(r['best_test_loss'])} ({r['best_epoch'] or '-'})", r["seconds"] or "-"] for r in rows],
+          f"{fmt_loss(r['best_test_loss'])} ({r['best_epoch'] or '-'})", fmt_seconds(r["seconds"])] for r in rows],
         highlight_row=0 if doc["best"] else None,
+        droppable=("train loss", "best (epoch)", "epochs", "seed", "seconds"),  # on narrow terminals, in this order
     )
     per = doc["best_per_optim"]
     if per:
