@@ -161,3 +161,11 @@ def test_the_denoise_grid_with_one_model_names_it_and_keeps_its_title(sweeps, tm
                              noise="image-gaussian")
     assert "\n" in fig._suptitle.get_text()  # three images wide: the title takes two lines, not a cut one
     assert fig.axes[2].get_title().startswith("SGD h=4\n")
+
+
+def test_help_examples_name_paths_the_readme_creates():
+    """`runs/sgd/best.pt` exists after the README's sweep example; a bare `best.pt` never does."""
+    out = run("denoise", "--help", env={"COLUMNS": "200"}).stdout
+    assert "fmae denoise --ckpt runs/sgd/best.pt" in out and " best.pt " not in out
+    readme = (__import__("pathlib").Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "--run-dir runs/sgd" in readme and "--ckpt best.pt" not in readme

@@ -131,7 +131,7 @@ def denoise(
 ) -> None:
     """Add noise to test images and compare checkpoints as filters (PSNR, SSIM, MSE).
 
-    Example: fmae denoise --ckpt best.pt --sigma 0.5
+    Example: fmae denoise --ckpt runs/sgd/best.pt --sigma 0.5
     """
     from fmae import engine, quality, runs
     from fmae.config import check_device
@@ -259,7 +259,7 @@ def plot(
 ) -> None:
     """Draw learning curves, reconstructions, grid heatmaps and the SGD-Adam comparison.
 
-    Example: fmae plot runs/sgd runs/adam --out figures
+    Example: fmae plot runs/sgd runs/adam --out runs/figures
     """
     from fmae import plots, runs
     from fmae.errors import ConfigError
