@@ -12,12 +12,9 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from fmae.config import optim_label
+
 FORMATS = ("png", "svg", "pdf")
-OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam"}  # as the report and the literature write them
-
-
-def optim_label(optim: str) -> str:
-    return OPTIMIZER_NAMES.get(optim, optim)
 
 
 def _image(ax: Any, flat: Any, title: str | None = None) -> None:

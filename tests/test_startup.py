@@ -98,3 +98,26 @@ def test_bash_completion_is_silent_without_fmae_on_path(tmp_path):
               "_fmae_completion fmae; echo \"n=${#COMPREPLY[@]}\"")
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and out.stdout.strip() == "n=0" and out.stderr == "", out.stderr
+
+
+SLOW_IMPORTS = ("torch._dynamo", "torchmetrics", "torchvision", "scipy", "matplotlib")
+
+
+@pytest.mark.dataset
+def test_one_shot_commands_import_nothing_slow(tmp_path):
+    """train, eval and denoise (no figure) never import torch._dynamo (torch.optim's first use),
+    torchmetrics or torchvision (1.7 s), scipy or matplotlib."""
+    from tests.conftest import real_data_dir
+
+    probe = ("import os, sys\nos.environ['FMAE_DATA_DIR'] = sys.argv[1]\nsys.argv = ['fmae', *sys.argv[2:]]\n"
+             "from fmae.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+             f"print('SLOW:' + ','.join(sorted(m for m in sys.modules if m.startswith({SLOW_IMPORTS!r}))))")
+    run_dir = tmp_path / "r"
+    commands = [["train", "--hidden", "8", "--epochs", "1", "--run-dir", str(run_dir), "-q"],
+                ["eval", "--ckpt", str(run_dir / "model.pt"), "-q"],
+                ["denoise", "--ckpt", str(run_dir / "model.pt"), "--sigma", "0.5", "--limit", "200", "-q"]]
+    for argv in commands:
+        out = subprocess.run([sys.executable, "-c", probe, str(real_data_dir()), *argv], capture_output=True,
+                             text=True, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines()[-1] == "SLOW:", (argv[0], out.stdout.splitlines()[-1])

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, Optional
 import typer
 
 from fmae.commands import load_data
-from fmae.config import NOISES, NoiseConfig
+from fmae.config import NOISES, NoiseConfig, optim_label
 from fmae.options import N, Ckpts, DataDir, Json, NoDownload, PlotKind, Quiet, RunDevice
 
 
@@ -39,8 +39,6 @@ def _short_names(paths: list[str]) -> dict[str, str]:
 
 def _figure_labels(models: list[Any], names: dict[str, str]) -> dict[str, str]:
     """What each model is (`SGD h=512`), with its learning rate, then its short name, where that is ambiguous."""
-    from fmae.plots import optim_label
-
     def label(m: Any, lr: bool) -> str:
         config = m.checkpoint["config"]
         return f"{optim_label(config.optim)} h={config.model.hidden}" + (f" lr={config.learning_rate:g}" if lr else "")
@@ -332,7 +330,7 @@ def _recon_figure(loaded: dict[str, Any], examples: int, seed: int, device: str,
                       and r.file_exists("model.pt")]
             for r in sorted(chosen, key=lambda r: r.config.model.hidden):
                 model, ckpt = runs.load_model(r.path / "model.pt", torch_device)
-                label = f"{plots.optim_label(optim)} h={r.config.model.hidden}"
+                label = f"{optim_label(optim)} h={r.config.model.hidden}"
                 if len(loaded) > 1 and name.lower() != optim:
                     label += f"\n{name}"
                 rows[label] = engine.reconstruct(model, images, ckpt["config"].precision)
