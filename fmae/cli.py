@@ -8,7 +8,9 @@ in FmaeGroup.main.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 from typing import Annotated, Any
 
@@ -16,21 +18,65 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from fmae import __version__
-from fmae.errors import FmaeError
+from fmae.errors import BrokenPipe, ConfigError, FmaeError, Interrupted, Terminated
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated
 
 
 class FmaeGroup(TyperGroup):
-    """Translates every failure into one `error: ...` line and the documented exit code."""
+    """Translates every failure into one `error: ...` line and the documented exit code.
+
+    Signals: SIGTERM is raised as Terminated (a KeyboardInterrupt) wherever it lands, and both
+    are turned into Interrupted inside `invoke`, before typer's click would make a silent
+    Exit(130) of them: so every command exits 130 (SIGINT) or 143 (SIGTERM) with one line.
+    """
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
         args = sys.argv[1:] if args is None else list(args)
         if not args and "_FMAE_COMPLETE" not in os.environ:  # bare `fmae`: the help, as help (stdout, exit 0)
             args = ["--help"]
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+        try:
+            code = self._run(args, prog_name, complete_var, **extra)
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt as exc:  # while parsing: click would make a silent Exit(130) of it
+            raise interrupted(exc, "fmae", "nothing was written", "run the same command again") from None
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise interrupted(exc, f"fmae {ctx.invoked_subcommand or ''}".strip(),
+                              "files written so far are complete, none is left half-written",
+                              "run the same command again") from None
+        except BrokenPipeError:
+            raise BrokenPipe("stdout closed by its reader") from None
+        except ConfigError as exc:
+            if exc.hint is None and ctx.invoked_subcommand:  # every usage error says where to look
+                exc.hint = f"see `fmae {ctx.invoked_subcommand} --help`"
+            raise
+
+    def _run(self, args: Any, prog_name: Any, complete_var: Any, **extra: Any) -> int:
         try:
             rv = super().main(args=args, prog_name=prog_name or "fmae", complete_var=complete_var,
                               standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
+        except BrokenPipe as exc:
+            _quiet_stdout()
+            code = exc.exit_code
         except typer.TyperException as exc:  # typer's own click: usage errors (exit 2) and the like
             ctx = getattr(exc, "ctx", None)
             sub = ctx.info_name if ctx is not None and ctx.parent is not None else None
@@ -40,10 +86,11 @@ class FmaeGroup(TyperGroup):
             code = _fail("interrupted", 130)
         except FmaeError as exc:
             code = _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt as exc:  # landed outside a command (while parsing, say)
+            err = interrupted(exc, "fmae", "nothing was written", "run the same command again")
+            code = _fail(str(err), err.exit_code)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
             code = _fail(f"unexpected {type(exc).__name__}: {exc} (hint: rerun with FMAE_DEBUG=1 and report it)", 1)
-        if standalone_mode:
-            sys.exit(code)
         return code
 
     def get_help_option(self, ctx: Any) -> Any:
@@ -63,6 +110,24 @@ def _false_by_default(option: Any) -> Any:
     if option is not None and getattr(option, "is_flag", False) and option.default is None:
         option.default = False
     return option
+
+
+def interrupted(exc: BaseException, what: str, saved: str, hint: str) -> Interrupted:
+    """The one error line of an interrupt: what was interrupted, by which signal, what was saved."""
+    err = Interrupted(f"{what} interrupted by {'SIGTERM' if isinstance(exc, Terminated) else 'SIGINT'}; {saved}",
+                      hint)
+    err.exit_code = 143 if isinstance(exc, Terminated) else 130
+    return err
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null, so the flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, AttributeError, ValueError):
+        pass
 
 
 def _fail(message: str, code: int) -> int:
@@ -171,7 +236,14 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"fmae {__version__}")
+        from fmae.errors import stdout_error
+
+        if sys.stdout is None:
+            raise stdout_error(None)
+        try:
+            typer.echo(f"fmae {__version__}")
+        except OSError as exc:
+            raise stdout_error(exc) from None
         raise typer.Exit()
 
 

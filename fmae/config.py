@@ -35,28 +35,42 @@ class NoiseConfig:
         _choice("noise", self.kind, NOISES)
         sigma = _finite("sigma", self.sigma)
         if sigma < 0:
-            raise ConfigError(f"sigma must be >= 0, got {self.sigma}")
+            raise ConfigError(f"sigma must be >= 0, got {self.sigma}", "e.g. 0.5; 0 adds no noise")
         if self.kind == "salt-pepper" and sigma > 1:
-            raise ConfigError(f"sigma is a fraction of pixels for salt-pepper: at most 1, got {self.sigma}")
+            raise ConfigError(f"sigma is a fraction of pixels for salt-pepper: at most 1, got {self.sigma}",
+                              "e.g. 0.1 flips a tenth of the pixels")
+
+
+EXAMPLES = {"lr": "0.001", "momentum": "0.9", "dropout": "0.1", "min_delta": "0.001", "sigma": "0.5"}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _example(name: str) -> str:
+    return f", e.g. {_flag(name)} {EXAMPLES[name]}" if name in EXAMPLES else ""
 
 
 def _finite(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        raise ConfigError(f"{name} must be a finite number, got {value!r}",
+                          f"{_flag(name)} takes a plain decimal number" + _example(name))
     return float(value)
 
 
 def _int_at_least(name: str, value: int, low: int, high: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
+        raise ConfigError(f"{name} must be an integer, got {value!r}", f"{_flag(name)} takes a whole number")
     if value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"between {low} and {high}"
-        raise ConfigError(f"{name} must be {bound}, got {value}")
+        raise ConfigError(f"{name} must be {bound}, got {value}", f"{_flag(name)} takes a whole number {bound}")
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}",
+                          f"e.g. {_flag(name)} {choices[0]}")
 
 
 @dataclass(frozen=True)
@@ -69,7 +83,8 @@ class ModelConfig:
         _int_at_least("hidden", self.hidden, 1, 1_000_000)
         dropout = _finite("dropout", self.dropout)
         if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}",
+                              "e.g. 0.1 (the report's); 0 turns it off")
         _choice("activation", self.activation, ACTIVATIONS)
 
 
@@ -90,19 +105,20 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _choice("optim", self.optim, OPTIMIZERS)
         if self.lr is not None and _finite("lr", self.lr) <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
+            raise ConfigError(f"lr must be > 0, got {self.lr}", "e.g. --lr 0.001 for adam, --lr 0.1 for sgd")
         momentum = _finite("momentum", self.momentum)
         if not 0.0 <= momentum < 1.0:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}", "e.g. --momentum 0.9; 0 turns it off")
         if momentum and self.optim != "sgd":
-            raise ConfigError("momentum applies to --optim sgd only")
+            raise ConfigError("momentum applies to --optim sgd only", "drop --momentum, or add --optim sgd")
         _int_at_least("epochs", self.epochs, 1, 1_000_000)
         _int_at_least("batch_size", self.batch_size, 1, 10_000_000)
         _int_at_least("seed", self.seed, 0, 2**63 - 1)
         _choice("precision", self.precision, PRECISIONS)
         _int_at_least("patience", self.patience, 0, 1_000_000)
         if _finite("min_delta", self.min_delta) < 0:
-            raise ConfigError(f"min_delta must be >= 0, got {self.min_delta}")
+            raise ConfigError(f"min_delta must be >= 0, got {self.min_delta}",
+                              "e.g. --min-delta 0.001 (a relative change)")
 
     def resolved(self) -> TrainConfig:
         """The same config with the optimizer's default learning rate filled in."""
@@ -148,10 +164,10 @@ class SweepConfig:
     def __post_init__(self) -> None:
         for name, values in (("optim", self.optims), ("lr", self.lrs), ("hidden", self.hiddens), ("seed", self.seeds)):
             if not values:
-                raise ConfigError(f"--{name} needs at least one value")
+                raise ConfigError(f"--{name} needs at least one value", "give one or more values after the flag")
             dupes = sorted({str(v) for v in values if list(values).count(v) > 1})
             if dupes:
-                raise ConfigError(f"--{name} lists {', '.join(dupes)} more than once")
+                raise ConfigError(f"--{name} lists {', '.join(dupes)} more than once", "give each value once")
         self.cells()  # validates every value
 
     def cells(self) -> list[TrainConfig]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class FmaeError(Exception):
     """A failure the user can act on: one line of message, one hint, an exit code."""
@@ -39,7 +41,39 @@ class DeviceError(FmaeError):
     """The requested device is not available on this machine."""
 
 
+def out_of_memory(exc: BaseException, config: Any) -> FmaeError | None:
+    """An allocation failure while training `config`, as an error naming the settings to change."""
+    text = str(exc).lower()
+    if not (isinstance(exc, MemoryError)
+            or (isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text))):
+        return None
+    return FmaeError(f"not enough memory to train --hidden {config.model.hidden} with --batch-size "
+                     f"{config.batch_size}", "use a smaller --hidden or --batch-size")
+
+
 class Interrupted(FmaeError):
-    """Training was interrupted by a signal after saving what can be resumed."""
+    """A command was interrupted by a signal, after saving what can be resumed."""
 
     exit_code = 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where it lands so that it unwinds like Ctrl-C (then exits 143, not 130)."""
+
+
+class BrokenPipe(FmaeError):
+    """stdout's reader went away (`fmae ... | head`): exit quietly, as a tool killed by SIGPIPE would."""
+
+    exit_code = 141
+
+
+def stdout_error(exc: BaseException | None) -> FmaeError:
+    """A failed write of the results to stdout, as the user should hear of it (None: stdout is closed)."""
+    if exc is None:
+        return FmaeError("stdout is closed: the results have nowhere to go",
+                         "redirect it to a file, or to /dev/null to discard them")
+    if isinstance(exc, BrokenPipeError):
+        return BrokenPipe("stdout closed by its reader")
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return FmaeError(f"cannot write the results to stdout: {reason}",
+                     "check where stdout goes (a full disk?), or redirect it elsewhere")

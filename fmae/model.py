@@ -68,6 +68,13 @@ class Autoencoder(nn.Module):
                 param.copy_(values)
 
 
+def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The names and shapes of the model's weights, known without building it."""
+    h = config.hidden
+    return {"encoder.weight": (h, INPUT_DIM), "encoder.bias": (h,), "decoder.weight": (INPUT_DIM, h),
+            "decoder.bias": (INPUT_DIM,)}
+
+
 def build(config: ModelConfig, *, seed_generator: torch.Generator | None = None) -> Autoencoder:
     model = Autoencoder(config)
     if seed_generator is not None:

@@ -12,25 +12,27 @@ import io
 import json
 import math
 import os
-import pickle
 import platform
+import re
 import tempfile
 import time
-import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fmae import __version__
+from fmae.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpoint, load_checkpoint, load_model  # noqa: F401
 from fmae.config import TrainConfig
-from fmae.errors import CheckpointError, ConfigError, RunDirError
+from fmae.errors import ConfigError, RunDirError
+from fmae.locks import LOCK_NAME
 
-CHECKPOINT_FORMAT = "fmae-checkpoint"
-CHECKPOINT_VERSION = 1
 SCHEMA_VERSION = 1
 RUN_FILES = ("config.json", "metrics.csv", "model.pt", "last.pt", "summary.json")
 METRIC_FIELDS = ("epoch", "train_loss", "test_loss", "seconds")
+# `.<name>.<8 random characters>.tmp`: what atomic_write_bytes leaves when killed mid-write
+TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
+NAME_MAX = 255  # bytes in one file name on common filesystems
 
 
 def io_error(path: Path, exc: OSError) -> RunDirError:
@@ -41,7 +43,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise io_error(path, exc) from None
     try:
@@ -58,6 +60,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         unlink_quietly(tmp)
         raise
+
+
+def _temp_prefix(name: str) -> str:
+    """`.<name>.`, the name cut so that the whole temporary name fits in NAME_MAX bytes."""
+    room = NAME_MAX - len(". .12345678.tmp")
+    return "." + name.encode()[:room].decode(errors="ignore") + "."
 
 
 def _test_write_delay() -> None:
@@ -121,72 +129,6 @@ def environment(device: str, data_source: str = "", data_sha256: dict[str, str] 
     }
 
 
-# ---------------------------------------------------------------- checkpoints
-
-
-def checkpoint(kind: str, config: TrainConfig, payload: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "kind": kind,
-        "fmae_version": __version__,
-        "config": config.to_dict(),
-        **payload,
-    }
-
-
-def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]:
-    """Load and check an fmae checkpoint safely (weights_only=True); CheckpointError otherwise."""
-    import torch
-
-    path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a directory, not a checkpoint", "pass a model.pt or best.pt file")
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist", "pass the model.pt of a run or a sweep's best.pt")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "unsupported operand" not in str(exc).lower():  # anything but plain garbage: refuse
-            raise CheckpointError(
-                f"{path}: refused: it is not a plain fmae checkpoint (it holds objects that could run code)",
-                "only load checkpoints written by fmae",
-            ) from None
-        raise CheckpointError(f"{path}: truncated or corrupted checkpoint (not a torch file)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({first})") from None
-    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not an fmae checkpoint", "pass the model.pt of a run or a sweep's best.pt")
-    version = obj.get("version")
-    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format version {version!r} is newer than this fmae understands ({CHECKPOINT_VERSION})",
-            "upgrade fmae",
-        )
-    if kind is not None and obj.get("kind") != kind:
-        raise CheckpointError(f"{path}: a {obj.get('kind')!r} checkpoint, expected {kind!r}")
-    try:
-        obj["config"] = TrainConfig.from_dict(obj["config"])
-    except (KeyError, ConfigError) as exc:
-        raise CheckpointError(f"{path}: bad config inside the checkpoint ({exc})") from None
-    return obj
-
-
-def load_model(path: str | Path, device: Any = "cpu") -> tuple[Any, dict[str, Any]]:
-    """Rebuild the model from the checkpoint alone; returns (model in eval mode, checkpoint)."""
-    from fmae.model import build
-
-    ckpt = load_checkpoint(path, "model")
-    model = build(ckpt["config"].model)
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit the model in its config ({first})") from None
-    return model.to(device).eval(), ckpt
-
-
 # ---------------------------------------------------------------- run directories
 
 
@@ -202,11 +144,13 @@ class RunDir:
         return self.file("config.json").exists()
 
     def saved_config(self) -> TrainConfig:
-        doc = read_json(self.file("config.json"))
+        hint = "fmae did not write it, or it was edited: choose an empty or new directory"
         try:
-            return TrainConfig.from_dict(doc["config"])
-        except (KeyError, TypeError, ConfigError) as exc:
-            raise RunDirError(f"{self.file('config.json')}: not an fmae run config ({exc})") from None
+            return TrainConfig.from_dict(read_json(self.file("config.json"))["config"])
+        except RunDirError as exc:
+            raise RunDirError(exc.message, hint) from None
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
+            raise RunDirError(f"{self.file('config.json')}: not an fmae run config ({exc})", hint) from None
 
     def check(self, config: TrainConfig, *, overwrite: bool = False, resume: bool = False) -> dict[str, Any] | None:
         """Refuse a directory that holds another run; returns the resume state when resuming.
@@ -217,8 +161,11 @@ class RunDir:
             raise RunDirError(f"{self.path} exists and is not a directory", "choose another --run-dir")
         if (self.path / "sweep.json").exists():
             raise RunDirError(f"{self.path} is a sweep directory", "choose another --run-dir for fmae train")
-        if self.exists and not overwrite:
-            saved = self.saved_config()
+        if not self.exists:
+            refuse_foreign(self.path, RUN_FILES)
+            return None
+        saved = self.saved_config()  # also with --overwrite: only an fmae run is ever replaced
+        if not overwrite:
             if not resume:
                 same = saved.to_dict() == config.to_dict()
                 raise RunDirError(
@@ -235,13 +182,19 @@ class RunDir:
         return None
 
     def reset(self) -> None:
-        """Create the directory, removing the files of a run it held before."""
-        for name in RUN_FILES:
-            unlink_quietly(self.file(name))
+        """Create the directory, removing the files of the fmae run it held before (none other)."""
+        if self.exists:
+            self.remove_files()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise io_error(self.path, exc) from None
+
+    def remove_files(self) -> None:
+        """The files an fmae run writes, and their stale temporaries; nothing else."""
+        for name in RUN_FILES:
+            unlink_quietly(self.file(name))
+        remove_stale_temporaries(self.path, RUN_FILES)
 
     def write_config(self, config: TrainConfig, env: dict[str, Any]) -> None:
         atomic_write_json(self.file("config.json"), {
@@ -320,10 +273,34 @@ def finite_or_none(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def remove_stale_temporaries(directory: Path) -> None:
-    """Temporary files left by a process killed in the middle of a write (the targets are intact)."""
-    for tmp in Path(directory).glob(".*.tmp"):
-        unlink_quietly(tmp)
+def _is_temporary(name: str, targets: Sequence[str]) -> bool:
+    match = TEMP_NAME.fullmatch(name)
+    return match is not None and match["target"] in targets
+
+
+def remove_stale_temporaries(directory: Path, targets: Sequence[str]) -> None:
+    """fmae's own temporaries of `targets` left by a process killed mid-write (the targets are
+    intact); any other file, even one named like a temporary, is left alone."""
+    try:
+        names = [p.name for p in Path(directory).iterdir()]
+    except OSError:
+        return
+    for name in names:
+        if _is_temporary(name, targets):
+            unlink_quietly(Path(directory) / name)
+
+
+def refuse_foreign(directory: Path, targets: Sequence[str]) -> None:
+    """A directory holding files but no fmae run (or sweep) is not fmae's to write in."""
+    try:
+        names = [p.name for p in Path(directory).iterdir()] if Path(directory).is_dir() else []
+    except OSError as exc:
+        raise RunDirError(f"cannot read {directory}: {exc.strerror or exc}", "check its permissions") from None
+    foreign = sorted(n for n in names if n != LOCK_NAME and not _is_temporary(n, targets))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise RunDirError(f"{directory} holds files but no fmae run ({shown})",
+                          "choose an empty or new directory; fmae never writes among files it did not make")
 
 
 def cell_name(config: TrainConfig) -> str:

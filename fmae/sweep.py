@@ -8,7 +8,6 @@ or the run-directory format. This module never prints: progress flows through ca
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +16,11 @@ from typing import Any
 
 from fmae import runs
 from fmae.config import SweepConfig, TrainConfig
-from fmae.errors import FmaeError, RunDirError
+from fmae.errors import FmaeError, RunDirError, out_of_memory
+from fmae.locks import LOCK_NAME
 
 FINISHED = ("completed", "stopped_early", "diverged")
+SWEEP_FILES = ("sweep.json", "results.csv", "results.json", "best.pt")
 RESULT_FIELDS = ("rank", "optim", "lr", "hidden", "seed", "status", "epochs_run", "final_train_loss",
                  "final_test_loss", "best_test_loss", "best_epoch", "seconds", "model")
 
@@ -50,36 +51,62 @@ class SweepDir:
         self.cells_dir = self.path / "cells"
 
     def open(self, sweep: SweepConfig, *, overwrite: bool) -> SweepConfig:
-        """Check an existing sweep directory against `sweep`; returns the grid to report on (the union)."""
+        """Check an existing sweep directory against `sweep`; returns the grid to report on (the union).
+
+        Changes nothing on disk. A directory holding files but neither a sweep nor a training run
+        of fmae's is refused, with --overwrite too: fmae replaces only what it wrote.
+        """
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"{self.path} exists and is not a directory", "choose another --run-dir")
-        if (self.path / "config.json").exists() and not overwrite:
-            raise RunDirError(f"{self.path} holds a training run, not a sweep", "choose another --run-dir")
         doc_path = self.path / "sweep.json"
-        if not doc_path.exists() or overwrite:
+        if (self.path / "config.json").exists() and not doc_path.exists():
+            if not overwrite:
+                raise RunDirError(f"{self.path} holds a training run, not a sweep",
+                                  "choose another --run-dir, or add --overwrite to replace the run with the sweep")
+            runs.RunDir(self.path).saved_config()  # refuses a config.json that fmae did not write
             return sweep
-        doc = runs.read_json(doc_path)
-        if doc.get("shared") != sweep.shared():
-            old, new = doc.get("shared") or {}, sweep.shared()
+        if not doc_path.exists():
+            runs.refuse_foreign(self.path, SWEEP_FILES)
+            return sweep
+        doc = self._read_doc(doc_path)
+        if overwrite:
+            return sweep
+        if doc["shared"] != sweep.shared():
+            old, new = doc["shared"], sweep.shared()
             diff = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k))
             raise RunDirError(f"{self.path} holds a sweep with other shared settings ({diff})",
                               "use --overwrite to start it anew, or choose another --run-dir")
-        grid = doc.get("grid", {})
+        grid = doc["grid"]
         merge = lambda old, new: tuple(dict.fromkeys([*old, *new]))  # noqa: E731 - keeps order, drops repeats
         return SweepConfig(optims=merge(grid.get("optim", []), sweep.optims), lrs=merge(grid.get("lr", []), sweep.lrs),
                            hiddens=merge(grid.get("hidden", []), sweep.hiddens),
                            seeds=merge(grid.get("seed", []), sweep.seeds), base=sweep.base)
 
+    @staticmethod
+    def _read_doc(path: Path) -> dict[str, Any]:
+        doc = runs.read_json(path)
+        grid = doc.get("grid") if isinstance(doc, dict) else None
+        if not (isinstance(grid, dict) and isinstance(doc.get("shared"), dict)
+                and all(isinstance(v, list) for v in grid.values())):
+            raise RunDirError(f"{path}: not an fmae sweep file (expected grid lists and shared settings)",
+                              "fmae did not write it, or it was edited: choose an empty or new directory")
+        return doc
+
     def reset(self, overwrite: bool) -> None:
+        """With --overwrite, remove what fmae wrote here before (a sweep's files and cells, or a
+        training run's files); always, fmae's stale temporaries. Files of others are left alone."""
         if overwrite:
-            for name in ("sweep.json", "results.csv", "results.json", "best.pt"):
-                (self.path / name).unlink(missing_ok=True)
-            shutil.rmtree(self.cells_dir, ignore_errors=True)
-        try:
-            self.cells_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RunDirError(f"cannot create {self.cells_dir}: {exc.strerror}", "check the path and permissions") \
-                from None
+            runs.RunDir(self.path).remove_files()  # a training run that the sweep replaces
+            for name in SWEEP_FILES:
+                runs.unlink_quietly(self.path / name)
+            cells = sorted(self.cells_dir.iterdir()) if self.cells_dir.is_dir() else []
+            for cell in cells:
+                if cell.is_dir() and (cell / "config.json").is_file():
+                    runs.RunDir(cell).remove_files()
+                    runs.unlink_quietly(cell / LOCK_NAME)  # nobody holds it: we hold the sweep's
+                    _rmdir_quietly(cell)
+            _rmdir_quietly(self.cells_dir)
+        runs.remove_stale_temporaries(self.path, SWEEP_FILES)
 
     def write_grid(self, sweep: SweepConfig) -> None:
         runs.atomic_write_json(self.path / "sweep.json", {
@@ -88,6 +115,10 @@ class SweepDir:
                      "seed": list(sweep.seeds)},
             "shared": sweep.shared(),
         })
+        try:
+            self.cells_dir.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise runs.io_error(self.cells_dir, exc) from None
 
     def plan(self, sweep: SweepConfig) -> list[CellPlan]:
         """One plan per cell: finished cells are marked done, unfinished ones carry their resume state."""
@@ -96,15 +127,28 @@ class SweepDir:
             config = config.resolved()
             run = runs.RunDir(self.cells_dir / runs.cell_name(config))
             plan = CellPlan(config, run)
-            if run.exists:
-                if run.saved_config().to_dict() != config.to_dict():
-                    raise RunDirError(f"{run.path} holds a run with other settings", "use --overwrite")
-                summary = _read_summary(run)
-                plan.done = summary is not None and summary.get("status") in FINISHED
-                if not plan.done and run.file("last.pt").exists():
-                    plan.resume = run.load_last()
+            try:
+                if not run.exists:
+                    runs.refuse_foreign(run.path, runs.RUN_FILES)
+                elif run.saved_config().to_dict() != config.to_dict():
+                    raise RunDirError(f"{run.path} holds a run with other settings")
+                else:
+                    summary = _read_summary(run)
+                    plan.done = summary is not None and summary.get("status") in FINISHED
+                    if not plan.done and run.file("last.pt").exists():
+                        plan.resume = run.load_last()
+            except FmaeError as exc:  # this cell fails; the others go on
+                plan.error = f"{exc.message} (hint: to redo only this cell, remove {run.path} and run the same " \
+                             "fmae sweep command again)"
             plans.append(plan)
         return plans
+
+
+def _rmdir_quietly(directory: Path) -> None:
+    try:
+        directory.rmdir()
+    except OSError:  # it holds files fmae did not write: they stay
+        pass
 
 
 def _read_summary(run: runs.RunDir) -> dict[str, Any] | None:
@@ -124,7 +168,7 @@ def groups(plans: Sequence[CellPlan], *, lockstep: bool = True) -> list[list[Cel
     """
     out: dict[tuple[int, int, int], list[CellPlan]] = {}
     for i, p in enumerate(plans):
-        if not p.done:
+        if not p.done and p.error is None:
             key = (p.config.seed, p.config.batch_size, p.start_epoch) if lockstep else (i, 0, 0)
             out.setdefault(key, []).append(p)
     return list(out.values())
@@ -139,11 +183,16 @@ def run_in_process(plans: Sequence[CellPlan], dataset: Any, device: Any, env: di
     """The in-process executor: each group of cells trained in lockstep, its files written per epoch."""
     from fmae import engine
 
+    for plan in plans:
+        if plan.error is not None and not plan.done:  # refused while planning (say, a damaged last.pt)
+            on_cell(plan, "failed")
+            if fail_fast:
+                raise FmaeError(plan.error)
     for group in groups(plans, lockstep=getattr(device, "type", "cpu") != "cpu"):
         for p in group:
             if not p.run.exists:
                 p.run.reset()
-            runs.remove_stale_temporaries(p.run.path)
+            runs.remove_stale_temporaries(p.run.path, runs.RUN_FILES)
             p.run.write_config(p.config, env)
         started = time.perf_counter()
 
@@ -164,12 +213,13 @@ def run_in_process(plans: Sequence[CellPlan], dataset: Any, device: Any, env: di
                                                       device=str(device), wall_seconds=time.perf_counter() - started))
                 plan.done = True
                 on_cell(plan, result.status)
-        except (FmaeError, OSError, RuntimeError) as exc:
+        except (FmaeError, OSError, RuntimeError, MemoryError) as exc:
+            oom = out_of_memory(exc, group[0].config)
             for plan in group:
-                plan.error = str(exc)
+                plan.error = str(oom or exc)
                 on_cell(plan, "failed")
             if fail_fast:
-                raise
+                raise oom or exc
 
 
 def results(sweep_dir: SweepDir, sweep: SweepConfig, plans: Sequence[CellPlan] = ()) -> list[dict[str, Any]]:
@@ -185,7 +235,7 @@ def results(sweep_dir: SweepDir, sweep: SweepConfig, plans: Sequence[CellPlan] =
         rows.append({
             "rank": None, "optim": config.optim, "lr": config.learning_rate, "hidden": config.model.hidden,
             "seed": config.seed, "status": status,
-            "epochs_run": (summary or {}).get("epochs_run", 0),
+            "epochs_run": (summary or {}).get("epochs_run", _saved_epochs(run)),
             "final_train_loss": (summary or {}).get("final_train_loss"),
             "final_test_loss": (summary or {}).get("final_test_loss"),
             "best_test_loss": (summary or {}).get("best_test_loss"),
@@ -194,11 +244,27 @@ def results(sweep_dir: SweepDir, sweep: SweepConfig, plans: Sequence[CellPlan] =
             "model": str(model) if status in ("completed", "stopped_early") and model.exists() else None,
             "error": errors.get(run.path.name),
         })
+    _rank(rows)
+    return rows
+
+
+def _saved_epochs(run: runs.RunDir) -> int:
+    """Epochs saved by a cell without a summary (interrupted, or killed): what a rerun resumes from."""
+    try:
+        return int(run.load_last()["epoch"]) if run.file("last.pt").exists() else 0
+    except FmaeError:
+        return 0
+
+
+def _rank(rows: list[dict[str, Any]]) -> None:
+    """Rank the rows with a model and a finite final test loss, best first; sort the list in place."""
+    for row in rows:
+        row["rank"] = None
     ranked = sorted((r for r in rows if r["model"] and runs.finite_or_none(r["final_test_loss"]) is not None),
                     key=lambda r: r["final_test_loss"])
     for i, row in enumerate(ranked, 1):
         row["rank"] = i
-    return sorted(rows, key=lambda r: (r["rank"] is None, r["rank"] or 0))
+    rows.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0))
 
 
 def best_per_optim(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -209,10 +275,27 @@ def best_per_optim(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def write_results(sweep_dir: SweepDir, rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """results.csv, results.json and best.pt (a copy of the best cell's model.pt); returns the best row."""
+def write_results(sweep_dir: SweepDir, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """results.csv, results.json and best.pt (a copy of the best cell's model.pt); returns the best row.
+
+    The best cell's model.pt must load safely before it is copied; one that does not fails its
+    row (in place) and the next best is taken.
+    """
     import csv
     import io
+
+    best_bytes = None
+    while rows and rows[0]["rank"] == 1:
+        try:
+            best_bytes = Path(rows[0]["model"]).read_bytes()
+            runs.load_checkpoint(rows[0]["model"], "model", data=best_bytes)
+            break
+        except (OSError, FmaeError) as exc:
+            best_bytes = None
+            why = exc.message if isinstance(exc, FmaeError) else f"cannot read {rows[0]['model']}: {exc.strerror}"
+            rows[0].update(status="failed", model=None, error=f"{why} (hint: to redo only this cell, remove "
+                           f"{Path(rows[0]['model']).parent} and run the same fmae sweep command again)")
+            _rank(rows)
 
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=[*RESULT_FIELDS, "error"], lineterminator="\n")
@@ -222,6 +305,6 @@ def write_results(sweep_dir: SweepDir, rows: Sequence[dict[str, Any]]) -> dict[s
     best = rows[0] if rows and rows[0]["rank"] == 1 else None
     runs.atomic_write_json(sweep_dir.path / "results.json", {"schema_version": runs.SCHEMA_VERSION, "cells": list(rows),
                                                            "best": best})
-    if best is not None:
-        runs.atomic_write_bytes(sweep_dir.path / "best.pt", Path(best["model"]).read_bytes())
+    if best is not None and best_bytes is not None:
+        runs.atomic_write_bytes(sweep_dir.path / "best.pt", best_bytes)
     return best

@@ -19,15 +19,43 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 
+def _plain() -> dict[str, Any]:
+    """NO_COLOR: no colour and no bold or italic either: rich writes no escape codes at all."""
+    return {"color_system": None} if "NO_COLOR" in os.environ else {}
+
+
+def _isatty(stream: Any) -> bool:
+    """A real terminal; FORCE_COLOR makes rich call a pipe a terminal, which asks for colour, not
+    for a live bar redrawn with cursor codes."""
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False, no_color="NO_COLOR" in os.environ or None)
+    return Console(stderr=True, highlight=False, **_plain())
 
 
 def stdout_console() -> Console:
-    console = Console(highlight=False, no_color="NO_COLOR" in os.environ or None)
+    console = Console(highlight=False, **_plain())
     if not console.is_terminal:
         console.width = 240  # a pipe or a CI log: never truncate the results to 80 columns
     return console
+
+
+def write_stdout(text: str) -> None:
+    """The results, written to stdout: a closed or full stdout is one error line, a reader that
+    went away (`| head`) a quiet exit."""
+    from fmae.errors import stdout_error
+
+    if sys.stdout is None:
+        raise stdout_error(None)
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except (OSError, ValueError) as exc:
+        raise stdout_error(exc) from None
 
 
 def fmt_loss(value: float | None) -> str:
@@ -42,7 +70,8 @@ class Feedback:
     def __init__(self, *, quiet: bool = False, console: Console | None = None, mode: str | None = None) -> None:
         self.console = console or stderr_console()
         if mode is None:
-            fancy = self.console.is_terminal and "NO_COLOR" not in os.environ  # NO_COLOR: no bar frames either
+            # NO_COLOR: no bar frames either; FORCE_COLOR into a pipe: colour maybe, but no live bar
+            fancy = _isatty(self.console.file) and "NO_COLOR" not in os.environ
             mode = "quiet" if quiet else ("rich" if fancy else "plain")
         self.mode = mode
         self._progress: Progress | None = None
@@ -103,8 +132,7 @@ def epoch_info(train_loss: float, test_loss: float) -> str:
 
 
 def print_json(doc: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
-    sys.stdout.flush()
+    write_stdout(json.dumps(doc, indent=2, allow_nan=False) + "\n")
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
@@ -134,7 +162,9 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     if not fits(table):
         for column in table.columns:
             column.overflow = "fold"
-    console.print(table)
+    with console.capture() as captured:
+        console.print(table)
+    write_stdout(captured.get())
 
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], highlight_row: int | None,

@@ -95,7 +95,8 @@ def installed_env(**extra: str) -> dict[str, str]:
     import shutil
     import sys
 
-    bin_dir = str(Path(sys.executable).parent)  # not resolved: a venv's python links to the base interpreter
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), **extra}
+    # a virtual environment's bin first (its python is a link to one outside it), then the interpreter's own
+    bin_dirs = dict.fromkeys([str(Path(sys.executable).parent), str(Path(sys.executable).resolve().parent)])
+    env = {**os.environ, "PATH": os.pathsep.join([*bin_dirs, os.environ.get("PATH", "")]), **extra}
     assert shutil.which("fmae", path=env["PATH"]), "fmae is not installed: pip install -e '.[test]'"
     return env

@@ -126,6 +126,7 @@ def test_invalid_value(workspace, command, option, value):
     assert result.exit_code == 2, (result.exit_code, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "(hint: " in lines[0], result.stderr  # every value error says what to do
     assert "Traceback" not in result.output and result.stdout == ""
     assert snapshot(workspace) == before
 
@@ -150,6 +151,7 @@ def test_runtime_failures_exit_1(workspace, args, needle):
     assert result.exit_code == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.output
+    assert "(hint: " in lines[0], result.stderr
     assert snapshot(workspace) == before
 
 

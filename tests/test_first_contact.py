@@ -77,31 +77,29 @@ def sweep_doc(n: int = 6) -> dict:
 
 
 @pytest.mark.parametrize("width", [80, 60])
-def test_the_sweep_table_drops_columns_but_never_cuts_a_number(monkeypatch, width):
+def test_the_sweep_table_drops_columns_but_never_cuts_a_number(monkeypatch, capsys, width):
     from fmae.commands.training import _print_sweep
 
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=width, force_terminal=False)
+    console = Console(file=io.StringIO(), width=width, force_terminal=False)  # a terminal this wide
     monkeypatch.setattr(ui, "stdout_console", lambda: console)
     _print_sweep(sweep_doc())
-    text = buffer.getvalue()
+    text = capsys.readouterr().out
     assert "…" not in text and max(len(l) for l in text.splitlines()) <= width
     assert all(f"{0.00412345 + i:.6f}" in text for i in range(6))  # every test loss in full
     assert text.splitlines()[0].strip() == "fmae sweep runs/report/adam: 6 cells, best marked *"
 
 
-def test_a_table_too_wide_even_after_dropping_wraps_cells_instead_of_cutting():
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=30, force_terminal=False)
+def test_a_table_too_wide_even_after_dropping_wraps_cells_instead_of_cutting(capsys):
+    console = Console(file=io.StringIO(), width=30, force_terminal=False)
     ui.print_table("t", ["setting", "a", "b", "c"], [["MSE", "0.123456", "0.234567", "0.345678"]], console=console)
-    assert "…" not in buffer.getvalue()
+    text = capsys.readouterr().out
+    assert "…" not in text and "5678" in text and max(len(l) for l in text.splitlines()) <= 30  # folded, all digits
 
 
-def test_a_long_title_is_one_line_and_seconds_have_one_decimal():
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=80, force_terminal=False)
+def test_a_long_title_is_one_line_and_seconds_have_one_decimal(capsys):
+    console = Console(file=io.StringIO(), width=80, force_terminal=False)
     ui.print_table("fmae eval: test split, 10000 images", ["setting", "m"], [["MSE", "0.1"]], console=console)
-    assert buffer.getvalue().splitlines()[0].strip() == "fmae eval: test split, 10000 images"
+    assert capsys.readouterr().out.splitlines()[0].strip() == "fmae eval: test split, 10000 images"
     assert [ui.fmt_seconds(v) for v in (82.2659, 5, 0.04, None)] == ["82.3", "5.0", "0.0", "-"]
 
 

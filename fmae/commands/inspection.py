@@ -216,23 +216,24 @@ def _save_grid(result: Any, names: dict[str, str], out: Path, examples: int, ind
 
 
 def _denoise_input(ckpt: list[Path], input_: Path, output: Optional[Path], device: Any, json_out: bool) -> None:
-    from fmae import data, engine, runs
+    from fmae import engine, runs
+    from fmae import images as user_images
     from fmae.errors import ConfigError
-    from fmae.ui import print_json
+    from fmae.ui import print_json, write_stdout
 
     if len(ckpt) != 1:
         raise ConfigError("--input takes exactly one --ckpt")
     (loaded,) = _load_models(ckpt, device)
-    images = data.read_user_images(input_)
+    images = user_images.read_user_images(input_)
     target = output or input_.with_name(f"{input_.stem}.denoised{input_.suffix.lower()}")
     result = engine.reconstruct(loaded.model, images.to(device), loaded.precision)
-    runs.atomic_write_bytes(target, data.encode_user_images(result, target.suffix.lower()))
+    runs.atomic_write_bytes(target, user_images.encode_user_images(result, target.suffix.lower()))
     doc = {"schema_version": runs.SCHEMA_VERSION, "checkpoint": loaded.path, "input": str(input_),
            "output": str(target), "images": int(images.shape[0])}
     if json_out:
         print_json(doc)
     else:
-        typer.echo(f"denoised {doc['images']} image(s) from {input_} -> {target}")
+        write_stdout(f"denoised {doc['images']} image(s) from {input_} -> {target}\n")
 
 
 
@@ -261,7 +262,7 @@ def plot(
     """
     from fmae import plots, runs
     from fmae.errors import ConfigError
-    from fmae.ui import Feedback, print_json
+    from fmae.ui import Feedback, print_json, write_stdout
 
     if examples < 1:
         raise ConfigError(f"examples must be >= 1, got {examples}")
@@ -307,8 +308,7 @@ def plot(
     if json_out:
         print_json({"schema_version": runs.SCHEMA_VERSION, "figures": figures})
     else:
-        for path in figures.values():
-            typer.echo(path)
+        write_stdout("".join(f"{path}\n" for path in figures.values()))
 
 
 def _recon_figure(loaded: dict[str, Any], examples: int, seed: int, device: str, data_dir: Optional[Path],

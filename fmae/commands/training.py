@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import shlex
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -14,8 +11,7 @@ import typer
 
 from fmae.commands import load_data
 from fmae.config import ModelConfig, NoiseConfig, SweepConfig, TrainConfig
-from fmae.errors import Interrupted
-from fmae.locks import DirectoryLock
+from fmae.locks import lock_run_dir
 from fmae.options import (
     N, T, Activation, BatchSize, DataDir, Device, Dropout, Epochs, Hidden, Json, Lr, M, MinDelta, Momentum,
     NoDownload, Optim, OptimizerName, Patience, Precision, Quiet, S, Seed, TrainNoise, TrainNoiseSigma,
@@ -27,27 +23,10 @@ def _training_noise(kind: Optional[str], sigma: float) -> Optional[NoiseConfig]:
     return noise if kind else None
 
 
-@contextmanager
-def _signals() -> Iterator[dict[str, int]]:
-    """Turn SIGTERM into KeyboardInterrupt so both stop training the same way (exit 143 vs 130)."""
-    seen: dict[str, int] = {}
+def _interrupted(exc: BaseException, what: str, resume_hint: str) -> Exception:
+    from fmae.cli import interrupted
 
-    def on_term(signum: int, _frame: Any) -> None:
-        seen["signal"] = signum
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield seen
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupted(seen: dict[str, int], what: str, resume_hint: str) -> Interrupted:
-    err = Interrupted(f"{what} interrupted; finished epochs are saved", f"resume with: {resume_hint}")
-    if seen.get("signal") == signal.SIGTERM:
-        err.exit_code = 143
-    return err
+    return interrupted(exc, what, "finished epochs are saved", f"resume with: {resume_hint}")
 
 
 def _train_command(config: TrainConfig, run_dir: Path) -> str:
@@ -96,7 +75,7 @@ def train(
     """
     from fmae import engine, runs
     from fmae.config import check_device
-    from fmae.errors import ConfigError
+    from fmae.errors import ConfigError, out_of_memory
     from fmae.ui import Feedback, epoch_info, fmt_loss, fmt_seconds, print_json, print_table
 
     if resume and overwrite:
@@ -110,9 +89,9 @@ def train(
     run = runs.RunDir(run_dir or Path("runs") / runs.cell_name(config))
     torch_device = engine.resolve_device(check_device(device))
     started = time.perf_counter()
-    with DirectoryLock(run.path), Feedback(quiet=quiet) as feedback, _signals() as seen:
+    with lock_run_dir(run.path), Feedback(quiet=quiet) as feedback:
         state = run.check(config, overwrite=overwrite, resume=resume)
-        runs.remove_stale_temporaries(run.path)
+        runs.remove_stale_temporaries(run.path, runs.RUN_FILES)
         dataset = load_data(data_dir, no_download, torch_device, feedback)
         env = runs.environment(str(torch_device), dataset.source, dataset.sha256)
         if overwrite or not run.exists:
@@ -135,10 +114,14 @@ def train(
 
         try:
             result = engine.train(config, dataset, torch_device, resume=state, on_epoch=on_epoch)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             run.write_summary(runs.summarize(config, "interrupted", history, run_dir=run.path,
                                              device=str(torch_device), wall_seconds=time.perf_counter() - started))
-            raise _interrupted(seen, "training", _train_command(config, run.path)) from None
+            raise _interrupted(exc, "training", _train_command(config, run.path)) from None
+        except (MemoryError, RuntimeError) as exc:
+            if not history and state is None:  # nothing trained: leave no run that would "already hold" one
+                runs.unlink_quietly(run.file("config.json"))
+            raise out_of_memory(exc, config) or exc
         run.write_metrics(result.history)  # a kill between last.pt and metrics.csv may have left it behind
         if result.status != "diverged":
             run.save_model(config, result.model.state_dict(), result.history, result.status, env)
@@ -208,7 +191,7 @@ def sweep(
     where = sweeps.SweepDir(run_dir or Path("runs") / ("sweep-" + "-".join(grid.optims)))
     torch_device = engine.resolve_device(check_device(device))
     started = time.perf_counter()
-    with DirectoryLock(where.path), Feedback(quiet=quiet) as feedback, _signals() as seen:
+    with lock_run_dir(where.path), Feedback(quiet=quiet) as feedback:
         merged = where.open(grid, overwrite=overwrite)
         dataset = load_data(data_dir, no_download, torch_device, feedback)
         env = runs.environment(str(torch_device), dataset.source, dataset.sha256)
@@ -243,9 +226,9 @@ def sweep(
         try:
             sweeps.run_in_process(plans, dataset, torch_device, env, on_epoch=on_epoch, on_cell=on_cell,
                                   fail_fast=fail_fast)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             sweeps.write_results(where, sweeps.results(where, merged, plans))
-            raise _interrupted(seen, "sweep", "the same fmae sweep command") from None
+            raise _interrupted(exc, "sweep", "the same fmae sweep command") from None
         rows = sweeps.results(where, merged, plans)
         best = sweeps.write_results(where, rows)
     failed = [r for r in rows if r["status"] == "failed"]

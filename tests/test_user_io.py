@@ -1,0 +1,117 @@
+"""User images and stdout (issue 10): images sized from their headers, 16-bit PNGs scaled, a
+closed or full stdout named, and no escape codes unless asked for."""
+
+import os
+import pty
+
+import numpy as np
+import pytest
+
+from fmae import ui
+from fmae.errors import DataError, FmaeError
+from fmae.images import read_user_images
+
+
+# ---------------------------------------------------------------- 5: images
+
+
+def test_a_16_bit_png_is_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    ramp = np.linspace(0, 65535, 784).reshape(28, 28).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    values = read_user_images(tmp_path / "g16.png")
+    assert abs(float(values.mean()) - 0.5) < 0.01 and float((values > 0.99).float().mean()) < 0.02
+
+
+def png_header(width: int, height: int, depth: int, colour: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("name,content", [
+    ("bomb.png", png_header(100_000, 100_000, 8, 0)),
+    ("rgba16.png", png_header(12_000, 12_000, 16, 6)),
+])
+def test_huge_images_are_refused_by_their_header(tmp_path, monkeypatch, name, content):
+    from PIL import Image
+
+    (tmp_path / name).write_bytes(content)
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded the pixels"))
+    with pytest.raises(DataError, match=name):
+        read_user_images(tmp_path / name)
+
+
+def test_an_npy_declaring_an_absurd_shape_is_refused_by_its_header(tmp_path, monkeypatch):
+    with open(tmp_path / "x.npy", "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 784)})
+    monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("read the array"))
+    with pytest.raises(DataError, match=r"x\.npy: header declares shape"):
+        read_user_images(tmp_path / "x.npy")
+
+
+# ---------------------------------------------------------------- 8, 10: stdout and colours
+
+
+def test_stdout_full_or_closed_is_one_error_line(monkeypatch):
+    full = os.fdopen(os.open("/dev/full", os.O_WRONLY), "w")
+    monkeypatch.setattr("sys.stdout", full)
+    with pytest.raises(FmaeError, match="cannot write the results to stdout: No space left"):
+        ui.print_json({"a": 1})
+    with pytest.raises(OSError):
+        full.close()  # what was not written is still buffered: the device is full indeed
+    monkeypatch.setattr("sys.stdout", None)
+    with pytest.raises(FmaeError, match="stdout is closed"):
+        ui.print_table("t", ["a"], [[1]])
+
+
+def test_no_color_on_a_terminal_writes_no_escape_codes(monkeypatch):
+    master, slave = pty.openpty()
+    with os.fdopen(slave, "w") as tty:
+        monkeypatch.setattr("sys.stdout", tty)
+        monkeypatch.setenv("NO_COLOR", "1")
+        monkeypatch.delenv("FORCE_COLOR", raising=False)
+        monkeypatch.setenv("TERM", "xterm-256color")
+        ui.print_table("fmae sweep", ["rank", "status"], [["*1", "completed"]], highlight_row=0)
+    out = os.read(master, 65536).decode()
+    os.close(master)
+    assert "completed" in out and "\x1b[" not in out
+
+
+def test_force_color_into_a_pipe_gives_plain_lines_not_a_live_bar(monkeypatch):
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "w") as pipe:
+        monkeypatch.setattr("sys.stderr", pipe)
+        monkeypatch.setenv("FORCE_COLOR", "1")
+        monkeypatch.delenv("NO_COLOR", raising=False)
+        with ui.Feedback() as feedback:
+            assert feedback.mode == "plain"
+            feedback.task("epochs", "epochs", 2)
+            feedback.advance("epochs", 1, 2, "info", "epoch 1/2")
+    out = os.read(read_end, 65536).decode()
+    os.close(read_end)
+    assert out == "epoch 1/2\n"
+
+
+@pytest.mark.parametrize("where,needle", [("full", "cannot write the results to stdout: No space left on device"),
+                                          ("closed", "stdout is closed")])
+def test_the_cli_names_a_full_or_closed_stdout(where, needle):
+    import subprocess
+
+    from tests.conftest import installed_env
+
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        done = subprocess.run(["fmae", "--version"], env=installed_env(), stderr=subprocess.PIPE, text=True,
+                              stdout=full if where == "full" else None,
+                              preexec_fn=(lambda: os.close(1)) if where == "closed" else None, timeout=60)
+    finally:
+        os.close(full)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and needle in lines[0] and "(hint: " in lines[0], done.stderr
