@@ -4,7 +4,7 @@ _fmae_completion() {
 '
     COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
                    COMP_CWORD=$COMP_CWORD \
-                   _FMAE_COMPLETE=complete_bash $1 ) )
+                   _FMAE_COMPLETE=complete_bash $1 2>/dev/null ) )
     return 0
 }
 

@@ -35,6 +35,9 @@ class FmaeGroup(TyperGroup):
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
+        args = sys.argv[1:] if args is None else list(args)
+        if not args and "_FMAE_COMPLETE" not in os.environ:  # bare `fmae`: the help, as help (stdout, exit 0)
+            args = ["--help"]
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
         try:
@@ -90,6 +93,24 @@ class FmaeGroup(TyperGroup):
             code = _fail(f"unexpected {type(exc).__name__}: {exc} (hint: rerun with FMAE_DEBUG=1 and report it)", 1)
         return code
 
+    def get_help_option(self, ctx: Any) -> Any:
+        return _false_by_default(super().get_help_option(ctx))
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        for param in self.params:
+            if param.name in ("install_completion", "show_completion"):
+                param.hidden = True  # completions/ ships the scripts; the README says how to install them
+            _false_by_default(param)
+        return super().get_params(ctx)
+
+
+def _false_by_default(option: Any) -> Any:
+    """Typer coerces an absent flag's None through pydantic: 0.1-0.15 s of imports before any
+    `fmae <command> --help`. With a False default the flag takes typer's fast path for booleans."""
+    if option is not None and getattr(option, "is_flag", False) and option.default is None:
+        option.default = False
+    return option
+
 
 def interrupted(exc: BaseException, what: str, saved: str, hint: str) -> Interrupted:
     """The one error line of an interrupt: what was interrupted, by which signal, what was saved."""
@@ -131,6 +152,28 @@ class MultiValueCommand(TyperCommand):
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         strict = not ctx.resilient_parsing  # shell completion parses half-typed lines
         return super().parse_args(ctx, expand_multi_values(args, self.multi_value_options, strict=strict))
+
+    # Typer names a list argument by its Python type (`{sources}...`, `sources... <list[Path]>`);
+    # an argument with a metavar (`PATH...`) is shown as exactly that, in the usage line and the help.
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            named = param.param_type_name == "argument" and param.metavar
+            pieces.extend([param.metavar] if named else param.get_usage_pieces(ctx))
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {"argument": [], "option": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None and param.param_type_name in sections:
+                named = param.param_type_name == "argument" and param.metavar
+                sections[param.param_type_name].append((param.metavar, record[1]) if named else record)
+        for title, kind in (("Arguments", "argument"), ("Options", "option")):
+            if sections[kind]:
+                with formatter.section(title):
+                    formatter.write_dl(sections[kind])
 
 
 def expand_multi_values(args: list[str], options: tuple[str, ...], *, strict: bool = True) -> list[str]:

@@ -11,6 +11,11 @@ from fmae.errors import ConfigError
 
 INPUT_DIM = 784
 OPTIMIZERS = ("adam", "sgd")
+OPTIMIZER_LABELS = {"sgd": "SGD", "adam": "Adam"}  # as the report and the literature write them
+
+
+def optim_label(optim: str) -> str:
+    return OPTIMIZER_LABELS.get(optim, optim)
 ACTIVATIONS = ("relu", "sigmoid", "identity")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")

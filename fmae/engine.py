@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fmae import optim
 from fmae.config import TrainConfig
 from fmae.data import FashionMNIST
 from fmae.errors import ConfigError, DeviceError
@@ -144,6 +145,17 @@ def reconstruct(model: Autoencoder, images: torch.Tensor, precision: str = "fp32
 
 
 @torch.no_grad()
+def reconstruct_and_evaluate(model: Autoencoder, images: torch.Tensor,
+                             precision: str = "fp32") -> tuple[torch.Tensor, float]:
+    """`reconstruct` and `evaluate` from one pass over the model: the same chunks and sums, the same MSE."""
+    outs, total = [], 0
+    for x, out in _eval_outputs(model, images, precision):
+        outs.append(out)
+        total = total + F.mse_loss(out, x, reduction="sum").double()
+    return (torch.cat(outs) if outs else torch.empty(0, images.shape[-1])), float(total) / max(1, images.numel())
+
+
+@torch.no_grad()
 def evaluate(model: Autoencoder, images: torch.Tensor, precision: str = "fp32") -> float:
     """Mean squared error over every pixel of `images` (uint8 or float in [0, 1])."""
     total = sum(F.mse_loss(out, x, reduction="sum").double() for x, out in _eval_outputs(model, images, precision))
@@ -171,7 +183,7 @@ class Cell:
 
     config: TrainConfig
     model: Autoencoder
-    optimizer: torch.optim.Optimizer
+    optimizer: optim.SGD | optim.Adam  # torch.optim's kernels and state layout (fmae.optim says why)
     dropout_rng: torch.Generator
     noise_rng: torch.Generator
     history: list[EpochMetrics] = field(default_factory=list)
@@ -200,10 +212,10 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
-def _make_optimizer(config: TrainConfig, model: Autoencoder) -> torch.optim.Optimizer:
+def _make_optimizer(config: TrainConfig, model: Autoencoder) -> optim.SGD | optim.Adam:
     if config.optim == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum)
-    return torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        return optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum)
+    return optim.Adam(model.parameters(), lr=config.learning_rate)
 
 
 def new_cell(config: TrainConfig, device: torch.device, resume: dict[str, Any] | None = None) -> Cell:

@@ -28,6 +28,7 @@ Seed = Annotated[int, typer.Option(help="Seed for weight init, data order and dr
 Precision = Annotated[Literal[PRECISIONS], typer.Option(
                                         help="fp32, or bf16 autocast (fast only on hardware with bf16 units).")]
 Device = Annotated[Literal[DEVICES], typer.Option(help="Where to train; auto: cuda, mps, cpu.")]
+RunDevice = Annotated[Literal[DEVICES], typer.Option("--device", help="Where to run the models; auto: cuda, mps, cpu.")]
 Patience = Annotated[int, typer.Option(help="Early stopping window in epochs; 0 turns early stopping off.")]
 MinDelta = Annotated[float, typer.Option(
     help="Early stopping: stop when the test loss fell by less than this fraction over --patience epochs.")]
@@ -67,7 +68,7 @@ OptimizerName = Enum("OptimizerName", {o: o for o in OPTIMIZERS}, type=str)  # t
 SWEEP_LISTS = ("--optim", "--lr", "--hidden", "--seed")
 
 Ckpts = Annotated[list[Path], typer.Option(
-    "--ckpt", help="Checkpoints (a run's model.pt or a sweep's best.pt); several after one flag.",
+    "--ckpt", metavar="PATH...", help="Checkpoints (a run's model.pt or a sweep's best.pt); several after one flag.",
     show_default=False)]
 
 

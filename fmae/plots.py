@@ -12,6 +12,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from fmae.config import optim_label
+
 FORMATS = ("png", "svg", "pdf")
 MARKED = ("diverged", "collapsed", "pruned")  # cells a heatmap names instead of ranking
 
@@ -39,7 +41,8 @@ def denoise_grid(clean: Any, noisy: Any, outputs: Mapping[str, Any], *, sigma: f
         for c, (name, out) in enumerate(outputs.items(), start=2):
             label = f"{name}\n{out_psnr[name][r]:.1f} dB" if r == 0 else f"{out_psnr[name][r]:.1f} dB"
             _image(axes[r][c], out[r], label)
-    fig.suptitle(f"Denoising: {noise} noise, sigma = {sigma:g} (titles: PSNR against the clean image)", fontsize=10)
+    # two lines: with one model the grid is three images wide, too narrow for one line of title
+    fig.suptitle(f"Denoising: {noise} noise, sigma = {sigma:g}\n(titles: PSNR against the clean image)", fontsize=10)
     return fig
 
 
@@ -131,23 +134,24 @@ def _integer_epochs(ax: Any) -> None:
 
 def curves(sources: Mapping[str, Sequence[Any]], *, train: bool = False, overlay: bool = False) -> Figure:
     """Test loss against epoch, one line per hidden size at each optimizer's best learning rate."""
-    panels = []  # (title, records)
+    panels = []  # (title, source name, records)
     for name, records in sources.items():
         for optim in optimizers(records):
             lr = best_lr(records, optim)
             chosen = [r for r in records if r.config.optim == optim and r.config.learning_rate == lr] if lr else []
             if chosen:
-                panels.append((f"{name}: {optim.upper()}, lr = {lr:g}", chosen))
+                what = f"{optim_label(optim)}, lr = {lr:g}"
+                panels.append((what if name.lower() == optim else f"{name}: {what}", name, chosen))
     if not panels:
         raise ValueError("no finished run to draw")
     n = 1 if overlay else len(panels)
     fig = Figure(figsize=(6.4 if n == 1 else 5.2 * n, 4.4), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
-    for i, (title, records) in enumerate(panels):
+    for i, (title, source, records) in enumerate(panels):
         ax = axes[0 if overlay else i]
         for hidden in sorted({r.config.model.hidden for r in records}):
             seeds = [r for r in records if r.config.model.hidden == hidden and r.final_test_loss is not None]
-            label = f"h = {hidden}" + (f" ({title.split(':')[0]}, {records[0].config.optim})" if overlay else "")
+            label = f"h = {hidden}" + (f" ({source}, {optim_label(records[0].config.optim)})" if overlay else "")
             label += f" (mean ± std of {len(seeds)} seeds)" if len(seeds) > 1 else ""
             if not seeds:
                 continue
@@ -219,7 +223,7 @@ def heatmap(records: Sequence[Any], *, title: str = "") -> Figure:
         ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
         ax.set_xlabel("hidden units h")
         ax.set_ylabel("learning rate")
-        ax.set_title(optim.upper(), fontsize=10)
+        ax.set_title(optim_label(optim), fontsize=10)
     if image is not None:
         fig.colorbar(image, ax=list(axes), label="final test MSE per pixel")
     several = has_seeds(records)
@@ -247,7 +251,7 @@ def compare(records: Sequence[Any]) -> Figure:
         test = [m["test_loss"] for m in r.metrics]
         drawn[optim] = test
         ax.plot([m["epoch"] for m in r.metrics], test, color=colour,
-                label=f"{optim.upper()} lr = {r.config.learning_rate:g}, h = {r.config.model.hidden}: "
+                label=f"{optim_label(optim)} lr = {r.config.learning_rate:g}, h = {r.config.model.hidden}: "
                       f"final {test[-1]:.4f}")
     notes = []
     if "adam" in drawn:

@@ -8,6 +8,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from fmae import stats
+from fmae.config import optim_label
 from fmae.plots import optimizers
 
 
@@ -30,7 +31,7 @@ def seeds(records: Sequence[Any]) -> Figure:
                 ax.errorbar([x + 0.18], [mean], yerr=[std or 0.0], fmt="_", color="black", capsize=3, ms=10)
         ax.set_xticks(range(len(keys)), [f"{lr:g}\nh={h}" for lr, h in keys], fontsize=7)
         ax.set_yscale("log")
-        ax.set_title(f"{optim.upper()}: dots are seeds, bars mean ± std", fontsize=9)
+        ax.set_title(f"{optim_label(optim)}: dots are seeds, bars mean ± std", fontsize=9)
         ax.grid(alpha=0.3, which="both", axis="y")
     axes[0].set_ylabel("final test MSE per pixel (log scale)")
     fig.suptitle("Spread over seeds, per learning rate and hidden size", fontsize=11)

@@ -98,13 +98,13 @@ class Feedback:
             self._progress.__exit__(None, None, None)
             self._progress = None
 
-    def task(self, key: str, label: str, total: int, done: int = 0) -> None:
+    def task(self, key: str, label: str, total: int, done: int = 0, info: str = "") -> None:
         """Start (or restart) a bar; in plain mode nothing is printed until something happens."""
         if self._progress is not None:
             if key in self._tasks:
-                self._progress.reset(self._tasks[key], total=total, completed=done, description=label, info="")
+                self._progress.reset(self._tasks[key], total=total, completed=done, description=label, info=info)
             else:
-                self._tasks[key] = self._progress.add_task(label, total=total, completed=done, info="")
+                self._tasks[key] = self._progress.add_task(label, total=total, completed=done, info=info)
 
     def remove(self, key: str) -> None:
         """Take a finished bar off the screen (a sweep shows one bar per running cell)."""
@@ -127,6 +127,11 @@ class Feedback:
             self.console.print(text, markup=False, soft_wrap=True)
 
 
+def fmt_seconds(value: float | None) -> str:
+    """Seconds in tables: one decimal, always (a column of them lines up)."""
+    return "-" if value is None else f"{value:.1f}"
+
+
 def epoch_info(train_loss: float, test_loss: float) -> str:
     return f"train {fmt_loss(train_loss)}  test {fmt_loss(test_loss)}"
 
@@ -136,16 +141,45 @@ def print_json(doc: dict[str, Any]) -> None:
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
-                highlight_row: int | None = None) -> None:
-    table = Table(title=title, title_justify="left")
-    for col in columns:
-        table.add_column(col, justify="left" if col in ("status", "optim", "setting", "run") else "right")
-    for i, row in enumerate(rows):
-        table.add_row(*(str(v) for v in row), style="bold green" if i == highlight_row else None)
-    console = stdout_console()
+                highlight_row: int | None = None, droppable: Sequence[str] = (),
+                console: Console | None = None) -> None:
+    """A table on stdout that fits the terminal without cutting a number.
+
+    Too wide: the `droppable` columns go, in their order, until it fits; if it still does not,
+    cells wrap instead of ending in an ellipsis. The table is at least as wide as its title,
+    so the title never wraps.
+    """
+    console = console or stdout_console()
+    unbounded = console.options.update_width(10_000)  # measure what the table needs, not what it gets
+
+    def fits(table: Table) -> bool:
+        return console.measure(table, options=unbounded).maximum <= console.width  # rich cuts where it wraps
+
+    keep = list(columns)
+    table = _table(title, keep, rows, highlight_row, console.width)
+    for name in droppable:
+        if fits(table):
+            break
+        if name in keep:
+            keep.remove(name)
+            table = _table(title, keep, [[v for c, v in zip(columns, row) if c in keep] for row in rows],
+                           highlight_row, console.width)
+    if not fits(table):
+        for column in table.columns:
+            column.overflow = "fold"
     with console.capture() as captured:
         console.print(table)
     write_stdout(captured.get())
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], highlight_row: int | None,
+           width: int) -> Table:
+    table = Table(title=title, title_justify="left", min_width=min(len(title), width))
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("status", "optim", "setting", "run", "model") else "right")
+    for i, row in enumerate(rows):
+        table.add_row(*(str(v) for v in row), style="bold green" if i == highlight_row else None)
+    return table
 
 
 def print_error(message: str) -> None:

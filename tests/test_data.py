@@ -23,6 +23,20 @@ def test_load_gz_and_raw_give_the_same_tensors(tmp_path):
     assert a.sha256 == sums
 
 
+def test_loading_the_test_split_alone_never_reads_the_training_files(tiny_dir):
+    directory, sums = tiny_dir
+    full = data.load(directory, checksums=sums)
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (directory / (stem + ".gz")).write_bytes(b"not gzip")  # would fail if read
+    test_only = data.load(directory, checksums=sums, splits=("test",))
+    assert torch.equal(test_only.test_images, full.test_images) and torch.equal(test_only.test_labels, full.test_labels)
+    assert test_only.train_images is None and test_only.train_labels is None
+    assert set(test_only.sha256) == {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}
+    assert test_only.subset(4, 3).test_images.shape == (3, 784) and test_only.to("cpu").train_images is None
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz: corrupted"):
+        data.load(directory, checksums=sums)
+
+
 def test_parse_idx_rejects_wrong_magic_and_truncation():
     good = idx_bytes(True, 3)
     assert data.parse_idx(good, "x", images=True)[0] == 3
@@ -67,19 +81,37 @@ def test_search_order(tmp_path):
     kw = dict(environ=env, system_dir=places["system"], checksums=sums, download=False)
     assert data.locate(places["flag"], **kw) == places["flag"]
     assert data.locate(None, **kw) == places["env"]
-    assert data.locate(tmp_path / "empty", **kw) == places["env"]  # a --data-dir without data: go on
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="--data-dir .*empty: missing train-images-idx3-ubyte"):
+        data.locate(tmp_path / "empty", **kw)  # a path the user typed is used or refused, never passed over
     del env["FMAE_DATA_DIR"]
     assert data.locate(None, **kw) == data.user_cache_dir(env)
     shutil.rmtree(data.user_cache_dir(env))
     assert data.locate(None, **kw) == places["system"]
 
 
+def test_an_explicit_data_dir_is_used_or_refused_naming_what_is_missing(tmp_path):
+    sums = {s: None for s in STEMS}
+    write_dataset(tmp_path / "sys")
+    kw = dict(environ={}, system_dir=tmp_path / "sys", checksums=sums, download=False)
+    assert data.locate(None, **kw) == tmp_path / "sys"  # the fallback that must not be taken below
+    with pytest.raises(DataError, match=r"--data-dir \S*nope: no such directory \(hint: "):
+        data.locate(tmp_path / "nope", **kw)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match=r"--data-dir \S*file: not a directory"):
+        data.locate(tmp_path / "file", **kw)
+    write_dataset(tmp_path / "part")
+    (tmp_path / "part" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match=r"--data-dir \S*part: missing t10k-labels-idx1-ubyte\[\.gz\] \(hint"):
+        data.locate(tmp_path / "part", **kw)
+
+
 def test_missing_data_lists_every_place_and_both_remedies(tmp_path):
     env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
     with pytest.raises(DataError) as info:
-        data.locate(tmp_path / "nope", environ=env, system_dir=tmp_path / "sys", download=False)
+        data.locate(None, environ=env, system_dir=tmp_path / "sys", download=False)
     text = str(info.value)
-    for place in (str(tmp_path / "nope"), "$FMAE_DATA_DIR (not set)", str(tmp_path / "xdg"), str(tmp_path / "sys")):
+    for place in ("--data-dir (not set)", "$FMAE_DATA_DIR (not set)", str(tmp_path / "xdg"), str(tmp_path / "sys")):
         assert place in text
     assert "apt-get install dataset-fashion-mnist" in text and "--no-download" in text
 

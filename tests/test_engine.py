@@ -81,6 +81,21 @@ def test_evaluate_is_the_mean_squared_error(small_real):
     assert result.history[-1].test_loss == engine.evaluate(result.model, small_real.test_images)
 
 
+def test_one_pass_gives_the_outputs_and_the_mse_of_two(small_real):
+    """fmae eval runs the model once: the outputs and the MSE are exactly those of the two separate passes."""
+    from fmae.quality import Loaded, evaluate_checkpoint
+
+    result = engine.train(small(epochs=1), small_real, CPU)
+    out, mse = engine.reconstruct_and_evaluate(result.model, small_real.test_images)
+    assert torch.equal(out, engine.reconstruct(result.model, small_real.test_images))
+    assert mse == engine.evaluate(result.model, small_real.test_images) == result.history[-1].test_loss
+    calls = []
+    result.model.register_forward_hook(lambda *_: calls.append(1))
+    loaded = Loaded("m.pt", result.model, {"config": result.config, "metrics": {"test_loss": [mse]}})
+    row = evaluate_checkpoint(loaded, small_real.test_images, small_real.test_labels)
+    assert row["mse"] == mse and len(calls) == 1  # 500 test images: one chunk, one forward pass
+
+
 def test_bf16_runs_close_to_fp32(small_real):
     a = engine.train(small(epochs=2), small_real, CPU)
     b = engine.train(small(epochs=2, precision="bf16"), small_real, CPU)

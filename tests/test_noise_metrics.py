@@ -96,6 +96,31 @@ def test_ssim_matches_a_direct_gaussian_window_computation():
     assert metrics.ssim_per_image(y, x).double().tolist() == pytest.approx(direct.tolist(), abs=1e-5)
 
 
+def test_ssim_equals_torchmetrics_across_chunks():
+    """The separable filter gives torchmetrics' SSIM (the convention the README names) to float precision,
+    for any chunking, on clean/noisy pairs and on constant images."""
+    from torchmetrics.functional.image import structural_similarity_index_measure as torchmetrics_ssim
+
+    x = torch.cat([images(37), torch.zeros(2, 784), torch.ones(1, 784)])
+    y = noise.gaussian(x, 0.4, torch.Generator().manual_seed(1))
+    reference = torchmetrics_ssim(y.reshape(-1, 1, 28, 28), x.reshape(-1, 1, 28, 28), data_range=1.0,
+                                  kernel_size=11, sigma=1.5, gaussian_kernel=True, reduction="none")
+    for chunk in (1000, 16, 7):
+        ours = metrics.ssim_per_image(y, x, chunk=chunk)
+        assert ours.shape == reference.shape
+        assert torch.allclose(ours, reference, atol=2e-6, rtol=0), float((ours - reference).abs().max())
+
+
+def test_the_filter_matrix_is_a_reflect_padded_gaussian_convolution():
+    g = metrics.gaussian_filter_matrix().double()
+    assert torch.allclose(g.sum(dim=1), torch.ones(28, dtype=torch.float64))
+    signal = torch.rand(28, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    taps = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5**2))
+    padded = torch.nn.functional.pad(signal[None, None], (5, 5), mode="reflect")
+    conv = torch.nn.functional.conv1d(padded, (taps / taps.sum())[None, None])[0, 0]
+    assert torch.allclose(g @ signal, conv, atol=1e-6)
+
+
 def test_per_class():
     values = torch.tensor([1.0, 3.0, 5.0])
     labels = torch.tensor([0, 0, 2])

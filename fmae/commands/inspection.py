@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal, Optional
 import typer
 
 from fmae.commands import load_data
-from fmae.config import NOISES, NoiseConfig
-from fmae.options import N, Ckpts, DataDir, Device, Json, NoDownload, PlotKind, Quiet
+from fmae.config import NOISES, NoiseConfig, optim_label
+from fmae.options import N, Ckpts, DataDir, Json, NoDownload, PlotKind, Quiet, RunDevice
 
 
 def _load_models(paths: list[Path], device: Any) -> list[Any]:
@@ -37,13 +37,26 @@ def _short_names(paths: list[str]) -> dict[str, str]:
     return names
 
 
+def _figure_labels(models: list[Any], names: dict[str, str]) -> dict[str, str]:
+    """What each model is (`SGD h=512`), with its learning rate, then its short name, where that is ambiguous."""
+    def label(m: Any, lr: bool) -> str:
+        config = m.checkpoint["config"]
+        return f"{optim_label(config.optim)} h={config.model.hidden}" + (f" lr={config.learning_rate:g}" if lr else "")
+
+    for lr in (False, True):
+        labels = {m.path: label(m, lr) for m in models}
+        if len(set(labels.values())) == len(labels):
+            return labels
+    return {m.path: f"{labels[m.path]} ({names[m.path]})" for m in models}
+
+
 def eval_(
     ckpt: Ckpts,
     split: Annotated[Literal["test", "train"], typer.Option(help="Which split to evaluate on.")] = "test",
     baseline: Annotated[Optional[Literal["pca"]], typer.Option(
         help="Also report PCA with k = h components fitted on the training set: the best linear autoencoder.",
         show_default=False)] = None,
-    device: Device = "auto",
+    device: RunDevice = "auto",
     data_dir: DataDir = None,
     no_download: NoDownload = False,
     json_out: Json = False,
@@ -61,7 +74,8 @@ def eval_(
     torch_device = engine.resolve_device(check_device(device))
     models = _load_models(ckpt, torch_device)
     with Feedback(quiet=quiet) as feedback:
-        dataset = load_data(data_dir, no_download, torch_device, feedback)
+        needed = ("test",) if split == "test" and baseline is None else ("train", "test")
+        dataset = load_data(data_dir, no_download, torch_device, feedback, splits=needed)
         images, labels = quality.split(dataset, split)
         rows = [quality.evaluate_checkpoint(m, images, labels) for m in models]
         if baseline == "pca":
@@ -85,7 +99,8 @@ def eval_(
 
 def denoise(
     ckpt: Ckpts,
-    sigma: Annotated[list[float], typer.Option(help="Noise scales; several give a curve, e.g. --sigma 0.25 0.5 1.")] = [
+    sigma: Annotated[list[float], typer.Option(
+        metavar="FLOAT...", help="Noise scales; several give a curve, e.g. --sigma 0.25 0.5 1.")] = [
         N.sigma],  # noqa: B006 - typer reads list defaults, it never mutates them
     noise: Annotated[Literal[NOISES], typer.Option(
         help="image-gaussian: the report's (each image's own mean and std); gaussian; salt-pepper; speckle.")
@@ -96,8 +111,8 @@ def denoise(
     out: Annotated[Optional[Path], typer.Option(help="Save the Figure-4 grid (png, svg or pdf).",
                                                 show_default=False)] = None,
     examples: Annotated[int, typer.Option(help="Rows of the --out figure.")] = 4,
-    index: Annotated[Optional[list[int]], typer.Option(help="Test images to show in --out instead of random ones.",
-                                                       show_default=False)] = None,
+    index: Annotated[Optional[list[int]], typer.Option(
+        metavar="INT...", help="Test images to show in --out instead of random ones.", show_default=False)] = None,
     curve: Annotated[Optional[Path], typer.Option(help="Save PSNR against sigma (png, svg or pdf).",
                                                   show_default=False)] = None,
     input_: Annotated[Optional[Path], typer.Option(
@@ -106,7 +121,7 @@ def denoise(
     output: Annotated[Optional[Path], typer.Option(
         help="Where --input's result goes (.png or .npy) [default: <input>.denoised<ext>].",
         show_default=False)] = None,
-    device: Device = "auto",
+    device: RunDevice = "auto",
     data_dir: DataDir = None,
     no_download: NoDownload = False,
     json_out: Json = False,
@@ -114,7 +129,7 @@ def denoise(
 ) -> None:
     """Add noise to test images and compare checkpoints as filters (PSNR, SSIM, MSE).
 
-    Example: fmae denoise --ckpt best.pt --sigma 0.5
+    Example: fmae denoise --ckpt runs/sgd/best.pt --sigma 0.5
     """
     from fmae import engine, quality, runs
     from fmae.config import check_device
@@ -141,19 +156,20 @@ def denoise(
         return
     models = _load_models(ckpt, torch_device)
     with Feedback(quiet=quiet) as feedback:
-        dataset = load_data(data_dir, no_download, torch_device, feedback)
+        dataset = load_data(data_dir, no_download, torch_device, feedback, splits=("test",))
         images = dataset.test_images[:limit] if limit else dataset.test_images
         result = quality.denoise(models, images, noise, [c.sigma for c in noise_configs], seed)
         names = _short_names([m.path for m in models])
+        labels = _figure_labels(models, names)
         figures = {}
         if out is not None:
             figures["grid"] = str(out)
-            _save_grid(result, names, out, examples, index, seed, noise)
+            _save_grid(result, labels, out, examples, index, seed, noise)
         if curve is not None:
             from fmae import plots
 
             figures["curve"] = str(curve)
-            runs.atomic_write_bytes(curve, plots.figure_bytes(plots.psnr_curve(result.rows, names, noise=noise),
+            runs.atomic_write_bytes(curve, plots.figure_bytes(plots.psnr_curve(result.rows, labels, noise=noise),
                                                               plots_format(curve)))
         for path in figures.values():
             feedback.message(f"wrote {path}")
@@ -168,7 +184,8 @@ def denoise(
                 [[names[r["checkpoint"]], f"{r['sigma']:g}", f"{r['noisy']['psnr']:.2f}",
                   f"{r['output']['psnr']:.2f}", f"{r['gain']['psnr']:+.2f}", f"{r['noisy']['ssim']:.4f}",
                   f"{r['output']['ssim']:.4f}", fmt_loss(r["noisy"]["mse"]), fmt_loss(r["output"]["mse"])]
-                 for r in result.rows])
+                 for r in result.rows],
+                droppable=("noisy MSE", "output MSE", "noisy SSIM", "output SSIM"))
 
 
 def plots_format(path: Path) -> str | None:
@@ -222,17 +239,18 @@ def _denoise_input(ckpt: list[Path], input_: Path, output: Optional[Path], devic
 
 
 def plot(
-    sources: Annotated[list[Path], typer.Argument(help="Training run or sweep directories (read, never changed).",
-                                                  show_default=False)],
+    sources: Annotated[list[Path], typer.Argument(
+        metavar="PATH...", help="Training run or sweep directories (read, never changed).", show_default=False)],
     out: Annotated[Path, typer.Option(help="Directory for the figures (created if needed).")] = Path("figures"),
     kind: Annotated[list[PlotKind], typer.Option(
+        metavar="[all|curves|recon|heatmap|compare|seeds]...",
         help="curves, recon, heatmap, compare, seeds, or all that the sources allow.")] = [PlotKind("all")],  # noqa: B006
     fmt: Annotated[Literal["png", "svg", "pdf"], typer.Option("--format", help="Figure file format.")] = "png",
     train_loss: Annotated[bool, typer.Option("--train", help="curves: also draw train loss (dashed).")] = False,
     overlay: Annotated[bool, typer.Option("--overlay", help="curves: all sources on one axis.")] = False,
     examples: Annotated[int, typer.Option(help="recon: test images shown.")] = 3,
     seed: Annotated[int, typer.Option(help="recon: which test images (seeded choice).")] = 0,
-    device: Device = "auto",
+    device: RunDevice = "auto",
     data_dir: DataDir = None,
     no_download: NoDownload = False,
     json_out: Json = False,
@@ -240,7 +258,7 @@ def plot(
 ) -> None:
     """Draw learning curves, reconstructions, grid heatmaps and the SGD-Adam comparison.
 
-    Example: fmae plot runs/sgd runs/adam --out figures
+    Example: fmae plot runs/sgd runs/adam --out runs/figures
     """
     from fmae import plots, runs
     from fmae.errors import ConfigError
@@ -306,7 +324,7 @@ def _recon_figure(loaded: dict[str, Any], examples: int, seed: int, device: str,
     from fmae.config import check_device
 
     torch_device = engine.resolve_device(check_device(device))
-    dataset = load_data(data_dir, no_download, torch_device, feedback)
+    dataset = load_data(data_dir, no_download, torch_device, feedback, splits=("test",))
     pick = torch.randperm(dataset.test_images.shape[0], generator=torch.Generator().manual_seed(seed))[:examples]
     images = dataset.test_images[pick.to(dataset.test_images.device)]
     rows = {}
@@ -317,7 +335,7 @@ def _recon_figure(loaded: dict[str, Any], examples: int, seed: int, device: str,
                       and r.file_exists("model.pt")]
             for r in sorted(chosen, key=lambda r: r.config.model.hidden):
                 model, ckpt = runs.load_model(r.path / "model.pt", torch_device)
-                label = f"{optim.upper()} h={r.config.model.hidden}"
+                label = f"{optim_label(optim)} h={r.config.model.hidden}"
                 if len(loaded) > 1 and name.lower() != optim:
                     label += f"\n{name}"
                 rows[label] = engine.reconstruct(model, images, ckpt["config"].precision)

@@ -79,7 +79,7 @@ def train(
     from fmae import engine, runs
     from fmae.config import check_device, check_threads
     from fmae.errors import out_of_memory
-    from fmae.ui import Feedback, epoch_info, print_json, print_table, fmt_loss
+    from fmae.ui import Feedback, epoch_info, fmt_loss, fmt_seconds, print_json, print_table
 
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
@@ -139,18 +139,19 @@ def train(
                                                       "seconds"],
                 [[str(run.path), summary["epochs_run"], fmt_loss(summary["final_train_loss"]),
                   fmt_loss(summary["final_test_loss"]),
-                  f"{fmt_loss(summary['best_test_loss'])} ({summary['best_epoch']})", summary["wall_seconds"]]])
+                  f"{fmt_loss(summary['best_test_loss'])} ({summary['best_epoch']})",
+                  fmt_seconds(summary["wall_seconds"])]])
 
 
 
 def sweep(
     optim: Annotated[list[OptimizerName], typer.Option(
-        help="Optimizers to sweep; several values after one flag, e.g. --optim sgd adam.")] = [
+        metavar="[adam|sgd]...", help="Optimizers to sweep; several values after one flag, e.g. --optim sgd adam.")] = [
         OptimizerName(o) for o in S.optims],
     lr: Annotated[list[float], typer.Option(
-        help="Learning rates, e.g. --lr 0.1 0.01 0.001 (or --lr 0.1,0.01 or --lr 0.1 --lr 0.01).")] = list(S.lrs),
-    hidden: Annotated[list[int], typer.Option(help="Hidden sizes, e.g. --hidden 64 128 256 512.")] = list(S.hiddens),
-    seed: Annotated[list[int], typer.Option(help="Seeds: every cell is repeated for each, e.g. --seed 0 1 2.")] = list(
+        metavar="FLOAT...", help="Learning rates, e.g. --lr 0.1 0.01 0.001 (or --lr 0.1,0.01 or --lr 0.1 --lr 0.01).")] = list(S.lrs),
+    hidden: Annotated[list[int], typer.Option(metavar="INT...", help="Hidden sizes, e.g. --hidden 64 128 256 512.")] = list(S.hiddens),
+    seed: Annotated[list[int], typer.Option(metavar="INT...", help="Seeds: every cell is repeated for each, e.g. --seed 0 1 2.")] = list(
         S.seeds),
     run_dir: Annotated[Optional[Path], typer.Option(
         help="Sweep directory: sweep.json, results.csv/json, best.pt, cells/ [default: runs/sweep-<optims>].",
@@ -218,7 +219,12 @@ def sweep(
                else f"ray, {env['threads']} threads per cell" if executor == "ray" else f"{env['threads']} threads")
         feedback.message(f"sweep {where.path}: {len(plans)} cells, {len(plans) - len(todo)} already finished, "
                          f"on {torch_device} ({precision}, {how})")
-        feedback.task("cells", "cells", len(plans), len(plans) - len(todo))
+
+        def training_now() -> str:  # the cells bar names a cell in training, not the one just finished
+            pending = next((p.name for p in todo if not p.done and not p.error), None)
+            return f"training {pending}" if pending else ""
+
+        feedback.task("cells", "cells", len(plans), len(plans) - len(todo), info=training_now())
         finished = {"n": len(plans) - len(todo)}
 
         def on_start(plan: Any) -> None:  # a bar per running cell: its epoch and last losses
@@ -232,7 +238,7 @@ def sweep(
         def on_cell(plan: Any, status: str) -> None:
             finished["n"] += 1
             feedback.remove(plan.name)
-            feedback.advance("cells", finished["n"], len(plans), plan.name,
+            feedback.advance("cells", finished["n"], len(plans), training_now(),
                              f"cell {finished['n']}/{len(plans)} {plan.name} {status}"
                              + (f": {plan.error}" if plan.error else ""))
 
@@ -280,7 +286,7 @@ def _pruning(prune: Optional[str], eta: Optional[int], min_epochs: Optional[int]
 
 
 def _print_sweep(doc: dict[str, Any]) -> None:
-    from fmae.ui import fmt_loss, print_table
+    from fmae.ui import fmt_loss, fmt_seconds, print_table
 
     rows = doc["cells"]
     print_table(
@@ -289,8 +295,9 @@ def _print_sweep(doc: dict[str, Any]) -> None:
          "seconds"],
         [[("*1" if r["rank"] == 1 else r["rank"] or "-"), r["optim"], f"{r['lr']:g}", r["hidden"], r["seed"],
           r["status"], r["epochs_run"], fmt_loss(r["final_train_loss"]), fmt_loss(r["final_test_loss"]),
-          f"{fmt_loss(r['best_test_loss'])} ({r['best_epoch'] or '-'})", r["seconds"] or "-"] for r in rows],
+          f"{fmt_loss(r['best_test_loss'])} ({r['best_epoch'] or '-'})", fmt_seconds(r["seconds"])] for r in rows],
         highlight_row=0 if doc["best"] else None,
+        droppable=("train loss", "best (epoch)", "epochs", "seed", "seconds"),  # on narrow terminals, in this order
     )
     if "groups" in doc:
         print_table("groups over seeds: final test loss, mean ± std (95% interval)",
