@@ -34,7 +34,8 @@ def test_a_sweep_on_the_device_equals_its_jobs_2_run(fake_dataset, tmp_path, dev
             "--epochs", "3", "--threads", "1", "--device", device.type, "-q", "--json"]
     one = CliRunner().invoke(app, [*grid, "--run-dir", str(tmp_path / "one")])
     assert one.exit_code == 0, one.stderr
-    assert all(c["status"] == "completed" for c in json.loads(one.stdout)["cells"])
+    statuses = [c["status"] for c in json.loads(one.stdout)["cells"]]
+    assert "completed" in statuses and set(statuses) <= {"completed", "collapsed"}  # Adam lr 0.1 may kill h=4
     two = CliRunner().invoke(app, [*grid, "--jobs", "2", "--run-dir", str(tmp_path / "two")])
     assert two.exit_code == 0, two.stderr
     assert_same_sweep(tmp_path / "one", tmp_path / "two")

@@ -41,7 +41,9 @@ def assert_same_sweep(a: Path, b: Path) -> None:
         last_a, last_b = ra.load_last(), rb.load_last()
         assert all(torch.equal(last_a["model"][k], last_b["model"][k]) for k in last_a["model"])
         assert json.loads(ra.file("config.json").read_text())["environment"]["threads"] == 1
-        assert json.loads(ra.file("summary.json").read_text())["status"] == "completed"
+        status = json.loads(ra.file("summary.json").read_text())["status"]
+        assert status == json.loads(rb.file("summary.json").read_text())["status"]
+        assert status in ("completed", "collapsed")  # Adam at lr 0.1 kills every hidden unit of some cells here
     ba, bb = state_dict(a / "best.pt"), state_dict(b / "best.pt")
     assert all(torch.equal(ba[k], bb[k]) for k in ba)
     rows = lambda p: [(r["optim"], r["hidden"], r["rank"], r["final_test_loss"])  # noqa: E731
@@ -98,8 +100,9 @@ def test_ray_gives_up_after_max_retries_and_the_sweep_goes_on(fake_dataset, tmp_
     result = sweep(tmp_path / "ray", "--executor", "ray", "--max-retries", "0")
     assert marker.exists()
     assert result.exit_code == 1, result.stderr
+    assert result.stdout.startswith("{"), (result.stdout[:2000], result.stderr[-2000:])
     status = {f"{c['optim']}-h{c['hidden']}": c["status"] for c in json.loads(result.stdout)["cells"]}
-    assert status == {"sgd-h4": "completed", "sgd-h8": "completed", "adam-h4": "completed", "adam-h8": "failed"}
+    assert status == {"sgd-h4": "completed", "sgd-h8": "completed", "adam-h4": "collapsed", "adam-h8": "failed"}
     assert "--max-retries" in json.loads(result.stdout)["cells"][-1]["error"]
 
 

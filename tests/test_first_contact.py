@@ -29,7 +29,7 @@ def test_bare_fmae_prints_the_help_as_help():
 @pytest.mark.parametrize(("command", "shown"), [
     ("eval", ["--ckpt PATH..."]),
     ("denoise", ["--ckpt PATH...", "--sigma FLOAT...", "--index INT..."]),
-    ("plot", ["Usage: fmae plot [OPTIONS] PATH...", "  PATH...  ", "--kind [all|curves|recon|heatmap|compare]..."]),
+    ("plot", ["Usage: fmae plot [OPTIONS] PATH...", "  PATH...  ", "--kind [all|curves|recon|heatmap|compare|seeds]..."]),
     ("sweep", ["--optim [adam|sgd]...", "--lr FLOAT...", "--hidden INT...", "--seed INT..."]),
 ])
 def test_help_placeholders_name_what_to_type(command, shown):

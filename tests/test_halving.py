@@ -64,6 +64,20 @@ def test_halving_finds_the_full_grids_best_at_a_fraction_and_pruned_cells_resume
     assert strip(r) == strip(f)
 
 
+@pytest.mark.parametrize("executor", [["--jobs", "2"], ["--executor", "ray"]], ids=["jobs2", "ray"])
+def test_halving_makes_the_same_decisions_on_every_executor(fake_dataset, tmp_path, request, executor):
+    if "ray" in executor:
+        request.getfixturevalue("ray_cluster")
+    grid = [*GRID, "--threads", "1", "--prune", "halving"]
+    inline = _cli(*grid, "--run-dir", tmp_path / "inline")
+    other = _cli(*grid, *executor, "--run-dir", tmp_path / "other")
+    assert inline.exit_code == 0 and other.exit_code == 0, other.stderr
+    strip = lambda doc: [{k: v for k, v in c.items() if k not in ("seconds", "model")}  # noqa: E731
+                         for c in json.loads(doc.stdout)["cells"]]
+    assert strip(other) == strip(inline) and {c["status"] for c in strip(inline)} == {"completed", "pruned"}
+    assert json.loads(other.stdout)["cell_epochs"] == json.loads(inline.stdout)["cell_epochs"]
+
+
 def test_eta_without_prune_is_a_usage_error(fake_dataset, tmp_path):
     result = _cli("--eta", "3", "--run-dir", tmp_path / "x")
     assert result.exit_code == 2 and "need --prune halving" in result.stderr and not (tmp_path / "x").exists()

@@ -3,6 +3,7 @@ lost, and the final results equal an uninterrupted run (CPU, fp32). Also SIGINT 
 
 import csv
 import json
+import os
 import random
 import signal
 import subprocess
@@ -192,7 +193,7 @@ def test_sigterm_stops_the_workers_and_exits_143(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
-    assert "error: sweep interrupted; finished epochs are saved" in err
+    assert "error: sweep interrupted by SIGTERM; finished epochs are saved" in err
     assert_no_worker_left(pids)
     assert any(runs.RunDir(c).load_last()["epoch"] >= 1 for c in (tmp_path / "s" / "cells").iterdir()
                if (c / "last.pt").exists())
@@ -226,7 +227,7 @@ def test_sigterm_of_a_ray_sweep_exits_143_and_takes_its_private_ray_down(tmp_pat
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
-    assert "error: sweep interrupted; finished epochs are saved" in err
+    assert "error: sweep interrupted by SIGTERM; finished epochs are saved" in err
     deadline = time.time() + 20
     while time.time() < deadline and any(alive(p) for p in ray_processes):
         time.sleep(0.2)
