@@ -159,3 +159,21 @@ def test_workers_that_die_at_start_fail_the_cell_instead_of_hanging(tmp_path):
     assert out.stderr.count("is in use by fmae process") >= 3  # the first try and --max-retries 2
     cell = json.loads(out.stdout)["cells"][0]
     assert cell["status"] == "failed" and cell["error"].startswith("its worker died 3 times")
+
+
+def test_raylet_reports_never_reach_stdout_even_after_the_sweep_closed(tiny_data, ray_cluster, capsys):
+    """A raylet report ("a worker died ...") can arrive after the last task; stdout carries --json."""
+    import ray._private.worker as ray_worker
+
+    from fmae.config import ExecutorConfig
+    from fmae.executors.ray_cluster import RayBackend
+
+    RayBackend(ExecutorConfig(executor="ray"), tiny_data).close(interrupted=False)
+    report = {"pid": "raylet", "ip": "127.0.0.1", "is_err": False, "job": "01000000",
+              "lines": ["A worker died or was killed while executing a task"]}
+    ray_worker.print_to_stdstream(report, ignore_prefix=False)
+    ray_worker.print_to_stdstream({**report, "lines": ["still quiet the second time"]}, ignore_prefix=False)
+    out = capsys.readouterr().out
+    assert "worker died" not in out and "still quiet" not in out
+    ray_worker.print_to_stdstream({**report, "pid": 4242, "lines": ["a task's own print"]}, ignore_prefix=False)
+    assert "a task's own print" in capsys.readouterr().out  # only the raylet's reports are dropped

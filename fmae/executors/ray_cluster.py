@@ -37,13 +37,13 @@ class RayBackend:
         ray = self._ray = import_ray()
         self._options = options
         self._running: set[Any] = set()
+        self._quiet_raylet()  # before anything of Ray runs here
         self._owned = not ray.is_initialized()  # a program (or a test session) that started Ray keeps it
         if self._owned:
             self._init(options.address)
         arrays = {k: getattr(dataset, k).cpu().numpy()
                   for k in ("train_images", "train_labels", "test_images", "test_labels")}
         self._data = ray.put({**arrays, "source": dataset.source, "sha256": dict(dataset.sha256)})
-        self._quiet_raylet(True)
         self._task = ray.remote(num_cpus=options.cpus_per_cell, max_retries=options.max_retries,
                                 retry_exceptions=False)(worker.run_in_ray)
 
@@ -62,25 +62,24 @@ class RayBackend:
         finally:
             signal.signal(signal.SIGTERM, sigterm)  # ray.init takes SIGTERM over; fmae's handler saves and exits 143
 
-    def _quiet_raylet(self, on: bool) -> None:
+    def _quiet_raylet(self) -> None:
         """Ray prints the raylet's error reports (a worker died, ...) on the driver's stdout, which
-        carries fmae's results; fmae reports failures itself. FMAE_DEBUG=1 shows them on stderr."""
+        carries fmae's results; fmae reports failures itself. FMAE_DEBUG=1 shows them on stderr.
+        The filter stays for the life of the process: a report can arrive after the sweep's last
+        task (it once reached stdout after close and broke a `--json` document)."""
         module = getattr(getattr(self._ray, "_private", None), "worker", None)
         original = getattr(module, "print_to_stdstream", None)
-        if original is None:  # another Ray: leave it alone
+        if original is None or getattr(original, "fmae_quiet", False):  # another Ray, or done already
             return
-        if on:
-            self._print = original
 
-            def print_to_stdstream(data: dict[str, Any], *args: Any, **kwargs: Any) -> None:
-                if data.get("pid") != "raylet":
-                    original(data, *args, **kwargs)
-                elif os.environ.get("FMAE_DEBUG") == "1":
-                    original({**data, "is_err": True}, *args, **kwargs)
+        def print_to_stdstream(data: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+            if data.get("pid") != "raylet":
+                original(data, *args, **kwargs)
+            elif os.environ.get("FMAE_DEBUG") == "1":
+                original({**data, "is_err": True}, *args, **kwargs)
 
-            module.print_to_stdstream = print_to_stdstream
-        elif getattr(self, "_print", None) is not None:
-            module.print_to_stdstream = self._print
+        print_to_stdstream.fmae_quiet = True  # type: ignore[attr-defined]
+        module.print_to_stdstream = print_to_stdstream
 
     @property
     def slots(self) -> int:
@@ -118,6 +117,5 @@ class RayBackend:
         for ref in self._running:  # interrupted, or --fail-fast: stop what is in flight
             self._ray.cancel(ref, force=True)
         self._running.clear()
-        self._quiet_raylet(False)
         if self._owned:
             self._ray.shutdown()  # the private instance and its workers go; a joined cluster stays up
