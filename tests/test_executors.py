@@ -6,12 +6,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from fmae import runs
+from fmae import executors, runs
 from fmae.cli import app
 from fmae.executors import worker
 
@@ -177,3 +178,17 @@ def test_raylet_reports_never_reach_stdout_even_after_the_sweep_closed(tiny_data
     assert "worker died" not in out and "still quiet" not in out
     ray_worker.print_to_stdstream({**report, "pid": 4242, "lines": ["a task's own print"]}, ignore_prefix=False)
     assert "a task's own print" in capsys.readouterr().out  # only the raylet's reports are dropped
+
+
+def plan(hidden: int, epochs: int, start: int = 0) -> SimpleNamespace:
+    return SimpleNamespace(config=SimpleNamespace(model=SimpleNamespace(hidden=hidden), epochs=epochs), start_epoch=start)
+
+
+def test_several_slots_take_the_largest_work_first_so_that_no_large_cell_ends_alone():
+    small, big, half_done, pair = plan(64, 10), plan(512, 10), plan(512, 10, start=8), [plan(128, 10), plan(256, 10)]
+    groups = [[small], [half_done], [big], pair]
+    assert executors.longest_first(groups) == [[big], pair, [half_done], [small]]  # 5120, 3840, 1024, 640
+    assert executors.longest_first(groups, stop_at=9) == [[big], pair, [small], [half_done]]  # half_done: 1 epoch left
+    first, second = plan(64, 10), plan(32, 20)  # equal work: the grid's order stays
+    assert [g[0] for g in executors.longest_first([[first], [second]])] == [first, second]
+    assert [g[0] for g in executors.longest_first([[second], [first]])] == [second, first]
