@@ -193,7 +193,8 @@ def test_kill_9_of_the_driver_leaves_no_worker_and_the_rerun_ends_equal(tmp_path
     assert proc.returncode == -signal.SIGKILL  # still running when killed
     assert not (tmp_path / "s" / "results.json").exists() and min(saved_epochs(tmp_path / "s")) < 3
     assert_no_worker_left(pids)
-    subprocess.run([*JOBS, "--jobs", "2", "--run-dir", "s"], cwd=tmp_path, env=env(real_data_dir), check=True, timeout=600)
+    subprocess.run([*JOBS, "--jobs", "2", "--run-dir", "s"], cwd=tmp_path, env=env(real_data_dir), check=True,
+                   timeout=600)
     for cell in (tmp_path / "ref" / "cells").iterdir():
         assert losses(tmp_path / "s" / "cells" / cell.name / "metrics.csv") == losses(cell / "metrics.csv")
         a = runs.load_checkpoint(cell / "model.pt")["state_dict"]
