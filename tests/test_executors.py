@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from fmae import executors, runs
 from fmae.cli import app
 from fmae.executors import worker
+from tests.helpers import assert_same_sweep
 
 GRID = ["--optim", "sgd", "adam", "--lr", "0.1", "--hidden", "4", "8", "--batch-size", "16", "--epochs", "3",
         "--threads", "1", "-q", "--json"]
@@ -23,33 +24,6 @@ DIES = "adam-lr0.1-h8-s0"
 
 def sweep(path: Path, *extra: str):
     return CliRunner().invoke(app, ["sweep", *GRID, *extra, "--run-dir", str(path)])
-
-
-def state_dict(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-
-
-def assert_same_sweep(a: Path, b: Path) -> None:
-    """Losses exactly, weights bit for bit, the same best.pt and ranking; every cell saved by the driver."""
-    names = sorted(p.name for p in (a / "cells").iterdir())
-    assert names == sorted(p.name for p in (b / "cells").iterdir()) and len(names) == 4
-    for name in names:
-        ra, rb = runs.RunDir(a / "cells" / name), runs.RunDir(b / "cells" / name)
-        assert [(m["train_loss"], m["test_loss"]) for m in ra.read_metrics()] == \
-            [(m["train_loss"], m["test_loss"]) for m in rb.read_metrics()]
-        wa, wb = state_dict(ra.file("model.pt")), state_dict(rb.file("model.pt"))
-        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-        last_a, last_b = ra.load_last(), rb.load_last()
-        assert all(torch.equal(last_a["model"][k], last_b["model"][k]) for k in last_a["model"])
-        assert json.loads(ra.file("config.json").read_text())["environment"]["threads"] == 1
-        status = json.loads(ra.file("summary.json").read_text())["status"]
-        assert status == json.loads(rb.file("summary.json").read_text())["status"]
-        assert status in ("completed", "collapsed")  # Adam at lr 0.1 kills every hidden unit of some cells here
-    ba, bb = state_dict(a / "best.pt"), state_dict(b / "best.pt")
-    assert all(torch.equal(ba[k], bb[k]) for k in ba)
-    rows = lambda p: [(r["optim"], r["hidden"], r["rank"], r["final_test_loss"])  # noqa: E731
-                      for r in json.loads((p / "results.json").read_text())["cells"]]
-    assert rows(a) == rows(b)
 
 
 @pytest.fixture
@@ -147,7 +121,7 @@ def test_workers_that_die_at_start_fail_the_cell_instead_of_hanging(tmp_path):
     start: the driver must see the pool break, retry, and give the cell up, not block on a worker."""
     script = tmp_path / "unguarded.py"
     script.write_text(
-        "import os, sys\nfrom pathlib import Path\nfrom fmae import data\nfrom tests.conftest import write_dataset\n"
+        "import os, sys\nfrom pathlib import Path\nfrom fmae import data\nfrom tests.helpers import write_dataset\n"
         f"d = Path({str(tmp_path / 'tiny')!r})\ndata.CHECKSUMS = write_dataset(d, n_train=200, n_test=20)\n"
         "os.environ['FMAE_DATA_DIR'] = str(d)\n"
         f"sys.argv = ['fmae', 'sweep', '--hidden', '4', '--lr', '0.1', '--epochs', '1', '--jobs', '2', '--json', "
