@@ -1,6 +1,6 @@
 """The report's 12-cell SGD grid, three ways in one process, then whole `fmae sweep` processes.
 
-    python benchmarks/sweep_speed.py [--epochs 2] [--recipe-epochs 1] [--optim sgd] [--part all|inprocess|executors] [--repeat 1]
+    python benchmarks/sweep_speed.py [--epochs 2] [--recipe-epochs 1] [--optim sgd] [--part all|inprocess|executors|ceiling] [--repeat 1]
 
 In one process:
 1. fmae's sweep (in-process executor, files written per epoch);
@@ -11,6 +11,10 @@ fraction of it reached.
 Whole processes (start-up, data check, worker start and Ray's start included), measured in the
 same run: `fmae sweep` with --jobs 1, --jobs 2 and --executor ray (a private local instance), each
 with its default threads; prints wall seconds and the speed-up over --jobs 1.
+The ceiling of parallel cells (`--part ceiling`, not in `all`): for each hidden size, one training
+epoch in one process with a thread per core, then one epoch in each of `cores` 1-thread processes
+side by side (started together at a barrier, start-up excluded); the ratio of cell-epochs per
+second is what any executor can gain on this machine, before start-up and scheduling.
 """
 
 from __future__ import annotations
@@ -42,13 +46,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--recipe-epochs", type=int, default=1)
     parser.add_argument("--optim", default="sgd")
-    parser.add_argument("--part", choices=("all", "inprocess", "executors"), default="all")
+    parser.add_argument("--part", choices=("all", "inprocess", "executors", "ceiling"), default="all")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each whole-process way (median)")
     args = parser.parse_args()
     if args.part in ("all", "inprocess"):
         in_process(args)
     if args.part in ("all", "executors"):
         executors(args)
+    if args.part == "ceiling":
+        ceiling()
     print(f"reproduce: {command_line()}")
 
 
@@ -81,6 +87,51 @@ def executors(args: argparse.Namespace) -> None:
             print(f"{name} | {wall:.1f} | {ratio}")
             print(f"    {shlex.join(['fmae', 'sweep', *grid, *extra])} --run-dir DIR")
     print(f"(median of {args.repeat}; load average {os.getloadavg()[0]:.1f} after)")
+
+
+# One training epoch of one SGD cell, timed after every process of the round reached the barrier.
+ONE_EPOCH = """
+import sys, time
+from pathlib import Path
+import torch
+from fmae import data, engine
+from fmae.config import ModelConfig, TrainConfig
+threads, hidden, barrier, name, count = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+torch.set_num_threads(threads)
+dataset = data.load(data.locate(None, download=False))
+config = TrainConfig(optim="sgd", lr=0.1, model=ModelConfig(hidden=hidden), epochs=1)
+(barrier / name).touch()
+while len(list(barrier.iterdir())) < count:
+    time.sleep(0.01)
+t0 = time.perf_counter()
+engine.train(config, dataset, torch.device("cpu"))
+print(time.perf_counter() - t0)
+"""
+
+
+def _epochs_side_by_side(processes: int, threads: int, hidden: int) -> list[float]:
+    with tempfile.TemporaryDirectory() as barrier:
+        procs = [subprocess.Popen([sys.executable, "-c", ONE_EPOCH, str(threads), str(hidden), barrier, str(i),
+                                   str(processes)], stdout=subprocess.PIPE, text=True) for i in range(processes)]
+        return [float(p.communicate()[0]) for p in procs]
+
+
+def ceiling() -> None:
+    """What training cells side by side gains over one cell at a time with every core, per hidden size."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    print(f"ceiling of parallel cells: SGD, 1 epoch; {cores} cores, load average {os.getloadavg()[0]:.1f} before")
+    print(f"hidden | 1 process x {cores} threads: s per epoch | {cores} processes x 1 thread: s per epoch (each) "
+          "| cell-epochs per second, side by side / one at a time")
+    print("--- | --- | --- | ---")
+    one_total = side_total = 0.0
+    for hidden in REPORT_HIDDEN:
+        (one,) = _epochs_side_by_side(1, cores, hidden)
+        side = _epochs_side_by_side(cores, 1, hidden)
+        per_cell = statistics.mean(side) / cores
+        one_total, side_total = one_total + one, side_total + per_cell
+        print(f"{hidden} | {one:.2f} | {' '.join(f'{s:.2f}' for s in side)} | {one / per_cell:.2f}x")
+    print(f"the report's grid (each hidden size equally often) | {one_total:.2f} | - | {one_total / side_total:.2f}x")
+    print(f"(load average {os.getloadavg()[0]:.1f} after)")
 
 
 def in_process(args: argparse.Namespace) -> None:
