@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmae import runs, stats
+from fmae import atomic, runs, stats
 from fmae.config import ExecutorConfig, SweepConfig, TrainConfig
 from fmae.errors import ConfigError, FmaeError, RunDirError
 from fmae.locks import LOCK_NAME
@@ -102,18 +102,18 @@ class SweepDir:
         if overwrite:
             runs.RunDir(self.path).remove_files()  # a training run that the sweep replaces
             for name in SWEEP_FILES:
-                runs.unlink_quietly(self.path / name)
+                atomic.unlink_quietly(self.path / name)
             cells = sorted(self.cells_dir.iterdir()) if self.cells_dir.is_dir() else []
             for cell in cells:
                 if cell.is_dir() and (cell / "config.json").is_file():
                     runs.RunDir(cell).remove_files()
-                    runs.unlink_quietly(cell / LOCK_NAME)  # nobody holds it: we hold the sweep's
+                    atomic.unlink_quietly(cell / LOCK_NAME)  # nobody holds it: we hold the sweep's
                     _rmdir_quietly(cell)
             _rmdir_quietly(self.cells_dir)
         runs.remove_stale_temporaries(self.path, SWEEP_FILES)
 
     def write_grid(self, sweep: SweepConfig) -> None:
-        runs.atomic_write_json(self.path / "sweep.json", {
+        atomic.write_json(self.path / "sweep.json", {
             "schema_version": runs.SCHEMA_VERSION,
             "grid": {"optim": list(sweep.optims), "lr": list(sweep.lrs), "hidden": list(sweep.hiddens),
                      "seed": list(sweep.seeds)},
@@ -122,7 +122,7 @@ class SweepDir:
         try:
             self.cells_dir.mkdir(exist_ok=True)
         except OSError as exc:
-            raise runs.io_error(self.cells_dir, exc) from None
+            raise atomic.io_error(self.cells_dir, exc) from None
 
     def plan(self, sweep: SweepConfig) -> list[CellPlan]:
         """One plan per cell: finished cells are marked done, unfinished ones carry their resume state."""
@@ -387,15 +387,15 @@ def write_results(sweep_dir: SweepDir, rows: list[dict[str, Any]], epochs: int) 
     """results.csv, results.json (with results_groups.csv when there are several seeds) and best.pt
     (a copy of the best cell's model.pt, checked to load first); returns the best row."""
     best_bytes = _checked_best(rows)
-    runs.atomic_write_text(sweep_dir.path / "results.csv", _csv(rows, [*RESULT_FIELDS, "error"]))
+    atomic.write_text(sweep_dir.path / "results.csv", _csv(rows, [*RESULT_FIELDS, "error"]))
     best = rows[0] if rows and rows[0]["rank"] == 1 else None
     doc: dict[str, Any] = {"schema_version": runs.SCHEMA_VERSION, "cells": list(rows), "best": best,
                            "cell_epochs": cell_epochs(rows, epochs)}
     group_rows = seed_groups(rows)
     if group_rows is not None:
-        runs.atomic_write_text(sweep_dir.path / "results_groups.csv", _csv(group_rows, stats.GROUP_FIELDS))
+        atomic.write_text(sweep_dir.path / "results_groups.csv", _csv(group_rows, stats.GROUP_FIELDS))
         doc["groups"] = group_rows
-    runs.atomic_write_json(sweep_dir.path / "results.json", doc)
+    atomic.write_json(sweep_dir.path / "results.json", doc)
     if best is not None and best_bytes is not None:
-        runs.atomic_write_bytes(sweep_dir.path / "best.pt", best_bytes)
+        atomic.write_bytes(sweep_dir.path / "best.pt", best_bytes)
     return best

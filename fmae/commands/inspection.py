@@ -131,7 +131,7 @@ def denoise(
 
     Example: fmae denoise --ckpt runs/sgd/best.pt --sigma 0.5
     """
-    from fmae import engine, quality, runs
+    from fmae import atomic, engine, quality, runs
     from fmae.config import check_device
     from fmae.errors import ConfigError
     from fmae.ui import Feedback, fmt_loss, print_json, print_table
@@ -169,7 +169,7 @@ def denoise(
             from fmae import plots
 
             figures["curve"] = str(curve)
-            runs.atomic_write_bytes(curve, plots.figure_bytes(plots.psnr_curve(result.rows, labels, noise=noise),
+            atomic.write_bytes(curve, plots.figure_bytes(plots.psnr_curve(result.rows, labels, noise=noise),
                                                               plots_format(curve)))
         for path in figures.values():
             feedback.message(f"wrote {path}")
@@ -198,7 +198,7 @@ def _save_grid(result: Any, names: dict[str, str], out: Path, examples: int, ind
                seed: int, noise: str) -> None:
     import torch
 
-    from fmae import plots, runs
+    from fmae import atomic, plots
     from fmae.errors import ConfigError
 
     n = result.clean.shape[0]
@@ -212,11 +212,11 @@ def _save_grid(result: Any, names: dict[str, str], out: Path, examples: int, ind
     sigma = max(result.noisy)  # the strongest noise shows the difference best
     outputs = {names[path]: result.outputs[(i, sigma)][rows] for i, path in enumerate(names)}
     fig = plots.denoise_grid(result.clean[rows], result.noisy[sigma][rows], outputs, sigma=sigma, noise=noise)
-    runs.atomic_write_bytes(out, plots.figure_bytes(fig, plots_format(out)))
+    atomic.write_bytes(out, plots.figure_bytes(fig, plots_format(out)))
 
 
 def _denoise_input(ckpt: list[Path], input_: Path, output: Optional[Path], device: Any, json_out: bool) -> None:
-    from fmae import engine, runs
+    from fmae import atomic, engine, runs
     from fmae import images as user_images
     from fmae.errors import ConfigError
     from fmae.ui import print_json, write_stdout
@@ -227,7 +227,7 @@ def _denoise_input(ckpt: list[Path], input_: Path, output: Optional[Path], devic
     images = user_images.read_user_images(input_)
     target = output or input_.with_name(f"{input_.stem}.denoised{input_.suffix.lower()}")
     result = engine.reconstruct(loaded.model, images.to(device), loaded.precision)
-    runs.atomic_write_bytes(target, user_images.encode_user_images(result, target.suffix.lower()))
+    atomic.write_bytes(target, user_images.encode_user_images(result, target.suffix.lower()))
     doc = {"schema_version": runs.SCHEMA_VERSION, "checkpoint": loaded.path, "input": str(input_),
            "output": str(target), "images": int(images.shape[0])}
     if json_out:
@@ -260,7 +260,7 @@ def plot(
 
     Example: fmae plot runs/sgd runs/adam --out runs/figures
     """
-    from fmae import plots, runs
+    from fmae import atomic, plots, runs
     from fmae.errors import ConfigError
     from fmae.ui import Feedback, print_json, write_stdout
 
@@ -307,7 +307,7 @@ def plot(
             else:
                 fig = _recon_figure(loaded, examples, seed, device, data_dir, no_download, feedback)
             path = out / f"{k}.{fmt}"
-            runs.atomic_write_bytes(path, plots.figure_bytes(fig, fmt))
+            atomic.write_bytes(path, plots.figure_bytes(fig, fmt))
             figures[k] = str(path)
             feedback.message(f"wrote {path}")
     if json_out:

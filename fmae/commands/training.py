@@ -76,7 +76,7 @@ def train(
 
     Example: fmae train --optim adam --hidden 512 --epochs 30 --run-dir runs/a
     """
-    from fmae import engine, runs
+    from fmae import atomic, engine, runs
     from fmae.config import check_device, check_threads
     from fmae.errors import out_of_memory
     from fmae.ui import Feedback, epoch_info, fmt_loss, fmt_seconds, print_json, print_table
@@ -122,7 +122,7 @@ def train(
             raise _interrupted(exc, "training", _train_command(config, run.path)) from None
         except (MemoryError, RuntimeError) as exc:
             if not history and state is None:  # nothing trained: leave no run that would "already hold" one
-                runs.unlink_quietly(run.file("config.json"))
+                atomic.unlink_quietly(run.file("config.json"))
             raise out_of_memory(exc, config) or exc
         summary = run.finish(config, result.status, result.history, result.model.state_dict(), env,
                              device=str(torch_device), wall_seconds=time.perf_counter() - started)
