@@ -191,7 +191,7 @@ def sweep(
     adds only the new cells. Exit 0 when every cell completed, stopped early or diverged; 1 when one failed.
     Bigger sweeps: --jobs 2 trains two cells at once on this machine; --executor ray on a Ray cluster.
     """
-    from fmae import runs
+    from fmae import halving, results, runs
     from fmae import sweep as sweeps
     from fmae.config import check_device
     from fmae.ui import Feedback, epoch_info, fmt_loss, print_json
@@ -247,27 +247,27 @@ def sweep(
                        on_cell=on_cell, fail_fast=fail_fast, stop_at=stop_at)
 
         def pruned(plan: Any) -> None:
-            sweeps.prune(plan, str(torch_device))
+            halving.prune(plan, str(torch_device))
             on_cell(plan, "pruned")
 
         try:
             if pruning is None:
                 train_to(plans)
             else:
-                sweeps.successive_halving(plans, rungs, pruning.eta, train_to, pruned)
+                halving.successive_halving(plans, rungs, pruning.eta, train_to, pruned)
         except KeyboardInterrupt as exc:
-            sweeps.write_results(where, sweeps.results(where, merged, plans), merged.base.epochs)
+            results.write(where, results.collect(where, merged, plans), merged.base.epochs)
             raise _interrupted(exc, "sweep", "the same fmae sweep command") from None
-        rows = sweeps.results(where, merged, plans)
-        best = sweeps.write_results(where, rows, merged.base.epochs)
+        rows = results.collect(where, merged, plans)
+        best = results.write(where, rows, merged.base.epochs)
     failed = [r for r in rows if r["status"] == "failed"]
     doc = {"schema_version": runs.SCHEMA_VERSION, "sweep_dir": str(where.path), "cells": rows, "best": best,
-           "best_per_optim": sweeps.best_per_optim(rows), "cell_epochs": sweeps.cell_epochs(rows, merged.base.epochs)}
+           "best_per_optim": results.best_per_optim(rows), "cell_epochs": results.cell_epochs(rows, merged.base.epochs)}
     if pruning is not None:
         doc["prune"] = {"method": "halving", "eta": pruning.eta, "rungs": list(rungs)}
-    group_rows = sweeps.seed_groups(rows)
+    group_rows = results.seed_groups(rows)
     if group_rows is not None:
-        doc.update(groups=group_rows, best_group_per_optim=sweeps.best_per_optim(group_rows))
+        doc.update(groups=group_rows, best_group_per_optim=results.best_per_optim(group_rows))
     doc["wall_seconds"] = round(time.perf_counter() - started, 3)
     if json_out:
         print_json(doc)
