@@ -87,6 +87,20 @@ def seed_groups(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
     return stats.groups(rows) if stats.has_seeds(rows) else None
 
 
+def document(sweep_dir: SweepDir, rows: list[dict[str, Any]], best: dict[str, Any] | None, epochs: int,
+             prune: dict[str, Any] | None) -> dict[str, Any]:
+    """What `fmae sweep --json` prints: the ranked cells, the best cell (and group) per optimizer,
+    the training budget spent, the pruning used."""
+    doc = {"schema_version": runs.SCHEMA_VERSION, "sweep_dir": str(sweep_dir.path), "cells": rows, "best": best,
+           "best_per_optim": best_per_optim(rows), "cell_epochs": cell_epochs(rows, epochs)}
+    if prune is not None:
+        doc["prune"] = prune
+    group_rows = seed_groups(rows)
+    if group_rows is not None:
+        doc.update(groups=group_rows, best_group_per_optim=best_per_optim(group_rows))
+    return doc
+
+
 def _csv(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> str:
     import csv
     import io

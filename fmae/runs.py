@@ -1,10 +1,6 @@
-"""Run directories: what a training run directory holds, and the one sequence that writes it.
-
-This room owns the run layout (config.json, metrics.csv, last.pt, model.pt, summary.json), the
-refusal of a directory that holds another run or files fmae did not make, the per-epoch save
-and end-of-run sequence (written once, for `fmae train` and every sweep executor), the summary
-document, and reading runs and sweeps back for reports. Files are written through fmae.atomic;
-the checkpoint format is fmae.checkpoints'.
+"""Run directories: their layout, the refusal of a directory holding another run or files fmae did
+not make, the per-epoch save and end-of-run sequence (written once, for `fmae train` and every
+sweep executor), the summary document, and runs and sweeps read back for reports.
 """
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fmae import __version__, atomic
-from fmae.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpoint, load_checkpoint, load_model  # noqa: F401
+from fmae.checkpoints import checkpoint, load_checkpoint, load_model, to_cpu  # noqa: F401 - load_model: older callers
 from fmae.config import TrainConfig
 from fmae.errors import ConfigError, RunDirError
 from fmae.locks import LOCK_NAME
@@ -157,7 +153,7 @@ class RunDir:
     def save_model(self, config: TrainConfig, state_dict: dict[str, Any], history: Sequence[Any],
                    status: str, env: dict[str, Any]) -> None:
         atomic.torch_save(self.file("model.pt"), checkpoint("model", config, {
-            "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+            "state_dict": to_cpu(state_dict),
             "status": status,
             "metrics": {f: [getattr(m, f) for m in history] for f in METRIC_FIELDS},
             "environment": env,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fmae import atomic, runs
-from fmae.config import ExecutorConfig, SweepConfig, TrainConfig
+from fmae.config import ExecutorConfig, SweepConfig, TrainConfig, check_device
 from fmae.errors import ConfigError, FmaeError, RunDirError
 from fmae.locks import LOCK_NAME
 from fmae.stats import RANKABLE
@@ -189,6 +189,7 @@ def cell_device(options: ExecutorConfig, device: str) -> Any:
 
     if options.executor != "ray":
         return engine.resolve_device(device)
+    check_device(device)
     from fmae.executors.ray_cluster import import_ray
 
     import_ray()

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmae import atomic, engine, runs
+from fmae import atomic, engine, evaluation, runs
 from fmae.config import ModelConfig, TrainConfig
 from fmae.errors import CheckpointError, RunDirError
 
@@ -34,7 +34,7 @@ def test_model_checkpoint_round_trip_with_weights_only(tmp_path, tiny_data):
     assert ckpt["metrics"]["test_loss"] == [m.test_loss for m in result.history]
     for a, b in zip(model.state_dict().values(), result.model.state_dict().values()):
         assert torch.equal(a, b)
-    assert engine.evaluate(model, tiny_data.test_images) == result.history[-1].test_loss
+    assert evaluation.evaluate(model, tiny_data.test_images) == result.history[-1].test_loss
 
 
 def test_resume_checkpoint_round_trip(tmp_path, tiny_data):
