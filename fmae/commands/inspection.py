@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Optional
 import typer
 
 from fmae.commands import load_data
-from fmae.config import FIGURE_FORMATS, NOISES, DenoiseConfig
+from fmae.config import FIGURE_FORMATS, NOISES, PLOT_KINDS, DenoiseConfig
 from fmae.options import N, Ckpts, DataDir, Json, NoDownload, PlotKind, Quiet, RunDevice
 
 D = DenoiseConfig()
@@ -171,8 +171,8 @@ def plot(
         metavar="PATH...", help="Training run or sweep directories (read, never changed).", show_default=False)],
     out: Annotated[Path, typer.Option(help="Directory for the figures (created if needed).")] = Path("figures"),
     kind: Annotated[list[PlotKind], typer.Option(
-        metavar="[all|curves|recon|heatmap|compare|seeds]...",
-        help="curves, recon, heatmap, compare, seeds, or all that the sources allow.")] = [PlotKind("all")],  # noqa: B006
+        metavar=f"[{'|'.join(k.value for k in PlotKind)}]...",
+        help=f"{', '.join(PLOT_KINDS)}, or all that the sources allow.")] = [PlotKind("all")],  # noqa: B006
     fmt: Annotated[Literal[FIGURE_FORMATS], typer.Option("--format", help="Figure file format.")] = "png",
     train_loss: Annotated[bool, typer.Option("--train", help="curves: also draw train loss (dashed).")] = False,
     overlay: Annotated[bool, typer.Option("--overlay", help="curves: all sources on one axis.")] = False,
