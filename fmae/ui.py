@@ -1,4 +1,5 @@
-"""The one place that decides how fmae talks: rich bars, plain lines, JSON, quiet, colours.
+"""The one place that decides how fmae talks: rich bars, plain lines, tables, JSON, quiet, colours.
+A command's result goes out through `emit` (the JSON document with --json, else its table).
 
 Results go to stdout; progress, logs, warnings and errors go to stderr. Progress is a rich bar
 on a terminal, one plain line per event when stderr is not a terminal (CI logs) or NO_COLOR is
