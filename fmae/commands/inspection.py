@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal, Optional
 
 import typer
 
-from fmae.commands import load_data
 from fmae.config import FIGURE_FORMATS, NOISES, PLOT_KINDS, DenoiseConfig
 from fmae.options import N, Ckpts, DataDir, Json, NoDownload, PlotKind, Quiet, RunDevice
 
@@ -34,7 +33,7 @@ def eval_(
 
     Example: fmae eval --ckpt runs/a/model.pt runs/s/model.pt --baseline pca
     """
-    from fmae import engine, evaluation, runs
+    from fmae import data, engine, evaluation, runs
     from fmae.checkpoints import load_models
     from fmae.ui import Feedback, emit
 
@@ -42,7 +41,8 @@ def eval_(
     models = load_models(ckpt, torch_device)
     with Feedback(quiet=quiet) as feedback:
         needed = ("test",) if split == "test" and baseline is None else ("train", "test")
-        dataset = load_data(data_dir, no_download, torch_device, feedback, splits=needed)
+        dataset = data.find_and_load(data_dir, download=not no_download, device=torch_device, splits=needed,
+                                     on_found=feedback.message)
         images, labels = evaluation.split(dataset, split)
         rows = [evaluation.evaluate_checkpoint(m, images, labels) for m in models]
         if baseline == "pca":
@@ -104,7 +104,7 @@ def denoise(
 
     Example: fmae denoise --ckpt runs/sgd/best.pt --sigma 0.5
     """
-    from fmae import denoising, engine, figure_choice, runs
+    from fmae import data, denoising, engine, figure_choice, runs
     from fmae.checkpoints import load_models
     from fmae.ui import Feedback, emit
 
@@ -115,7 +115,8 @@ def denoise(
         return
     models = load_models(ckpt, torch_device)
     with Feedback(quiet=quiet) as feedback:
-        dataset = load_data(data_dir, no_download, torch_device, feedback, splits=("test",))
+        dataset = data.find_and_load(data_dir, download=not no_download, device=torch_device, splits=("test",),
+                                     on_found=feedback.message)
         images = dataset.test_images[:limit] if limit else dataset.test_images
         result = denoising.denoise(models, images, noise, config.sigmas, seed)
         labels = figure_choice.figure_labels(models, figure_choice.short_names([m.path for m in models]))
@@ -188,7 +189,7 @@ def plot(
 
     Example: fmae plot runs/sgd runs/adam --out runs/figures
     """
-    from fmae import evaluation, figure_choice, plots, runs
+    from fmae import data, evaluation, figure_choice, plots, runs
     from fmae.config import check_examples
     from fmae.ui import Feedback, emit, write_stdout
 
@@ -201,7 +202,8 @@ def plot(
             from fmae import engine
 
             torch_device = engine.resolve_device(device)
-            dataset = load_data(data_dir, no_download, torch_device, feedback, splits=("test",))
+            dataset = data.find_and_load(data_dir, download=not no_download, device=torch_device,
+                                         splits=("test",), on_found=feedback.message)
             pick = figure_choice.example_indices(dataset.test_images.shape[0], examples, seed)
             images = dataset.test_images[pick.to(dataset.test_images.device)]
             rows = evaluation.reconstructions(figure_choice.recon_models(loaded), images, torch_device)

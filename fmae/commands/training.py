@@ -9,7 +9,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from fmae.commands import load_data
 from fmae.config import ExecutorConfig, ModelConfig, NoiseConfig, PruneConfig, SweepConfig, TrainConfig
 from fmae.errors import ConfigError
 from fmae.locks import lock_run_dir
@@ -71,7 +70,7 @@ def train(
 
     Example: fmae train --optim adam --hidden 512 --epochs 30 --run-dir runs/a
     """
-    from fmae import atomic, engine, runs
+    from fmae import atomic, data, engine, runs
     from fmae.config import check_threads
     from fmae.errors import out_of_memory
     from fmae.ui import Feedback, emit
@@ -91,7 +90,8 @@ def train(
     with lock_run_dir(run.path), Feedback(quiet=quiet) as feedback:
         state = run.check(config, overwrite=overwrite, resume=resume)
         runs.remove_stale_temporaries(run.path, runs.RUN_FILES)
-        dataset = load_data(data_dir, no_download, torch_device, feedback)
+        dataset = data.find_and_load(data_dir, download=not no_download, device=torch_device,
+                                     on_found=feedback.message)
         env = runs.environment(str(torch_device), dataset.source, dataset.sha256)
         if overwrite or not run.exists:
             run.reset()
@@ -186,7 +186,7 @@ def sweep(
     adds only the new cells. Exit 0 when every cell completed, stopped early or diverged; 1 when one failed.
     Bigger sweeps: --jobs 2 trains two cells at once on this machine; --executor ray on a Ray cluster.
     """
-    from fmae import halving, results, runs
+    from fmae import data, halving, results, runs
     from fmae import sweep as sweeps
     from fmae.ui import Feedback, emit
 
@@ -203,7 +203,8 @@ def sweep(
     started = time.perf_counter()
     with lock_run_dir(where.path), Feedback(quiet=quiet) as feedback:
         merged = where.open(grid, overwrite=overwrite)
-        dataset = load_data(data_dir, no_download, "cpu" if executor == "ray" else torch_device, feedback)
+        dataset = data.find_and_load(data_dir, download=not no_download, on_found=feedback.message,
+                                     device="cpu" if executor == "ray" else torch_device)
         env = runs.environment(str(torch_device), dataset.source, dataset.sha256, threads=sweeps.cell_threads(options))
         where.reset(overwrite)
         where.write_grid(merged)
