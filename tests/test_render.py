@@ -37,3 +37,4 @@ def test_an_epoch_prints_nothing_when_quiet():
     out = io.StringIO()
     ui.Feedback(console=Console(file=out), mode="quiet").epoch("k", "label", EpochMetrics(1, 0.1, 0.1, 0.1), 1)
     assert out.getvalue() == ""
+
