@@ -36,9 +36,14 @@ if command -v nvidia-smi >/dev/null 2>&1; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 fi
 
-ROWS=()
-row() { ROWS+=("$1 | $2 | $3 | $4"); }
+row() { echo "$1 | $2 | $3 | $4"; }  # each row as soon as it is measured: a cut-off run keeps its rows
 calc() { "$PYTHON" -c "print(round($1, 1))"; }  # no bc needed
+
+GRID_CELLS=$((6 * ${#HIDDEN[@]}))
+echo
+echo "$GRID_CELLS-cell grid (h ${HIDDEN[*]}), $EPOCHS epochs ($((GRID_CELLS * EPOCHS)) cell-epochs), device $DEVICE; outputs in $OUT"
+echo "what | wall s | ms per cell-epoch | result"
+echo "--- | --- | --- | ---"
 
 # The device tests: lockstep equals solo, a sweep in lockstep equals its --jobs 2 run, on $DEVICE.
 start=$EPOCHREALTIME
@@ -50,8 +55,7 @@ fi
 row "pytest -m device --device $DEVICE" "$(calc "$EPOCHREALTIME - $start")" "-" "$status"
 
 GRID=(--optim sgd adam --lr 0.1 0.01 0.001 --hidden "${HIDDEN[@]}" --epochs "$EPOCHS" --no-download -q --json)
-CELLS=$((6 * ${#HIDDEN[@]}))
-CELL_EPOCHS=$((CELLS * EPOCHS))
+CELL_EPOCHS=$((GRID_CELLS * EPOCHS))
 
 best() {  # the best cell of a sweep's --json output
     "$PYTHON" - "$1" <<'EOF'
@@ -84,8 +88,3 @@ else
     row "fmae sweep ... --executor ray" "-" "-" "not run: Ray is not installed (pip install -e '.[ray]')"
 fi
 
-echo
-echo "$CELLS-cell grid (h ${HIDDEN[*]}), $EPOCHS epochs ($CELL_EPOCHS cell-epochs), device $DEVICE; outputs in $OUT"
-echo "what | wall s | ms per cell-epoch | result"
-echo "--- | --- | --- | ---"
-printf '%s\n' "${ROWS[@]}"

@@ -66,7 +66,7 @@ def snapshot(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def shared_workspace(tmp_path_factory):
     """A finished run and a sweep on the tiny dataset, made once for the module."""
-    from tests.conftest import write_dataset
+    from tests.helpers import write_dataset
 
     root = tmp_path_factory.mktemp("ws")
     sums = write_dataset(root / "tiny")

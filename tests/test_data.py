@@ -9,7 +9,7 @@ import torch
 
 from fmae import data
 from fmae.errors import DataError
-from tests.conftest import STEMS, idx_bytes, write_dataset
+from tests.helpers import STEMS, idx_bytes, write_dataset
 
 
 def test_load_gz_and_raw_give_the_same_tensors(tmp_path):
@@ -153,8 +153,8 @@ def test_corrupted_download_is_not_kept(tmp_path):
 
 
 @pytest.mark.dataset
-def test_real_dataset_loads_and_verifies():
-    real = data.load(__import__("tests.conftest", fromlist=["x"]).real_data_dir())
+def test_real_dataset_loads_and_verifies(real_data_dir):
+    real = data.load(real_data_dir)
     assert real.train_images.shape == (60000, 784) and real.test_images.shape == (10000, 784)
     assert int(real.train_labels.bincount().min()) == 6000
     assert real.sha256 == dict(data.CHECKSUMS)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from fmae import engine
 from fmae.cli import app
 from fmae.config import ModelConfig, TrainConfig
-from tests.test_executors import assert_same_sweep
+from tests.helpers import assert_same_sweep
 
 pytestmark = pytest.mark.device
 

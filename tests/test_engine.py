@@ -20,9 +20,8 @@ def losses(result):
     return [(m.train_loss, m.test_loss) for m in result.history]
 
 
-pytestmark = pytest.mark.dataset
 
-
+@pytest.mark.dataset
 def test_loss_falls_on_a_small_real_subset(small_real):
     result = engine.train(small(epochs=4), small_real, CPU)
     test = [m.test_loss for m in result.history]
@@ -30,6 +29,7 @@ def test_loss_falls_on_a_small_real_subset(small_real):
     assert test[-1] < 0.7 * test[0] and all(b < a for a, b in zip(test, test[1:]))
 
 
+@pytest.mark.dataset
 def test_same_seed_same_losses_other_seed_other_losses(small_real):
     a = engine.train(small(), small_real, CPU)
     b = engine.train(small(), small_real, CPU)
@@ -38,6 +38,7 @@ def test_same_seed_same_losses_other_seed_other_losses(small_real):
     assert losses(a) != losses(c)
 
 
+@pytest.mark.dataset
 @pytest.mark.parametrize("optim", ["adam", "sgd"])
 def test_resume_equals_uninterrupted(small_real, optim):
     full = engine.train(small(optim=optim, epochs=4, momentum=0.5 if optim == "sgd" else 0.0), small_real, CPU)
@@ -50,6 +51,7 @@ def test_resume_equals_uninterrupted(small_real, optim):
     assert all(torch.equal(a, b) for a, b in zip(rest.model.state_dict().values(), full.model.state_dict().values()))
 
 
+@pytest.mark.dataset
 def test_lockstep_equals_alone(small_real):
     configs = [small(lr=lr, model=ModelConfig(hidden=h)) for lr in (0.01, 0.001) for h in (16, 32)]
     together = engine.train_many(configs, small_real, CPU)
@@ -57,6 +59,7 @@ def test_lockstep_equals_alone(small_real):
         assert losses(result) == losses(engine.train(config, small_real, CPU))
 
 
+@pytest.mark.dataset
 def test_non_finite_loss_is_diverged_not_a_crash(small_real):
     config = small(optim="sgd", lr=1e6, model=ModelConfig(hidden=32, activation="identity"), epochs=5)
     result = engine.train(config, small_real, CPU)
@@ -65,6 +68,7 @@ def test_non_finite_loss_is_diverged_not_a_crash(small_real):
     assert len(result.history) < 5
 
 
+@pytest.mark.dataset
 def test_early_stopping(small_real):
     result = engine.train(small(epochs=50, patience=2, min_delta=0.2), small_real, CPU)
     assert result.status == "stopped_early"
@@ -72,6 +76,7 @@ def test_early_stopping(small_real):
     assert (h[-3] - h[-1]) / h[-3] < 0.2 and len(h) < 50
 
 
+@pytest.mark.dataset
 def test_evaluate_is_the_mean_squared_error(small_real):
     result = engine.train(small(epochs=1), small_real, CPU)
     x = small_real.test_images.float() / 255
@@ -81,6 +86,7 @@ def test_evaluate_is_the_mean_squared_error(small_real):
     assert result.history[-1].test_loss == evaluation.evaluate(result.model, small_real.test_images)
 
 
+@pytest.mark.dataset
 def test_one_pass_gives_the_outputs_and_the_mse_of_two(small_real):
     """fmae eval runs the model once: the outputs and the MSE are exactly those of the two separate passes."""
     from fmae.checkpoints import Loaded
@@ -97,6 +103,7 @@ def test_one_pass_gives_the_outputs_and_the_mse_of_two(small_real):
     assert row["mse"] == mse and len(calls) == 1  # 500 test images: one chunk, one forward pass
 
 
+@pytest.mark.dataset
 def test_bf16_runs_close_to_fp32(small_real):
     a = engine.train(small(epochs=2), small_real, CPU)
     b = engine.train(small(epochs=2, precision="bf16"), small_real, CPU)
@@ -118,6 +125,7 @@ def test_derived_seeds_are_distinct():
     assert len(seeds) == 9
 
 
+@pytest.mark.dataset
 def test_denoising_autoencoder_beats_the_plain_one_at_its_sigma(real_data):
     from fmae import denoising, metrics
     from fmae.checkpoints import Loaded

@@ -6,14 +6,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from fmae import runs
+from fmae import executors, runs
 from fmae.cli import app
 from fmae.executors import worker
+from tests.helpers import assert_same_sweep
 
 GRID = ["--optim", "sgd", "adam", "--lr", "0.1", "--hidden", "4", "8", "--batch-size", "16", "--epochs", "3",
         "--threads", "1", "-q", "--json"]
@@ -22,33 +24,6 @@ DIES = "adam-lr0.1-h8-s0"
 
 def sweep(path: Path, *extra: str):
     return CliRunner().invoke(app, ["sweep", *GRID, *extra, "--run-dir", str(path)])
-
-
-def state_dict(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-
-
-def assert_same_sweep(a: Path, b: Path) -> None:
-    """Losses exactly, weights bit for bit, the same best.pt and ranking; every cell saved by the driver."""
-    names = sorted(p.name for p in (a / "cells").iterdir())
-    assert names == sorted(p.name for p in (b / "cells").iterdir()) and len(names) == 4
-    for name in names:
-        ra, rb = runs.RunDir(a / "cells" / name), runs.RunDir(b / "cells" / name)
-        assert [(m["train_loss"], m["test_loss"]) for m in ra.read_metrics()] == \
-            [(m["train_loss"], m["test_loss"]) for m in rb.read_metrics()]
-        wa, wb = state_dict(ra.file("model.pt")), state_dict(rb.file("model.pt"))
-        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-        last_a, last_b = ra.load_last(), rb.load_last()
-        assert all(torch.equal(last_a["model"][k], last_b["model"][k]) for k in last_a["model"])
-        assert json.loads(ra.file("config.json").read_text())["environment"]["threads"] == 1
-        status = json.loads(ra.file("summary.json").read_text())["status"]
-        assert status == json.loads(rb.file("summary.json").read_text())["status"]
-        assert status in ("completed", "collapsed")  # Adam at lr 0.1 kills every hidden unit of some cells here
-    ba, bb = state_dict(a / "best.pt"), state_dict(b / "best.pt")
-    assert all(torch.equal(ba[k], bb[k]) for k in ba)
-    rows = lambda p: [(r["optim"], r["hidden"], r["rank"], r["final_test_loss"])  # noqa: E731
-                      for r in json.loads((p / "results.json").read_text())["cells"]]
-    assert rows(a) == rows(b)
 
 
 @pytest.fixture
@@ -146,7 +121,7 @@ def test_workers_that_die_at_start_fail_the_cell_instead_of_hanging(tmp_path):
     start: the driver must see the pool break, retry, and give the cell up, not block on a worker."""
     script = tmp_path / "unguarded.py"
     script.write_text(
-        "import os, sys\nfrom pathlib import Path\nfrom fmae import data\nfrom tests.conftest import write_dataset\n"
+        "import os, sys\nfrom pathlib import Path\nfrom fmae import data\nfrom tests.helpers import write_dataset\n"
         f"d = Path({str(tmp_path / 'tiny')!r})\ndata.CHECKSUMS = write_dataset(d, n_train=200, n_test=20)\n"
         "os.environ['FMAE_DATA_DIR'] = str(d)\n"
         f"sys.argv = ['fmae', 'sweep', '--hidden', '4', '--lr', '0.1', '--epochs', '1', '--jobs', '2', '--json', "
@@ -177,3 +152,17 @@ def test_raylet_reports_never_reach_stdout_even_after_the_sweep_closed(tiny_data
     assert "worker died" not in out and "still quiet" not in out
     ray_worker.print_to_stdstream({**report, "pid": 4242, "lines": ["a task's own print"]}, ignore_prefix=False)
     assert "a task's own print" in capsys.readouterr().out  # only the raylet's reports are dropped
+
+
+def plan(hidden: int, epochs: int, start: int = 0) -> SimpleNamespace:
+    return SimpleNamespace(config=SimpleNamespace(model=SimpleNamespace(hidden=hidden), epochs=epochs), start_epoch=start)
+
+
+def test_several_slots_take_the_largest_work_first_so_that_no_large_cell_ends_alone():
+    small, big, half_done, pair = plan(64, 10), plan(512, 10), plan(512, 10, start=8), [plan(128, 10), plan(256, 10)]
+    groups = [[small], [half_done], [big], pair]
+    assert executors.longest_first(groups) == [[big], pair, [half_done], [small]]  # 5120, 3840, 1024, 640
+    assert executors.longest_first(groups, stop_at=9) == [[big], pair, [small], [half_done]]  # half_done: 1 epoch left
+    first, second = plan(64, 10), plan(32, 20)  # equal work: the grid's order stays
+    assert [g[0] for g in executors.longest_first([[first], [second]])] == [first, second]
+    assert [g[0] for g in executors.longest_first([[second], [first]])] == [second, first]

@@ -9,7 +9,6 @@ from fmae import halving, runs, sweep
 from fmae.cli import app
 from fmae.config import PruneConfig, TrainConfig
 from fmae.errors import ConfigError
-from tests.conftest import real_data_dir
 
 GRID = ["--optim", "sgd", "--lr", "0.5", "0.1", "0.01", "--hidden", "4", "8", "--activation", "identity",
         "--batch-size", "16", "--epochs", "9", "-q", "--json"]
@@ -108,8 +107,8 @@ def test_ties_break_by_cell_name(tmp_path):
 
 
 @pytest.mark.dataset
-def test_the_issues_halving_example_on_real_data(monkeypatch, tmp_path):
-    monkeypatch.setenv("FMAE_DATA_DIR", str(real_data_dir()))
+def test_the_issues_halving_example_on_real_data(monkeypatch, tmp_path, real_data_dir):
+    monkeypatch.setenv("FMAE_DATA_DIR", str(real_data_dir))
     grid = ["--optim", "sgd", "--lr", "0.1", "0.01", "0.001", "--hidden", "16", "32", "--epochs", "9", "-q", "--json"]
     full = json.loads(_cli(*grid, "--run-dir", tmp_path / "full").stdout)
     result = _cli(*grid, "--prune", "halving", "--eta", "3", "--run-dir", tmp_path / "p")

@@ -234,13 +234,13 @@ def test_out_of_memory_names_the_setting_and_leaves_no_half_run(fake_dataset, tm
 
 
 @pytest.mark.dataset
-def test_a_real_out_of_memory_is_one_error_and_leaves_nothing(tmp_path):
+def test_a_real_out_of_memory_is_one_error_and_leaves_nothing(tmp_path, real_data_dir):
     """The allocation really fails: the address space is capped 2 GiB above what torch needs."""
     import re
     import resource
     import subprocess
 
-    from tests.conftest import installed_env, real_data_dir
+    from tests.helpers import installed_env
 
     in_use = int(re.search(r"VmSize:\s+(\d+)", open("/proc/self/status").read())[1]) * 1024
     cap = in_use + (2 << 30)  # the model's first weight alone is 3.1 GB
@@ -249,7 +249,7 @@ def test_a_real_out_of_memory_is_one_error_and_leaves_nothing(tmp_path):
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
     done = subprocess.run(["fmae", "train", "--hidden", "1000000", "--epochs", "1", "--run-dir", "r", "-q"],
-                          cwd=tmp_path, env=installed_env(FMAE_DATA_DIR=str(real_data_dir())), preexec_fn=capped,
+                          cwd=tmp_path, env=installed_env(FMAE_DATA_DIR=str(real_data_dir)), preexec_fn=capped,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr
     one_error_line(done, "not enough memory to train --hidden 1000000 with --batch-size 1000")

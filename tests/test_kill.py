@@ -1,10 +1,15 @@
 """SIGKILL at random moments, then the same command again: no corrupt file, no finished epoch
-lost, and the final results equal an uninterrupted run (CPU, fp32). Also SIGINT and the lock."""
+lost, and the final results equal an uninterrupted run (CPU, fp32). Also SIGINT, whose printed resume
+command resumes, and --jobs/ray sweeps whose workers die with their driver. Each kill is proven to land
+mid-run: the process was still running (its return code says which signal ended it) and the run it
+leaves is unfinished."""
 
 import csv
 import json
 import os
 import random
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,7 +22,7 @@ import torch
 from fmae import runs
 from fmae.executors import worker
 from fmae.locks import LOCK_NAME
-from tests.conftest import installed_env, real_data_dir
+from tests.helpers import default_sigint, installed_env, state_dict
 
 pytestmark = pytest.mark.dataset
 
@@ -25,13 +30,8 @@ TRAIN = ["fmae", "train", "--epochs", "4", "--hidden", "32", "--seed", "1", "-q"
 SWEEP = ["fmae", "sweep", "--lr", "0.01", "0.001", "--hidden", "16", "--epochs", "3", "-q"]
 
 
-def default_sigint() -> None:
-    """In the child: Ctrl-C's default action, which a shell without job control (CI) sets to ignore."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def env(delay: float = 0.0) -> dict:
-    e = installed_env(FMAE_DATA_DIR=str(real_data_dir()))
+def env(data_dir: Path, delay: float = 0.0) -> dict:
+    e = installed_env(FMAE_DATA_DIR=str(data_dir))
     if delay:
         e["FMAE_TEST_WRITE_DELAY"] = str(delay)
     return e
@@ -56,42 +56,52 @@ def check_run_files(run: Path) -> int:
     return epoch
 
 
-def kill_at(cmd: list[str], cwd: Path, after: float) -> int | None:
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env(delay=0.15), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def kill_at(cmd: list[str], cwd: Path, after: float, data_dir: Path) -> int:
+    """Run `cmd`, SIGKILL it `after` seconds in unless it ended first; its return code (-9: killed)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env(data_dir, delay=0.15), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
-        return proc.wait(timeout=after)  # finished before the kill
+        proc.wait(timeout=after)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        return None
+    assert proc.returncode in (0, -signal.SIGKILL), proc.returncode
+    return proc.returncode
 
 
-def test_train_survives_sigkill_at_random_moments(tmp_path):
-    subprocess.run([*TRAIN, "--run-dir", "ref"], cwd=tmp_path, env=env(), check=True)
+def test_train_survives_sigkill_at_random_moments(tmp_path, real_data_dir):
+    subprocess.run([*TRAIN, "--run-dir", "ref"], cwd=tmp_path, env=env(real_data_dir), check=True)
     rng = random.Random(7)
-    run, last = tmp_path / "r", 0
+    run, last, landed = tmp_path / "r", 0, 0
     for _ in range(5):
-        code = kill_at([*TRAIN, "--run-dir", "r", "--resume"], tmp_path, rng.uniform(2.0, 6.0))
+        code = kill_at([*TRAIN, "--run-dir", "r", "--resume"], tmp_path, rng.uniform(2.0, 6.0), real_data_dir)
         epoch = check_run_files(run) if run.exists() else 0
         assert epoch >= last, "a finished epoch was lost"
         last = epoch
-        if code == 0:
+        if code == 0 or (run / "summary.json").exists():  # finished (perhaps killed on its way out)
             break
-    subprocess.run([*TRAIN, "--run-dir", "r", "--resume"], cwd=tmp_path, env=env(), check=True)
+        assert epoch < 4  # killed mid-run: fewer epochs than asked, no summary
+        landed += 1
+    assert landed >= 1, "every run finished before its kill: nothing was resumed"
+    subprocess.run([*TRAIN, "--run-dir", "r", "--resume"], cwd=tmp_path, env=env(real_data_dir), check=True)
     assert losses(run / "metrics.csv") == losses(tmp_path / "ref" / "metrics.csv")
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
     assert not list(run.glob(".*.tmp")) and not (run / LOCK_NAME).exists()
 
 
-def test_sweep_survives_sigkill_at_random_moments(tmp_path):
-    subprocess.run([*SWEEP, "--run-dir", "ref"], cwd=tmp_path, env=env(), check=True)
+def test_sweep_survives_sigkill_at_random_moments(tmp_path, real_data_dir):
+    subprocess.run([*SWEEP, "--run-dir", "ref"], cwd=tmp_path, env=env(real_data_dir), check=True)
     rng = random.Random(11)
+    landed = 0
     for _ in range(5):
-        if kill_at([*SWEEP, "--run-dir", "s"], tmp_path, rng.uniform(2.0, 7.0)) == 0:
-            break
+        code = kill_at([*SWEEP, "--run-dir", "s"], tmp_path, rng.uniform(2.0, 7.0), real_data_dir)
         for cell in (tmp_path / "s" / "cells").glob("*") if (tmp_path / "s" / "cells").exists() else []:
             check_run_files(cell)
-    subprocess.run([*SWEEP, "--run-dir", "s"], cwd=tmp_path, env=env(), check=True)
+        if code == 0 or (tmp_path / "s" / "results.json").exists():  # finished (perhaps killed on its way out)
+            break
+        landed += 1  # killed mid-sweep: no results yet
+    assert landed >= 1, "every sweep finished before its kill: nothing was resumed"
+    subprocess.run([*SWEEP, "--run-dir", "s"], cwd=tmp_path, env=env(real_data_dir), check=True)
     for cell in (tmp_path / "ref" / "cells").iterdir():
         assert losses(tmp_path / "s" / "cells" / cell.name / "metrics.csv") == losses(cell / "metrics.csv")
     strip = lambda p: [{k: v for k, v in r.items() if k not in ("seconds", "model")}  # noqa: E731
@@ -99,37 +109,34 @@ def test_sweep_survives_sigkill_at_random_moments(tmp_path):
     assert strip(tmp_path / "s" / "results.json") == strip(tmp_path / "ref" / "results.json")
 
 
-def test_ctrl_c_exits_130_and_resumes(tmp_path):
-    proc = subprocess.Popen([*TRAIN[:-1], "--epochs", "40", "--run-dir", "r"], cwd=tmp_path, env=env(),
+def test_ctrl_c_exits_130_and_the_printed_command_resumes(tmp_path, real_data_dir):
+    """The one error line of an interrupted `fmae train` names the command that resumes it: run as
+    printed, it goes on from the saved epoch and ends equal to a run never interrupted."""
+    subprocess.run([*TRAIN, "--run-dir", "ref"], cwd=tmp_path, env=env(real_data_dir), check=True)
+    proc = subprocess.Popen([*TRAIN[:-1], "--run-dir", "r"], cwd=tmp_path, env=env(real_data_dir, delay=0.15),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "r" / "last.pt").exists():
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, err  # still training when Ctrl-C came
     assert "error: training interrupted" in err and "--resume" in err
-    assert runs.RunDir(tmp_path / "r").load_last()["epoch"] >= 1
+    saved = runs.RunDir(tmp_path / "r").load_last()["epoch"]
+    assert 1 <= saved < 4  # fewer epochs than asked: the resume has work to do
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "interrupted"
 
-
-def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path):
-    first = subprocess.Popen([*SWEEP[:-1], "--epochs", "30", "--run-dir", "s"], cwd=tmp_path, env=env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline and not (tmp_path / "s" / LOCK_NAME).exists():
-            time.sleep(0.05)
-        second = subprocess.run([*SWEEP[:-1], "--epochs", "30", "--run-dir", "s"], cwd=tmp_path, env=env(),
-                                capture_output=True, text=True, timeout=120)
-        assert second.returncode == 1
-        assert f"in use by fmae process {first.pid}" in second.stderr
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-    # the killed owner's lock is stale: the next run takes it over
-    third = subprocess.run([*SWEEP, "--run-dir", "s", "--epochs", "29"], cwd=tmp_path, env=env(),
-                           capture_output=True, text=True, timeout=60, check=False)
-    assert third.returncode == 1 and "other shared settings (epochs 30 -> 29)" in third.stderr, third.stderr
+    printed = re.search(r"\(hint: resume with: (.+)\)$", err.strip().splitlines()[-1])
+    assert printed, err
+    argv = shlex.split(printed[1])
+    assert argv[0] == "fmae" and argv[-1] == "--resume", argv
+    resumed = subprocess.run(argv, cwd=tmp_path, env=env(real_data_dir), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming after epoch {saved}" in resumed.stderr, resumed.stderr
+    assert losses(tmp_path / "r" / "metrics.csv") == losses(tmp_path / "ref" / "metrics.csv")
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "completed"
+    a, b = state_dict(tmp_path / "ref" / "model.pt"), state_dict(tmp_path / "r" / "model.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 # ---------------------------------------------------------------- --jobs N: workers die with the driver
@@ -149,11 +156,11 @@ def alive(pid: int) -> bool:
         return False
 
 
-def start_jobs(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
+def start_jobs(tmp_path: Path, data_dir: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
     pids = tmp_path / "pids"
     pids.mkdir(exist_ok=True)
     proc = subprocess.Popen([*JOBS, "--jobs", "2", *extra, "--run-dir", "s"], cwd=tmp_path,
-                            env={**env(), worker.TEST_WORKER_PIDS: str(pids)},
+                            env={**env(data_dir), worker.TEST_WORKER_PIDS: str(pids)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and not (len(list(pids.iterdir())) == 2
@@ -173,14 +180,21 @@ def assert_no_worker_left(pids: Path) -> None:
     assert not [p for p in workers if alive(p)], "a worker went on after its driver"
 
 
-def test_kill_9_of_the_driver_leaves_no_worker_and_the_rerun_ends_equal(tmp_path):
-    subprocess.run([*JOBS, "--run-dir", "ref"], cwd=tmp_path, env=env(), check=True, timeout=600)
-    proc, pids = start_jobs(tmp_path)
+def saved_epochs(sweep: Path) -> list[int]:
+    """The epoch each started cell's last.pt holds (0 without one)."""
+    return [runs.RunDir(c).load_last()["epoch"] if (c / "last.pt").exists() else 0 for c in (sweep / "cells").iterdir()]
+
+
+def test_kill_9_of_the_driver_leaves_no_worker_and_the_rerun_ends_equal(tmp_path, real_data_dir):
+    subprocess.run([*JOBS, "--run-dir", "ref"], cwd=tmp_path, env=env(real_data_dir), check=True, timeout=600)
+    proc, pids = start_jobs(tmp_path, real_data_dir)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (tmp_path / "s" / "results.json").exists()
+    assert proc.returncode == -signal.SIGKILL  # still running when killed
+    assert not (tmp_path / "s" / "results.json").exists() and min(saved_epochs(tmp_path / "s")) < 3
     assert_no_worker_left(pids)
-    subprocess.run([*JOBS, "--jobs", "2", "--run-dir", "s"], cwd=tmp_path, env=env(), check=True, timeout=600)
+    subprocess.run([*JOBS, "--jobs", "2", "--run-dir", "s"], cwd=tmp_path, env=env(real_data_dir), check=True,
+                   timeout=600)
     for cell in (tmp_path / "ref" / "cells").iterdir():
         assert losses(tmp_path / "s" / "cells" / cell.name / "metrics.csv") == losses(cell / "metrics.csv")
         a = runs.load_checkpoint(cell / "model.pt")["state_dict"]
@@ -188,15 +202,14 @@ def test_kill_9_of_the_driver_leaves_no_worker_and_the_rerun_ends_equal(tmp_path
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_sigterm_stops_the_workers_and_exits_143(tmp_path):
-    proc, pids = start_jobs(tmp_path, "--epochs", "30")
+def test_sigterm_stops_the_workers_and_exits_143(tmp_path, real_data_dir):
+    proc, pids = start_jobs(tmp_path, real_data_dir, "--epochs", "30")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "error: sweep interrupted by SIGTERM; finished epochs are saved" in err
     assert_no_worker_left(pids)
-    assert any(runs.RunDir(c).load_last()["epoch"] >= 1 for c in (tmp_path / "s" / "cells").iterdir()
-               if (c / "last.pt").exists())
+    assert max(saved_epochs(tmp_path / "s")) >= 1 and min(saved_epochs(tmp_path / "s")) < 30
 
 
 def descendants(pid: int) -> set[int]:
@@ -214,9 +227,9 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def test_sigterm_of_a_ray_sweep_exits_143_and_takes_its_private_ray_down(tmp_path):
+def test_sigterm_of_a_ray_sweep_exits_143_and_takes_its_private_ray_down(tmp_path, real_data_dir):
     proc = subprocess.Popen([*JOBS[:-1], "--epochs", "30", "--executor", "ray", "--run-dir", "s"], cwd=tmp_path,
-                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            env=env(real_data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and not list((tmp_path / "s").glob("cells/*/last.pt")):
         assert proc.poll() is None, proc.stderr.read()
@@ -228,6 +241,7 @@ def test_sigterm_of_a_ray_sweep_exits_143_and_takes_its_private_ray_down(tmp_pat
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert "error: sweep interrupted by SIGTERM; finished epochs are saved" in err
+    assert min(saved_epochs(tmp_path / "s")) < 30  # stopped mid-sweep
     deadline = time.time() + 20
     while time.time() < deadline and any(alive(p) for p in ray_processes):
         time.sleep(0.2)

@@ -1,5 +1,6 @@
 """The directory lock: exclusive under contention, released by a dying owner, honest about owners
-it cannot check, covering a running sweep's cells, and clean on a full disk."""
+it cannot check, covering a running sweep's cells, refusing a second `fmae sweep` on one directory,
+and clean on a full disk."""
 
 import multiprocessing
 import os
@@ -14,6 +15,7 @@ import pytest
 
 from fmae.errors import RunDirError
 from fmae.locks import LOCK_NAME, DirectoryLock, lock_run_dir
+from tests.helpers import installed_env
 
 ROUNDS = 25
 WORKERS = 8
@@ -103,6 +105,31 @@ def test_a_cell_of_a_running_sweep_is_refused(tmp_path):
             with DirectoryLock(sweep):
                 pass
     assert not (sweep / LOCK_NAME).exists() and not (cell / LOCK_NAME).exists()
+
+
+SWEEP = ["fmae", "sweep", "--lr", "0.01", "0.001", "--hidden", "16", "--epochs", "3", "-q"]
+
+
+@pytest.mark.dataset
+def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path, real_data_dir):
+    env = installed_env(FMAE_DATA_DIR=str(real_data_dir))
+    first = subprocess.Popen([*SWEEP[:-1], "--epochs", "30", "--run-dir", "s"], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (tmp_path / "s" / LOCK_NAME).exists():
+            time.sleep(0.05)
+        second = subprocess.run([*SWEEP[:-1], "--epochs", "30", "--run-dir", "s"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1
+        assert f"in use by fmae process {first.pid}" in second.stderr
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # the killed owner's lock is stale: the next run takes it over
+    third = subprocess.run([*SWEEP, "--run-dir", "s", "--epochs", "29"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert third.returncode == 1 and "other shared settings (epochs 30 -> 29)" in third.stderr, third.stderr
 
 
 def _no_file_space() -> None:

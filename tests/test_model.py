@@ -1,8 +1,9 @@
+"""The autoencoder: its shapes, output activations, seeded init and dropout."""
+
 import pytest
 import torch
 
-from fmae.config import ModelConfig, TrainConfig
-from fmae.errors import ConfigError
+from fmae.config import ModelConfig
 from fmae.model import build
 
 
@@ -16,13 +17,6 @@ def test_shapes_and_output_activation(activation):
         assert out.min() >= 0
     if activation == "sigmoid":
         assert 0 <= out.min() and out.max() <= 1
-
-
-def test_default_is_the_report_setup():
-    config = TrainConfig()
-    assert (config.model.hidden, config.model.dropout, config.model.activation) == (512, 0.1, "relu")
-    assert (config.epochs, config.batch_size) == (100, 1000)
-    assert TrainConfig(optim="adam").learning_rate == 0.001 and TrainConfig(optim="sgd").learning_rate == 0.1
 
 
 def test_init_is_seeded_and_follows_torch_bounds():
@@ -42,28 +36,3 @@ def test_dropout_uses_its_generator_and_scales():
     assert set(y1.unique().tolist()) == {0.0, 2.0}
     assert 0.4 < (y1 == 0).float().mean() < 0.6
     assert torch.equal(model.eval().dropout(x), x)
-
-
-@pytest.mark.parametrize("kwargs", [
-    {"hidden": 0}, {"hidden": -3}, {"hidden": 2.5}, {"dropout": 1.0}, {"dropout": -0.1},
-    {"dropout": float("nan")}, {"activation": "tanh"},
-])
-def test_model_config_rejects(kwargs):
-    with pytest.raises(ConfigError):
-        ModelConfig(**kwargs)
-
-
-@pytest.mark.parametrize("kwargs", [
-    {"optim": "rmsprop"}, {"lr": 0}, {"lr": -1.0}, {"lr": float("inf")}, {"epochs": 0}, {"batch_size": 0},
-    {"seed": -1}, {"precision": "fp16"}, {"patience": -1}, {"min_delta": -0.1}, {"momentum": 0.9},
-])
-def test_train_config_rejects(kwargs):
-    with pytest.raises(ConfigError):
-        TrainConfig(**kwargs)
-
-
-def test_config_round_trip():
-    config = TrainConfig(model=ModelConfig(hidden=64), optim="sgd", momentum=0.5).resolved()
-    assert TrainConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ConfigError):
-        TrainConfig.from_dict({"model": {"hidden": 3}, "bogus": 1})

@@ -7,7 +7,7 @@ import time
 from typer.testing import CliRunner
 
 from fmae.cli import app
-from tests.test_executors import assert_same_sweep
+from tests.helpers import assert_same_sweep
 
 GRID = ["sweep", "--optim", "sgd", "adam", "--lr", "0.1", "--hidden", "4", "8", "--batch-size", "16",
         "--epochs", "25", "--threads", "1", "-q", "--json"]

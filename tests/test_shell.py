@@ -5,19 +5,20 @@ import subprocess
 
 import pytest
 
-from tests.conftest import installed_env, real_data_dir
-
-pytestmark = pytest.mark.dataset
+from tests.helpers import installed_env
 
 
-def sh(script: str, cwd, **env) -> subprocess.CompletedProcess:
-    full_env = installed_env(NO_COLOR="1", FMAE_DATA_DIR=str(real_data_dir()), **env)
+def sh(script: str, cwd, data_dir=None, **env) -> subprocess.CompletedProcess:
+    full_env = installed_env(NO_COLOR="1", **env)
     full_env.pop("FMAE_DEBUG", None)
+    if data_dir is not None:
+        full_env["FMAE_DATA_DIR"] = str(data_dir)
     return subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], cwd=cwd, capture_output=True, text=True,
                           env=full_env, stdin=subprocess.DEVNULL, timeout=600)
 
 
-def test_a_ci_script(tmp_path):
+@pytest.mark.dataset
+def test_a_ci_script(tmp_path, real_data_dir):
     script = """
 fmae --version
 fmae train --epochs 1 --hidden 16 --run-dir runs/a --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["status"]=="completed"'
@@ -26,7 +27,7 @@ fmae eval --ckpt runs/a/model.pt runs/s/best.pt --json | python3 -c 'import json
 fmae denoise --ckpt runs/s/best.pt --sigma 0.5 --limit 200 --json > denoise.json
 fmae plot runs/s --kind heatmap curves --out figs --json > plot.json
 """
-    result = sh(script, tmp_path)
+    result = sh(script, tmp_path, real_data_dir)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "fmae 0.1.0"  # every other result went to files
     assert "\x1b[" not in result.stderr  # no colour codes or bar frames without a terminal
@@ -52,8 +53,9 @@ def test_exit_codes_and_one_line_errors(tmp_path, script, code, needle):
     assert result.stdout == ""
 
 
-def test_sigterm_saves_and_exits_143(tmp_path):
-    env = installed_env(FMAE_DATA_DIR=str(real_data_dir()))
+@pytest.mark.dataset
+def test_sigterm_saves_and_exits_143(tmp_path, real_data_dir):
+    env = installed_env(FMAE_DATA_DIR=str(real_data_dir))
     proc = subprocess.Popen(["fmae", "train", "--epochs", "50", "--hidden", "64", "--run-dir", "r"], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     import time

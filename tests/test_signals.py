@@ -14,14 +14,7 @@ from typer.testing import CliRunner
 from fmae import runs
 from fmae.cli import app
 from fmae.config import ModelConfig, TrainConfig
-from tests.conftest import installed_env, real_data_dir
-
-pytestmark = pytest.mark.dataset
-
-
-def default_sigint() -> None:
-    """In the child: Ctrl-C's default action, which a shell without job control (CI) sets to ignore."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+from tests.helpers import default_sigint, installed_env
 
 
 def reading_dataset(pid: int, data_dir: Path) -> bool:
@@ -39,8 +32,8 @@ def reading_dataset(pid: int, data_dir: Path) -> bool:
     return False
 
 
-def signal_while_loading_data(cmd: list[str], cwd: Path, sig: int) -> subprocess.CompletedProcess:
-    data_dir = real_data_dir().resolve()
+def signal_while_loading_data(cmd: list[str], cwd: Path, sig: int, data_dir: Path) -> subprocess.CompletedProcess:
+    data_dir = data_dir.resolve()
     proc = subprocess.Popen(cmd, cwd=cwd, env=installed_env(FMAE_DATA_DIR=str(data_dir)), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_sigint)
     try:
@@ -76,6 +69,7 @@ def checkpoint(tmp_path):
     return run.file("model.pt")
 
 
+@pytest.mark.dataset
 @pytest.mark.parametrize("command,sig,code", [
     ("train", signal.SIGTERM, 143),
     ("train", signal.SIGINT, 130),
@@ -83,11 +77,12 @@ def checkpoint(tmp_path):
     ("denoise", signal.SIGTERM, 143),
     ("sweep", signal.SIGINT, 130),
 ])
-def test_a_signal_while_the_data_loads_exits_with_its_code_and_one_line(tmp_path, checkpoint, command, sig, code):
+def test_a_signal_while_the_data_loads_exits_with_its_code_and_one_line(tmp_path, checkpoint, command, sig, code,
+                                                                       real_data_dir):
     args = {"train": ["--hidden", "8", "--epochs", "1", "--run-dir", "r"],
             "sweep": ["--lr", "0.01", "--hidden", "8", "--epochs", "1", "--run-dir", "r"],
             "eval": ["--ckpt", str(checkpoint)], "denoise": ["--ckpt", str(checkpoint)]}[command]
-    done = signal_while_loading_data(["fmae", command, *args], tmp_path, sig)
+    done = signal_while_loading_data(["fmae", command, *args], tmp_path, sig, real_data_dir)
     assert done.returncode == code, done.stderr
     lines = done.stderr.strip().splitlines()
     name = "SIGTERM" if sig == signal.SIGTERM else "SIGINT"

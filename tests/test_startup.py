@@ -76,7 +76,7 @@ def test_completion_files_are_current():
 
 
 def test_bash_completes_commands_and_values():
-    from tests.conftest import installed_env
+    from tests.helpers import installed_env
 
     env = installed_env()
 
@@ -108,11 +108,9 @@ SLOW_IMPORTS = ("torch._dynamo", "torchmetrics", "torchvision", "scipy", "matplo
 
 
 @pytest.mark.dataset
-def test_one_shot_commands_import_nothing_slow(tmp_path):
+def test_one_shot_commands_import_nothing_slow(tmp_path, real_data_dir):
     """train, eval and denoise (no figure) never import torch._dynamo (torch.optim's first use),
     torchmetrics or torchvision (1.7 s), scipy or matplotlib."""
-    from tests.conftest import real_data_dir
-
     probe = ("import os, sys\nos.environ['FMAE_DATA_DIR'] = sys.argv[1]\nsys.argv = ['fmae', *sys.argv[2:]]\n"
              "from fmae.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
              f"print('SLOW:' + ','.join(sorted(m for m in sys.modules if m.startswith({SLOW_IMPORTS!r}))))")
@@ -121,7 +119,7 @@ def test_one_shot_commands_import_nothing_slow(tmp_path):
                 ["eval", "--ckpt", str(run_dir / "model.pt"), "-q"],
                 ["denoise", "--ckpt", str(run_dir / "model.pt"), "--sigma", "0.5", "--limit", "200", "-q"]]
     for argv in commands:
-        out = subprocess.run([sys.executable, "-c", probe, str(real_data_dir()), *argv], capture_output=True,
+        out = subprocess.run([sys.executable, "-c", probe, str(real_data_dir), *argv], capture_output=True,
                              text=True, cwd=tmp_path)
         assert out.returncode == 0, out.stderr
         assert out.stdout.splitlines()[-1] == "SLOW:", (argv[0], out.stdout.splitlines()[-1])

@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 from fmae import evaluation, model, stats
 from fmae.cli import app
 from fmae.config import ModelConfig
-from tests.conftest import real_data_dir
 
 
 @pytest.mark.parametrize("df,expected", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (30, 2.0423)])
@@ -61,9 +60,9 @@ def test_a_model_with_every_output_unit_dead_is_collapsed(tiny_data):
 
 
 @pytest.mark.dataset
-def test_seed_groups_and_collapsed_cells_on_real_data(monkeypatch, tmp_path):
+def test_seed_groups_and_collapsed_cells_on_real_data(monkeypatch, tmp_path, real_data_dir):
     """The issue's example: Adam lr 0.001 and 0.1 x h 16, 32 x seeds 0 1 2, 2 epochs."""
-    monkeypatch.setenv("FMAE_DATA_DIR", str(real_data_dir()))
+    monkeypatch.setenv("FMAE_DATA_DIR", str(real_data_dir))
     out = tmp_path / "s"
     result = CliRunner().invoke(app, ["sweep", "--optim", "adam", "--lr", "0.001", "0.1", "--hidden", "16", "32",
                                       "--seed", "0", "1", "2", "--epochs", "2", "-q", "--json", "--run-dir", str(out)])

@@ -71,32 +71,37 @@ def test_stdout_full_or_closed_is_one_error_line(monkeypatch):
         ui.print_table("t", ["a"], [[1]])
 
 
+def written(monkeypatch, stream: str, fds: tuple[int, int], action, **env: str) -> str:
+    """What `action()` writes to sys.<stream> when that is the write end of `fds` (a pty or a pipe),
+    under the colour settings in `env` (NO_COLOR and FORCE_COLOR unset unless named there)."""
+    for name in ("NO_COLOR", "FORCE_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    read_end, write_end = fds
+    with os.fdopen(write_end, "w") as out:
+        monkeypatch.setattr(f"sys.{stream}", out)
+        action()
+    text = os.read(read_end, 65536).decode()
+    os.close(read_end)
+    return text
+
+
 def test_no_color_on_a_terminal_writes_no_escape_codes(monkeypatch):
-    master, slave = pty.openpty()
-    with os.fdopen(slave, "w") as tty:
-        monkeypatch.setattr("sys.stdout", tty)
-        monkeypatch.setenv("NO_COLOR", "1")
-        monkeypatch.delenv("FORCE_COLOR", raising=False)
-        monkeypatch.setenv("TERM", "xterm-256color")
-        ui.print_table("fmae sweep", ["rank", "status"], [["*1", "completed"]], highlight_row=0)
-    out = os.read(master, 65536).decode()
-    os.close(master)
+    out = written(monkeypatch, "stdout", pty.openpty(),
+                  lambda: ui.print_table("fmae sweep", ["rank", "status"], [["*1", "completed"]], highlight_row=0),
+                  NO_COLOR="1", TERM="xterm-256color")
     assert "completed" in out and "\x1b[" not in out
 
 
 def test_force_color_into_a_pipe_gives_plain_lines_not_a_live_bar(monkeypatch):
-    read_end, write_end = os.pipe()
-    with os.fdopen(write_end, "w") as pipe:
-        monkeypatch.setattr("sys.stderr", pipe)
-        monkeypatch.setenv("FORCE_COLOR", "1")
-        monkeypatch.delenv("NO_COLOR", raising=False)
+    def one_epoch() -> None:
         with ui.Feedback() as feedback:
             assert feedback.mode == "plain"
             feedback.task("epochs", "epochs", 2)
             feedback.advance("epochs", 1, 2, "info", "epoch 1/2")
-    out = os.read(read_end, 65536).decode()
-    os.close(read_end)
-    assert out == "epoch 1/2\n"
+
+    assert written(monkeypatch, "stderr", os.pipe(), one_epoch, FORCE_COLOR="1") == "epoch 1/2\n"
 
 
 @pytest.mark.parametrize("where,needle", [("full", "cannot write the results to stdout: No space left on device"),
@@ -104,7 +109,7 @@ def test_force_color_into_a_pipe_gives_plain_lines_not_a_live_bar(monkeypatch):
 def test_the_cli_names_a_full_or_closed_stdout(where, needle):
     import subprocess
 
-    from tests.conftest import installed_env
+    from tests.helpers import installed_env
 
     full = os.open("/dev/full", os.O_WRONLY)
     try:

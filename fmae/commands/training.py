@@ -186,7 +186,7 @@ def sweep(
     adds only the new cells. Exit 0 when every cell completed, stopped early or diverged; 1 when one failed.
     Bigger sweeps: --jobs 2 trains two cells at once on this machine; --executor ray on a Ray cluster.
     """
-    from fmae import data, halving, results, runs
+    from fmae import data, executors, halving, results, runs
     from fmae import sweep as sweeps
     from fmae.ui import Feedback, emit
 
@@ -199,6 +199,7 @@ def sweep(
     where = sweeps.SweepDir(run_dir or Path("runs") / ("sweep-" + "-".join(grid.optims)))
     pruning = PruneConfig.of(prune, eta, min_epochs)
     rungs = pruning.rungs(epochs) if pruning is not None else ()
+    executors.start_early(options)
     torch_device = sweeps.cell_device(options, device)
     started = time.perf_counter()
     with lock_run_dir(where.path), Feedback(quiet=quiet) as feedback:

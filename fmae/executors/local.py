@@ -1,10 +1,15 @@
-"""This machine: tasks in the driver itself (--jobs 1) or in a pool of spawned processes (--jobs N).
+"""This machine: tasks in the driver itself (--jobs 1) or in a pool of worker processes (--jobs N).
 
-The pool is the standard library's ProcessPoolExecutor with the spawn start method (fork would
-copy torch's thread pools and locks mid-flight). Each worker gets the dataset once, at start, and
-dies with the driver (see worker.init_pool_worker); the dataset lives once, in shared memory. A worker that dies breaks the whole pool
-(BrokenProcessPool): every task then in flight is reported lost and runs again, from its last
-saved epoch, on a fresh pool.
+The pool is the standard library's ProcessPoolExecutor. Its workers come from a fork server
+(multiprocessing's forkserver start method; spawn where there is none): a fresh single-threaded
+process that imports torch and fmae once and forks each worker from that state, so the workers
+start in milliseconds, and `start_early` lets that import run on a free core while the driver
+still imports torch and reads the dataset (spawn made each worker import torch itself, seconds
+of both cores each time a pool started). Forking the driver itself would copy torch's thread
+pools and locks mid-flight; the fork server has neither. Each worker gets the dataset once, at
+start, from shared memory, and dies with the driver (see worker.init_pool_worker). A worker that
+dies breaks the whole pool (BrokenProcessPool): every task then in flight is reported lost and
+runs again, from its last saved epoch, on a fresh pool.
 """
 
 from __future__ import annotations
@@ -45,14 +50,42 @@ class InlineBackend:
         self._done.clear()
 
 
+# What the fork server imports once for every worker it forks (torch among them).
+PRELOAD = ["fmae.executors.worker", "fmae.engine", "fmae.data"]
+
+
+def context() -> Any:
+    """The pool's start method: forkserver (Linux, macOS) with fmae and torch preloaded, else spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+def start_early() -> None:
+    """Start the fork server now (it imports torch on its own core while this process goes on).
+    Only a head start: where multiprocessing refuses (a worker rerunning a main script without
+    `if __name__ == "__main__"`), the pool starts it later, or fails the cell, as without it."""
+    if context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        try:
+            forkserver.ensure_running()
+        except RuntimeError:
+            return
+
+
 class PoolBackend:
     inline = False
 
     def __init__(self, jobs: int, dataset: Any, device: str) -> None:
         self.slots = jobs
-        self._context = multiprocessing.get_context("spawn")
-        self._stop = self._context.Event()
-        self._initargs = (worker.dataset_arrays(dataset), device, os.getpid(), self._stop)
+        self._context = context()
+        # The workers' lifeline: the driver alone holds the write end; when it closes (the driver
+        # stops them, or dies, even by SIGKILL) every worker reads EOF and leaves.
+        lifeline, self._alive = self._context.Pipe(duplex=False)
+        self._initargs = (worker.dataset_arrays(dataset), device, lifeline, os.environ.get(worker.TEST_WORKER_PIDS))
         self._pool: cf.ProcessPoolExecutor | None = None
         self._owner: dict[cf.Future, cf.ProcessPoolExecutor] = {}
 
@@ -64,7 +97,12 @@ class PoolBackend:
 
     def submit(self, task: worker.Task) -> cf.Future:
         pool = self._current()
-        future = pool.submit(worker.run_in_pool, task)
+        try:
+            future = pool.submit(worker.run_in_pool, task)
+        except BrokenProcessPool:  # a worker died before its task came back: those in flight come back lost
+            self._discard(pool)
+            pool = self._current()
+            future = pool.submit(worker.run_in_pool, task)
         self._owner[future] = pool
         return future
 
@@ -77,16 +115,20 @@ class PoolBackend:
                 out.append((future, future.result()))
             except BrokenProcessPool as exc:
                 out.append((future, WorkerLost(str(exc) or "a worker process died")))
-                if pool is self._pool:  # the next task goes to a fresh pool
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    self._pool = None
+                self._discard(pool)
             except Exception as exc:  # noqa: BLE001 - the task raised: handed to the driver
                 out.append((future, exc))
         return out
 
+    def _discard(self, pool: cf.ProcessPoolExecutor) -> None:
+        """A broken pool: the next task goes to a fresh one."""
+        if pool is self._pool:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
     def close(self, *, interrupted: bool) -> None:
         if interrupted:
-            self._stop.set()  # workers leave at once; an epoch in flight is lost, the saved ones are not
+            self._alive.close()  # workers leave at once; an epoch in flight is lost, the saved ones are not
         if self._pool is not None:  # not waiting after a failure: a worker that never started would block it
             self._pool.shutdown(wait=not interrupted, cancel_futures=True)
             self._pool = None

@@ -109,19 +109,23 @@ def from_arrays(d: dict[str, Any], device: str = "cpu") -> Any:
                         d["sha256"]).to(device)
 
 
-def init_pool_worker(dataset: dict[str, Any], device: str, driver_pid: int, stop: Any) -> None:
-    """Runs first in each pool worker. The worker dies with the driver: a thread watches the parent
-    pid (a SIGKILLed driver cannot say goodbye) and the driver's stop event (Ctrl-C, SIGTERM)."""
+def init_pool_worker(dataset: dict[str, Any], device: str, lifeline: Any, pids: str | None) -> None:
+    """Runs first in each pool worker. The worker dies with the driver: a thread waits on the
+    lifeline, a pipe whose write end only the driver holds, and leaves when it reads EOF (the
+    driver closed it to stop the workers, or died: a SIGKILLed driver cannot say goodbye, and a
+    worker forked by the fork server is not the driver's child, so its parent pid tells nothing).
+    `pids`: the test-only TEST_WORKER_PIDS folder, read in the driver (the fork server's
+    environment is that of its start)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the whole group: the driver decides
 
     def watch() -> None:
-        while not stop.wait(0.2):
-            if os.getppid() != driver_pid:
-                os._exit(1)
+        try:
+            lifeline.recv_bytes()  # the driver never writes: this returns only by EOF
+        except (EOFError, OSError):
+            pass
         os._exit(0)
 
     threading.Thread(target=watch, name="fmae-watch-driver", daemon=True).start()
-    pids = os.environ.get(TEST_WORKER_PIDS)
     if pids:
         open(os.path.join(pids, str(os.getpid())), "w").close()
     _POOL["dataset"] = from_arrays(dataset, device)

@@ -1,0 +1,107 @@
+"""Plain functions the tests share (fixtures live in conftest.py): a tiny Fashion-MNIST look-alike,
+where the real dataset is, the environment for running the installed `fmae`, and sweep comparison."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from fmae import data, runs
+
+STEMS = list(data.CHECKSUMS)
+
+
+def idx_bytes(images: bool, count: int, seed: int = 0) -> bytes:
+    import random
+
+    rng = random.Random(seed)
+    if images:
+        header = (0x803).to_bytes(4, "big") + count.to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+        # smooth blobs rather than white noise, so an autoencoder has something to learn
+        body = bytearray()
+        for _ in range(count):
+            cx, cy, r = rng.randint(6, 21), rng.randint(6, 21), rng.randint(3, 9)
+            body += bytes(255 if (x - cx) ** 2 + (y - cy) ** 2 < r * r else 0 for y in range(28) for x in range(28))
+        return header + bytes(body)
+    header = (0x801).to_bytes(4, "big") + count.to_bytes(4, "big")
+    return header + bytes(rng.randrange(10) for _ in range(count))
+
+
+def write_dataset(directory: Path, *, n_train: int = 64, n_test: int = 16, gz: bool = True) -> dict[str, str]:
+    """Write a tiny Fashion-MNIST look-alike; returns the sha256 of each decompressed file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    sums = {}
+    for i, stem in enumerate(STEMS):
+        count = n_train if stem.startswith("train") else n_test
+        raw = idx_bytes("images" in stem, count, seed=i)
+        sums[stem] = hashlib.sha256(raw).hexdigest()
+        if gz:
+            (directory / (stem + ".gz")).write_bytes(gzip.compress(raw))
+        else:
+            (directory / stem).write_bytes(raw)
+    return sums
+
+
+def locate_real_data() -> Path:
+    """The real dataset, or a failure that says how to get it (never a skip: CI must run these).
+    Tests reach it through the `real_data_dir` fixture, which checks their `dataset` mark."""
+    for _, path in data.candidates(None):
+        if path is not None and data.has_dataset(path, data.CHECKSUMS):
+            return path
+    pytest.fail(
+        "these tests need the real Fashion-MNIST: `sudo apt-get install dataset-fashion-mnist` "
+        "(or set FMAE_DATA_DIR); deselect them with -m 'not dataset'"
+        + (" [CI=true]" if os.environ.get("CI") == "true" else "")
+    )
+
+
+def installed_env(**extra: str) -> dict[str, str]:
+    """The environment for running the installed `fmae`: its bin directory first on PATH
+    (pyenv shims may not know a console script installed a moment ago)."""
+    import shutil
+    import sys
+
+    # a virtual environment's bin first (its python is a link to one outside it), then the interpreter's own
+    bin_dirs = dict.fromkeys([str(Path(sys.executable).parent), str(Path(sys.executable).resolve().parent)])
+    env = {**os.environ, "PATH": os.pathsep.join([*bin_dirs, os.environ.get("PATH", "")]), **extra}
+    assert shutil.which("fmae", path=env["PATH"]), "fmae is not installed: pip install -e '.[test]'"
+    return env
+
+
+def default_sigint() -> None:
+    """In the child: Ctrl-C's default action, which a shell without job control (CI) sets to ignore."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def state_dict(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def assert_same_sweep(a: Path, b: Path) -> None:
+    """Losses exactly, weights bit for bit, the same best.pt and ranking; every cell saved by the driver."""
+    names = sorted(p.name for p in (a / "cells").iterdir())
+    assert names == sorted(p.name for p in (b / "cells").iterdir()) and len(names) == 4
+    for name in names:
+        ra, rb = runs.RunDir(a / "cells" / name), runs.RunDir(b / "cells" / name)
+        assert [(m["train_loss"], m["test_loss"]) for m in ra.read_metrics()] == \
+            [(m["train_loss"], m["test_loss"]) for m in rb.read_metrics()]
+        wa, wb = state_dict(ra.file("model.pt")), state_dict(rb.file("model.pt"))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+        last_a, last_b = ra.load_last(), rb.load_last()
+        assert all(torch.equal(last_a["model"][k], last_b["model"][k]) for k in last_a["model"])
+        assert json.loads(ra.file("config.json").read_text())["environment"]["threads"] == 1
+        status = json.loads(ra.file("summary.json").read_text())["status"]
+        assert status == json.loads(rb.file("summary.json").read_text())["status"]
+        assert status in ("completed", "collapsed")  # Adam at lr 0.1 kills every hidden unit of some cells here
+    ba, bb = state_dict(a / "best.pt"), state_dict(b / "best.pt")
+    assert all(torch.equal(ba[k], bb[k]) for k in ba)
+    rows = lambda p: [(r["optim"], r["hidden"], r["rank"], r["final_test_loss"])  # noqa: E731
+                      for r in json.loads((p / "results.json").read_text())["cells"]]
+    assert rows(a) == rows(b)
