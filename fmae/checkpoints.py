@@ -1,4 +1,4 @@
-"""The checkpoint format and its safe loading.
+"""Checkpoints: their format, their safe loading, and models rebuilt from them.
 
 Checkpoints hold only tensors and plain containers and are loaded with weights_only=True: a file
 cannot run code. Their weights are checked against the config they carry (names and shapes)
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,19 @@ def load_checkpoint(path: str | Path, kind: str | None = None, *, data: bytes | 
     return obj
 
 
+def to_cpu(obj: Any) -> Any:
+    """A state dict (or any nest of dicts, lists and tensors) detached and on the CPU, as saved."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
 def check_weights(path: Path, config: TrainConfig, weights: Any) -> None:
     """The weights' names and shapes must be those of the model in the config (nothing is built)."""
     import torch
@@ -114,3 +129,31 @@ def load_model(path: str | Path, device: Any = "cpu") -> tuple[Any, dict[str, An
     model = build(ckpt["config"].model)
     model.load_state_dict(ckpt["state_dict"])  # names and shapes were checked: this cannot fail
     return model.to(device).eval(), ckpt
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A model rebuilt from its checkpoint, with where it came from."""
+
+    path: str
+    model: Any
+    checkpoint: dict[str, Any]
+
+    @property
+    def precision(self) -> str:
+        return self.checkpoint["config"].precision
+
+    @property
+    def recorded_test_loss(self) -> float | None:
+        losses = self.checkpoint.get("metrics", {}).get("test_loss") or []
+        return float(losses[-1]) if losses else None
+
+
+def load_models(paths: Sequence[str | Path], device: Any = "cpu") -> list[Loaded]:
+    """Each checkpoint rebuilt once (a path given twice is loaded once), in the order given."""
+    out: dict[str, Loaded] = {}
+    for path in paths:
+        if str(path) not in out:
+            model, ckpt = load_model(path, device)
+            out[str(path)] = Loaded(str(path), model, ckpt)
+    return list(out.values())

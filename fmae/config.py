@@ -1,27 +1,31 @@
-"""Typed, frozen, validated configurations. Their defaults are the CLI's defaults."""
+"""Typed, frozen, validated configurations, and the vocabularies they accept (optimizers, noise
+kinds, devices, plot kinds, figure formats). Their defaults are the CLI's defaults."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from fmae.checks import choice, finite, int_at_least
 from fmae.errors import ConfigError
 
 INPUT_DIM = 784
 OPTIMIZERS = ("adam", "sgd")
 OPTIMIZER_LABELS = {"sgd": "SGD", "adam": "Adam"}  # as the report and the literature write them
-
-
-def optim_label(optim: str) -> str:
-    return OPTIMIZER_LABELS.get(optim, optim)
 ACTIVATIONS = ("relu", "sigmoid", "identity")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # The report's best learning rate for each optimizer; used when --lr is not given.
 DEFAULT_LR = {"adam": 0.001, "sgd": 0.1}
 NOISES = ("image-gaussian", "gaussian", "salt-pepper", "speckle")  # fmae.noise implements them
+PLOT_KINDS = ("curves", "recon", "heatmap", "compare", "seeds")  # fmae.plots draws them, in this order
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+def optim_label(optim: str) -> str:
+    return OPTIMIZER_LABELS.get(optim, optim)
 
 
 @dataclass(frozen=True)
@@ -32,45 +36,61 @@ class NoiseConfig:
     sigma: float = 0.5
 
     def __post_init__(self) -> None:
-        _choice("noise", self.kind, NOISES)
-        sigma = _finite("sigma", self.sigma)
+        choice("noise", self.kind, NOISES)
+        sigma = finite("sigma", self.sigma)
         if sigma < 0:
             raise ConfigError(f"sigma must be >= 0, got {self.sigma}", "e.g. 0.5; 0 adds no noise")
         if self.kind == "salt-pepper" and sigma > 1:
             raise ConfigError(f"sigma is a fraction of pixels for salt-pepper: at most 1, got {self.sigma}",
                               "e.g. 0.1 flips a tenth of the pixels")
 
-
-EXAMPLES = {"lr": "0.001", "momentum": "0.9", "dropout": "0.1", "min_delta": "0.001", "sigma": "0.5"}
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _example(name: str) -> str:
-    return f", e.g. {_flag(name)} {EXAMPLES[name]}" if name in EXAMPLES else ""
+    @classmethod
+    def training(cls, kind: str | None, sigma: float) -> NoiseConfig | None:
+        """--noise and --noise-sigma of train and sweep: None without --noise (the sigma still checked)."""
+        noise = cls(kind or cls.kind, sigma)
+        return noise if kind else None
 
 
-def _finite(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}",
-                          f"{_flag(name)} takes a plain decimal number" + _example(name))
-    return float(value)
+def check_examples(examples: int) -> int:
+    if examples < 1:
+        raise ConfigError(f"examples must be >= 1, got {examples}")
+    return examples
 
 
-def _int_at_least(name: str, value: int, low: int, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}", f"{_flag(name)} takes a whole number")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"between {low} and {high}"
-        raise ConfigError(f"{name} must be {bound}, got {value}", f"{_flag(name)} takes a whole number {bound}")
+@dataclass(frozen=True)
+class DenoiseConfig:
+    """`fmae denoise` on the first `limit` test images: one noise kind at several sigmas, noise and
+    example images drawn from `seed`; `index` picks the `grid` figure's rows; `curve`: PSNR(sigma)."""
+
+    kind: str = "image-gaussian"
+    sigmas: tuple[float, ...] = (0.5,)
+    seed: int = 0
+    limit: int | None = None
+    examples: int = 4
+    index: tuple[int, ...] = ()
+    grid: Path | None = None
+    curve: Path | None = None
+
+    def __post_init__(self) -> None:
+        for sigma in self.sigmas:
+            NoiseConfig(self.kind, sigma)
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {self.limit}")
+        check_examples(self.examples)
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if self.index and self.grid is None:
+            raise ConfigError("--index picks the images of the --out figure", "add --out fig.png")
+        if self.index and min(self.index) < 0:
+            raise ConfigError(f"--index {min(self.index)} is negative")
+        for path in (self.grid, self.curve):
+            if path is not None and figure_format(path) is None:
+                raise ConfigError(f"{path}: unknown figure format", "use a .png, .svg or .pdf file name")
 
 
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}",
-                          f"e.g. {_flag(name)} {choices[0]}")
+def figure_format(path: str | Path) -> str | None:
+    suffix = Path(path).suffix.lower().lstrip(".")
+    return suffix if suffix in FIGURE_FORMATS else None
 
 
 @dataclass(frozen=True)
@@ -80,12 +100,12 @@ class ModelConfig:
     activation: str = "relu"
 
     def __post_init__(self) -> None:
-        _int_at_least("hidden", self.hidden, 1, 1_000_000)
-        dropout = _finite("dropout", self.dropout)
+        int_at_least("hidden", self.hidden, 1, 1_000_000)
+        dropout = finite("dropout", self.dropout)
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}",
                               "e.g. 0.1 (the report's); 0 turns it off")
-        _choice("activation", self.activation, ACTIVATIONS)
+        choice("activation", self.activation, ACTIVATIONS)
 
 
 @dataclass(frozen=True)
@@ -103,20 +123,20 @@ class TrainConfig:
     noise: NoiseConfig | None = None  # a denoising autoencoder: noisy input, clean target
 
     def __post_init__(self) -> None:
-        _choice("optim", self.optim, OPTIMIZERS)
-        if self.lr is not None and _finite("lr", self.lr) <= 0:
+        choice("optim", self.optim, OPTIMIZERS)
+        if self.lr is not None and finite("lr", self.lr) <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}", "e.g. --lr 0.001 for adam, --lr 0.1 for sgd")
-        momentum = _finite("momentum", self.momentum)
+        momentum = finite("momentum", self.momentum)
         if not 0.0 <= momentum < 1.0:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}", "e.g. --momentum 0.9; 0 turns it off")
         if momentum and self.optim != "sgd":
             raise ConfigError("momentum applies to --optim sgd only", "drop --momentum, or add --optim sgd")
-        _int_at_least("epochs", self.epochs, 1, 1_000_000)
-        _int_at_least("batch_size", self.batch_size, 1, 10_000_000)
-        _int_at_least("seed", self.seed, 0, 2**63 - 1)
-        _choice("precision", self.precision, PRECISIONS)
-        _int_at_least("patience", self.patience, 0, 1_000_000)
-        if _finite("min_delta", self.min_delta) < 0:
+        int_at_least("epochs", self.epochs, 1, 1_000_000)
+        int_at_least("batch_size", self.batch_size, 1, 10_000_000)
+        int_at_least("seed", self.seed, 0, 2**63 - 1)
+        choice("precision", self.precision, PRECISIONS)
+        int_at_least("patience", self.patience, 0, 1_000_000)
+        if finite("min_delta", self.min_delta) < 0:
             raise ConfigError(f"min_delta must be >= 0, got {self.min_delta}",
                               "e.g. --min-delta 0.001 (a relative change)")
 
@@ -143,13 +163,13 @@ class TrainConfig:
 
 
 def check_device(name: str) -> str:
-    _choice("device", name, DEVICES)
+    choice("device", name, DEVICES)
     return name
 
 
 def check_threads(threads: int | None) -> int | None:
     if threads is not None:
-        _int_at_least("threads", threads, 1, 4096)
+        int_at_least("threads", threads, 1, 4096)
     return threads
 
 
@@ -211,14 +231,14 @@ class ExecutorConfig:
     max_retries: int = 2
 
     def __post_init__(self) -> None:
-        _choice("executor", self.executor, EXECUTORS)
-        _int_at_least("jobs", self.jobs, 1, 4096)
+        choice("executor", self.executor, EXECUTORS)
+        int_at_least("jobs", self.jobs, 1, 4096)
         check_threads(self.threads)
-        if _finite("cpus_per_cell", self.cpus_per_cell) <= 0:
+        if finite("cpus_per_cell", self.cpus_per_cell) <= 0:
             raise ConfigError(f"cpus_per_cell must be > 0, got {self.cpus_per_cell}")
-        if _finite("gpus_per_cell", self.gpus_per_cell) < 0:
+        if finite("gpus_per_cell", self.gpus_per_cell) < 0:
             raise ConfigError(f"gpus_per_cell must be >= 0, got {self.gpus_per_cell}")
-        _int_at_least("max_retries", self.max_retries, 0, 1000)
+        int_at_least("max_retries", self.max_retries, 0, 1000)
         if self.executor == "ray" and self.jobs != 1:
             raise ConfigError("--jobs applies to the local executor", "with --executor ray, size cells with "
                               "--cpus-per-cell and --gpus-per-cell")
@@ -244,9 +264,18 @@ class PruneConfig:
     min_epochs: int | None = None  # the first rung at least this; default epochs // eta**2 (at least 1)
 
     def __post_init__(self) -> None:
-        _int_at_least("eta", self.eta, 2)
+        int_at_least("eta", self.eta, 2)
         if self.min_epochs is not None:
-            _int_at_least("min-epochs", self.min_epochs, 1)
+            int_at_least("min-epochs", self.min_epochs, 1)
+
+    @classmethod
+    def of(cls, prune: str | None, eta: int | None, min_epochs: int | None) -> PruneConfig | None:
+        """--prune, --eta and --min-epochs: None without --prune (and then neither of the others)."""
+        if prune is None:
+            if eta is not None or min_epochs is not None:
+                raise ConfigError("--eta and --min-epochs need --prune halving", "add --prune halving")
+            return None
+        return cls(eta=cls.eta if eta is None else eta, min_epochs=min_epochs)
 
     def rungs(self, epochs: int) -> tuple[int, ...]:
         """The epochs at which cells are compared; the last is `epochs`: 9 epochs, eta 3 -> (1, 3, 9)."""

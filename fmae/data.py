@@ -269,3 +269,13 @@ def load(
         if y.numel() and int(y.max()) > 9:
             raise DataError(f"{directory}: {split} labels out of range 0..9")
     return FashionMNIST(train_x, train_y, test_x, test_y, str(directory), digests).to(device)
+
+
+def find_and_load(data_dir: str | Path | None, *, download: bool, device: torch.device | str,
+                  splits: tuple[str, ...] = ("train", "test"), on_found: Callable[[str], None]) -> FashionMNIST:
+    """What every command does: find the dataset (downloading it if allowed), load and check
+    `splits`, then say where it came from through `on_found`."""
+    directory = locate(data_dir, download=download)
+    dataset = load(directory, device, splits=splits)
+    on_found(f"data: {directory} (checksums ok)")
+    return dataset

@@ -1,6 +1,9 @@
-"""Training and evaluation: values in, values out, progress through callbacks.
+"""Training: configs and data in, trained models and their per-epoch metrics out.
 
-The engine never prints and never writes files. Models that share a seed and a batch size are
+This room owns the training loop (one model, or several in lockstep), its resume state, the
+seeds derived from the user's, the device a command runs on, and early stopping. Measuring a
+model is fmae.evaluation's. The engine never prints and never writes files; progress flows out
+through callbacks. Models that share a seed and a batch size are
 trained in lockstep: each minibatch is gathered and converted once, then fed to every model, so
 a sweep pays for the data once. Each model keeps its own optimizer and dropout generator, so its
 losses are exactly those it would have had trained alone.
@@ -16,18 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from fmae import optim
-from fmae.config import TrainConfig
+from fmae.checkpoints import to_cpu
+from fmae.config import TrainConfig, check_device
 from fmae.data import FashionMNIST
-from fmae.errors import ConfigError, DeviceError
+from fmae.errors import DeviceError
+from fmae.evaluation import autocast, evaluate, is_collapsed, to_float
 from fmae.stats import RANKABLE
 from fmae.model import Autoencoder, build
 from fmae.noise import add_noise
 
-EVAL_CHUNK = 5000
-COLLAPSE_TOLERANCE = 1e-6  # output spread over the test set at or below which a model is collapsed
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ def derive_seed(seed: int, purpose: str) -> int:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device a command runs on: `name` checked (ConfigError), then found (DeviceError)."""
+    check_device(name)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -67,8 +71,6 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise DeviceError("--device cuda: no CUDA device is available here", "use --device cpu or auto")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise DeviceError("--device mps: no Apple MPS device is available here", "use --device cpu or auto")
-    if name not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"unknown device {name!r}", "use auto, cpu, cuda or mps")
     return torch.device(name)
 
 
@@ -76,14 +78,6 @@ def set_threads(threads: int | None) -> None:
     """torch's intra-op threads for this process (None: leave torch's default, all cores)."""
     if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-
-
-def autocast(device: torch.device, precision: str) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    return images.to(torch.float32).mul_(1.0 / 255.0)
 
 
 def mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -127,56 +121,6 @@ def training_loss(model: Autoencoder, inp: torch.Tensor, target: torch.Tensor) -
     return mse(model(inp), target)
 
 
-def _eval_outputs(model: Autoencoder, images: torch.Tensor, precision: str):
-    """(clean float chunk, model output) over `images` (uint8 or float in [0, 1]), in eval mode."""
-    model.eval()
-    device = next(model.parameters()).device
-    for chunk in images.split(EVAL_CHUNK):
-        x = (to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()).to(device)
-        with autocast(device, precision):
-            yield x, model(x).float()
-
-
-@torch.no_grad()
-def reconstruct(model: Autoencoder, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-    """Model outputs (float32) for uint8 or float images, in chunks, in eval mode."""
-    outs = [out for _, out in _eval_outputs(model, images, precision)]
-    return torch.cat(outs) if outs else torch.empty(0, images.shape[-1])
-
-
-@torch.no_grad()
-def reconstruct_and_evaluate(model: Autoencoder, images: torch.Tensor,
-                             precision: str = "fp32") -> tuple[torch.Tensor, float]:
-    """`reconstruct` and `evaluate` from one pass over the model: the same chunks and sums, the same MSE."""
-    outs, total = [], 0
-    for x, out in _eval_outputs(model, images, precision):
-        outs.append(out)
-        total = total + F.mse_loss(out, x, reduction="sum").double()
-    return (torch.cat(outs) if outs else torch.empty(0, images.shape[-1])), float(total) / max(1, images.numel())
-
-
-@torch.no_grad()
-def evaluate(model: Autoencoder, images: torch.Tensor, precision: str = "fp32") -> float:
-    """Mean squared error over every pixel of `images` (uint8 or float in [0, 1])."""
-    total = sum(F.mse_loss(out, x, reduction="sum").double() for x, out in _eval_outputs(model, images, precision))
-    return float(total) / max(1, images.numel())
-
-
-@torch.no_grad()
-def is_collapsed(model: Autoencoder, images: torch.Tensor, precision: str = "fp32") -> bool:
-    """Whether the model gives every image the same output (say, every output ReLU dead).
-
-    Such a model can end with a finite loss (Adam at lr 0.1: a constant all-zero image, test MSE
-    0.2065), so divergence detection misses it; it has learned nothing about its input.
-    """
-    low = high = None
-    for _, out in _eval_outputs(model, images, precision):
-        lo, hi = out.amin(0), out.amax(0)
-        low = lo if low is None else torch.minimum(low, lo)
-        high = hi if high is None else torch.maximum(high, hi)
-    return low is None or bool((high - low).max() <= COLLAPSE_TOLERANCE)
-
-
 @dataclass
 class Cell:
     """One model in training: its config, module, optimizer, dropout generator and history."""
@@ -193,23 +137,13 @@ class Cell:
         """Everything needed to continue exactly where this epoch ended (tensors and plain data)."""
         return {
             "epoch": len(self.history),
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "model": to_cpu(self.model.state_dict()),
+            "optimizer": to_cpu(self.optimizer.state_dict()),
             "rng": {"data": data_rng.get_state(), "dropout": self.dropout_rng.get_state(),
                     "noise": self.noise_rng.get_state()},
             "history": [[m.epoch, m.train_loss, m.test_loss, m.seconds] for m in self.history],
             "status": self.status,
         }
-
-
-def _to_cpu(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
 
 
 def _make_optimizer(config: TrainConfig, model: Autoencoder) -> optim.SGD | optim.Adam:
@@ -342,9 +276,3 @@ def train(
     """Train one model: the single-model face of `train_many`."""
     callback = None if on_epoch is None else (lambda _i, cell, m, rng: on_epoch(cell, m, rng))
     return train_many([config], data, device, resume=[resume], on_epoch=callback)[0]
-
-
-def noisy_test_images(clean: torch.Tensor, kind: str, sigma: float, seed: int) -> torch.Tensor:
-    """Noisy copies of float images; the same seed gives the same noise draw at every sigma."""
-    generator = torch.Generator().manual_seed(derive_seed(seed, "denoise"))
-    return add_noise(clean.cpu(), kind, sigma, generator).to(clean.device)

@@ -15,6 +15,7 @@ import platform
 from contextlib import ExitStack
 from pathlib import Path
 
+from fmae.atomic import io_error
 from fmae.errors import RunDirError
 
 LOCK_NAME = ".fmae.lock"
@@ -37,8 +38,6 @@ class DirectoryLock:
         self.created = False
 
     def __enter__(self) -> DirectoryLock:
-        from fmae.runs import io_error
-
         try:
             self.created = not self.path.parent.exists()
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,8 +91,6 @@ class DirectoryLock:
                            "wait for it to finish, or stop it (its lock goes with it)")
 
     def _write_record(self) -> None:
-        from fmae.runs import io_error
-
         assert self.fd is not None
         try:
             os.ftruncate(self.fd, 0)

@@ -83,20 +83,3 @@ def per_class(values: torch.Tensor, labels: torch.Tensor, n_classes: int = 10) -
     sums = torch.zeros(n_classes, dtype=torch.float64).index_add_(0, labels.cpu(), values.double().cpu())
     counts = torch.bincount(labels.cpu(), minlength=n_classes)
     return [float(s / c) if c else None for s, c in zip(sums, counts)]
-
-
-def pca_mse(train: torch.Tensor, test: torch.Tensor, k: int) -> float:
-    """Reconstruction MSE on `test` of PCA with k components fitted on `train` (float [N, 784]).
-
-    The best any linear (affine) autoencoder of width k can do, which is what puts an
-    autoencoder's numbers in context.
-    """
-    train = train.double()
-    mean = train.mean(dim=0, keepdim=True)
-    centred = train - mean
-    cov = centred.T @ centred / max(1, train.shape[0] - 1)
-    _, vecs = torch.linalg.eigh(cov)  # ascending eigenvalues
-    basis = vecs[:, -k:] if k > 0 else vecs[:, :0]
-    t = test.double() - mean
-    recon = t @ basis @ basis.T
-    return float(((t - recon) ** 2).mean())

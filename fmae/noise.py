@@ -2,14 +2,12 @@
 
 All take float images in [0, 1] of shape [N, 784] and return a new tensor clipped to [0, 1], so
 two checkpoints are compared on the very same noisy images when given the same generator state.
+The kinds' names are config.NOISES.
 """
 
 from __future__ import annotations
 
 import torch
-
-NOISES = ("image-gaussian", "gaussian", "salt-pepper", "speckle")
-
 
 def image_gaussian(x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """The report's noise: eps ~ N(mu, s^2) per pixel, mu and s those of the image's own pixels."""

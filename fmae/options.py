@@ -9,8 +9,8 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from fmae.config import (
-    ACTIVATIONS, DEVICES, EXECUTORS, NOISES, OPTIMIZERS, PRECISIONS, ExecutorConfig, ModelConfig, NoiseConfig,
-    SweepConfig, TrainConfig,
+    ACTIVATIONS, DEVICES, EXECUTORS, NOISES, OPTIMIZERS, PLOT_KINDS, PRECISIONS, ExecutorConfig, ModelConfig,
+    NoiseConfig, SweepConfig, TrainConfig,
 )
 
 M, T, N, S, E = ModelConfig(), TrainConfig(), NoiseConfig(), SweepConfig(), ExecutorConfig()
@@ -72,6 +72,6 @@ Ckpts = Annotated[list[Path], typer.Option(
     show_default=False)]
 
 
-PlotKind = Enum("PlotKind", {k: k for k in ("all", "curves", "recon", "heatmap", "compare", "seeds")}, type=str)
+PlotKind = Enum("PlotKind", {k: k for k in ("all", *PLOT_KINDS)}, type=str)
 
 

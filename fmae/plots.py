@@ -1,6 +1,8 @@
-"""Figures as pure functions returning matplotlib Figures (object API, no pyplot state).
+"""Figures as pure functions returning matplotlib Figures (object API, no pyplot state): learning
+curves, grid heatmaps, the SGD-Adam comparison, reconstructions, and denoising's grid and curve.
 
-Saving is separate (`figure_bytes`), with fixed metadata so the same inputs give the same bytes.
+Saving is separate (`figure_bytes`, `save`), with fixed metadata so the same inputs give the same
+bytes. What each figure shows, chosen from the sources, is fmae.figure_choice's.
 """
 
 from __future__ import annotations
@@ -12,9 +14,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from fmae.config import optim_label
+from fmae.config import figure_format, optim_label
 
-FORMATS = ("png", "svg", "pdf")
 MARKED = ("diverged", "collapsed", "pruned")  # cells a heatmap names instead of ranking
 
 
@@ -80,14 +81,14 @@ def figure_bytes(fig: Figure, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def format_of(path: str | Path) -> str | None:
-    suffix = Path(path).suffix.lower().lstrip(".")
-    return suffix if suffix in FORMATS else None
+def save(fig: Figure, path: Path, fmt: str | None = None) -> None:
+    """Write a figure atomically, in `fmt` or else the format its file name asks for."""
+    from fmae import atomic
+
+    atomic.write_bytes(path, figure_bytes(fig, fmt or figure_format(path)))
 
 
 # ------------------------------------------------------------------ run and sweep figures
-
-PLOT_KINDS = ("curves", "recon", "heatmap", "compare", "seeds")  # seeds: plots_seeds.py
 
 
 def best_record(records: Sequence[Any], optim: str | None = None) -> Any | None:

@@ -1,8 +1,6 @@
-"""Run directories: layout, atomic writes, checkpoints, results tables.
-
-Every file goes to a temporary name in its own directory and is moved into place with
-os.replace, so a kill at any moment leaves the previous version intact. Checkpoints hold only
-tensors and plain containers and are loaded with weights_only=True: a file cannot run code.
+"""Run directories: their layout, the refusal of a directory holding another run or files fmae did
+not make, the per-epoch save and end-of-run sequence (written once, for `fmae train` and every
+sweep executor), the summary document, and runs and sweeps read back for reports.
 """
 
 from __future__ import annotations
@@ -11,18 +9,15 @@ import csv
 import io
 import json
 import math
-import os
 import platform
-import re
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fmae import __version__
-from fmae.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpoint, load_checkpoint, load_model  # noqa: F401
+from fmae import __version__, atomic
+from fmae.checkpoints import checkpoint, load_checkpoint, load_model, to_cpu  # noqa: F401 - load_model: older callers
 from fmae.config import TrainConfig
 from fmae.errors import ConfigError, RunDirError
 from fmae.locks import LOCK_NAME
@@ -31,79 +26,6 @@ from fmae.stats import WITH_MODEL
 SCHEMA_VERSION = 1
 RUN_FILES = ("config.json", "metrics.csv", "model.pt", "last.pt", "summary.json")
 METRIC_FIELDS = ("epoch", "train_loss", "test_loss", "seconds")
-# `.<name>.<8 random characters>.tmp`: what atomic_write_bytes leaves when killed mid-write
-TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
-NAME_MAX = 255  # bytes in one file name on common filesystems
-
-
-def io_error(path: Path, exc: OSError) -> RunDirError:
-    return RunDirError(f"cannot write {path}: {exc.strerror or exc}", "check the path, its permissions and free space")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise io_error(path, exc) from None
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _test_write_delay()
-        os.replace(tmp, path)
-    except OSError as exc:
-        unlink_quietly(tmp)
-        raise io_error(path, exc) from None
-    except BaseException:
-        unlink_quietly(tmp)
-        raise
-
-
-def _temp_prefix(name: str) -> str:
-    """`.<name>.`, the name cut so that the whole temporary name fits in NAME_MAX bytes."""
-    room = NAME_MAX - len(". .12345678.tmp")
-    return "." + name.encode()[:room].decode(errors="ignore") + "."
-
-
-def _test_write_delay() -> None:
-    """FMAE_TEST_WRITE_DELAY=seconds widens the window between writing and renaming, so the
-    kill tests can land SIGKILL in the middle of checkpoint writes. Never set outside tests."""
-    delay = os.environ.get("FMAE_TEST_WRITE_DELAY")
-    if delay:
-        time.sleep(float(delay))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def unlink_quietly(path: str | Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
-
-
-def atomic_torch_save(path: Path, obj: dict[str, Any]) -> None:
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def read_json(path: Path) -> Any:
@@ -192,16 +114,16 @@ class RunDir:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise io_error(self.path, exc) from None
+            raise atomic.io_error(self.path, exc) from None
 
     def remove_files(self) -> None:
         """The files an fmae run writes, and their stale temporaries; nothing else."""
         for name in RUN_FILES:
-            unlink_quietly(self.file(name))
+            atomic.unlink_quietly(self.file(name))
         remove_stale_temporaries(self.path, RUN_FILES)
 
     def write_config(self, config: TrainConfig, env: dict[str, Any]) -> None:
-        atomic_write_json(self.file("config.json"), {
+        atomic.write_json(self.file("config.json"), {
             "schema_version": SCHEMA_VERSION, "config": config.to_dict(), "environment": env,
         })
 
@@ -211,7 +133,7 @@ class RunDir:
         writer.writerow(METRIC_FIELDS)
         for m in history:
             writer.writerow([m.epoch, repr(m.train_loss), repr(m.test_loss), f"{m.seconds:.4f}"])
-        atomic_write_text(self.file("metrics.csv"), out.getvalue())
+        atomic.write_text(self.file("metrics.csv"), out.getvalue())
 
     def read_metrics(self) -> list[dict[str, float]]:
         try:
@@ -223,22 +145,22 @@ class RunDir:
             raise RunDirError(f"{self.file('metrics.csv')}: unreadable ({exc})") from None
 
     def save_last(self, config: TrainConfig, state: dict[str, Any]) -> None:
-        atomic_torch_save(self.file("last.pt"), checkpoint("resume", config, state))
+        atomic.torch_save(self.file("last.pt"), checkpoint("resume", config, state))
 
     def load_last(self) -> dict[str, Any]:
         return load_checkpoint(self.file("last.pt"), "resume")
 
     def save_model(self, config: TrainConfig, state_dict: dict[str, Any], history: Sequence[Any],
                    status: str, env: dict[str, Any]) -> None:
-        atomic_torch_save(self.file("model.pt"), checkpoint("model", config, {
-            "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        atomic.torch_save(self.file("model.pt"), checkpoint("model", config, {
+            "state_dict": to_cpu(state_dict),
             "status": status,
             "metrics": {f: [getattr(m, f) for m in history] for f in METRIC_FIELDS},
             "environment": env,
         }))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_json(self.file("summary.json"), summary)
+        atomic.write_json(self.file("summary.json"), summary)
 
     # The two sequences below are the seam between training and the disk, written once: `fmae train`
     # and every sweep executor (in-process, --jobs, Ray) save a run through them, in the driver.
@@ -305,11 +227,6 @@ def finite_or_none(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def _is_temporary(name: str, targets: Sequence[str]) -> bool:
-    match = TEMP_NAME.fullmatch(name)
-    return match is not None and match["target"] in targets
-
-
 def remove_stale_temporaries(directory: Path, targets: Sequence[str]) -> None:
     """fmae's own temporaries of `targets` left by a process killed mid-write (the targets are
     intact); any other file, even one named like a temporary, is left alone."""
@@ -318,8 +235,8 @@ def remove_stale_temporaries(directory: Path, targets: Sequence[str]) -> None:
     except OSError:
         return
     for name in names:
-        if _is_temporary(name, targets):
-            unlink_quietly(Path(directory) / name)
+        if atomic.is_temporary(name, targets):
+            atomic.unlink_quietly(Path(directory) / name)
 
 
 def refuse_foreign(directory: Path, targets: Sequence[str]) -> None:
@@ -328,7 +245,7 @@ def refuse_foreign(directory: Path, targets: Sequence[str]) -> None:
         names = [p.name for p in Path(directory).iterdir()] if Path(directory).is_dir() else []
     except OSError as exc:
         raise RunDirError(f"cannot read {directory}: {exc.strerror or exc}", "check its permissions") from None
-    foreign = sorted(n for n in names if n != LOCK_NAME and not _is_temporary(n, targets))
+    foreign = sorted(n for n in names if n != LOCK_NAME and not atomic.is_temporary(n, targets))
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise RunDirError(f"{directory} holds files but no fmae run ({shown})",

@@ -1,29 +1,27 @@
-"""Sweeps: plan the cells of a grid, run them through an executor, collect the results.
+"""Sweeps: the sweep directory (checked, reset, planned into cells) and running its cells.
 
 A cell is a self-contained unit: a TrainConfig (and its resume state) in, a training run
 directory out. fmae.executors runs the cells (in this process, in a local process pool, or on
-Ray) and the driver writes every file. This module never prints: progress flows through callbacks.
+Ray) and the driver writes every file. Successive halving is fmae.halving's; the ranked results
+and their files are fmae.results'. This module never prints: progress flows through callbacks.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmae import runs, stats
-from fmae.config import ExecutorConfig, SweepConfig, TrainConfig
+from fmae import atomic, runs
+from fmae.config import ExecutorConfig, SweepConfig, TrainConfig, check_device
 from fmae.errors import ConfigError, FmaeError, RunDirError
 from fmae.locks import LOCK_NAME
-from fmae.stats import RANKABLE, WITH_MODEL
+from fmae.stats import RANKABLE
 
 FINISHED = (*RANKABLE, "diverged", "collapsed")
 SWEEP_FILES = ("sweep.json", "results.csv", "results.json", "results_groups.csv", "best.pt")
-RESULT_FIELDS = ("rank", "optim", "lr", "hidden", "seed", "status", "epochs_run", "final_train_loss",
-                 "final_test_loss", "best_test_loss", "best_epoch", "seconds", "model")
 
 
 @dataclass
@@ -102,18 +100,18 @@ class SweepDir:
         if overwrite:
             runs.RunDir(self.path).remove_files()  # a training run that the sweep replaces
             for name in SWEEP_FILES:
-                runs.unlink_quietly(self.path / name)
+                atomic.unlink_quietly(self.path / name)
             cells = sorted(self.cells_dir.iterdir()) if self.cells_dir.is_dir() else []
             for cell in cells:
                 if cell.is_dir() and (cell / "config.json").is_file():
                     runs.RunDir(cell).remove_files()
-                    runs.unlink_quietly(cell / LOCK_NAME)  # nobody holds it: we hold the sweep's
+                    atomic.unlink_quietly(cell / LOCK_NAME)  # nobody holds it: we hold the sweep's
                     _rmdir_quietly(cell)
             _rmdir_quietly(self.cells_dir)
         runs.remove_stale_temporaries(self.path, SWEEP_FILES)
 
     def write_grid(self, sweep: SweepConfig) -> None:
-        runs.atomic_write_json(self.path / "sweep.json", {
+        atomic.write_json(self.path / "sweep.json", {
             "schema_version": runs.SCHEMA_VERSION,
             "grid": {"optim": list(sweep.optims), "lr": list(sweep.lrs), "hidden": list(sweep.hiddens),
                      "seed": list(sweep.seeds)},
@@ -122,7 +120,7 @@ class SweepDir:
         try:
             self.cells_dir.mkdir(exist_ok=True)
         except OSError as exc:
-            raise runs.io_error(self.cells_dir, exc) from None
+            raise atomic.io_error(self.cells_dir, exc) from None
 
     def plan(self, sweep: SweepConfig) -> list[CellPlan]:
         """One plan per cell: finished cells are marked done, unfinished ones carry their resume state."""
@@ -138,7 +136,7 @@ class SweepDir:
                     saved = run.saved_config()
                     if saved.to_dict() != dataclasses.replace(config, epochs=saved.epochs).to_dict():
                         raise RunDirError(f"{run.path} holds a run with other settings")
-                    summary = _read_summary(run) or {}
+                    summary = read_summary(run) or {}
                     status, trained = summary.get("status"), summary.get("epochs_run", 0)
                     plan.done = status in FINISHED and not (status == "completed" and trained < config.epochs)
                     if not plan.done and run.file("last.pt").exists():
@@ -157,7 +155,7 @@ def _rmdir_quietly(directory: Path) -> None:
         pass
 
 
-def _read_summary(run: runs.RunDir) -> dict[str, Any] | None:
+def read_summary(run: runs.RunDir) -> dict[str, Any] | None:
     try:
         return runs.read_json(run.file("summary.json"))
     except RunDirError:
@@ -191,6 +189,7 @@ def cell_device(options: ExecutorConfig, device: str) -> Any:
 
     if options.executor != "ray":
         return engine.resolve_device(device)
+    check_device(device)
     from fmae.executors.ray_cluster import import_ray
 
     import_ray()
@@ -244,158 +243,3 @@ def run(plans: Sequence[CellPlan], dataset: Any, device: Any, env: dict[str, Any
     executors.drive(backend, todo, device=str(device), env=env, threads=threads,
                     max_retries=options.max_retries, on_start=on_start, on_epoch=on_epoch, on_cell=on_cell,
                     fail_fast=fail_fast, stop_at=stop_at)
-
-
-
-def _losses(plan: CellPlan) -> list[float]:
-    return [m["test_loss"] for m in plan.run.read_metrics()]
-
-
-def successive_halving(plans: Sequence[CellPlan], rungs: Sequence[int], eta: int,
-                       train_to: Callable[[list[CellPlan], int], None], on_pruned: Callable[[CellPlan], None]) -> None:
-    """Train every cell to the first rung, promote the best 1/eta (by test loss at that epoch,
-    ties broken by cell name) to the next, and so on; the cells left behind are pruned.
-
-    `train_to(plans, epoch)` trains each plan up to `epoch` (any executor); `on_pruned(plan)` records
-    a pruned cell, which keeps its files and resumes later like any unfinished cell. Decisions use
-    the loss logged at each rung epoch, so a rerun makes the same ones, and a promoted cell trains
-    on from its last.pt exactly as in a full sweep.
-    """
-    contenders = list(plans)
-    for i, rung in enumerate(rungs):
-        train_to([p for p in contenders if not p.done and not p.error], rung)
-        if i == len(rungs) - 1:
-            return
-        at_rung = []
-        for plan in contenders:
-            losses = [] if plan.error else _losses(plan)
-            lost = plan.done and (_read_summary(plan.run) or {}).get("status") in ("diverged", "collapsed")
-            if len(losses) >= rung and runs.finite_or_none(losses[rung - 1]) is not None and not lost:
-                at_rung.append((losses[rung - 1], plan.name, plan))
-        ranked = [plan for _, _, plan in sorted(at_rung, key=lambda t: t[:2])]
-        keep = max(1, len(contenders) // eta)
-        for plan in ranked[keep:]:
-            if not plan.done:
-                on_pruned(plan)
-        contenders = ranked[:keep]
-
-
-
-def prune(plan: CellPlan, device: str) -> None:
-    """Record a cell left behind by successive halving: status `pruned`, its files kept."""
-    plan.run.write_summary(runs.summarize(plan.config, "pruned", runs.history_of(plan.resume), run_dir=plan.run.path,
-                                          device=device, wall_seconds=0.0))
-    plan.done = True
-
-
-def cell_epochs(rows: Sequence[dict[str, Any]], epochs: int) -> dict[str, Any]:
-    """The training budget: cell-epochs trained against the full grid's (every cell to --epochs)."""
-    trained = sum(int(r["epochs_run"] or 0) for r in rows)
-    full = len(rows) * epochs
-    return {"trained": trained, "full_grid": full, "fraction": round(trained / full, 4) if full else None}
-
-
-def results(sweep_dir: SweepDir, sweep: SweepConfig, plans: Sequence[CellPlan] = ()) -> list[dict[str, Any]]:
-    """One row per cell of the (merged) grid, ranked by final test loss."""
-    errors = {p.name: p.error for p in plans if p.error}
-    rows = []
-    for config in sweep.cells():
-        config = config.resolved()
-        run = runs.RunDir(sweep_dir.cells_dir / runs.cell_name(config))
-        summary = _read_summary(run) if run.exists else None
-        status = "failed" if run.path.name in errors else (summary or {}).get("status", "pending")
-        model = run.file("model.pt")
-        rows.append({
-            "rank": None, "optim": config.optim, "lr": config.learning_rate, "hidden": config.model.hidden,
-            "seed": config.seed, "status": status,
-            "epochs_run": (summary or {}).get("epochs_run", _saved_epochs(run)),
-            "final_train_loss": (summary or {}).get("final_train_loss"),
-            "final_test_loss": (summary or {}).get("final_test_loss"),
-            "best_test_loss": (summary or {}).get("best_test_loss"),
-            "best_epoch": (summary or {}).get("best_epoch"),
-            "seconds": (summary or {}).get("train_seconds"),
-            "model": str(model) if status in WITH_MODEL and model.exists() else None,
-            "error": errors.get(run.path.name),
-        })
-    _rank(rows)
-    return rows
-
-
-def _saved_epochs(run: runs.RunDir) -> int:
-    """Epochs saved by a cell without a summary (interrupted, or killed): what a rerun resumes from."""
-    try:
-        return int(run.load_last()["epoch"]) if run.file("last.pt").exists() else 0
-    except FmaeError:
-        return 0
-
-
-def _rank(rows: list[dict[str, Any]]) -> None:
-    """Rank the rows with a model and a finite final test loss, best first; sort the list in place."""
-    for row in rows:
-        row["rank"] = None
-    ranked = sorted((r for r in rows if r["status"] in RANKABLE and r["model"]
-                     and runs.finite_or_none(r["final_test_loss"]) is not None),
-                    key=lambda r: r["final_test_loss"])
-    for i, row in enumerate(ranked, 1):
-        row["rank"] = i
-    rows.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0))
-
-
-def best_per_optim(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The best-ranked row (a cell, or a group of seeds) of each optimizer."""
-    out: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        if row["rank"] is not None and row["optim"] not in out:
-            out[row["optim"]] = row
-    return out
-
-
-def seed_groups(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """The cells grouped over seeds, when the grid has several seeds (else None: nothing to group)."""
-    return stats.groups(rows) if stats.has_seeds(rows) else None
-
-
-def _csv(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> str:
-    import csv
-    import io
-
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(fields), lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in row.items()})
-    return out.getvalue()
-
-
-def _checked_best(rows: list[dict[str, Any]]) -> bytes | None:
-    """The bytes of the best cell's model.pt, once they load safely; a cell whose model.pt does not
-    fails its row (in place) and the next best is taken."""
-    while rows and rows[0]["rank"] == 1:
-        try:
-            best_bytes = Path(rows[0]["model"]).read_bytes()
-            runs.load_checkpoint(rows[0]["model"], "model", data=best_bytes)
-            return best_bytes
-        except (OSError, FmaeError) as exc:
-            why = exc.message if isinstance(exc, FmaeError) else f"cannot read {rows[0]['model']}: {exc.strerror}"
-            rows[0].update(status="failed", model=None, error=f"{why} (hint: to redo only this cell, remove "
-                           f"{Path(rows[0]['model']).parent} and run the same fmae sweep command again)")
-            _rank(rows)
-    return None
-
-
-def write_results(sweep_dir: SweepDir, rows: list[dict[str, Any]], epochs: int) -> dict[str, Any] | None:
-    """results.csv, results.json (with results_groups.csv when there are several seeds) and best.pt
-    (a copy of the best cell's model.pt, checked to load first); returns the best row."""
-    best_bytes = _checked_best(rows)
-    runs.atomic_write_text(sweep_dir.path / "results.csv", _csv(rows, [*RESULT_FIELDS, "error"]))
-    best = rows[0] if rows and rows[0]["rank"] == 1 else None
-    doc: dict[str, Any] = {"schema_version": runs.SCHEMA_VERSION, "cells": list(rows), "best": best,
-                           "cell_epochs": cell_epochs(rows, epochs)}
-    group_rows = seed_groups(rows)
-    if group_rows is not None:
-        runs.atomic_write_text(sweep_dir.path / "results_groups.csv", _csv(group_rows, stats.GROUP_FIELDS))
-        doc["groups"] = group_rows
-    runs.atomic_write_json(sweep_dir.path / "results.json", doc)
-    if best is not None and best_bytes is not None:
-        runs.atomic_write_bytes(sweep_dir.path / "best.pt", best_bytes)
-    return best

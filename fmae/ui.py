@@ -1,4 +1,5 @@
-"""The one place that decides how fmae talks: rich bars, plain lines, JSON, quiet, colours.
+"""The one place that decides how fmae talks: rich bars, plain lines, tables, JSON, quiet, colours.
+A command's result goes out through `emit` (the JSON document with --json, else its table).
 
 Results go to stdout; progress, logs, warnings and errors go to stderr. Progress is a rich bar
 on a terminal, one plain line per event when stderr is not a terminal (CI logs) or NO_COLOR is
@@ -11,7 +12,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -118,6 +119,12 @@ class Feedback:
         elif self.mode == "plain":
             self.console.print(line, markup=False, soft_wrap=True)
 
+    def epoch(self, key: str, label: str, m: Any, epochs: int) -> None:
+        """A finished epoch of a model in training: its bar, or its plain line."""
+        self.advance(key, m.epoch, epochs, epoch_info(m.train_loss, m.test_loss),
+                     f"{label} epoch {m.epoch}/{epochs} train_loss={fmt_loss(m.train_loss)} "
+                     f"test_loss={fmt_loss(m.test_loss)} seconds={m.seconds:.2f}")
+
     def message(self, text: str) -> None:
         if self.mode == "quiet":
             return
@@ -138,6 +145,15 @@ def epoch_info(train_loss: float, test_loss: float) -> str:
 
 def print_json(doc: dict[str, Any]) -> None:
     write_stdout(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+
+
+def emit(doc: dict[str, Any], json_out: bool, render: Callable[[dict[str, Any]], None]) -> None:
+    """A command's result on stdout, the one way: the JSON document with --json, else `render(doc)`
+    (tables or lines for people; warnings meant for people only go in `render` too)."""
+    if json_out:
+        print_json(doc)
+    else:
+        render(doc)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,

@@ -158,3 +158,10 @@ def test_real_dataset_loads_and_verifies(real_data_dir):
     assert real.train_images.shape == (60000, 784) and real.test_images.shape == (10000, 784)
     assert int(real.train_labels.bincount().min()) == 6000
     assert real.sha256 == dict(data.CHECKSUMS)
+
+
+def test_find_and_load_says_where_the_data_came_from(fake_dataset):
+    said = []
+    dataset = data.find_and_load(None, download=False, device="cpu", splits=("test",), on_found=said.append)
+    assert said == [f"data: {fake_dataset} (checksums ok)"]
+    assert dataset.train_images is None and dataset.test_images.shape == (16, 784)

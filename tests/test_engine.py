@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from fmae import engine
+from fmae import engine, evaluation
 from fmae.config import ModelConfig, TrainConfig
 
 CPU = torch.device("cpu")
@@ -82,19 +82,20 @@ def test_evaluate_is_the_mean_squared_error(small_real):
     x = small_real.test_images.float() / 255
     with torch.no_grad():
         direct = float(((result.model.eval()(x) - x) ** 2).mean())
-    assert engine.evaluate(result.model, small_real.test_images) == pytest.approx(direct, rel=1e-5)
-    assert result.history[-1].test_loss == engine.evaluate(result.model, small_real.test_images)
+    assert evaluation.evaluate(result.model, small_real.test_images) == pytest.approx(direct, rel=1e-5)
+    assert result.history[-1].test_loss == evaluation.evaluate(result.model, small_real.test_images)
 
 
 @pytest.mark.dataset
 def test_one_pass_gives_the_outputs_and_the_mse_of_two(small_real):
     """fmae eval runs the model once: the outputs and the MSE are exactly those of the two separate passes."""
-    from fmae.quality import Loaded, evaluate_checkpoint
+    from fmae.checkpoints import Loaded
+    from fmae.evaluation import evaluate_checkpoint
 
     result = engine.train(small(epochs=1), small_real, CPU)
-    out, mse = engine.reconstruct_and_evaluate(result.model, small_real.test_images)
-    assert torch.equal(out, engine.reconstruct(result.model, small_real.test_images))
-    assert mse == engine.evaluate(result.model, small_real.test_images) == result.history[-1].test_loss
+    out, mse = evaluation.reconstruct_and_evaluate(result.model, small_real.test_images)
+    assert torch.equal(out, evaluation.reconstruct(result.model, small_real.test_images))
+    assert mse == evaluation.evaluate(result.model, small_real.test_images) == result.history[-1].test_loss
     calls = []
     result.model.register_forward_hook(lambda *_: calls.append(1))
     loaded = Loaded("m.pt", result.model, {"config": result.config, "metrics": {"test_loss": [mse]}})
@@ -126,15 +127,16 @@ def test_derived_seeds_are_distinct():
 
 @pytest.mark.dataset
 def test_denoising_autoencoder_beats_the_plain_one_at_its_sigma(real_data):
-    from fmae import metrics, quality
+    from fmae import denoising, metrics
+    from fmae.checkpoints import Loaded
     from fmae.config import NoiseConfig
 
     subset = real_data.subset(6000, 1000)
     base = small(epochs=4, model=ModelConfig(hidden=128))
     plain = engine.train(base, subset, CPU)
     dae = engine.train(dataclasses.replace(base, noise=NoiseConfig("image-gaussian", 0.5)), subset, CPU)
-    loaded = [quality.Loaded(name, r.model, {"config": r.config}) for name, r in (("plain", plain), ("dae", dae))]
-    run = quality.denoise(loaded, subset.test_images, "image-gaussian", [0.5], seed=0)
+    loaded = [Loaded(name, r.model, {"config": r.config}) for name, r in (("plain", plain), ("dae", dae))]
+    run = denoising.denoise(loaded, subset.test_images, "image-gaussian", [0.5], seed=0)
     psnr = {row["checkpoint"]: row["output"]["psnr"] for row in run.rows}
     assert psnr["dae"] > psnr["plain"] + 0.3, psnr  # 16.4 against 15.6 dB when written
     assert run.rows[0]["noisy"] == run.rows[1]["noisy"]  # the very same noisy images

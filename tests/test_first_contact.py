@@ -146,8 +146,8 @@ def test_the_denoise_grid_with_one_model_names_it_and_keeps_its_title(sweeps, tm
     assert json.loads(result.stdout)["figures"] == {"grid": str(out)}
     import torch
 
-    from fmae.commands.inspection import _figure_labels
-    from fmae.quality import Loaded
+    from fmae.figure_choice import figure_labels as _figure_labels
+    from fmae.checkpoints import Loaded
 
     model, ckpt = runs.load_model(s / "best.pt")
     one = Loaded(str(s / "best.pt"), model, ckpt)

@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from fmae import runs, sweep
+from fmae import halving, runs, sweep
 from fmae.cli import app
 from fmae.config import PruneConfig, TrainConfig
 from fmae.errors import ConfigError
@@ -100,7 +100,7 @@ def test_ties_break_by_cell_name(tmp_path):
             p.resume = {"history": [[e, 1.0, 0.5, 0.0] for e in range(1, epoch + 1)]}
 
     pruned = []
-    sweep.successive_halving(plans, (1, 3), 3, train_to, pruned.append)
+    halving.successive_halving(plans, (1, 3), 3, train_to, pruned.append)
     names = sorted(p.name for p in plans)
     assert trained == [(1, [p.name for p in plans]), (3, [names[0]])]
     assert sorted(p.name for p in pruned) == names[1:]

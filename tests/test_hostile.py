@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from fmae import model as fmae_model
-from fmae import runs
+from fmae import atomic, runs
 from fmae.cli import app
 from fmae.config import ModelConfig, TrainConfig
 from fmae.errors import CheckpointError
@@ -119,7 +119,7 @@ def test_a_sweep_json_of_the_wrong_shape_is_named(fake_dataset, tmp_path, conten
 
 def test_a_long_file_name_fits_with_its_temporary(tmp_path):
     target = tmp_path / ("n" * 245 + ".png")  # 249 characters: a valid name
-    runs.atomic_write_bytes(target, b"ok")
+    atomic.write_bytes(target, b"ok")
     assert target.read_bytes() == b"ok" and os.listdir(tmp_path) == [target.name]
 
 

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from fmae import metrics, noise
-from fmae.config import NoiseConfig
+from fmae import evaluation, metrics, noise
+from fmae.config import NOISES, NoiseConfig
 from fmae.errors import ConfigError
 
 
@@ -29,7 +29,7 @@ def test_image_gaussian_noise_has_each_images_own_mean_and_std():
         assert float(eps[i].std()) == pytest.approx(float(s[i]), rel=0.1)
 
 
-@pytest.mark.parametrize("kind", noise.NOISES)
+@pytest.mark.parametrize("kind", NOISES)
 def test_every_noise_clips_to_unit_range_and_is_seeded(kind):
     x = images()
     a = noise.add_noise(x, kind, 0.8, torch.Generator().manual_seed(3))
@@ -139,6 +139,6 @@ def test_pca_baseline_against_a_direct_computation():
         v = vt[:k].T
         t = test.double() - mean
         direct = float(((t - t @ v @ v.T) ** 2).mean())
-        assert metrics.pca_mse(train, test, k) == pytest.approx(direct, rel=1e-6, abs=1e-12)
-    assert metrics.pca_mse(train, test, 5) < 1e-3 < metrics.pca_mse(train, test, 1)
-    assert math.isfinite(metrics.pca_mse(train, test, 0))
+        assert evaluation.pca_mse(train, test, k) == pytest.approx(direct, rel=1e-6, abs=1e-12)
+    assert evaluation.pca_mse(train, test, 5) < 1e-3 < evaluation.pca_mse(train, test, 1)
+    assert math.isfinite(evaluation.pca_mse(train, test, 0))

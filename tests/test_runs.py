@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmae import engine, runs
+from fmae import atomic, engine, evaluation, runs
 from fmae.config import ModelConfig, TrainConfig
 from fmae.errors import CheckpointError, RunDirError
 
@@ -34,7 +34,7 @@ def test_model_checkpoint_round_trip_with_weights_only(tmp_path, tiny_data):
     assert ckpt["metrics"]["test_loss"] == [m.test_loss for m in result.history]
     for a, b in zip(model.state_dict().values(), result.model.state_dict().values()):
         assert torch.equal(a, b)
-    assert engine.evaluate(model, tiny_data.test_images) == result.history[-1].test_loss
+    assert evaluation.evaluate(model, tiny_data.test_images) == result.history[-1].test_loss
 
 
 def test_resume_checkpoint_round_trip(tmp_path, tiny_data):
@@ -100,14 +100,14 @@ def test_foreign_newer_truncated_and_missing_checkpoints(tmp_path, tiny_data):
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
     path = tmp_path / "a.json"
-    runs.atomic_write_json(path, {"v": 1})
+    atomic.write_json(path, {"v": 1})
 
     def boom(*a, **k):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", boom)
     with pytest.raises(RunDirError, match="No space left"):
-        runs.atomic_write_json(path, {"v": 2})
+        atomic.write_json(path, {"v": 2})
     assert json.loads(path.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 

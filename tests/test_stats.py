@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from fmae import engine, model, stats
+from fmae import evaluation, model, stats
 from fmae.cli import app
 from fmae.config import ModelConfig
 
@@ -53,10 +53,10 @@ def _dead_output_model(hidden=8):
 
 def test_a_model_with_every_output_unit_dead_is_collapsed(tiny_data):
     ae = _dead_output_model()
-    assert float(engine.reconstruct(ae, tiny_data.test_images).abs().max()) == 0.0  # the fault is real
-    assert engine.is_collapsed(ae, tiny_data.test_images)
+    assert float(evaluation.reconstruct(ae, tiny_data.test_images).abs().max()) == 0.0  # the fault is real
+    assert evaluation.is_collapsed(ae, tiny_data.test_images)
     fresh = model.build(ModelConfig(hidden=8), seed_generator=torch.Generator().manual_seed(0))
-    assert not engine.is_collapsed(fresh, tiny_data.test_images)
+    assert not evaluation.is_collapsed(fresh, tiny_data.test_images)
 
 
 @pytest.mark.dataset

@@ -9,7 +9,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from fmae.commands import load_data
 from fmae.config import ExecutorConfig, ModelConfig, NoiseConfig, PruneConfig, SweepConfig, TrainConfig
 from fmae.errors import ConfigError
 from fmae.locks import lock_run_dir
@@ -18,11 +17,6 @@ from fmae.options import (
     GpusPerCell, Hidden, Jobs, Json, Lr, M, MaxRetries, MinDelta, MinEpochs, Momentum, NoDownload, Optim,
     OptimizerName, Patience, Precision, Prune, Quiet, S, Seed, Threads, TrainNoise, TrainNoiseSigma,
 )
-
-
-def _training_noise(kind: Optional[str], sigma: float) -> Optional[NoiseConfig]:
-    noise = NoiseConfig(kind or N.kind, sigma)  # validates --noise-sigma even without --noise
-    return noise if kind else None
 
 
 def _interrupted(exc: BaseException, what: str, resume_hint: str) -> Exception:
@@ -76,10 +70,10 @@ def train(
 
     Example: fmae train --optim adam --hidden 512 --epochs 30 --run-dir runs/a
     """
-    from fmae import engine, runs
-    from fmae.config import check_device, check_threads
+    from fmae import atomic, data, engine, runs
+    from fmae.config import check_threads
     from fmae.errors import out_of_memory
-    from fmae.ui import Feedback, epoch_info, fmt_loss, fmt_seconds, print_json, print_table
+    from fmae.ui import Feedback, emit
 
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
@@ -87,16 +81,17 @@ def train(
         model=ModelConfig(hidden=hidden, dropout=dropout, activation=activation),
         optim=optim, lr=lr, momentum=momentum, epochs=epochs, batch_size=batch_size, seed=seed,
         precision=precision, patience=patience, min_delta=min_delta,
-        noise=_training_noise(noise, noise_sigma),
+        noise=NoiseConfig.training(noise, noise_sigma),
     ).resolved()
     run = runs.RunDir(run_dir or Path("runs") / runs.cell_name(config))
-    torch_device = engine.resolve_device(check_device(device))
+    torch_device = engine.resolve_device(device)
     engine.set_threads(check_threads(threads))
     started = time.perf_counter()
     with lock_run_dir(run.path), Feedback(quiet=quiet) as feedback:
         state = run.check(config, overwrite=overwrite, resume=resume)
         runs.remove_stale_temporaries(run.path, runs.RUN_FILES)
-        dataset = load_data(data_dir, no_download, torch_device, feedback)
+        dataset = data.find_and_load(data_dir, download=not no_download, device=torch_device,
+                                     on_found=feedback.message)
         env = runs.environment(str(torch_device), dataset.source, dataset.sha256)
         if overwrite or not run.exists:
             run.reset()
@@ -110,9 +105,7 @@ def train(
 
         def on_epoch(cell: Any, m: Any, data_rng: Any) -> None:
             history[:] = run.save_epoch(config, cell.resume_state(data_rng))
-            feedback.advance("epochs", m.epoch, config.epochs, epoch_info(m.train_loss, m.test_loss),
-                             f"{label} epoch {m.epoch}/{config.epochs} train_loss={fmt_loss(m.train_loss)} "
-                             f"test_loss={fmt_loss(m.test_loss)} seconds={m.seconds:.2f}")
+            feedback.epoch("epochs", label, m, config.epochs)
 
         try:
             result = engine.train(config, dataset, torch_device, resume=state, on_epoch=on_epoch)
@@ -122,26 +115,28 @@ def train(
             raise _interrupted(exc, "training", _train_command(config, run.path)) from None
         except (MemoryError, RuntimeError) as exc:
             if not history and state is None:  # nothing trained: leave no run that would "already hold" one
-                runs.unlink_quietly(run.file("config.json"))
+                atomic.unlink_quietly(run.file("config.json"))
             raise out_of_memory(exc, config) or exc
         summary = run.finish(config, result.status, result.history, result.model.state_dict(), env,
                              device=str(torch_device), wall_seconds=time.perf_counter() - started)
-    if json_out:
-        print_json(summary)
-        return
-    if result.status == "diverged":
-        feedback.message(f"warning: the loss became non-finite at epoch {result.epochs_run}; "
+    emit(summary, json_out, lambda doc: _print_train(doc, feedback))
+
+
+def _print_train(summary: dict[str, Any], feedback: Any) -> None:
+    from fmae.ui import fmt_loss, fmt_seconds, print_table
+
+    if summary["status"] == "diverged":
+        feedback.message(f"warning: the loss became non-finite at epoch {summary['epochs_run']}; "
                          "no model.pt written (try a smaller --lr)")
-    elif result.status == "collapsed":
+    elif summary["status"] == "collapsed":
         feedback.message("warning: the model gives every test image the same output (collapsed: every output "
                          "unit dead); try a smaller --lr")
     print_table(f"fmae train: {summary['status']}", ["run", "epochs", "train loss", "test loss", "best test (epoch)",
                                                       "seconds"],
-                [[str(run.path), summary["epochs_run"], fmt_loss(summary["final_train_loss"]),
+                [[summary["run_dir"], summary["epochs_run"], fmt_loss(summary["final_train_loss"]),
                   fmt_loss(summary["final_test_loss"]),
                   f"{fmt_loss(summary['best_test_loss'])} ({summary['best_epoch']})",
                   fmt_seconds(summary["wall_seconds"])]])
-
 
 
 def sweep(
@@ -191,26 +186,26 @@ def sweep(
     adds only the new cells. Exit 0 when every cell completed, stopped early or diverged; 1 when one failed.
     Bigger sweeps: --jobs 2 trains two cells at once on this machine; --executor ray on a Ray cluster.
     """
-    from fmae import executors, runs
+    from fmae import data, executors, halving, results, runs
     from fmae import sweep as sweeps
-    from fmae.config import check_device
-    from fmae.ui import Feedback, epoch_info, fmt_loss, print_json
+    from fmae.ui import Feedback, emit
 
     base = TrainConfig(model=ModelConfig(dropout=dropout, activation=activation), optim="sgd", momentum=momentum,
                        epochs=epochs, batch_size=batch_size, precision=precision, patience=patience,
-                       min_delta=min_delta, noise=_training_noise(noise, noise_sigma))
+                       min_delta=min_delta, noise=NoiseConfig.training(noise, noise_sigma))
     grid = SweepConfig(optims=tuple(o.value for o in optim), lrs=tuple(lr), hiddens=tuple(hidden), seeds=tuple(seed), base=base)
     options = ExecutorConfig(executor=executor, jobs=jobs, threads=threads, address=address,
                              cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell, max_retries=max_retries)
     where = sweeps.SweepDir(run_dir or Path("runs") / ("sweep-" + "-".join(grid.optims)))
-    pruning = _pruning(prune, eta, min_epochs)
+    pruning = PruneConfig.of(prune, eta, min_epochs)
     rungs = pruning.rungs(epochs) if pruning is not None else ()
     executors.start_early(options)
-    torch_device = sweeps.cell_device(options, check_device(device))
+    torch_device = sweeps.cell_device(options, device)
     started = time.perf_counter()
     with lock_run_dir(where.path), Feedback(quiet=quiet) as feedback:
         merged = where.open(grid, overwrite=overwrite)
-        dataset = load_data(data_dir, no_download, "cpu" if executor == "ray" else torch_device, feedback)
+        dataset = data.find_and_load(data_dir, download=not no_download, on_found=feedback.message,
+                                     device="cpu" if executor == "ray" else torch_device)
         env = runs.environment(str(torch_device), dataset.source, dataset.sha256, threads=sweeps.cell_threads(options))
         where.reset(overwrite)
         where.write_grid(merged)
@@ -232,9 +227,7 @@ def sweep(
             feedback.task(plan.name, plan.name, epochs, plan.start_epoch)
 
         def on_epoch(plan: Any, m: Any) -> None:
-            feedback.advance(plan.name, m.epoch, epochs, epoch_info(m.train_loss, m.test_loss),
-                             f"{plan.name} epoch {m.epoch}/{epochs} train_loss={fmt_loss(m.train_loss)} "
-                             f"test_loss={fmt_loss(m.test_loss)} seconds={m.seconds:.2f}")
+            feedback.epoch(plan.name, plan.name, m, epochs)
 
         def on_cell(plan: Any, status: str) -> None:
             finished["n"] += 1
@@ -248,42 +241,26 @@ def sweep(
                        on_cell=on_cell, fail_fast=fail_fast, stop_at=stop_at)
 
         def pruned(plan: Any) -> None:
-            sweeps.prune(plan, str(torch_device))
+            halving.prune(plan, str(torch_device))
             on_cell(plan, "pruned")
 
         try:
             if pruning is None:
                 train_to(plans)
             else:
-                sweeps.successive_halving(plans, rungs, pruning.eta, train_to, pruned)
+                halving.successive_halving(plans, rungs, pruning.eta, train_to, pruned)
         except KeyboardInterrupt as exc:
-            sweeps.write_results(where, sweeps.results(where, merged, plans), merged.base.epochs)
+            results.write(where, results.collect(where, merged, plans), merged.base.epochs)
             raise _interrupted(exc, "sweep", "the same fmae sweep command") from None
-        rows = sweeps.results(where, merged, plans)
-        best = sweeps.write_results(where, rows, merged.base.epochs)
+        rows = results.collect(where, merged, plans)
+        best = results.write(where, rows, merged.base.epochs)
     failed = [r for r in rows if r["status"] == "failed"]
-    doc = {"schema_version": runs.SCHEMA_VERSION, "sweep_dir": str(where.path), "cells": rows, "best": best,
-           "best_per_optim": sweeps.best_per_optim(rows), "cell_epochs": sweeps.cell_epochs(rows, merged.base.epochs)}
-    if pruning is not None:
-        doc["prune"] = {"method": "halving", "eta": pruning.eta, "rungs": list(rungs)}
-    group_rows = sweeps.seed_groups(rows)
-    if group_rows is not None:
-        doc.update(groups=group_rows, best_group_per_optim=sweeps.best_per_optim(group_rows))
+    doc = results.document(where, rows, best, merged.base.epochs,
+                           None if pruning is None else {"method": "halving", "eta": pruning.eta, "rungs": list(rungs)})
     doc["wall_seconds"] = round(time.perf_counter() - started, 3)
-    if json_out:
-        print_json(doc)
-    else:
-        _print_sweep(doc)
+    emit(doc, json_out, _print_sweep)
     if failed:
         raise typer.Exit(1)
-
-
-def _pruning(prune: Optional[str], eta: Optional[int], min_epochs: Optional[int]) -> Optional[PruneConfig]:
-    if prune is None:
-        if eta is not None or min_epochs is not None:
-            raise ConfigError("--eta and --min-epochs need --prune halving", "add --prune halving")
-        return None
-    return PruneConfig(eta=PruneConfig.eta if eta is None else eta, min_epochs=min_epochs)
 
 
 def _print_sweep(doc: dict[str, Any]) -> None:

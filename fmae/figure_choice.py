@@ -1,0 +1,135 @@
+"""What a figure shows, chosen from the sources: the plot kinds that `fmae plot`'s run and sweep
+directories allow, the models its recon figure shows (each optimizer's best learning rate), the
+seeded choice of example images, and the rows, models and labels of `fmae denoise`'s figures.
+Drawing is fmae.plots'; this room decides what goes in (and imports matplotlib only to draw).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fmae.config import PLOT_KINDS, DenoiseConfig, optim_label
+from fmae.errors import ConfigError
+
+Sources = Mapping[str, tuple[str, Sequence[Any]]]  # name -> ("run" | "sweep", run records)
+NEEDS = {"curves": "no finished run", "recon": "no model.pt", "heatmap": "needs a sweep directory",
+         "compare": "needs finished SGD and Adam runs", "seeds": "needs a sweep with several seeds"}
+
+
+def example_indices(n: int, count: int, seed: int) -> Any:
+    """`count` of `n` images, a seeded choice: the same seed shows the same images."""
+    import torch
+
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:count]
+
+
+def _records(sources: Sources) -> list[Any]:
+    return [r for _, recs in sources.values() for r in recs]
+
+
+def plot_kinds(wanted: Collection[str], sources: Sources) -> list[str]:
+    """The figures to draw, in PLOT_KINDS order: with `all`, every kind the sources allow; a kind
+    asked for by name that they do not allow is a ConfigError that says what it needs."""
+    from fmae import plots
+
+    records = _records(sources)
+    allowed = {
+        "curves": any(r.final_test_loss is not None for r in records),
+        "recon": any(r.file_exists("model.pt") for r in records) if records else False,
+        "heatmap": any(k == "sweep" for k, _ in sources.values()),
+        "compare": {"sgd", "adam"} <= {r.config.optim for r in records if r.final_test_loss is not None},
+        "seeds": plots.has_seeds(records),
+    }
+    if "all" in wanted:
+        chosen = [k for k in PLOT_KINDS if allowed[k]]
+    else:
+        chosen = [k for k in PLOT_KINDS if k in wanted]
+        for k in chosen:
+            if not allowed[k]:
+                raise ConfigError(f"plot {k}: {NEEDS[k]} among the sources")
+    if not chosen:
+        raise ConfigError("nothing to draw from these sources", "train or sweep first")
+    return chosen
+
+
+def recon_models(sources: Sources) -> dict[str, Path]:
+    """The recon figure's rows: for each source and optimizer, every hidden size at the best
+    learning rate, as {label: model.pt}."""
+    from fmae import plots
+
+    rows = {}
+    for name, (_, records) in sources.items():
+        for optim in plots.optimizers(records):
+            lr = plots.best_lr(records, optim)
+            chosen = [r for r in records if r.config.optim == optim and r.config.learning_rate == lr
+                      and r.file_exists("model.pt")]
+            for r in sorted(chosen, key=lambda r: r.config.model.hidden):
+                label = f"{optim_label(optim)} h={r.config.model.hidden}"
+                if len(sources) > 1 and name.lower() != optim:
+                    label += f"\n{name}"
+                rows[label] = r.path / "model.pt"
+    return rows
+
+
+def draw(kind: str, sources: Sources, *, train: bool, overlay: bool,
+         reconstructions: Callable[[], tuple[Any, Mapping[str, Any]]]) -> Any:
+    """The figure of one plot kind; `reconstructions()`: (originals, {label: outputs}) for recon."""
+    from fmae import plots
+
+    records = _records(sources)
+    if kind == "curves":
+        return plots.curves({name: recs for name, (_, recs) in sources.items()}, train=train, overlay=overlay)
+    if kind == "heatmap":
+        return plots.heatmap([r for sk, recs in sources.values() if sk == "sweep" for r in recs])
+    if kind == "compare":
+        return plots.compare(records)
+    if kind == "seeds":
+        from fmae.plots_seeds import seeds
+
+        return seeds(records)
+    return plots.recon(*reconstructions())
+
+
+def short_names(paths: Sequence[str]) -> dict[str, str]:
+    """Column labels: the file name, or its parent directory for model.pt/best.pt."""
+    names: dict[str, str] = {}
+    for p in paths:
+        path = Path(p)
+        base = path.parent.name if path.name in ("model.pt", "best.pt", "last.pt") and path.parent.name else path.name
+        names[p] = base if base not in names.values() else p
+    return names
+
+
+def figure_labels(models: Sequence[Any], names: Mapping[str, str]) -> dict[str, str]:
+    """What each model is (`SGD h=512`), with its learning rate, then its short name, where that is ambiguous."""
+    def label(m: Any, lr: bool) -> str:
+        config = m.checkpoint["config"]
+        return f"{optim_label(config.optim)} h={config.model.hidden}" + (f" lr={config.learning_rate:g}" if lr else "")
+
+    for lr in (False, True):
+        labels = {m.path: label(m, lr) for m in models}
+        if len(set(labels.values())) == len(labels):
+            return labels
+    return {m.path: f"{labels[m.path]} ({names[m.path]})" for m in models}
+
+
+def denoise_grid(result: Any, labels: Mapping[str, str], config: DenoiseConfig) -> Any:
+    """The report's Figure 4 at the strongest sigma (it shows the difference best): the rows
+    `config.index` names, else `config.examples` seeded ones."""
+    import torch
+
+    from fmae import plots
+
+    n = result.clean.shape[0]
+    if config.index:
+        bad = [i for i in config.index if not 0 <= i < n]
+        if bad:
+            raise ConfigError(f"--index {bad[0]} is outside the {n} test images in use")
+        rows = torch.tensor(config.index)
+    else:
+        rows = example_indices(n, min(config.examples, n), config.seed)
+    sigma = max(result.noisy)
+    outputs = {labels[path]: result.outputs[(i, sigma)][rows] for i, path in enumerate(labels)}
+    return plots.denoise_grid(result.clean[rows], result.noisy[sigma][rows], outputs, sigma=sigma, noise=config.kind)

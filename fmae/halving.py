@@ -1,0 +1,51 @@
+"""Successive halving over a sweep's cells (`fmae sweep --prune halving`): which cells go on at
+each rung, and how a cell left behind is recorded (status `pruned`, its files kept, resumable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from fmae import runs
+from fmae.sweep import CellPlan, read_summary
+
+
+def _losses(plan: CellPlan) -> list[float]:
+    return [m["test_loss"] for m in plan.run.read_metrics()]
+
+
+def successive_halving(plans: Sequence[CellPlan], rungs: Sequence[int], eta: int,
+                       train_to: Callable[[list[CellPlan], int], None], on_pruned: Callable[[CellPlan], None]) -> None:
+    """Train every cell to the first rung, promote the best 1/eta (by test loss at that epoch,
+    ties broken by cell name) to the next, and so on; the cells left behind are pruned.
+
+    `train_to(plans, epoch)` trains each plan up to `epoch` (any executor); `on_pruned(plan)` records
+    a pruned cell, which keeps its files and resumes later like any unfinished cell. Decisions use
+    the loss logged at each rung epoch, so a rerun makes the same ones, and a promoted cell trains
+    on from its last.pt exactly as in a full sweep.
+    """
+    contenders = list(plans)
+    for i, rung in enumerate(rungs):
+        train_to([p for p in contenders if not p.done and not p.error], rung)
+        if i == len(rungs) - 1:
+            return
+        at_rung = []
+        for plan in contenders:
+            losses = [] if plan.error else _losses(plan)
+            lost = plan.done and (read_summary(plan.run) or {}).get("status") in ("diverged", "collapsed")
+            if len(losses) >= rung and runs.finite_or_none(losses[rung - 1]) is not None and not lost:
+                at_rung.append((losses[rung - 1], plan.name, plan))
+        ranked = [plan for _, _, plan in sorted(at_rung, key=lambda t: t[:2])]
+        keep = max(1, len(contenders) // eta)
+        for plan in ranked[keep:]:
+            if not plan.done:
+                on_pruned(plan)
+        contenders = ranked[:keep]
+
+
+
+def prune(plan: CellPlan, device: str) -> None:
+    """Record a cell left behind by successive halving: status `pruned`, its files kept."""
+    plan.run.write_summary(runs.summarize(plan.config, "pruned", runs.history_of(plan.resume), run_dir=plan.run.path,
+                                          device=device, wall_seconds=0.0))
+    plan.done = True
