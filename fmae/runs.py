@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fmae import __version__, atomic
-from fmae.checkpoints import checkpoint, load_checkpoint, load_model, to_cpu  # noqa: F401 - load_model: older callers
+from fmae.checkpoints import checkpoint, load_checkpoint, to_cpu
 from fmae.config import TrainConfig
 from fmae.errors import ConfigError, RunDirError
 from fmae.locks import LOCK_NAME

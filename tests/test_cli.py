@@ -6,7 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from fmae import data, runs
+from fmae import checkpoints, data, runs
 from fmae.cli import app
 
 TINY = ["--hidden", "8", "--batch-size", "16", "--epochs", "2"]
@@ -33,7 +33,7 @@ def test_train_json_and_files(fake_dataset, tmp_path):
     assert "epoch 1/2 train_loss=" in result.stderr and "epoch 2/2" in result.stderr
     assert "\x1b[" not in result.stderr  # no terminal: no control codes
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["final_test_loss"] == doc["final_test_loss"]
-    model, ckpt = runs.load_model(tmp_path / "r" / "model.pt")  # safe loading of what train wrote
+    model, ckpt = checkpoints.load_model(tmp_path / "r" / "model.pt")  # safe loading of what train wrote
     assert ckpt["environment"]["device"] == "cpu" and ckpt["metrics"]["test_loss"][-1] == doc["final_test_loss"]
 
 

@@ -9,10 +9,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from fmae import executors, runs
+from fmae import executors
 from fmae.cli import app
 from fmae.executors import worker
 from tests.helpers import assert_same_sweep

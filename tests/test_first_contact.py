@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from fmae import plots, runs, ui
+from fmae import checkpoints, plots, runs, ui
 from fmae.cli import app
 
 TINY = ["--hidden", "8", "--batch-size", "16", "--epochs", "1", "-q"]
@@ -149,7 +149,7 @@ def test_the_denoise_grid_with_one_model_names_it_and_keeps_its_title(sweeps, tm
     from fmae.figure_choice import figure_labels as _figure_labels
     from fmae.checkpoints import Loaded
 
-    model, ckpt = runs.load_model(s / "best.pt")
+    model, ckpt = checkpoints.load_model(s / "best.pt")
     one = Loaded(str(s / "best.pt"), model, ckpt)
     assert _figure_labels([one], {one.path: "sgd"}) == {one.path: "SGD h=4"}
     other = Loaded("x/model.pt", model, {**ckpt, "config": ckpt["config"]})

@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from fmae import model as fmae_model
-from fmae import atomic, runs
+from fmae import atomic, checkpoints, runs
 from fmae.cli import app
 from fmae.config import ModelConfig, TrainConfig
 from fmae.errors import CheckpointError
@@ -139,11 +139,11 @@ def test_a_small_checkpoint_claiming_a_huge_model_is_refused_before_building(tmp
     built = []
     monkeypatch.setattr(fmae_model, "build", lambda *a, **k: built.append(a) or pytest.fail("built the model"))
     with pytest.raises(CheckpointError, match="weights do not fit the model in its config"):
-        runs.load_model(path)
+        checkpoints.load_model(path)
     small = {k: torch.zeros(s[:1] + (8,) if len(s) == 2 else s) for k, s in
              fmae_model.parameter_shapes(ModelConfig(hidden=1_000_000)).items() if k.endswith("bias")}
     with pytest.raises(CheckpointError, match="missing"):
-        runs.load_model(crafted(tmp_path / "m2.pt", huge, small))
+        checkpoints.load_model(crafted(tmp_path / "m2.pt", huge, small))
     assert not built
 
 
@@ -199,7 +199,7 @@ def test_best_pt_is_checked_before_it_is_copied(fake_dataset, tmp_path):
     result = run("sweep", *grid, "--run-dir", s)
     doc2 = json.loads(result.stdout)
     assert result.exit_code == 1 and doc2["best"]["model"] != best
-    assert runs.load_model(s / "best.pt")[1]["config"].learning_rate == doc2["best"]["lr"]
+    assert checkpoints.load_model(s / "best.pt")[1]["config"].learning_rate == doc2["best"]["lr"]
 
 
 def test_an_interrupted_cell_shows_its_saved_epochs(fake_dataset, tmp_path, monkeypatch):

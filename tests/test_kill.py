@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmae import runs
+from fmae import checkpoints, runs
 from fmae.executors import worker
 from fmae.locks import LOCK_NAME
 from tests.helpers import default_sigint, installed_env, state_dict
@@ -52,7 +52,7 @@ def check_run_files(run: Path) -> int:
     epoch = runs.RunDir(run).load_last()["epoch"] if (run / "last.pt").exists() else 0
     assert len(rows) <= epoch, "metrics.csv ran ahead of last.pt"
     if (run / "model.pt").exists():
-        runs.load_model(run / "model.pt")
+        checkpoints.load_model(run / "model.pt")
     return epoch
 
 
@@ -197,8 +197,8 @@ def test_kill_9_of_the_driver_leaves_no_worker_and_the_rerun_ends_equal(tmp_path
                    timeout=600)
     for cell in (tmp_path / "ref" / "cells").iterdir():
         assert losses(tmp_path / "s" / "cells" / cell.name / "metrics.csv") == losses(cell / "metrics.csv")
-        a = runs.load_checkpoint(cell / "model.pt")["state_dict"]
-        b = runs.load_checkpoint(tmp_path / "s" / "cells" / cell.name / "model.pt")["state_dict"]
+        a = checkpoints.load_checkpoint(cell / "model.pt")["state_dict"]
+        b = checkpoints.load_checkpoint(tmp_path / "s" / "cells" / cell.name / "model.pt")["state_dict"]
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 

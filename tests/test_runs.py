@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmae import atomic, engine, evaluation, runs
+from fmae import atomic, checkpoints, engine, evaluation, runs
 from fmae.config import ModelConfig, TrainConfig
 from fmae.errors import CheckpointError, RunDirError
 
@@ -29,7 +29,7 @@ def test_model_checkpoint_round_trip_with_weights_only(tmp_path, tiny_data):
     run.save_model(result.config, result.model.state_dict(), result.history, result.status, {"device": "cpu"})
     raw = torch.load(run.file("model.pt"), weights_only=True)  # plain data only
     assert raw["format"] == "fmae-checkpoint" and raw["version"] == 1 and raw["kind"] == "model"
-    model, ckpt = runs.load_model(run.file("model.pt"))
+    model, ckpt = checkpoints.load_model(run.file("model.pt"))
     assert ckpt["config"] == result.config
     assert ckpt["metrics"]["test_loss"] == [m.test_loss for m in result.history]
     for a, b in zip(model.state_dict().values(), result.model.state_dict().values()):
@@ -58,7 +58,7 @@ def test_hostile_pickle_is_refused_and_never_runs(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "fmae-checkpoint", "version": 1, "x": Payload()}, path)
     with pytest.raises(CheckpointError, match="refused"):
-        runs.load_model(path)
+        checkpoints.load_model(path)
     assert not marker.exists()
 
 
@@ -70,32 +70,32 @@ def test_bad_checkpoint_files(tmp_path, content, match):
     path = tmp_path / "x.pt"
     path.write_bytes(content)
     with pytest.raises(CheckpointError, match=match):
-        runs.load_model(path)
+        checkpoints.load_model(path)
 
 
 def test_foreign_newer_truncated_and_missing_checkpoints(tmp_path, tiny_data):
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not an fmae checkpoint"):
-        runs.load_model(tmp_path / "foreign.pt")
+        checkpoints.load_model(tmp_path / "foreign.pt")
     torch.save({"format": "fmae-checkpoint", "version": 99}, tmp_path / "new.pt")
     with pytest.raises(CheckpointError, match="newer"):
-        runs.load_model(tmp_path / "new.pt")
+        checkpoints.load_model(tmp_path / "new.pt")
     with pytest.raises(CheckpointError, match="does not exist"):
-        runs.load_model(tmp_path / "missing.pt")
+        checkpoints.load_model(tmp_path / "missing.pt")
     with pytest.raises(CheckpointError, match="is a directory"):
-        runs.load_model(tmp_path)
+        checkpoints.load_model(tmp_path)
     result = trained(tiny_data)
     run = runs.RunDir(tmp_path / "r")
     run.save_model(result.config, result.model.state_dict(), result.history, "completed", {})
     blob = run.file("model.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(blob[: len(blob) // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupted"):
-        runs.load_model(tmp_path / "cut.pt")
+        checkpoints.load_model(tmp_path / "cut.pt")
     state = dict(result.model.state_dict())
     state["encoder.weight"] = torch.zeros(3, 3)
     run.save_model(result.config, state, result.history, "completed", {})
     with pytest.raises(CheckpointError, match="do not fit"):
-        runs.load_model(run.file("model.pt"))
+        checkpoints.load_model(run.file("model.pt"))
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):

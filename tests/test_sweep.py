@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from fmae import engine, runs
+from fmae import checkpoints, engine, runs
 from fmae.cli import app, expand_multi_values
 from fmae.errors import ConfigError
 
@@ -64,7 +64,7 @@ def test_layout_results_json_and_best(fake_dataset, tmp_path):
     csv_lines = (tmp_path / "s" / "results.csv").read_text().splitlines()
     assert csv_lines[0].startswith("rank,optim,lr,hidden,seed,status,epochs_run") and len(csv_lines) == 17
     assert json.loads((tmp_path / "s" / "results.json").read_text())["best"] == doc["best"]
-    model, ckpt = runs.load_model(tmp_path / "s" / "best.pt")
+    model, ckpt = checkpoints.load_model(tmp_path / "s" / "best.pt")
     assert ckpt["metrics"]["test_loss"][-1] == doc["best"]["final_test_loss"]
     assert (tmp_path / "s" / "best.pt").read_bytes() == open(doc["best"]["model"], "rb").read()
 
