@@ -38,6 +38,18 @@ def test_jobs_2_equals_jobs_1(reference, tmp_path):
     assert_same_sweep(reference, tmp_path / "two")
 
 
+def test_jobs_2_on_the_fork_server_and_on_spawn_equal_jobs_1(reference, tmp_path, monkeypatch):
+    """Linux forks the workers from a fork server; macOS and Windows take spawn: both give the same sweep."""
+    from fmae.executors import local
+
+    assert local.context().get_start_method() == "forkserver"  # this machine (Linux): the path the pool test takes
+    monkeypatch.setattr(local, "sys", SimpleNamespace(platform="darwin"))
+    assert local.context().get_start_method() == "spawn"
+    result = sweep(tmp_path / "spawn", "--jobs", "2")
+    assert result.exit_code == 0, result.stderr
+    assert_same_sweep(reference, tmp_path / "spawn")
+
+
 def test_ray_equals_jobs_1(reference, tmp_path, ray_cluster):
     result = sweep(tmp_path / "ray", "--executor", "ray")
     assert result.exit_code == 0, result.stderr

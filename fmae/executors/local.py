@@ -1,7 +1,7 @@
 """This machine: tasks in the driver itself (--jobs 1) or in a pool of worker processes (--jobs N).
 
-The pool is the standard library's ProcessPoolExecutor. Its workers come from a fork server
-(multiprocessing's forkserver start method; spawn where there is none): a fresh single-threaded
+The pool is the standard library's ProcessPoolExecutor. On Linux its workers come from a fork
+server (multiprocessing's forkserver start method; spawn elsewhere): a fresh single-threaded
 process that imports torch and fmae once and forks each worker from that state, so the workers
 start in milliseconds, and `start_early` lets that import run on a free core while the driver
 still imports torch and reads the dataset (spawn made each worker import torch itself, seconds
@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import sys
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -55,8 +56,10 @@ PRELOAD = ["fmae.executors.worker", "fmae.engine", "fmae.data"]
 
 
 def context() -> Any:
-    """The pool's start method: forkserver (Linux, macOS) with fmae and torch preloaded, else spawn."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    """The pool's start method: on Linux a fork server with fmae and torch preloaded; elsewhere
+    spawn (macOS: forking a process that has loaded torch's Objective-C and Metal libraries is
+    what made Python give up fork there; untested here, so not risked)."""
+    if not sys.platform.startswith("linux") or "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
