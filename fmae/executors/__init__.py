@@ -7,7 +7,7 @@ the code `fmae train` uses). So the sweep directory, the resume rules and the nu
 whatever ran the cells, and a worker that dies costs at most its epoch in flight: its task is run
 again from the state the driver saved last.
 
-Backends: `inline` (this process, --jobs 1), `pool` (spawned worker processes, --jobs N), `ray`.
+Backends: `inline` (this process, --jobs 1), `pool` (worker processes, --jobs N), `ray`.
 A backend has `slots` (tasks worth keeping in flight), `submit(task) -> handle`,
 `wait(handles) -> [(handle, result | exception | WorkerLost)]` (at least one) and `close(interrupted)`.
 """

@@ -3,7 +3,7 @@
 A task holds plain data only (configs as dicts, resume states packed as bytes), so it crosses
 process and machine boundaries unchanged; it returns each epoch's resume state, packed, and the
 cells' status. The driver saves them: a worker writes nothing. A task runs in the driver itself
-(--jobs 1), in a spawned pool worker (--jobs N) or as a Ray task (--executor ray).
+(--jobs 1), in a pool worker process (--jobs N) or as a Ray task (--executor ray).
 """
 
 from __future__ import annotations
@@ -89,11 +89,11 @@ def run_task(task: Task, dataset: Any) -> list[dict[str, Any]]:
     return [{"states": s, "status": r.status} for s, r in zip(states, results)]
 
 
-# ---------------------------------------------------------------- a spawned pool worker (--jobs N)
+# ---------------------------------------------------------------- a pool worker (--jobs N)
 
 
 def dataset_arrays(dataset: Any) -> dict[str, Any]:
-    """The dataset as plain tensors for a spawned worker. Sent as process arguments, torch moves them
+    """The dataset as plain tensors for a pool worker. Sent as process arguments, torch moves them
     to shared memory and passes file descriptors: the workers map one copy, the pipe to a starting
     worker carries a few bytes (a large payload there blocks the driver if the worker dies first),
     and nothing outlives the processes that use it."""
