@@ -177,3 +177,14 @@ def test_several_slots_take_the_largest_work_first_so_that_no_large_cell_ends_al
     first, second = plan(64, 10), plan(32, 20)  # equal work: the grid's order stays
     assert [g[0] for g in executors.longest_first([[first], [second]])] == [first, second]
     assert [g[0] for g in executors.longest_first([[second], [first]])] == [second, first]
+
+
+def test_a_closed_pool_backend_leaves_no_open_pipe(tiny_data):
+    """Successive halving makes a backend per rung: each must close its lifeline's both ends."""
+    from fmae.executors import local
+
+    fds = len(os.listdir("/proc/self/fd"))
+    backend = local.PoolBackend(2, tiny_data, "cpu")
+    assert len(os.listdir("/proc/self/fd")) == fds + 2  # the lifeline pipe
+    backend.close(interrupted=False)
+    assert len(os.listdir("/proc/self/fd")) == fds

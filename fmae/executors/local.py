@@ -87,8 +87,9 @@ class PoolBackend:
         self._context = context()
         # The workers' lifeline: the driver alone holds the write end; when it closes (the driver
         # stops them, or dies, even by SIGKILL) every worker reads EOF and leaves.
-        lifeline, self._alive = self._context.Pipe(duplex=False)
-        self._initargs = (worker.dataset_arrays(dataset), device, lifeline, os.environ.get(worker.TEST_WORKER_PIDS))
+        self._lifeline, self._alive = self._context.Pipe(duplex=False)
+        self._initargs = (worker.dataset_arrays(dataset), device, self._lifeline,
+                          os.environ.get(worker.TEST_WORKER_PIDS))
         self._pool: cf.ProcessPoolExecutor | None = None
         self._owner: dict[cf.Future, cf.ProcessPoolExecutor] = {}
 
@@ -135,3 +136,5 @@ class PoolBackend:
         if self._pool is not None:  # not waiting after a failure: a worker that never started would block it
             self._pool.shutdown(wait=not interrupted, cancel_futures=True)
             self._pool = None
+        self._alive.close()  # both ends: a sweep with halving makes a backend per rung
+        self._lifeline.close()
