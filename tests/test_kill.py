@@ -80,8 +80,7 @@ def test_train_survives_sigkill_at_random_moments(tmp_path, real_data_dir):
         last = epoch
         if code == 0 or (run / "summary.json").exists():  # finished (perhaps killed on its way out)
             break
-        assert epoch < 4  # killed mid-run: fewer epochs than asked, no summary
-        landed += 1
+        landed += 1  # killed mid-run: no summary yet (the kill may land after the last epoch's last.pt)
     assert landed >= 1, "every run finished before its kill: nothing was resumed"
     subprocess.run([*TRAIN, "--run-dir", "r", "--resume"], cwd=tmp_path, env=env(real_data_dir), check=True)
     assert losses(run / "metrics.csv") == losses(tmp_path / "ref" / "metrics.csv")
