@@ -152,8 +152,8 @@ class _Stack:
             bc1, bc2_sqrt = 1 - beta1 ** self.steps[0], math.sqrt(1 - beta2 ** self.steps[0])
         else:
             steps = torch.tensor(self.steps, dtype=torch.float64)
-            bc1 = (1 - beta1 ** steps).to(self.device, torch.float32)
-            bc2_sqrt = (1 - beta2 ** steps).sqrt().to(self.device, torch.float32)
+            bc1 = (1 - beta1 ** steps).float().to(self.device)
+            bc2_sqrt = (1 - beta2 ** steps).sqrt().float().to(self.device)
         for p, neg_lr, m, v in zip(self.params, self.neg_lr, self.exp_avg, self.exp_avg_sq):
             shape = (-1, *[1] * (p.dim() - 1))
             g = p.grad
