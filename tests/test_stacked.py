@@ -287,6 +287,12 @@ def test_sweep_engine_stacked_through_the_executor_path(fake_dataset, tmp_path):
         ms = torch.load(cell / "model.pt", map_location="cpu", weights_only=True)
         mc = torch.load(other / "model.pt", map_location="cpu", weights_only=True)
         assert _layout(ms["state_dict"]) == _layout(mc["state_dict"]) and ms.keys() == mc.keys()
+    pool = runner.invoke(app, [*grid[:-4], "--jobs", "2", "-q", "--json", "--engine", "stacked",
+                               "--run-dir", str(tmp_path / "p")])
+    assert pool.exit_code == 0, pool.stderr
+    p = rows(pool.stdout)  # the same stacks in pool workers: the same numbers, bit for bit
+    assert {k: (r["status"], r["final_test_loss"]) for k, r in p.items()} == \
+        {k: (r["status"], r["final_test_loss"]) for k, r in s.items()}
 
 
 def test_executor_config_checks_the_engine():
