@@ -17,6 +17,7 @@ OPTIMIZER_LABELS = {"sgd": "SGD", "adam": "Adam"}  # as the report and the liter
 ACTIVATIONS = ("relu", "sigmoid", "identity")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+ENGINES = ("auto", "stacked", "cells")  # the trainers fmae.engine chooses between; auto: stacked on cuda and mps
 # The report's best learning rate for each optimizer; used when --lr is not given.
 DEFAULT_LR = {"adam": 0.001, "sgd": 0.1}
 NOISES = ("image-gaussian", "gaussian", "salt-pepper", "speckle")  # fmae.noise implements them
@@ -167,6 +168,11 @@ def check_device(name: str) -> str:
     return name
 
 
+def check_engine(name: str) -> str:
+    choice("engine", name, ENGINES)
+    return name
+
+
 def check_threads(threads: int | None) -> int | None:
     if threads is not None:
         int_at_least("threads", threads, 1, 4096)
@@ -229,9 +235,11 @@ class ExecutorConfig:
     cpus_per_cell: float = 1.0
     gpus_per_cell: float = 0.0
     max_retries: int = 2
+    engine: str = "auto"  # the trainer (fmae.engine.resolve_engine): auto, stacked or cells
 
     def __post_init__(self) -> None:
         choice("executor", self.executor, EXECUTORS)
+        check_engine(self.engine)
         int_at_least("jobs", self.jobs, 1, 4096)
         check_threads(self.threads)
         if finite("cpus_per_cell", self.cpus_per_cell) <= 0:

@@ -30,11 +30,26 @@ class SeededDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self._threshold == 0:
             return x
-        n = x.numel()
-        bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(generator=self.generator)
-        lanes = bits.view(torch.int16)[:n].view(x.shape).bitwise_and_(self._LEVELS - 1)
-        keep = lanes.ge_(self._threshold).to(x.dtype).mul_(self._scale)
-        return x * keep
+        return x * dropout_mask(dropout_bits(x.numel(), x.device, self.generator), x.shape, self.p, x.dtype)
+
+
+def dropout_bits(n: int, device: torch.device, generator: torch.Generator | None,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """The random bits of one dropout mask of n units: (n + 3) // 4 int64 draws from `generator`
+    (into `out`, a contiguous row of that many, when given: the same draw)."""
+    if out is None:
+        out = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
+    return out.random_(generator=generator)
+
+
+def dropout_mask(bits: torch.Tensor, shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype) -> torch.Tensor:
+    """The scaled keep mask of `shape` from `bits` (the last dimension of `bits` holds one mask's
+    draws; leading dimensions, if any, are separate masks: several cells' at once, each its own)."""
+    levels = SeededDropout._LEVELS
+    threshold = round(p * levels)
+    n = math.prod(shape[len(bits.shape) - 1:])
+    lanes = bits.view(torch.int16)[..., :n].reshape(shape).bitwise_and_(levels - 1)
+    return lanes.ge_(threshold).to(dtype).mul_(1.0 / (1.0 - threshold / levels))
 
 
 _OUTPUT = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "identity": nn.Identity}

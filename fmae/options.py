@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from fmae.config import (
-    ACTIVATIONS, DEVICES, EXECUTORS, NOISES, OPTIMIZERS, PLOT_KINDS, PRECISIONS, ExecutorConfig, ModelConfig,
+    ACTIVATIONS, DEVICES, ENGINES, EXECUTORS, NOISES, OPTIMIZERS, PLOT_KINDS, PRECISIONS, ExecutorConfig, ModelConfig,
     NoiseConfig, SweepConfig, TrainConfig,
 )
 
@@ -28,6 +28,10 @@ Seed = Annotated[int, typer.Option(help="Seed for weight init, data order and dr
 Precision = Annotated[Literal[PRECISIONS], typer.Option(
                                         help="fp32, or bf16 autocast (fast only on hardware with bf16 units).")]
 Device = Annotated[Literal[DEVICES], typer.Option(help="Where to train; auto: cuda, mps, cpu.")]
+Engine = Annotated[Literal[ENGINES], typer.Option(
+    help="The trainer: stacked (cells of one shape train as one model: hidden, batch size, dropout, activation, "
+         "precision and optimizer), cells (one model after another, bit for bit the CPU's numbers); "
+         "auto: stacked on cuda and mps, cells on the CPU.")]
 RunDevice = Annotated[Literal[DEVICES], typer.Option("--device", help="Where to run the models; auto: cuda, mps, cpu.")]
 Patience = Annotated[int, typer.Option(help="Early stopping window in epochs; 0 turns early stopping off.")]
 MinDelta = Annotated[float, typer.Option(

@@ -38,9 +38,11 @@ def read_json(path: Path) -> Any:
 
 
 def environment(device: str, data_source: str = "", data_sha256: dict[str, str] | None = None,
-                threads: int | None = None) -> dict[str, Any]:
+                threads: int | None = None, engine: str = "cells") -> dict[str, Any]:
     """What a run was made with; `threads`: torch's intra-op threads of the process that trains
-    (a sweep's workers may use fewer than the driver), since they change float summation order."""
+    (a sweep's workers may use fewer than the driver), since they change float summation order;
+    `engine`: the trainer (stacked or cells), kept out of the training config so that a run may
+    resume with the other."""
     import torch
 
     return {
@@ -50,6 +52,7 @@ def environment(device: str, data_source: str = "", data_sha256: dict[str, str] 
         "platform": platform.platform(),
         "device": device,
         "threads": threads if threads is not None else torch.get_num_threads(),
+        "engine": engine,
         "data_source": data_source,
         "data_sha256": dict(data_sha256 or {}),
     }

@@ -162,18 +162,24 @@ def read_summary(run: runs.RunDir) -> dict[str, Any] | None:
         return None
 
 
-def groups(plans: Sequence[CellPlan], *, lockstep: bool = True) -> list[list[CellPlan]]:
-    """Cells to train together: same seed and batch size (so the same minibatches), same epoch reached.
+def groups(plans: Sequence[CellPlan], *, lockstep: bool = True, stacked: bool = False) -> list[list[CellPlan]]:
+    """Cells to train together, each group one task.
 
-    Without lockstep every cell is its own group. On a 2-core CPU, lockstep measured 4% slower
-    than one cell after another (each model's weights leave the cache between minibatches) and
-    the shared batch conversion is too cheap to pay for that; on a GPU, where one model cannot
-    fill the device, training cells together is what pays.
+    Stacked (the stacked engine): a stack, cells of one fmae.engine.stack_key (hidden size, batch
+    size, dropout, activation, precision, optimizer) at the same epoch, whatever their seeds.
+    Lockstep (the per-cell engine on an accelerator): same seed and batch size (so the same
+    minibatches), same epoch reached. Otherwise every cell is its own group: on a 2-core CPU,
+    lockstep measured 4% slower than one cell after another (each model's weights leave the cache
+    between minibatches) and the shared batch conversion is too cheap to pay for that; on a GPU,
+    where one model cannot fill the device, training cells together is what pays.
     """
-    out: dict[tuple[int, int, int], list[CellPlan]] = {}
+    from fmae.engine import stack_key
+
+    out: dict[tuple[Any, ...], list[CellPlan]] = {}
     for i, p in enumerate(plans):
         if not p.done and p.error is None:
-            key = (p.config.seed, p.config.batch_size, p.start_epoch) if lockstep else (i, 0, 0)
+            key = ((*stack_key(p.config), p.start_epoch) if stacked
+                   else (p.config.seed, p.config.batch_size, p.start_epoch) if lockstep else (i, 0, 0))
             out.setdefault(key, []).append(p)
     return list(out.values())
 
@@ -202,6 +208,13 @@ def cell_device(options: ExecutorConfig, device: str) -> Any:
     return torch.device(wanted)
 
 
+def cell_engine(options: ExecutorConfig, device: Any) -> str:
+    """The trainer the cells train with (stacked or cells; recorded in config.json's environment)."""
+    from fmae import engine
+
+    return engine.resolve_engine(options.engine, device)
+
+
 def cell_threads(options: ExecutorConfig) -> int:
     """The torch threads each cell trains with (recorded in config.json: they change the float sums)."""
     from fmae import executors
@@ -219,20 +232,23 @@ def run(plans: Sequence[CellPlan], dataset: Any, device: Any, env: dict[str, Any
         stop_at: int | None = None) -> None:
     """Train the unfinished cells with the executor `options` names, the driver saving every epoch.
 
-    On a CPU every cell is a task of its own; on an accelerator same-seed cells train in lockstep
-    (a task is a group; with Ray, as many cells as share one GPU at --gpus-per-cell). With
+    With the stacked engine (`options.engine`; auto: on cuda and mps) a task is a stack of cells
+    (fmae.engine.stack_key). With the per-cell engine, on a CPU every cell is a task of its own;
+    on an accelerator same-seed cells train in lockstep (a task is a group; with Ray, as many cells
+    as share one GPU at --gpus-per-cell). With
     `stop_at`, cells train up to that epoch and those not finished then stay unfinished
     (resumable), as successive halving needs between its rungs.
     """
     from fmae import executors
 
+    trainer = cell_engine(options, device)
     for plan in plans:
         if plan.error is not None and not plan.done:  # refused while planning (say, a damaged last.pt)
             on_cell(plan, "failed")
             if fail_fast:
                 raise FmaeError(plan.error)
     todo = groups([p for p in plans if stop_at is None or p.start_epoch < stop_at],
-                  lockstep=getattr(device, "type", "cpu") != "cpu")
+                  lockstep=getattr(device, "type", "cpu") != "cpu", stacked=trainer == "stacked")
     if options.executor == "ray" and options.gpus_per_cell > 0:
         size = max(1, int(1 / options.gpus_per_cell))
         todo = [g[i:i + size] for g in todo for i in range(0, len(g), size)]
@@ -242,4 +258,4 @@ def run(plans: Sequence[CellPlan], dataset: Any, device: Any, env: dict[str, Any
     backend = executors.make_backend(options, dataset, device, threads)
     executors.drive(backend, todo, device=str(device), env=env, threads=threads,
                     max_retries=options.max_retries, on_start=on_start, on_epoch=on_epoch, on_cell=on_cell,
-                    fail_fast=fail_fast, stop_at=stop_at)
+                    fail_fast=fail_fast, stop_at=stop_at, engine=trainer)

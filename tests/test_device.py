@@ -1,6 +1,7 @@
 """Tests that train on the device named by `pytest --device` (cpu by default, so CI runs them;
-benchmarks/gpu_check.sh runs them with --device cuda): lockstep equals solo, and a sweep in
-lockstep groups equals the same sweep through --jobs 2, file for file."""
+benchmarks/gpu_check.sh runs them with --device cuda): lockstep equals solo, a sweep in
+lockstep groups equals the same sweep through --jobs 2, file for file, and a cell in a stack
+(the stacked engine) equals the cell trained alone within 1e-4 after 10 epochs."""
 
 import json
 
@@ -20,9 +21,9 @@ def test_lockstep_losses_equal_solo_losses_on_the_device(tiny_data, device):
     data = tiny_data.to(device)
     configs = [TrainConfig(optim=o, model=ModelConfig(hidden=h), epochs=3, batch_size=16, seed=1)
                for o, h in (("sgd", 4), ("adam", 8))]
-    together = engine.train_many(configs, data, device)
+    together = engine.train_many(configs, data, device, engine="cells")
     for config, result in zip(configs, together):
-        alone = engine.train(config, data, device)
+        alone = engine.train(config, data, device, engine="cells")
         assert [(m.train_loss, m.test_loss) for m in alone.history] == \
             [(m.train_loss, m.test_loss) for m in result.history]
         weights = alone.model.state_dict()
@@ -31,7 +32,7 @@ def test_lockstep_losses_equal_solo_losses_on_the_device(tiny_data, device):
 
 def test_a_sweep_on_the_device_equals_its_jobs_2_run(fake_dataset, tmp_path, device):
     grid = ["sweep", "--optim", "sgd", "adam", "--lr", "0.1", "--hidden", "4", "8", "--batch-size", "16",
-            "--epochs", "3", "--threads", "1", "--device", device.type, "-q", "--json"]
+            "--epochs", "3", "--threads", "1", "--device", device.type, "--engine", "cells", "-q", "--json"]
     one = CliRunner().invoke(app, [*grid, "--run-dir", str(tmp_path / "one")])
     assert one.exit_code == 0, one.stderr
     statuses = [c["status"] for c in json.loads(one.stdout)["cells"]]
@@ -41,3 +42,17 @@ def test_a_sweep_on_the_device_equals_its_jobs_2_run(fake_dataset, tmp_path, dev
     assert_same_sweep(tmp_path / "one", tmp_path / "two")
     env = json.loads((tmp_path / "two" / "cells" / "adam-lr0.1-h8-s0" / "config.json").read_text())["environment"]
     assert env["device"].startswith(device.type)
+
+
+@pytest.mark.parametrize("optim,lrs", [("sgd", (0.1, 0.05, 0.02)), ("adam", (0.01, 0.003, 0.001))])
+def test_a_cell_in_a_stack_equals_the_cell_alone_on_the_device(tiny_data, device, optim, lrs):
+    """Stacks of mixed seeds and learning rates vs each cell alone (per-cell engine), 10 epochs."""
+    data = tiny_data.to(device)
+    configs = [TrainConfig(optim=optim, lr=lr, momentum=0.9 if optim == "sgd" else 0.0, model=ModelConfig(hidden=16),
+                           epochs=10, batch_size=16, seed=seed) for seed, lr in enumerate(lrs)]
+    stacked = engine.train_many(configs, data, device, engine="stacked")
+    for config, result in zip(configs, stacked):
+        alone = engine.train(config, data, device, engine="cells")
+        assert result.status == alone.status and len(result.history) == len(alone.history) == 10
+        assert result.history[-1].test_loss == pytest.approx(alone.history[-1].test_loss, rel=1e-4)
+        assert result.history[-1].train_loss == pytest.approx(alone.history[-1].train_loss, rel=1e-4)

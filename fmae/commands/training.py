@@ -13,7 +13,7 @@ from fmae.config import ExecutorConfig, ModelConfig, NoiseConfig, PruneConfig, S
 from fmae.errors import ConfigError
 from fmae.locks import lock_run_dir
 from fmae.options import (
-    E, N, T, Activation, Address, BatchSize, CpusPerCell, DataDir, Device, Dropout, Epochs, Eta, Executor,
+    E, N, T, Activation, Address, BatchSize, CpusPerCell, DataDir, Device, Dropout, Engine, Epochs, Eta, Executor,
     GpusPerCell, Hidden, Jobs, Json, Lr, M, MaxRetries, MinDelta, MinEpochs, Momentum, NoDownload, Optim,
     OptimizerName, Patience, Precision, Prune, Quiet, S, Seed, Threads, TrainNoise, TrainNoiseSigma,
 )
@@ -54,6 +54,7 @@ def train(
     seed: Seed = T.seed,
     precision: Precision = T.precision,
     device: Device = "auto",
+    engine: Engine = E.engine,
     threads: Threads = None,
     patience: Patience = T.patience,
     min_delta: MinDelta = T.min_delta,
@@ -70,8 +71,9 @@ def train(
 
     Example: fmae train --optim adam --hidden 512 --epochs 30 --run-dir runs/a
     """
-    from fmae import atomic, data, engine, runs
-    from fmae.config import check_threads
+    from fmae import atomic, data, runs
+    from fmae import engine as engines
+    from fmae.config import check_engine, check_threads
     from fmae.errors import out_of_memory
     from fmae.ui import Feedback, emit
 
@@ -84,15 +86,16 @@ def train(
         noise=NoiseConfig.training(noise, noise_sigma),
     ).resolved()
     run = runs.RunDir(run_dir or Path("runs") / runs.cell_name(config))
-    torch_device = engine.resolve_device(device)
-    engine.set_threads(check_threads(threads))
+    torch_device = engines.resolve_device(device)
+    trainer = engines.resolve_engine(check_engine(engine), torch_device)
+    engines.set_threads(check_threads(threads))
     started = time.perf_counter()
     with lock_run_dir(run.path), Feedback(quiet=quiet) as feedback:
         state = run.check(config, overwrite=overwrite, resume=resume)
         runs.remove_stale_temporaries(run.path, runs.RUN_FILES)
         dataset = data.find_and_load(data_dir, download=not no_download, device=torch_device,
                                      on_found=feedback.message)
-        env = runs.environment(str(torch_device), dataset.source, dataset.sha256)
+        env = runs.environment(str(torch_device), dataset.source, dataset.sha256, engine=trainer)
         if overwrite or not run.exists:
             run.reset()
         run.write_config(config, env)
@@ -108,7 +111,7 @@ def train(
             feedback.epoch("epochs", label, m, config.epochs)
 
         try:
-            result = engine.train(config, dataset, torch_device, resume=state, on_epoch=on_epoch)
+            result = engines.train(config, dataset, torch_device, resume=state, on_epoch=on_epoch, engine=trainer)
         except KeyboardInterrupt as exc:
             run.write_summary(runs.summarize(config, "interrupted", history, run_dir=run.path,
                                              device=str(torch_device), wall_seconds=time.perf_counter() - started))
@@ -158,6 +161,7 @@ def sweep(
     momentum: Momentum = T.momentum,
     precision: Precision = T.precision,
     device: Device = "auto",
+    engine: Engine = E.engine,
     jobs: Jobs = E.jobs,
     threads: Threads = None,
     executor: Executor = E.executor,
@@ -195,7 +199,8 @@ def sweep(
                        min_delta=min_delta, noise=NoiseConfig.training(noise, noise_sigma))
     grid = SweepConfig(optims=tuple(o.value for o in optim), lrs=tuple(lr), hiddens=tuple(hidden), seeds=tuple(seed), base=base)
     options = ExecutorConfig(executor=executor, jobs=jobs, threads=threads, address=address,
-                             cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell, max_retries=max_retries)
+                             cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell, max_retries=max_retries,
+                             engine=engine)
     where = sweeps.SweepDir(run_dir or Path("runs") / ("sweep-" + "-".join(grid.optims)))
     pruning = PruneConfig.of(prune, eta, min_epochs)
     rungs = pruning.rungs(epochs) if pruning is not None else ()
@@ -206,7 +211,8 @@ def sweep(
         merged = where.open(grid, overwrite=overwrite)
         dataset = data.find_and_load(data_dir, download=not no_download, on_found=feedback.message,
                                      device="cpu" if executor == "ray" else torch_device)
-        env = runs.environment(str(torch_device), dataset.source, dataset.sha256, threads=sweeps.cell_threads(options))
+        env = runs.environment(str(torch_device), dataset.source, dataset.sha256, threads=sweeps.cell_threads(options),
+                               engine=sweeps.cell_engine(options, torch_device))
         where.reset(overwrite)
         where.write_grid(merged)
         plans = where.plan(grid)

@@ -84,13 +84,14 @@ def longest_first(groups: list[list[Any]], stop_at: int | None = None) -> list[l
 def drive(backend: Any, groups: list[list[Any]], *, device: str, env: dict[str, Any],
           threads: int | None, max_retries: int, on_start: Callable[[Any], None],
           on_epoch: Callable[[Any, Any], None], on_cell: Callable[[Any, str], None],
-          fail_fast: bool = False, stop_at: int | None = None) -> None:
+          fail_fast: bool = False, stop_at: int | None = None, engine: str = "cells") -> None:
     """Run `groups` (lists of CellPlan trained together) through `backend`, saving every epoch.
 
     A task whose worker died is run again from the last saved epoch, up to `max_retries` times
     (Ray retries its own tasks and reports only what it gave up on). Ctrl-C and SIGTERM arrive
     here as KeyboardInterrupt: the backend stops its workers and the interrupt goes on up.
     With `stop_at`, a cell that reaches that epoch unfinished is left so (resumable).
+    `engine`: the trainer each task runs (stacked or cells).
     """
     from fmae import runs
     from fmae.executors.worker import Task, test_fault, unpack
@@ -136,7 +137,7 @@ def drive(backend: Any, groups: list[list[Any]], *, device: str, env: dict[str, 
                     continue
                 task = Task(tuple(p.name for p in group), tuple(p.config.to_dict() for p in group),
                             tuple(_pack_state(p.resume) for p in group), device, threads,
-                            EPOCHS_PER_TASK, fault)
+                            EPOCHS_PER_TASK, fault, engine)
                 running[backend.submit(task)] = (group, attempt)
             for handle, outcome in backend.wait(list(running)):
                 group, attempt = running.pop(handle)

@@ -1,4 +1,4 @@
-"""What runs where a cell trains: one task = one epoch of a cell (or of a lockstep group of cells).
+"""What runs where a cell trains: one task = one epoch of a cell (or of a lockstep group or a stack of cells).
 
 A task holds plain data only (configs as dicts, resume states packed as bytes), so it crosses
 process and machine boundaries unchanged; it returns each epoch's resume state, packed, and the
@@ -33,6 +33,7 @@ class Task:
     threads: int | None
     epochs: int = 1
     fault: tuple[str, str] | None = None  # test-only: (cell:epoch, marker path), see TEST_DIE_AFTER_EPOCH
+    engine: str = "cells"  # the trainer, resolved (fmae.engine.resolve_engine): stacked or cells
 
 
 def pack(obj: Any) -> bytes:
@@ -85,7 +86,7 @@ def run_task(task: Task, dataset: Any) -> list[dict[str, Any]]:
 
     results = engine.train_many(configs, dataset, torch.device(task.device),
                                 resume=[unpack(r) if r is not None else None for r in task.resume],
-                                on_epoch=on_epoch, max_epochs=task.epochs)
+                                on_epoch=on_epoch, max_epochs=task.epochs, engine=task.engine)
     return [{"states": s, "status": r.status} for s, r in zip(states, results)]
 
 
