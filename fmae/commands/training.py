@@ -13,9 +13,10 @@ from fmae.config import ExecutorConfig, ModelConfig, NoiseConfig, PruneConfig, S
 from fmae.errors import ConfigError
 from fmae.locks import lock_run_dir
 from fmae.options import (
-    CHECKPOINT_EVERY, E, N, T, Activation, Address, BatchSize, CheckpointEvery, CpusPerCell, DataDir, Device, Dropout, Epochs, Eta, Executor,
-    GpusPerCell, Hidden, Jobs, Json, Lr, M, MaxRetries, MinDelta, MinEpochs, Momentum, NoDownload, Optim,
-    OptimizerName, Patience, Precision, Prune, Quiet, S, Seed, Threads, TrainNoise, TrainNoiseSigma,
+    CHECKPOINT_EVERY, E, N, T, Activation, Address, BatchSize, CheckpointEvery, CpusPerCell, DataDir, Device,
+    Dropout, Epochs, Eta, Executor, GpusPerCell, Hidden, Jobs, Json, Lr, M, MaxRetries, MinDelta, MinEpochs,
+    Momentum, NoDownload, Optim, OptimizerName, Patience, Precision, Prune, Quiet, S, Seed, Threads, TrainNoise,
+    TrainNoiseSigma,
 )
 
 
