@@ -36,9 +36,9 @@ import torch  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     command_line, epoch_flops, matmul_rate, raw_copy_for_torchvision, torchvision_epoch_seconds,
 )
-from fmae import data, engine, runs  # noqa: E402
+from fmae import data, engine, executors, runs, saving  # noqa: E402
 from fmae import sweep as sweeps  # noqa: E402
-from fmae.config import REPORT_HIDDEN, REPORT_LRS, ExecutorConfig, SweepConfig, TrainConfig  # noqa: E402
+from fmae.config import CHECKPOINT_EVERY, REPORT_HIDDEN, REPORT_LRS, ExecutorConfig, SweepConfig, TrainConfig  # noqa: E402
 
 
 def main() -> None:
@@ -149,8 +149,10 @@ def in_process(args: argparse.Namespace) -> None:
         plans = where.plan(grid)
         env = runs.environment(str(device), dataset.source, dataset.sha256)
         t0 = time.perf_counter()
-        sweeps.run(plans, dataset, device, env, ExecutorConfig(), on_start=lambda *a: None, on_epoch=lambda *a: None,
-                   on_cell=lambda *a: None)
+        options = ExecutorConfig()
+        with saving.Saver(CHECKPOINT_EVERY) as saver, executors.Session(options, dataset, device) as session:
+            sweeps.run(plans, session, saver, env, options, device=device, on_start=lambda *a: None,
+                       on_epoch=lambda *a: None, on_cell=lambda *a: None)
         sweep_s = (time.perf_counter() - t0) / args.epochs
 
     t0 = time.perf_counter()

@@ -85,6 +85,20 @@ def load_checkpoint(path: str | Path, kind: str | None = None, *, data: bytes | 
     return obj
 
 
+def cloned(obj: Any) -> Any:
+    """A nest of dicts, lists and tensors with every tensor copied: a snapshot that training in place
+    cannot change."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: cloned(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cloned(v) for v in obj)
+    return obj
+
+
 def to_cpu(obj: Any) -> Any:
     """A state dict (or any nest of dicts, lists and tensors) detached and on the CPU, as saved."""
     import torch

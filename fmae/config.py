@@ -179,6 +179,18 @@ def check_threads(threads: int | None) -> int | None:
     return threads
 
 
+# --checkpoint-every: seconds between two last.pt of a run (0: every epoch). Chosen by measurement
+# (CHANGELOG, benchmarks/checkpoint_cost.py): under 5% of a sweep's time on the CPU.
+CHECKPOINT_EVERY = 30.0
+
+
+def check_checkpoint_every(seconds: float) -> float:
+    if finite("checkpoint_every", seconds) < 0:
+        raise ConfigError(f"checkpoint_every must be >= 0 seconds, got {seconds}",
+                          "e.g. --checkpoint-every 30; 0 writes last.pt after every epoch")
+    return float(seconds)
+
+
 REPORT_LRS = (0.1, 0.01, 0.001)
 REPORT_HIDDEN = (64, 128, 256, 512)
 

@@ -8,9 +8,9 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from fmae.config import (
-    ACTIVATIONS, DEVICES, ENGINES, EXECUTORS, NOISES, OPTIMIZERS, PLOT_KINDS, PRECISIONS, ExecutorConfig, ModelConfig,
-    NoiseConfig, SweepConfig, TrainConfig,
+from fmae.config import (  # noqa: F401 - CHECKPOINT_EVERY: the commands' default, with the option
+    ACTIVATIONS, CHECKPOINT_EVERY, DEVICES, ENGINES, EXECUTORS, NOISES, OPTIMIZERS, PLOT_KINDS, PRECISIONS,
+    ExecutorConfig, ModelConfig, NoiseConfig, SweepConfig, TrainConfig,
 )
 
 M, T, N, S, E = ModelConfig(), TrainConfig(), NoiseConfig(), SweepConfig(), ExecutorConfig()
@@ -64,7 +64,12 @@ Address = Annotated[Optional[str], typer.Option(
     show_default=False)]
 CpusPerCell = Annotated[float, typer.Option(help="--executor ray: CPUs each cell's task asks for.")]
 GpusPerCell = Annotated[float, typer.Option(
-    help="--executor ray: GPUs each cell asks for (fractions share one GPU); > 0 trains on cuda.")]
+    help="--executor ray: GPUs each task asks for, a task being a group of cells trained together (fractions "
+         "share one GPU); > 0 trains on cuda.")]
+CheckpointEvery = Annotated[float, typer.Option(
+    metavar="SECONDS", help="Write each run's last.pt at most this often (0: after every epoch); metrics.csv gets "
+                            "every epoch. A kill -9 loses at most the epochs of the last SECONDS; Ctrl-C and "
+                            "SIGTERM lose none.")]
 MaxRetries = Annotated[int, typer.Option(
     help="Times a cell's task is run again after its worker or node died, from its last saved epoch.")]
 

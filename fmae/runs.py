@@ -1,6 +1,7 @@
 """Run directories: their layout, the refusal of a directory holding another run or files fmae did
-not make, the per-epoch save and end-of-run sequence (written once, for `fmae train` and every
-sweep executor), the summary document, and runs and sweeps read back for reports.
+not make, their files and the end-of-run sequence (written once, for `fmae train` and every sweep
+executor; fmae.saving schedules the per-epoch writes), the summary document, and runs and sweeps
+read back for reports.
 """
 
 from __future__ import annotations
@@ -165,20 +166,14 @@ class RunDir:
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic.write_json(self.file("summary.json"), summary)
 
-    # The two sequences below are the seam between training and the disk, written once: `fmae train`
-    # and every sweep executor (in-process, --jobs, Ray) save a run through them, in the driver.
-
-    def save_epoch(self, config: TrainConfig, state: dict[str, Any]) -> list[Any]:
-        """After each finished epoch: last.pt first, so metrics.csv never runs ahead of it; returns the history."""
-        self.save_last(config, state)
-        history = history_of(state)
-        self.write_metrics(history)
-        return history
+    # The end-of-run sequence below is the seam between training and the disk, written once: `fmae train`
+    # and every sweep executor (in-process, --jobs, Ray) save a run through it and fmae.saving (each
+    # epoch: metrics.csv, and last.pt when due), in the driver.
 
     def finish(self, config: TrainConfig, status: str, history: Sequence[Any], model_state: dict[str, Any],
                env: dict[str, Any], *, device: str, wall_seconds: float) -> dict[str, Any]:
-        """The end of a run: metrics.csv from the full history (repairs a kill between last.pt and
-        metrics.csv), model.pt unless diverged, summary.json last; returns the summary."""
+        """The end of a run, after its last.pt: metrics.csv from the full history (it may have run
+        ahead of last.pt, see fmae.saving), model.pt unless diverged, summary.json last; returns the summary."""
         self.write_metrics(history)
         if status != "diverged":
             self.save_model(config, model_state, history, status, env)

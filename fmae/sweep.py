@@ -227,17 +227,26 @@ def cell_threads(options: ExecutorConfig) -> int:
     return threads
 
 
-def run(plans: Sequence[CellPlan], dataset: Any, device: Any, env: dict[str, Any], options: ExecutorConfig, *,
-        on_start: Callable[[CellPlan], None], on_epoch: OnEpoch, on_cell: OnCell, fail_fast: bool = False,
-        stop_at: int | None = None) -> None:
-    """Train the unfinished cells with the executor `options` names, the driver saving every epoch.
+def split(group: list[CellPlan], parts: int) -> list[list[CellPlan]]:
+    """A group cut into `parts` near-equal groups (in order), none empty."""
+    parts = max(1, min(parts, len(group)))
+    size, extra = divmod(len(group), parts)
+    cuts = [i * size + min(i, extra) for i in range(parts + 1)]
+    return [group[a:b] for a, b in zip(cuts, cuts[1:])]
+
+
+def run(plans: Sequence[CellPlan], session: Any, saver: Any, env: dict[str, Any], options: ExecutorConfig, *,
+        device: Any, on_start: Callable[[CellPlan], None], on_epoch: OnEpoch, on_cell: OnCell,
+        fail_fast: bool = False, stop_at: int | None = None) -> None:
+    """Train the unfinished cells on the sweep's executor (`session`, an executors.Session opened
+    once per sweep), every epoch to the driver's writer `saver` (fmae.saving).
 
     With the stacked engine (`options.engine`; auto: on cuda and mps) a task is a stack of cells
-    (fmae.engine.stack_key). With the per-cell engine, on a CPU every cell is a task of its own;
-    on an accelerator same-seed cells train in lockstep (a task is a group; with Ray, as many cells
-    as share one GPU at --gpus-per-cell). With
-    `stop_at`, cells train up to that epoch and those not finished then stay unfinished
-    (resumable), as successive halving needs between its rungs.
+    (fmae.engine.stack_key). With the per-cell engine, on a CPU every cell is a task of its own; on
+    an accelerator same-seed cells train together (a task is a group). With Ray and
+    --gpus-per-cell, each task asks for that many GPUs and the groups are cut so that there are as
+    many tasks as the cluster runs at once. With `stop_at`, cells train up to that epoch and those
+    not finished then stay unfinished (resumable), as successive halving needs between its rungs.
     """
     from fmae import executors
 
@@ -249,13 +258,11 @@ def run(plans: Sequence[CellPlan], dataset: Any, device: Any, env: dict[str, Any
                 raise FmaeError(plan.error)
     todo = groups([p for p in plans if stop_at is None or p.start_epoch < stop_at],
                   lockstep=getattr(device, "type", "cpu") != "cpu", stacked=trainer == "stacked")
-    if options.executor == "ray" and options.gpus_per_cell > 0:
-        size = max(1, int(1 / options.gpus_per_cell))
-        todo = [g[i:i + size] for g in todo for i in range(0, len(g), size)]
     if not todo:
         return
-    threads = cell_threads(options)
-    backend = executors.make_backend(options, dataset, device, threads)
-    executors.drive(backend, todo, device=str(device), env=env, threads=threads,
+    backend = session.backend
+    if options.executor == "ray" and options.gpus_per_cell > 0:
+        todo = [part for g in todo for part in split(g, backend.slots)]
+    executors.drive(backend, todo, saver=saver, device=str(device), env=env, threads=cell_threads(options),
                     max_retries=options.max_retries, on_start=on_start, on_epoch=on_epoch, on_cell=on_cell,
                     fail_fast=fail_fast, stop_at=stop_at, engine=trainer)

@@ -119,24 +119,27 @@ def test_resume_gives_the_uninterrupted_losses(fake_dataset, tmp_path):
 
 
 def test_ctrl_c_saves_last_and_exits_130_then_resumes(fake_dataset, tmp_path, monkeypatch):
+    """Ctrl-C lands in training after epoch 3 was handed to the writer, long before a checkpoint was
+    due: the latest state is written on the way out."""
+    from fmae import saving
+
     r = tmp_path / "r"
-    calls = {"n": 0}
-    original = runs.RunDir.write_metrics
+    original = saving.Saver.epoch
 
-    def interrupt_at_epoch_3(self, history):
-        calls["n"] += 1
-        if calls["n"] == 3:
+    def interrupt_after_epoch_3(self, run_dir, config, state):
+        history = original(self, run_dir, config, state)
+        if len(history) == 3:
             raise KeyboardInterrupt
-        original(self, history)
+        return history
 
-    monkeypatch.setattr(runs.RunDir, "write_metrics", interrupt_at_epoch_3)
+    monkeypatch.setattr(saving.Saver, "epoch", interrupt_after_epoch_3)
     args = ["--hidden", "8", "--batch-size", "16", "--epochs", "4", "--run-dir", str(r)]
-    result = run("train", *args)
+    result = run("train", *args, "--checkpoint-every", "3600")
     assert result.exit_code == 130
     assert "interrupted" in result.stderr and "--resume" in result.stderr
     assert json.loads((r / "summary.json").read_text())["status"] == "interrupted"
-    assert runs.RunDir(r).load_last()["epoch"] == 3  # last.pt is written before metrics.csv
-    monkeypatch.setattr(runs.RunDir, "write_metrics", original)
+    assert runs.RunDir(r).load_last()["epoch"] == 3 and len(runs.RunDir(r).read_metrics()) == 3
+    monkeypatch.setattr(saving.Saver, "epoch", original)
     assert run("train", *args, "--resume", "-q").exit_code == 0
     assert run("train", *args[:-1], str(tmp_path / "ref"), "-q").exit_code == 0
     assert (r / "metrics.csv").read_text().count("\n") == 5

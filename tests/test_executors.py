@@ -180,7 +180,7 @@ def test_several_slots_take_the_largest_work_first_so_that_no_large_cell_ends_al
 
 
 def test_a_closed_pool_backend_leaves_no_open_pipe(tiny_data):
-    """Successive halving makes a backend per rung: each must close its lifeline's both ends."""
+    """A closed pool leaves nothing behind: both ends of its lifeline are closed."""
     from fmae.executors import local
 
     fds = len(os.listdir("/proc/self/fd"))
@@ -188,3 +188,77 @@ def test_a_closed_pool_backend_leaves_no_open_pipe(tiny_data):
     assert len(os.listdir("/proc/self/fd")) == fds + 2  # the lifeline pipe
     backend.close(interrupted=False)
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+HALVING = ["--optim", "sgd", "--lr", "0.5", "0.1", "0.01", "--hidden", "4", "--activation", "identity",
+           "--batch-size", "16", "--epochs", "9", "--prune", "halving", "--threads", "1", "-q", "--json"]
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_halving_sweep_opens_one_executor_for_all_its_rungs(fake_dataset, tmp_path, monkeypatch, jobs):
+    """Three rungs, one backend (Ray used to start and stop once per rung): made once, closed once;
+    with --jobs 2, the pool's two workers (indices 0 and 1) serve every rung."""
+    made, closed = [], []
+    make_backend = executors.make_backend
+
+    def counted(*a, **k):
+        backend = make_backend(*a, **k)
+        close = backend.close
+        backend.close = lambda **kw: (closed.append(kw), close(**kw))[1]
+        made.append(backend)
+        return backend
+
+    monkeypatch.setattr(executors, "make_backend", counted)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    monkeypatch.setenv(worker.TEST_WORKER_PIDS, str(pids))
+    result = CliRunner().invoke(app, ["sweep", *HALVING, "--jobs", jobs, "--run-dir", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["prune"]["rungs"] == [1, 3, 9]
+    assert len(made) == 1 and closed == [{"interrupted": False}]
+    if jobs == "2":
+        assert sorted(int(p.read_text()) for p in pids.iterdir()) == [0, 1]
+
+
+def test_nothing_to_train_starts_no_executor(fake_dataset, tmp_path, monkeypatch):
+    args = ["sweep", *GRID, "--epochs", "1", "--run-dir", str(tmp_path / "s")]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    monkeypatch.setattr(executors, "make_backend", None)  # the rerun of a finished sweep makes none
+    assert CliRunner().invoke(app, args).exit_code == 0
+
+
+def test_an_interrupted_sweep_closes_its_executor_as_interrupted(fake_dataset, tmp_path, monkeypatch):
+    from fmae import saving
+
+    closed = []
+    make_backend = executors.make_backend
+
+    def counted(*a, **k):
+        backend = make_backend(*a, **k)
+        close = backend.close
+        backend.close = lambda **kw: (closed.append(kw), close(**kw))[1]
+        return backend
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(executors, "make_backend", counted)
+    monkeypatch.setattr(saving.Saver, "epoch", interrupt)
+    result = CliRunner().invoke(app, ["sweep", *GRID, "--run-dir", str(tmp_path / "s")])
+    assert result.exit_code == 130 and closed == [{"interrupted": True}]
+
+
+@pytest.mark.parametrize("device,index,gpus,expected", [
+    ("cuda", 0, 2, "cuda:0"), ("cuda", 1, 2, "cuda:1"), ("cuda", 2, 2, "cuda:0"), ("cuda", 5, 3, "cuda:2"),
+    ("cuda", 1, 1, "cuda"), ("cuda", 1, 0, "cuda"), ("cpu", 1, 2, "cpu"), ("mps", 3, 0, "mps"),
+])
+def test_pool_workers_spread_over_the_gpus(device, index, gpus, expected):
+    assert worker.worker_device(device, index, gpus) == expected
+
+
+def test_ray_groups_are_cut_into_as_many_tasks_as_run_at_once():
+    from fmae.sweep import split
+
+    assert split(list(range(24)), 4) == [list(range(i, i + 6)) for i in range(0, 24, 6)]
+    assert split(list(range(5)), 2) == [[0, 1, 2], [3, 4]]
+    assert split([0, 1], 8) == [[0], [1]] and split([0, 1, 2], 1) == [[0, 1, 2]]

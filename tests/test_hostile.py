@@ -203,16 +203,17 @@ def test_best_pt_is_checked_before_it_is_copied(fake_dataset, tmp_path):
 
 
 def test_an_interrupted_cell_shows_its_saved_epochs(fake_dataset, tmp_path, monkeypatch):
-    calls = {"n": 0}
-    original = runs.RunDir.save_last
+    from fmae import saving
 
-    def stop_after_two(self, config, state):
-        original(self, config, state)
-        calls["n"] += 1
-        if calls["n"] == 2:
+    original = saving.Saver.epoch
+
+    def stop_after_two(self, run_dir, config, state):
+        history = original(self, run_dir, config, state)
+        if len(history) == 2:
             raise KeyboardInterrupt
+        return history
 
-    monkeypatch.setattr(runs.RunDir, "save_last", stop_after_two)
+    monkeypatch.setattr(saving.Saver, "epoch", stop_after_two)
     result = run("sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "16", "--epochs", "5",
                  "--run-dir", tmp_path / "s")
     assert result.exit_code == 130

@@ -1,8 +1,9 @@
 """SIGKILL at random moments, then the same command again: no corrupt file, no finished epoch
-lost, and the final results equal an uninterrupted run (CPU, fp32). Also SIGINT, whose printed resume
-command resumes, and --jobs/ray sweeps whose workers die with their driver. Each kill is proven to land
-mid-run: the process was still running (its return code says which signal ended it) and the run it
-leaves is unfinished."""
+lost (with --checkpoint-every 0; with a long interval, at most the epochs since the last checkpoint),
+and the final results equal an uninterrupted run (CPU, fp32). Also SIGINT, whose printed resume
+command resumes, and --jobs/ray sweeps whose workers die with their driver; both signals write the
+latest state first. Each kill is proven to land mid-run: the process was still running (its return
+code says which signal ended it) and the run it leaves is unfinished."""
 
 import csv
 import json
@@ -26,8 +27,9 @@ from tests.helpers import default_sigint, installed_env, state_dict
 
 pytestmark = pytest.mark.dataset
 
-TRAIN = ["fmae", "train", "--epochs", "4", "--hidden", "32", "--seed", "1", "-q"]
-SWEEP = ["fmae", "sweep", "--lr", "0.01", "0.001", "--hidden", "16", "--epochs", "3", "-q"]
+TRAIN = ["fmae", "train", "--epochs", "4", "--hidden", "32", "--seed", "1", "--checkpoint-every", "0", "-q"]
+SWEEP = ["fmae", "sweep", "--lr", "0.01", "0.001", "--hidden", "16", "--epochs", "3", "--checkpoint-every", "0", "-q"]
+LONG = ["--checkpoint-every", "3600"]  # after the option above: the later value wins
 
 
 def env(data_dir: Path, delay: float = 0.0) -> dict:
@@ -88,6 +90,30 @@ def test_train_survives_sigkill_at_random_moments(tmp_path, real_data_dir):
     assert not list(run.glob(".*.tmp")) and not (run / LOCK_NAME).exists()
 
 
+def test_a_kill_with_a_long_interval_loses_only_the_epochs_since_the_last_checkpoint(tmp_path, real_data_dir):
+    """--checkpoint-every 3600: metrics.csv runs ahead of last.pt (none is due yet); a kill -9 loses
+    those epochs, no more: the rerun starts from last.pt (here none: from scratch) and ends equal."""
+    subprocess.run([*TRAIN, "--run-dir", "ref"], cwd=tmp_path, env=env(real_data_dir), check=True)
+    run = tmp_path / "r"
+    proc = subprocess.Popen([*TRAIN, *LONG, "--run-dir", "r"], cwd=tmp_path, env=env(real_data_dir),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not ((run / "metrics.csv").exists() and len(losses(run / "metrics.csv")) >= 2):
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (run / "summary.json").exists()
+    trained = len(losses(run / "metrics.csv"))
+    assert 2 <= trained < 4 and not (run / "last.pt").exists()  # two epochs or more finished, none checkpointed
+    resumed = subprocess.run([*TRAIN, *LONG, "--run-dir", "r", "--resume"], cwd=tmp_path, env=env(real_data_dir),
+                             capture_output=True, text=True, check=True)
+    assert "resuming after" not in resumed.stderr  # what the kill lost: every epoch since the last checkpoint
+    assert losses(run / "metrics.csv") == losses(tmp_path / "ref" / "metrics.csv")
+    a, b = state_dict(tmp_path / "ref" / "model.pt"), state_dict(run / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_sweep_survives_sigkill_at_random_moments(tmp_path, real_data_dir):
     subprocess.run([*SWEEP, "--run-dir", "ref"], cwd=tmp_path, env=env(real_data_dir), check=True)
     rng = random.Random(11)
@@ -112,17 +138,19 @@ def test_ctrl_c_exits_130_and_the_printed_command_resumes(tmp_path, real_data_di
     """The one error line of an interrupted `fmae train` names the command that resumes it: run as
     printed, it goes on from the saved epoch and ends equal to a run never interrupted."""
     subprocess.run([*TRAIN, "--run-dir", "ref"], cwd=tmp_path, env=env(real_data_dir), check=True)
-    proc = subprocess.Popen([*TRAIN[:-1], "--run-dir", "r"], cwd=tmp_path, env=env(real_data_dir, delay=0.15),
+    proc = subprocess.Popen([*TRAIN[:-1], *LONG, "--run-dir", "r"], cwd=tmp_path, env=env(real_data_dir, delay=0.15),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "r" / "last.pt").exists():
+    while time.time() < deadline and not (tmp_path / "r" / "metrics.csv").exists():
         time.sleep(0.1)
+    assert not (tmp_path / "r" / "last.pt").exists()  # none due yet: Ctrl-C must write it
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err  # still training when Ctrl-C came
     assert "error: training interrupted" in err and "--resume" in err
     saved = runs.RunDir(tmp_path / "r").load_last()["epoch"]
     assert 1 <= saved < 4  # fewer epochs than asked: the resume has work to do
+    assert saved == len(losses(tmp_path / "r" / "metrics.csv"))  # the latest state: no finished epoch lost
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "interrupted"
 
     printed = re.search(r"\(hint: resume with: (.+)\)$", err.strip().splitlines()[-1])
@@ -141,7 +169,7 @@ def test_ctrl_c_exits_130_and_the_printed_command_resumes(tmp_path, real_data_di
 # ---------------------------------------------------------------- --jobs N: workers die with the driver
 
 JOBS = [sys.executable, "-m", "fmae", "sweep", "--optim", "sgd", "--lr", "0.1", "0.01", "--hidden", "8",
-        "--epochs", "3", "--threads", "1", "-q"]
+        "--epochs", "3", "--threads", "1", "--checkpoint-every", "0", "-q"]
 
 
 def alive(pid: int) -> bool:
@@ -155,7 +183,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-def start_jobs(tmp_path: Path, data_dir: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
+def start_jobs(tmp_path: Path, data_dir: Path, *extra: str, wait_for: str = "last.pt") -> tuple[subprocess.Popen, Path]:
     pids = tmp_path / "pids"
     pids.mkdir(exist_ok=True)
     proc = subprocess.Popen([*JOBS, "--jobs", "2", *extra, "--run-dir", "s"], cwd=tmp_path,
@@ -163,7 +191,7 @@ def start_jobs(tmp_path: Path, data_dir: Path, *extra: str) -> tuple[subprocess.
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and not (len(list(pids.iterdir())) == 2
-                                          and list((tmp_path / "s").glob("cells/*/last.pt"))):
+                                          and list((tmp_path / "s").glob(f"cells/*/{wait_for}"))):
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.05)
     assert proc.poll() is None, "the sweep ended before it could be killed"
@@ -202,13 +230,18 @@ def test_kill_9_of_the_driver_leaves_no_worker_and_the_rerun_ends_equal(tmp_path
 
 
 def test_sigterm_stops_the_workers_and_exits_143(tmp_path, real_data_dir):
-    proc, pids = start_jobs(tmp_path, real_data_dir, "--epochs", "30")
+    """With no checkpoint due (a long interval), SIGTERM writes every cell's latest state first."""
+    proc, pids = start_jobs(tmp_path, real_data_dir, "--epochs", "30", *LONG, wait_for="metrics.csv")
+    assert not list((tmp_path / "s").glob("cells/*/last.pt"))
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "error: sweep interrupted by SIGTERM; finished epochs are saved" in err
     assert_no_worker_left(pids)
     assert max(saved_epochs(tmp_path / "s")) >= 1 and min(saved_epochs(tmp_path / "s")) < 30
+    for cell in (tmp_path / "s" / "cells").iterdir():  # no finished epoch lost
+        trained = len(losses(cell / "metrics.csv")) if (cell / "metrics.csv").exists() else 0
+        assert (runs.RunDir(cell).load_last()["epoch"] if (cell / "last.pt").exists() else 0) == trained
 
 
 def descendants(pid: int) -> set[int]:

@@ -132,18 +132,20 @@ def test_diverged_cell_is_recorded_and_the_sweep_goes_on(fake_dataset, tmp_path)
 def test_interrupted_sweep_resumes_to_the_same_results(fake_dataset, tmp_path, monkeypatch):
     args = ["--lr", "0.01", "0.001", "--hidden", "4", "8", "--seed", "0", "1", "--epochs", "3"]
     assert sweep(tmp_path, *args, name="ref").exit_code == 0
+    from fmae import saving
+
     calls = {"n": 0}
-    original = runs.RunDir.save_last
+    original = saving.Saver.epoch
 
-    def kill_midway(self, config, state):
+    def kill_midway(self, run_dir, config, state):
         calls["n"] += 1
-        if calls["n"] == 7:  # inside the first group's second epoch
+        if calls["n"] == 7:  # the seventh cell-epoch: the third cell's first epoch
             raise KeyboardInterrupt
-        original(self, config, state)
+        return original(self, run_dir, config, state)
 
-    monkeypatch.setattr(runs.RunDir, "save_last", kill_midway)
+    monkeypatch.setattr(saving.Saver, "epoch", kill_midway)
     assert sweep(tmp_path, *args).exit_code == 130
-    monkeypatch.setattr(runs.RunDir, "save_last", original)
+    monkeypatch.setattr(saving.Saver, "epoch", original)
     assert sweep(tmp_path, *args).exit_code == 0
     for cell in (tmp_path / "ref" / "cells").iterdir():
         assert losses(cell / "metrics.csv") == losses(tmp_path / "s" / "cells" / cell.name / "metrics.csv")

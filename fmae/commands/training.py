@@ -13,9 +13,10 @@ from fmae.config import ExecutorConfig, ModelConfig, NoiseConfig, PruneConfig, S
 from fmae.errors import ConfigError
 from fmae.locks import lock_run_dir
 from fmae.options import (
-    E, N, T, Activation, Address, BatchSize, CpusPerCell, DataDir, Device, Dropout, Engine, Epochs, Eta, Executor,
-    GpusPerCell, Hidden, Jobs, Json, Lr, M, MaxRetries, MinDelta, MinEpochs, Momentum, NoDownload, Optim,
-    OptimizerName, Patience, Precision, Prune, Quiet, S, Seed, Threads, TrainNoise, TrainNoiseSigma,
+    CHECKPOINT_EVERY, E, N, T, Activation, Address, BatchSize, CheckpointEvery, CpusPerCell, DataDir, Device,
+    Dropout, Engine, Epochs, Eta, Executor, GpusPerCell, Hidden, Jobs, Json, Lr, M, MaxRetries, MinDelta, MinEpochs,
+    Momentum, NoDownload, Optim, OptimizerName, Patience, Precision, Prune, Quiet, S, Seed, Threads, TrainNoise,
+    TrainNoiseSigma,
 )
 
 
@@ -62,6 +63,7 @@ def train(
     noise_sigma: TrainNoiseSigma = N.sigma,
     data_dir: DataDir = None,
     no_download: NoDownload = False,
+    checkpoint_every: CheckpointEvery = CHECKPOINT_EVERY,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir from its last.pt.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run in --run-dir.")] = False,
     json_out: Json = False,
@@ -71,9 +73,10 @@ def train(
 
     Example: fmae train --optim adam --hidden 512 --epochs 30 --run-dir runs/a
     """
-    from fmae import atomic, data, runs
+    from fmae import atomic, data, runs, saving
     from fmae import engine as engines
-    from fmae.config import check_engine, check_threads
+    from fmae.checkpoints import cloned
+    from fmae.config import check_checkpoint_every, check_engine, check_threads
     from fmae.errors import out_of_memory
     from fmae.ui import Feedback, emit
 
@@ -89,8 +92,9 @@ def train(
     torch_device = engines.resolve_device(device)
     trainer = engines.resolve_engine(check_engine(engine), torch_device)
     engines.set_threads(check_threads(threads))
+    every = check_checkpoint_every(checkpoint_every)
     started = time.perf_counter()
-    with lock_run_dir(run.path), Feedback(quiet=quiet) as feedback:
+    with lock_run_dir(run.path), Feedback(quiet=quiet) as feedback, saving.Saver(every) as saver:
         state = run.check(config, overwrite=overwrite, resume=resume)
         runs.remove_stale_temporaries(run.path, runs.RUN_FILES)
         dataset = data.find_and_load(data_dir, download=not no_download, device=torch_device,
@@ -99,20 +103,23 @@ def train(
         if overwrite or not run.exists:
             run.reset()
         run.write_config(config, env)
+        if state is not None:
+            saver.resumed(run, config, state)
         done = int(state["epoch"]) if state else 0
         label = runs.cell_name(config)
         feedback.message(f"training {label} on {torch_device} ({precision}) -> {run.path}"
                          + (f", resuming after epoch {done}" if done else ""))
         feedback.task("epochs", label, config.epochs, done)
-        history: list[Any] = []
+        history: list[Any] = runs.history_of(state) if state else []
 
-        def on_epoch(cell: Any, m: Any, data_rng: Any) -> None:
-            history[:] = run.save_epoch(config, cell.resume_state(data_rng))
+        def on_epoch(cell: Any, m: Any, data_rng: Any) -> None:  # a copy: training goes on in place
+            history[:] = saver.epoch(run, config, cloned(cell.resume_state(data_rng)))
             feedback.epoch("epochs", label, m, config.epochs)
 
         try:
             result = engines.train(config, dataset, torch_device, resume=state, on_epoch=on_epoch, engine=trainer)
         except KeyboardInterrupt as exc:
+            saver.close()  # the latest state first: summary.json last
             run.write_summary(runs.summarize(config, "interrupted", history, run_dir=run.path,
                                              device=str(torch_device), wall_seconds=time.perf_counter() - started))
             raise _interrupted(exc, "training", _train_command(config, run.path)) from None
@@ -120,8 +127,8 @@ def train(
             if not history and state is None:  # nothing trained: leave no run that would "already hold" one
                 atomic.unlink_quietly(run.file("config.json"))
             raise out_of_memory(exc, config) or exc
-        summary = run.finish(config, result.status, result.history, result.model.state_dict(), env,
-                             device=str(torch_device), wall_seconds=time.perf_counter() - started)
+        summary = saver.finish(run, config, result.status, result.history, result.model.state_dict(), env,
+                               device=str(torch_device), wall_seconds=time.perf_counter() - started)
     emit(summary, json_out, lambda doc: _print_train(doc, feedback))
 
 
@@ -169,6 +176,7 @@ def sweep(
     cpus_per_cell: CpusPerCell = E.cpus_per_cell,
     gpus_per_cell: GpusPerCell = E.gpus_per_cell,
     max_retries: MaxRetries = E.max_retries,
+    checkpoint_every: CheckpointEvery = CHECKPOINT_EVERY,
     patience: Patience = T.patience,
     min_delta: MinDelta = T.min_delta,
     noise: TrainNoise = None,
@@ -190,8 +198,9 @@ def sweep(
     adds only the new cells. Exit 0 when every cell completed, stopped early or diverged; 1 when one failed.
     Bigger sweeps: --jobs 2 trains two cells at once on this machine; --executor ray on a Ray cluster.
     """
-    from fmae import data, executors, halving, results, runs
+    from fmae import data, executors, halving, results, runs, saving
     from fmae import sweep as sweeps
+    from fmae.config import check_checkpoint_every
     from fmae.ui import Feedback, emit
 
     base = TrainConfig(model=ModelConfig(dropout=dropout, activation=activation), optim="sgd", momentum=momentum,
@@ -204,6 +213,7 @@ def sweep(
     where = sweeps.SweepDir(run_dir or Path("runs") / ("sweep-" + "-".join(grid.optims)))
     pruning = PruneConfig.of(prune, eta, min_epochs)
     rungs = pruning.rungs(epochs) if pruning is not None else ()
+    every = check_checkpoint_every(checkpoint_every)
     executors.start_early(options)
     torch_device = sweeps.cell_device(options, device)
     started = time.perf_counter()
@@ -242,19 +252,20 @@ def sweep(
                              f"cell {finished['n']}/{len(plans)} {plan.name} {status}"
                              + (f": {plan.error}" if plan.error else ""))
 
-        def train_to(subset: list[Any], stop_at: int | None = None) -> None:
-            sweeps.run(subset, dataset, torch_device, env, options, on_start=on_start, on_epoch=on_epoch,
-                       on_cell=on_cell, fail_fast=fail_fast, stop_at=stop_at)
-
         def pruned(plan: Any) -> None:
             halving.prune(plan, str(torch_device))
             on_cell(plan, "pruned")
 
-        try:
-            if pruning is None:
-                train_to(plans)
-            else:
-                halving.successive_halving(plans, rungs, pruning.eta, train_to, pruned)
+        try:  # one executor for the whole sweep (every rung), closed before the writer writes the latest states
+            with saving.Saver(every) as saver, executors.Session(options, dataset, torch_device) as session:
+                def train_to(subset: list[Any], stop_at: int | None = None) -> None:
+                    sweeps.run(subset, session, saver, env, options, device=torch_device, on_start=on_start,
+                               on_epoch=on_epoch, on_cell=on_cell, fail_fast=fail_fast, stop_at=stop_at)
+
+                if pruning is None:
+                    train_to(plans)
+                else:
+                    halving.successive_halving(plans, rungs, pruning.eta, train_to, pruned)
         except KeyboardInterrupt as exc:
             results.write(where, results.collect(where, merged, plans), merged.base.epochs)
             raise _interrupted(exc, "sweep", "the same fmae sweep command") from None

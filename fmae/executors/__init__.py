@@ -1,15 +1,19 @@
 """Executors: where a sweep's cells train. The driver (the `fmae sweep` process) is the only writer.
 
-Every executor runs the same tasks (fmae.executors.worker: one epoch of a cell, or of a lockstep
-group, per task) and hands back each finished epoch's resume state; `drive` saves it with the
-run directory's per-epoch sequence and, when a cell ends, its end-of-run sequence (runs.RunDir,
-the code `fmae train` uses). So the sweep directory, the resume rules and the numbers are the same
-whatever ran the cells, and a worker that dies costs at most its epoch in flight: its task is run
-again from the state the driver saved last.
+Every executor runs the same tasks (fmae.executors.worker: epochs of a cell, or of a group of
+cells trained together) and hands each finished epoch's resume state to the driver; `drive`
+gives it to the driver's writer (fmae.saving: metrics.csv every epoch, last.pt at most every
+--checkpoint-every seconds) and, when a cell ends, saves its end-of-run files (runs.RunDir, the
+code `fmae train` uses). So the sweep directory, the resume rules and the numbers are the same
+whatever ran the cells. The inline backend (--jobs 1) keeps a group's models in memory for all
+its epochs, each finished epoch handed over as it happens; a pool worker or a Ray task runs one
+epoch per task, so a worker that dies costs at most its epoch in flight: its task is run again
+from the state the driver holds.
 
 Backends: `inline` (this process, --jobs 1), `pool` (worker processes, --jobs N), `ray`.
-A backend has `slots` (tasks worth keeping in flight), `submit(task) -> handle`,
+A backend has `slots` (tasks worth keeping in flight), `submit(task, on_state) -> handle`,
 `wait(handles) -> [(handle, result | exception | WorkerLost)]` (at least one) and `close(interrupted)`.
+A sweep opens one (`Session`) and closes it once, after all its rungs.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 from fmae.config import ExecutorConfig
 from fmae.errors import FmaeError, out_of_memory
 
-EPOCHS_PER_TASK = 1  # what a dead worker may cost; a task's overhead (model rebuilt from its state) is ~ms
+EPOCHS_PER_TASK = 1  # in a worker: what a dead worker may cost; a task's overhead (model rebuilt from its state) is ~ms
 
 
 class WorkerLost(Exception):
@@ -50,7 +54,7 @@ def start_early(options: ExecutorConfig) -> None:
         local.start_early()
 
 
-def make_backend(options: ExecutorConfig, dataset: Any, device: Any, threads: int | None) -> Any:
+def make_backend(options: ExecutorConfig, dataset: Any, device: Any) -> Any:
     if options.executor == "ray":
         from fmae.executors.ray_cluster import RayBackend
 
@@ -60,6 +64,30 @@ def make_backend(options: ExecutorConfig, dataset: Any, device: Any, threads: in
     if options.jobs == 1:
         return local.InlineBackend(dataset)
     return local.PoolBackend(options.jobs, dataset, str(device))
+
+
+class Session:
+    """The executor of one sweep: its backend made on first use (nothing starts when every cell is
+    finished), kept for every rung of successive halving, closed once (as a context manager: also
+    on failure and interrupt, which stop the workers)."""
+
+    def __init__(self, options: ExecutorConfig, dataset: Any, device: Any) -> None:
+        self._args = (options, dataset, device)
+        self._backend: Any = None
+
+    @property
+    def backend(self) -> Any:
+        if self._backend is None:
+            self._backend = make_backend(*self._args)
+        return self._backend
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        if self._backend is not None:
+            backend, self._backend = self._backend, None
+            backend.close(interrupted=kind is not None)
 
 
 def _pack_state(state: dict[str, Any] | None) -> bytes | None:
@@ -81,22 +109,24 @@ def longest_first(groups: list[list[Any]], stop_at: int | None = None) -> list[l
     return sorted(groups, key=work, reverse=True)
 
 
-def drive(backend: Any, groups: list[list[Any]], *, device: str, env: dict[str, Any],
+def drive(backend: Any, groups: list[list[Any]], *, saver: Any, device: str, env: dict[str, Any],
           threads: int | None, max_retries: int, on_start: Callable[[Any], None],
           on_epoch: Callable[[Any, Any], None], on_cell: Callable[[Any, str], None],
           fail_fast: bool = False, stop_at: int | None = None, engine: str = "cells") -> None:
-    """Run `groups` (lists of CellPlan trained together) through `backend`, saving every epoch.
+    """Run `groups` (lists of CellPlan trained together) through `backend`, every epoch to `saver`.
 
-    A task whose worker died is run again from the last saved epoch, up to `max_retries` times
-    (Ray retries its own tasks and reports only what it gave up on). Ctrl-C and SIGTERM arrive
-    here as KeyboardInterrupt: the backend stops its workers and the interrupt goes on up.
-    With `stop_at`, a cell that reaches that epoch unfinished is left so (resumable).
-    `engine`: the trainer each task runs (stacked or cells).
+    A task whose worker died is run again from the last epoch the driver holds, up to `max_retries`
+    times (Ray retries its own tasks and reports only what it gave up on). Ctrl-C and SIGTERM
+    arrive here as KeyboardInterrupt and go on up: the sweep's Session stops the workers and its
+    Saver writes the latest states. With `stop_at`, a cell that reaches that epoch unfinished is
+    left so, its last.pt written (resumable). `engine`: the trainer each task runs (stacked or
+    cells). Returns once every write asked for is on disk.
     """
     from fmae import runs
     from fmae.executors.worker import Task, test_fault, unpack
 
-    fault = test_fault() if not getattr(backend, "inline", False) else None
+    inline = getattr(backend, "inline", False)
+    fault = test_fault() if not inline else None
     if backend.slots > 1:
         groups = longest_first(groups, stop_at)
     pending: deque[tuple[list[Any], int]] = deque((g, 0) for g in groups)
@@ -111,63 +141,68 @@ def drive(backend: Any, groups: list[list[Any]], *, device: str, env: dict[str, 
         if fail_fast:
             raise exc if isinstance(exc, FmaeError) else CellFailed(str(exc)) from None
 
+    def epoch_done(plan: Any, state: dict[str, Any]) -> None:
+        plan.resume = state
+        on_epoch(plan, saver.epoch(plan.run, plan.config, state)[-1])
+
     def finish(plan: Any, status: str) -> None:
         state = plan.resume
-        plan.run.finish(plan.config, status, runs.history_of(state), state["model"], env, device=device,
-                        wall_seconds=time.perf_counter() - started[plan.name])
+        saver.finish(plan.run, plan.config, status, runs.history_of(state), state["model"], env, device=device,
+                     wall_seconds=time.perf_counter() - started[plan.name])
         plan.done = True
         on_cell(plan, status)
 
-    interrupted = True
-    try:
-        while pending or running:
-            while pending and len(running) < max(1, backend.slots):
-                group, attempt = pending.popleft()
-                try:
-                    for plan in group:
-                        if plan.name not in started:
-                            started[plan.name] = time.perf_counter()
-                            if not plan.run.exists:
-                                plan.run.reset()
-                            runs.remove_stale_temporaries(plan.run.path, runs.RUN_FILES)
-                            plan.run.write_config(plan.config, env)
-                            on_start(plan)
-                except (FmaeError, OSError) as exc:
-                    fail(group, exc)
+    def start(plan: Any) -> None:
+        started[plan.name] = time.perf_counter()
+        if not plan.run.exists:
+            plan.run.reset()
+        runs.remove_stale_temporaries(plan.run.path, runs.RUN_FILES)
+        plan.run.write_config(plan.config, env)
+        if plan.resume is not None:
+            saver.resumed(plan.run, plan.config, plan.resume)  # last.pt is the truth: metrics.csv follows it
+        on_start(plan)
+
+    while pending or running:
+        while pending and len(running) < max(1, backend.slots):
+            group, attempt = pending.popleft()
+            try:
+                for plan in group:
+                    if plan.name not in started:
+                        start(plan)
+            except (FmaeError, OSError) as exc:
+                fail(group, exc)
+                continue
+            first = group[0].start_epoch
+            epochs = (None if stop_at is None else stop_at - first) if inline else EPOCHS_PER_TASK
+            task = Task(tuple(p.name for p in group), tuple(p.config.to_dict() for p in group),
+                        tuple(p.resume if inline else _pack_state(p.resume) for p in group), device, threads,
+                        epochs, fault, engine)
+            streamed = (lambda i, state, group=group: epoch_done(group[i], state)) if inline else None
+            running[backend.submit(task, streamed)] = (group, attempt)
+        for handle, outcome in backend.wait(list(running)):
+            group, attempt = running.pop(handle)
+            if isinstance(outcome, WorkerLost):
+                if attempt < max_retries:
+                    pending.appendleft((group, attempt + 1))
                     continue
-                task = Task(tuple(p.name for p in group), tuple(p.config.to_dict() for p in group),
-                            tuple(_pack_state(p.resume) for p in group), device, threads,
-                            EPOCHS_PER_TASK, fault, engine)
-                running[backend.submit(task)] = (group, attempt)
-            for handle, outcome in backend.wait(list(running)):
-                group, attempt = running.pop(handle)
-                if isinstance(outcome, WorkerLost):
-                    if attempt < max_retries:
-                        pending.appendleft((group, attempt + 1))
-                        continue
-                    outcome = CellFailed(f"its worker died {attempt + 1} times ({outcome})",
-                                         "see --max-retries")
-                if isinstance(outcome, BaseException):
-                    fail(group, outcome)
-                    continue
-                going_on = []
-                try:
-                    for plan, report in zip(group, outcome):
-                        for blob in report["states"]:
-                            plan.resume = unpack(blob)
-                            history = plan.run.save_epoch(plan.config, plan.resume)
-                            on_epoch(plan, history[-1])
-                        if report["status"] == "running" and stop_at is not None and plan.start_epoch >= stop_at:
-                            continue  # paused at a rung of successive halving: resumable from last.pt
-                        if report["status"] == "running":
-                            going_on.append(plan)
-                        else:
-                            finish(plan, report["status"])
-                except (FmaeError, OSError, RuntimeError) as exc:
-                    fail([p for p in group if not p.done], exc)
-                    continue
-                if going_on:
-                    pending.appendleft((going_on, 0))  # the same cells go on first: cells end one after another
-        interrupted = False
-    finally:
-        backend.close(interrupted=interrupted)
+                outcome = CellFailed(f"its worker died {attempt + 1} times ({outcome})", "see --max-retries")
+            if isinstance(outcome, BaseException):
+                fail(group, outcome)
+                continue
+            going_on = []
+            try:
+                for plan, report in zip(group, outcome):
+                    for blob in report["states"]:  # from a worker; the inline backend handed them over already
+                        epoch_done(plan, unpack(blob))
+                    if report["status"] == "running" and stop_at is not None and plan.start_epoch >= stop_at:
+                        saver.checkpoint(plan.run)  # paused at a rung of successive halving: resumable from last.pt
+                    elif report["status"] == "running":
+                        going_on.append(plan)
+                    else:
+                        finish(plan, report["status"])
+            except (FmaeError, OSError, RuntimeError) as exc:
+                fail([p for p in group if not p.done], exc)
+                continue
+            if going_on:
+                pending.appendleft((going_on, 0))  # the same cells go on first: cells end one after another
+    saver.flush()

@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import sys
 from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable
 from typing import Any
 
 from fmae.executors import WorkerLost
@@ -26,7 +27,8 @@ from fmae.executors import worker
 
 
 class InlineBackend:
-    """Runs each task in the driver when it is submitted: today's one-cell-after-another sweep."""
+    """Runs each task in the driver when it is submitted, one after another; each finished epoch
+    goes to the driver's `on_state` as it ends (the models stay in memory for the whole task)."""
 
     inline = True
     slots = 1
@@ -36,10 +38,10 @@ class InlineBackend:
         self._done: dict[int, Any] = {}
         self._next = 0
 
-    def submit(self, task: worker.Task) -> int:
+    def submit(self, task: worker.Task, on_state: Callable[[int, dict[str, Any]], None] | None) -> int:
         self._next += 1
         try:
-            self._done[self._next] = worker.run_task(task, self._dataset)
+            self._done[self._next] = worker.run_task(task, self._dataset, on_state)
         except Exception as exc:  # noqa: BLE001 - handed to the driver, which fails the cell
             self._done[self._next] = exc
         return self._next
@@ -89,7 +91,7 @@ class PoolBackend:
         # stops them, or dies, even by SIGKILL) every worker reads EOF and leaves.
         self._lifeline, self._alive = self._context.Pipe(duplex=False)
         self._initargs = (worker.dataset_arrays(dataset), device, self._lifeline,
-                          os.environ.get(worker.TEST_WORKER_PIDS))
+                          os.environ.get(worker.TEST_WORKER_PIDS), self._context.Value("i", 0))
         self._pool: cf.ProcessPoolExecutor | None = None
         self._owner: dict[cf.Future, cf.ProcessPoolExecutor] = {}
 
@@ -99,7 +101,8 @@ class PoolBackend:
                                                 initializer=worker.init_pool_worker, initargs=self._initargs)
         return self._pool
 
-    def submit(self, task: worker.Task) -> cf.Future:
+    def submit(self, task: worker.Task, on_state: Any = None) -> cf.Future:
+        """`on_state` is not called: a worker's states come back with its result."""
         pool = self._current()
         try:
             future = pool.submit(worker.run_in_pool, task)
@@ -136,5 +139,5 @@ class PoolBackend:
         if self._pool is not None:  # not waiting after a failure: a worker that never started would block it
             self._pool.shutdown(wait=not interrupted, cancel_futures=True)
             self._pool = None
-        self._alive.close()  # both ends: a sweep with halving makes a backend per rung
+        self._alive.close()  # both ends: nothing of the pool outlives it
         self._lifeline.close()

@@ -90,9 +90,11 @@ class RayBackend:
             n = min(n, int(free.get("GPU", 0) // self._options.gpus_per_cell))
         return max(1, n)
 
-    def submit(self, task: worker.Task) -> Any:
-        gpus = self._options.gpus_per_cell * len(task.names)
-        ref = self._task.options(num_gpus=gpus).remote(task, self._data)
+    def submit(self, task: worker.Task, on_state: Any = None) -> Any:
+        """A task (a cell, or a group trained together) asks for --gpus-per-cell GPUs; Ray gives it
+        its own (CUDA_VISIBLE_DEVICES), so tasks spread over a machine's or a cluster's GPUs.
+        `on_state` is not called: a task's states come back with its result."""
+        ref = self._task.options(num_gpus=self._options.gpus_per_cell).remote(task, self._data)
         self._running.add(ref)
         return ref
 

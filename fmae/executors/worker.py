@@ -1,9 +1,11 @@
-"""What runs where a cell trains: one task = one epoch of a cell (or of a lockstep group or a stack of cells).
+"""What runs where a cell trains: one task = epochs of a cell (or of a lockstep group or a stack of cells).
 
 A task holds plain data only (configs as dicts, resume states packed as bytes), so it crosses
 process and machine boundaries unchanged; it returns each epoch's resume state, packed, and the
 cells' status. The driver saves them: a worker writes nothing. A task runs in the driver itself
-(--jobs 1), in a pool worker process (--jobs N) or as a Ray task (--executor ray).
+(--jobs 1: its resume states as they are, every epoch handed to the driver as it ends, the models
+kept in memory from the first epoch to the last), in a pool worker process (--jobs N) or as a
+Ray task (--executor ray).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import io
 import os
 import signal
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 # A pool worker's own process state, set once by `init_pool_worker` in that process; the driver
@@ -28,10 +31,10 @@ TEST_WORKER_PIDS = "FMAE_TEST_WORKER_PIDS"  # a folder where pool workers leave 
 class Task:
     names: tuple[str, ...]
     configs: tuple[dict[str, Any], ...]
-    resume: tuple[bytes | None, ...]
+    resume: tuple[bytes | dict[str, Any] | None, ...]  # packed, or as they are for the inline backend
     device: str
     threads: int | None
-    epochs: int = 1
+    epochs: int | None = 1  # None: until every cell of the task has ended
     fault: tuple[str, str] | None = None  # test-only: (cell:epoch, marker path), see TEST_DIE_AFTER_EPOCH
     engine: str = "cells"  # the trainer, resolved (fmae.engine.resolve_engine): stacked or cells
 
@@ -69,11 +72,14 @@ def _maybe_die(fault: tuple[str, str] | None, name: str, epoch: int) -> None:
     os._exit(70)
 
 
-def run_task(task: Task, dataset: Any) -> list[dict[str, Any]]:
-    """Train the task's cells for up to `task.epochs` epochs; per cell {"states": [bytes], "status": str}."""
+def run_task(task: Task, dataset: Any, on_state: Callable[[int, dict[str, Any]], None] | None = None,
+             ) -> list[dict[str, Any]]:
+    """Train the task's cells for up to `task.epochs` epochs; per cell {"states": [bytes], "status": str}.
+    With `on_state(index, state)`, each finished epoch's resume state (a copy) goes there instead."""
     import torch
 
     from fmae import engine
+    from fmae.checkpoints import cloned
     from fmae.config import TrainConfig
 
     engine.set_threads(task.threads)
@@ -81,11 +87,14 @@ def run_task(task: Task, dataset: Any) -> list[dict[str, Any]]:
     states: list[list[bytes]] = [[] for _ in configs]
 
     def on_epoch(index: int, cell: Any, metrics: Any, data_rng: Any) -> None:
-        states[index].append(pack(cell.resume_state(data_rng)))  # a copy: training goes on in place
+        if on_state is not None:  # a copy: training goes on in place (on the CPU, to_cpu copies nothing)
+            on_state(index, cloned(cell.resume_state(data_rng)))
+        else:  # packed: a copy too
+            states[index].append(pack(cell.resume_state(data_rng)))
         _maybe_die(task.fault, task.names[index], metrics.epoch)
 
     results = engine.train_many(configs, dataset, torch.device(task.device),
-                                resume=[unpack(r) if r is not None else None for r in task.resume],
+                                resume=[unpack(r) if isinstance(r, bytes) else r for r in task.resume],
                                 on_epoch=on_epoch, max_epochs=task.epochs, engine=task.engine)
     return [{"states": s, "status": r.status} for s, r in zip(states, results)]
 
@@ -110,13 +119,19 @@ def from_arrays(d: dict[str, Any], device: str = "cpu") -> Any:
                         d["sha256"]).to(device)
 
 
-def init_pool_worker(dataset: dict[str, Any], device: str, lifeline: Any, pids: str | None) -> None:
+def worker_device(device: str, index: int, gpus: int) -> str:
+    """Pool worker `index`'s device: with several GPUs, worker i trains on cuda:(i mod gpus)."""
+    return f"cuda:{index % gpus}" if device == "cuda" and gpus > 1 else device
+
+
+def init_pool_worker(dataset: dict[str, Any], device: str, lifeline: Any, pids: str | None, counter: Any) -> None:
     """Runs first in each pool worker. The worker dies with the driver: a thread waits on the
     lifeline, a pipe whose write end only the driver holds, and leaves when it reads EOF (the
     driver closed it to stop the workers, or died: a SIGKILLed driver cannot say goodbye, and a
     worker forked by the fork server is not the driver's child, so its parent pid tells nothing).
+    `counter`: shared by the pool's workers, each takes the next index (its GPU, see worker_device).
     `pids`: the test-only TEST_WORKER_PIDS folder, read in the driver (the fork server's
-    environment is that of its start)."""
+    environment is that of its start); each worker leaves a file named by its pid holding its index."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the whole group: the driver decides
 
     def watch() -> None:
@@ -127,13 +142,23 @@ def init_pool_worker(dataset: dict[str, Any], device: str, lifeline: Any, pids: 
         os._exit(0)
 
     threading.Thread(target=watch, name="fmae-watch-driver", daemon=True).start()
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
     if pids:
-        open(os.path.join(pids, str(os.getpid())), "w").close()
-    _POOL["dataset"] = from_arrays(dataset, device)
+        with open(os.path.join(pids, str(os.getpid())), "w") as fh:
+            fh.write(f"{index}\n")
+    gpus = 0
+    if device == "cuda":
+        import torch
+
+        gpus = torch.cuda.device_count()
+    _POOL["device"] = worker_device(device, index, gpus)
+    _POOL["dataset"] = from_arrays(dataset, _POOL["device"])
 
 
 def run_in_pool(task: Task) -> list[dict[str, Any]]:
-    return run_task(task, _POOL["dataset"])
+    return run_task(replace(task, device=_POOL["device"]), _POOL["dataset"])
 
 
 # ---------------------------------------------------------------- a Ray task (--executor ray)

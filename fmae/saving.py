@@ -1,0 +1,140 @@
+"""The driver's writer: every finished epoch reaches metrics.csv, last.pt at most every
+`--checkpoint-every` seconds, both written by one thread of the driver in the order they were
+asked for, so training never waits for the disk (torch.save and fsync of every cell's state each
+epoch cost as much as the epochs themselves on a GPU).
+
+The rule that makes this safe: last.pt is the truth. metrics.csv may run ahead of it (a kill -9
+between checkpoints loses the epochs since the last one, at most `every` seconds of training per
+cell); a resumed run continues from last.pt and rewrites metrics.csv from the history last.pt
+carries, as soon as it starts (`resumed`) and again at the end (RunDir.finish). With `every` 0
+every epoch writes last.pt before metrics.csv, so metrics.csv never runs ahead.
+
+`close` (also on Ctrl-C, SIGTERM or a failure) writes each run's latest state, then waits for the
+writes: an interrupted run loses no finished epoch. The driver stays the only writer process.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fmae import runs
+from fmae.config import TrainConfig
+
+Job = Callable[[], None]
+QUEUE_JOBS = 64  # a driver further ahead of the disk than this waits (states held in memory are bounded)
+
+
+@dataclass
+class _Track:
+    config: TrainConfig
+    state: dict[str, Any]
+    saved_epoch: int  # the epoch last.pt holds (-1: unknown, written at the next checkpoint)
+    saved_at: float  # when that checkpoint was asked for
+
+
+class Saver:
+    """One writer thread for a command's runs; use as a context manager (closing writes the latest states)."""
+
+    def __init__(self, every: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self._clock = clock
+        self._tracks: dict[runs.RunDir, _Track] = {}
+        self._errors: dict[runs.RunDir, BaseException] = {}
+        self._jobs: queue.Queue[tuple[runs.RunDir, Job] | None] = queue.Queue(QUEUE_JOBS)
+        self._thread = threading.Thread(target=self._work, name="fmae-writer", daemon=True)
+        self._thread.start()
+        self.checkpoints = 0  # last.pt files asked for (the kill tests and benchmarks read it)
+
+    def __enter__(self) -> Saver:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _work(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            run, job = item
+            try:
+                if run not in self._errors:
+                    job()
+            except BaseException as exc:  # noqa: BLE001 - raised in the driver, for this run (see _raise)
+                self._errors[run] = exc
+            finally:
+                self._jobs.task_done()
+        self._jobs.task_done()
+
+    def _put(self, run: runs.RunDir, job: Job) -> None:
+        self._raise(run)
+        self._jobs.put((run, job))
+
+    def _raise(self, run: runs.RunDir) -> None:
+        exc = self._errors.pop(run, None)
+        if exc is not None:
+            raise exc
+
+    # ------------------------------------------------------------ what the driver calls
+
+    def resumed(self, run: runs.RunDir, config: TrainConfig, state: dict[str, Any]) -> None:
+        """A run continues from `state`, its last.pt: metrics.csv rewritten from it (it may have run ahead)."""
+        self._tracks[run] = _Track(config, state, int(state["epoch"]), self._clock())
+        history = runs.history_of(state)
+        self._put(run, lambda: run.write_metrics(history))
+
+    def epoch(self, run: runs.RunDir, config: TrainConfig, state: dict[str, Any]) -> list[Any]:
+        """A finished epoch's resume state (owned: never changed after this call); returns the history.
+        last.pt is written when `every` seconds have passed since the run's last one."""
+        track = self._tracks.get(run)
+        if track is None:
+            track = self._tracks[run] = _Track(config, state, -1, self._clock())
+        track.state = state
+        if self.every == 0 or self._clock() - track.saved_at >= self.every:
+            self.checkpoint(run)
+        history = runs.history_of(state)
+        self._put(run, lambda: run.write_metrics(history))
+        return history
+
+    def checkpoint(self, run: runs.RunDir) -> None:
+        """Write last.pt of the run's latest state now (in order with its other writes), unless written already."""
+        self._raise(run)
+        track = self._tracks.get(run)
+        if track is None or int(track.state["epoch"]) == track.saved_epoch:
+            return
+        config, state = track.config, track.state
+        track.saved_epoch, track.saved_at = int(state["epoch"]), self._clock()
+        self.checkpoints += 1
+        self._put(run, lambda: run.save_last(config, state))
+
+    def flush(self, run: runs.RunDir | None = None) -> None:
+        """Wait for every write asked for; raise the first failure of `run` (of any run without one)."""
+        self._jobs.join()
+        if run is not None:
+            self._raise(run)
+        elif self._errors:
+            self._raise(next(iter(self._errors)))
+
+    def finish(self, run: runs.RunDir, config: TrainConfig, status: str, history: Sequence[Any],
+               model_state: dict[str, Any], env: dict[str, Any], *, device: str,
+               wall_seconds: float) -> dict[str, Any]:
+        """The end of a run: its last.pt brought up to date, then RunDir.finish (summary.json last)."""
+        self.checkpoint(run)
+        self.flush(run)
+        self._tracks.pop(run, None)
+        return run.finish(config, status, history, model_state, env, device=device, wall_seconds=wall_seconds)
+
+    def close(self) -> None:
+        """Write every run's latest state, wait for all writes, stop the thread. Failures then are
+        left for the caller's own error (an interrupt or a failed cell) to report."""
+        if not self._thread.is_alive():
+            return
+        for run in list(self._tracks):
+            try:
+                self.checkpoint(run)
+            except BaseException:  # noqa: BLE001 - its earlier failure: the others are still saved
+                continue
+        self._jobs.put(None)
+        self._thread.join()

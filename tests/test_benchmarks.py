@@ -1,0 +1,39 @@
+"""benchmarks/gpu_check.sh rehearsed on the CPU (DEVICE=cpu, one epoch, h 8) on the tiny synthetic
+dataset: every row of its one table is measured, none fails. Its numbers are not checked (speed is
+measured in benchmarks/, never asserted in tests)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import write_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_gpu_check_rehearses_on_the_cpu(tmp_path):
+    sums = write_dataset(tmp_path / "tiny", n_train=200, n_test=50)
+    # every Python the script starts takes the tiny dataset's checksums (fmae accepts no other data)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(f"import fmae.data\nfmae.data.CHECKSUMS = {sums!r}\n")
+    env = {**os.environ, "PYTHON": sys.executable, "FMAE_DATA_DIR": str(tmp_path / "tiny"), "OUT": str(tmp_path / "out"),
+           "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "DEVICE": "cpu", "EPOCHS": "2", "CELL_EPOCHS": "1", "HIDDEN": "8", "TRAIN_HIDDEN": "8", "REF_EPOCHS": "2",
+           "DEVICE_TESTS": "0"}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    table = [line.split(" | ") for line in done.stdout.splitlines() if line.count(" | ") == 4]
+    assert table[0] == ["what", "wall s", "ms per cell-epoch", "in-loop ms per cell-epoch", "result"]
+    rows = {cells[0]: cells[1:] for cells in table[2:]}
+    assert len(rows) == 5, done.stdout
+    for what, (wall, per_cell, in_loop, result) in rows.items():
+        assert "FAILED" not in result, (what, result, done.stdout)
+        assert float(wall) > 0 and float(in_loop) > 0, (what, done.stdout)
+        assert per_cell == "-" or float(per_cell) > 0
+    assert [w.split()[1] for w in rows][:4] == ["sweep", "sweep", "sweep", "train"]
+    assert "--seed 1 2 3" in list(rows)[2] and "2 timed cell-epochs" in list(rows.values())[4][3]
+    cells = lambda name: len(list((tmp_path / "out" / name / "cells").iterdir()))  # noqa: E731
+    assert (cells("grid-stacked"), cells("grid-cells"), cells("grid-seeds")) == (6, 6, 18)

@@ -1,0 +1,135 @@
+"""The driver's writer (fmae.saving): metrics.csv every epoch, last.pt at most every --checkpoint-every
+seconds and always at the end, the latest state written on close; the inline backend keeps its models
+in memory across epochs (no rebuild, no packed bytes) and a sweep ends the same whatever the interval."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from fmae import engine, runs, saving
+from fmae.cli import app
+from fmae.config import ModelConfig, TrainConfig
+from fmae.errors import RunDirError
+from fmae.executors import worker
+from fmae.model import build
+
+CONFIG = TrainConfig(optim="sgd", epochs=10, model=ModelConfig(hidden=2)).resolved()
+
+
+def state(epoch: int) -> dict:
+    weights = {k: torch.full_like(v, float(epoch)) for k, v in build(CONFIG.model).state_dict().items()}
+    return {"epoch": epoch, "model": weights, "status": "running",
+            "history": [[e, 1.0 / e, 2.0 / e, 0.1] for e in range(1, epoch + 1)]}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def on_disk(run: runs.RunDir) -> tuple[int, int]:
+    """(the epoch last.pt holds, 0 without one; the rows of metrics.csv)."""
+    last = run.load_last()["epoch"] if run.file("last.pt").exists() else 0
+    return last, len(run.read_metrics())
+
+
+def test_every_0_writes_last_pt_before_metrics_each_epoch(tmp_path, monkeypatch):
+    run = runs.RunDir(tmp_path / "r")
+    order = []
+    for name in ("save_last", "write_metrics"):
+        original = getattr(runs.RunDir, name)
+        monkeypatch.setattr(runs.RunDir, name, lambda self, *a, _o=original, _n=name: (order.append(_n), _o(self, *a)))
+    with saving.Saver(0) as saver:
+        for epoch in (1, 2, 3):
+            saver.epoch(run, CONFIG, state(epoch))
+            saver.flush()
+            assert on_disk(run) == (epoch, epoch)
+    assert order == ["save_last", "write_metrics"] * 3 and saver.checkpoints == 3
+
+
+def test_a_long_interval_writes_last_pt_when_due_and_the_latest_on_close(tmp_path):
+    run, clock = runs.RunDir(tmp_path / "r"), Clock()
+    with saving.Saver(10, clock=clock) as saver:
+        for epoch in range(1, 8):
+            clock.now = 3.0 * epoch  # an epoch every 3 s from 3 s: last.pt due at 13 s (epoch 5), then at 25 s
+            saver.epoch(run, CONFIG, state(epoch))
+        saver.flush()
+        assert on_disk(run) == (5, 7)  # metrics.csv ran ahead of last.pt: a kill now loses epochs 6 and 7
+        assert saver.checkpoints == 1
+    assert on_disk(run) == (7, 7)  # closing (an interrupt, the end) wrote the latest state
+    assert saver.checkpoints == 2
+
+
+def test_resuming_trusts_last_pt_and_rewrites_metrics_from_it(tmp_path):
+    run = runs.RunDir(tmp_path / "r")
+    run.save_last(CONFIG, state(2))
+    run.write_metrics(runs.history_of(state(5)))  # ran ahead: a kill -9 between checkpoints
+    with saving.Saver(3600) as saver:
+        saver.resumed(run, CONFIG, runs.RunDir(run.path).load_last())
+        saver.flush()
+        assert on_disk(run) == (2, 2)
+    assert on_disk(run) == (2, 2) and saver.checkpoints == 0  # nothing new to write
+
+
+def test_a_failed_write_is_raised_in_the_driver_for_its_run(tmp_path, monkeypatch):
+    bad, good = runs.RunDir(tmp_path / "bad"), runs.RunDir(tmp_path / "good")
+
+    def full(self, *a):
+        if self == bad:
+            raise RunDirError(f"cannot write {self.path}: No space left on device")
+        return original(self, *a)
+
+    original = runs.RunDir.write_metrics
+    monkeypatch.setattr(runs.RunDir, "write_metrics", full)
+    with saving.Saver(3600) as saver:
+        saver.epoch(bad, CONFIG, state(1))
+        saver.epoch(good, CONFIG, state(1))
+        saver.flush(good)  # the other run's failure is not this one's
+        with pytest.raises(RunDirError, match="No space left"):
+            saver.epoch(bad, CONFIG, state(2))
+        saver.epoch(good, CONFIG, state(2))
+    assert on_disk(good) == (2, 2)
+
+
+GRID = ["sweep", "--optim", "sgd", "adam", "--lr", "0.1", "--hidden", "4", "8", "--batch-size", "16", "--epochs", "3",
+        "--threads", "1", "-q", "--json"]
+
+
+def test_the_inline_sweep_keeps_its_models_and_checkpoints_only_when_due(fake_dataset, tmp_path, monkeypatch):
+    """--jobs 1: one model built per cell (not per epoch), no packed states, last.pt once per cell with a
+    long interval (at its end) and every epoch with 0; both sweeps end equal."""
+    built, saved = [], []
+    new_cell, save_last = engine.new_cell, runs.RunDir.save_last
+    monkeypatch.setattr(engine, "new_cell", lambda *a, **k: (built.append(a[0]), new_cell(*a, **k))[1])
+    monkeypatch.setattr(runs.RunDir, "save_last", lambda self, c, s: (saved.append(s["epoch"]), save_last(self, c, s)))
+    monkeypatch.setattr(worker, "pack", None)  # a packed state would fail the cell
+    monkeypatch.setattr(worker, "unpack", None)
+    docs = {}
+    for every in ("3600", "0"):
+        built.clear(), saved.clear()
+        result = CliRunner().invoke(app, [*GRID, "--checkpoint-every", every, "--run-dir", str(tmp_path / every)])
+        assert result.exit_code == 0, result.stderr
+        docs[every] = json.loads(result.stdout)
+        assert len(built) == 4  # four cells, each built once for its three epochs
+        assert sorted(saved) == ([3] * 4 if every == "3600" else [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3])
+    strip = lambda doc: [{k: v for k, v in c.items() if k not in ("seconds", "model", "run_dir")}  # noqa: E731
+                         for c in doc["cells"]]
+    assert strip(docs["3600"]) == strip(docs["0"])
+    for cell in (tmp_path / "0" / "cells").iterdir():
+        a, b = runs.RunDir(cell), runs.RunDir(tmp_path / "3600" / "cells" / cell.name)
+        assert [(m["train_loss"], m["test_loss"]) for m in a.read_metrics()] == \
+            [(m["train_loss"], m["test_loss"]) for m in b.read_metrics()]
+        assert a.load_last()["epoch"] == b.load_last()["epoch"] == 3
+
+
+@pytest.mark.parametrize("value", ["-1", "nan"])
+def test_a_bad_checkpoint_interval_exits_2(fake_dataset, tmp_path, value):
+    for command in (["train", "--hidden", "4"], ["sweep", "--hidden", "4"]):
+        result = CliRunner().invoke(app, [*command, "--checkpoint-every", value, "--run-dir", str(tmp_path / "x")])
+        assert result.exit_code == 2 and "checkpoint_every must be" in result.stderr, result.stderr
+        assert not (tmp_path / "x").exists()
