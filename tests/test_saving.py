@@ -8,11 +8,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from fmae import engine, runs, saving
+from fmae import runs, saving
 from fmae.cli import app
 from fmae.config import ModelConfig, TrainConfig
 from fmae.errors import RunDirError
 from fmae.executors import worker
+from fmae.training import cells
 from fmae.model import build
 
 CONFIG = TrainConfig(optim="sgd", epochs=10, model=ModelConfig(hidden=2)).resolved()
@@ -104,8 +105,8 @@ def test_the_inline_sweep_keeps_its_models_and_checkpoints_only_when_due(fake_da
     """--jobs 1: one model built per cell (not per epoch), no packed states, last.pt once per cell with a
     long interval (at its end) and every epoch with 0; both sweeps end equal."""
     built, saved = [], []
-    new_cell, save_last = engine.new_cell, runs.RunDir.save_last
-    monkeypatch.setattr(engine, "new_cell", lambda *a, **k: (built.append(a[0]), new_cell(*a, **k))[1])
+    new_cell, save_last = cells.new_cell, runs.RunDir.save_last
+    monkeypatch.setattr(cells, "new_cell", lambda *a, **k: (built.append(a[0]), new_cell(*a, **k))[1])
     monkeypatch.setattr(runs.RunDir, "save_last", lambda self, c, s: (saved.append(s["epoch"]), save_last(self, c, s)))
     monkeypatch.setattr(worker, "pack", None)  # a packed state would fail the cell
     monkeypatch.setattr(worker, "unpack", None)
