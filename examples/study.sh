@@ -1,0 +1,113 @@
+#!/bin/sh
+# Every figure and number in docs/results, from the current code, in one command:
+#
+#   examples/study.sh RUN_DIR [DOCS_DIR]        # DOCS_DIR defaults to docs/results
+#   REUSE=1 examples/study.sh RUN_DIR           # sweeps whose results.json exists are not called again
+#   EPOCHS=3 SEEDS30_EPOCHS=1 examples/study.sh runs/rehearsal /tmp/docs   # a short rehearsal
+#
+# 1. examples/reproduce.sh: the report's two 12-cell grids (100 epochs, seed 0, all cores), the
+#    denoising comparison, the evaluation, their figures and report.md.
+# 2. The seeds study at 30 epochs (3 seeds) and the report's grids with successive halving (1 thread).
+# 3. The seeds study at 100 epochs (5 seeds) for Adam lr 0.001 and SGD lr 0.1 at h 256 and 512, and the
+#    learning rates beyond the grid's edges at h 512 (SGD 0.2 0.5 1.0, Adam 0.0003 0.0001; 3 seeds), 1 thread.
+# 4. Their CSVs, per-epoch curves and figures copied into DOCS_DIR, then the generated tables of
+#    DOCS_DIR/README.md rewritten from those files (examples/study_tables.py).
+#
+# Every sweep resumes: rerunning the command skips finished cells and trains on from the last saved
+# epoch of an interrupted one. Times on a 2-core CPU: step 1 about 50 minutes, step 2 about 2 hours,
+# step 3 about 12 hours (measured figures are in docs/results/README.md).
+set -eu
+
+RUN_DIR=${1:?usage: examples/study.sh RUN_DIR [DOCS_DIR]}
+DOCS_DIR=${2:-docs/results}
+EPOCHS=${EPOCHS:-100}
+SEEDS30_EPOCHS=${SEEDS30_EPOCHS:-30}
+REUSE=${REUSE:-0}
+FMAE=${FMAE:-fmae}
+PYTHON=${PYTHON:-python3}
+HERE=$(dirname "$0")
+S="--epochs $EPOCHS --threads 1 --quiet --json"
+
+# run NAME ARGS...: one sweep into RUN_DIR/NAME, its JSON document in RUN_DIR/NAME.json; with REUSE=1 a
+# sweep whose results.json exists is not called again. grow NAME ARGS...: the same sweep with more cells,
+# always called (its finished cells are skipped, the new ones trained).
+run() {
+  name=$1
+  shift
+  if [ "$REUSE" = 1 ] && [ -f "$RUN_DIR/$name/results.json" ]; then
+    echo "reusing $RUN_DIR/$name" >&2
+    return 0
+  fi
+  # shellcheck disable=SC2086 # the option lists are meant to split
+  $FMAE sweep "$@" --run-dir "$RUN_DIR/$name" > "$RUN_DIR/$name.json"
+}
+grow() {
+  name=$1
+  shift
+  $FMAE sweep "$@" --run-dir "$RUN_DIR/$name" > "$RUN_DIR/$name.json"
+}
+
+mkdir -p "$RUN_DIR" "$DOCS_DIR/figures" "$DOCS_DIR/seeds" "$DOCS_DIR/seeds100/curves" "$DOCS_DIR/edge"
+
+# 1. the report's grids, denoising, evaluation, figures, report.md
+if [ "$REUSE" = 1 ] && [ -f "$RUN_DIR/report/report.md" ]; then
+  echo "reusing $RUN_DIR/report" >&2
+else
+  EPOCHS=$EPOCHS FMAE=$FMAE PYTHON=$PYTHON "$HERE/reproduce.sh" "$RUN_DIR/report"
+fi
+
+# 2. seeds at 30 epochs; the grids with successive halving
+# shellcheck disable=SC2086
+run seeds-adam --optim adam --lr 0.001 --hidden 64 128 256 512 --seed 0 1 2 --epochs "$SEEDS30_EPOCHS" --threads 1 --quiet --json
+# shellcheck disable=SC2086
+run seeds-sgd --optim sgd --lr 0.1 --hidden 64 128 256 512 --seed 0 1 2 --epochs "$SEEDS30_EPOCHS" --threads 1 --quiet --json
+for optim in sgd adam; do
+  # shellcheck disable=SC2086
+  run "$optim-sh" --optim "$optim" --lr 0.1 0.01 0.001 --hidden 64 128 256 512 --prune halving $S
+done
+
+# 3. seeds at 100 epochs (h 512 first, so the deciding cells finish first), then beyond the grid's edges
+# shellcheck disable=SC2086
+run seeds100-adam --optim adam --lr 0.001 --hidden 512 --seed 0 1 2 3 4 $S
+# shellcheck disable=SC2086
+run seeds100-sgd --optim sgd --lr 0.1 --hidden 512 --seed 0 1 2 3 4 $S
+# shellcheck disable=SC2086
+grow seeds100-adam --optim adam --lr 0.001 --hidden 256 512 --seed 0 1 2 3 4 $S
+# shellcheck disable=SC2086
+grow seeds100-sgd --optim sgd --lr 0.1 --hidden 256 512 --seed 0 1 2 3 4 $S
+# shellcheck disable=SC2086
+run edge-sgd --optim sgd --lr 0.2 0.5 1.0 --hidden 512 --seed 0 1 2 $S
+# shellcheck disable=SC2086
+run edge-adam --optim adam --lr 0.0003 0.0001 --hidden 512 --seed 0 1 2 $S
+
+# 4. into DOCS_DIR
+R=$RUN_DIR/report
+for f in sgd/results.csv:sgd-results.csv adam/results.csv:adam-results.csv eval.json:eval.json \
+         denoise.json:denoise.json report.md:report.md; do
+  cp "$R/${f%%:*}" "$DOCS_DIR/${f#*:}"
+done
+cp "$R"/figures/*.png "$DOCS_DIR/figures/"
+for optim in adam sgd; do
+  cp "$RUN_DIR/seeds-$optim/results.csv" "$DOCS_DIR/seeds/$optim-cells.csv"
+  cp "$RUN_DIR/seeds-$optim/results_groups.csv" "$DOCS_DIR/seeds/$optim-groups.csv"
+  cp "$RUN_DIR/$optim-sh/results.csv" "$DOCS_DIR/seeds/halving-$optim-cells.csv"
+  cp "$RUN_DIR/seeds100-$optim/results.csv" "$DOCS_DIR/seeds100/$optim-cells.csv"
+  cp "$RUN_DIR/seeds100-$optim/results_groups.csv" "$DOCS_DIR/seeds100/$optim-groups.csv"
+  for cell in "$RUN_DIR/seeds100-$optim"/cells/*/; do
+    cp "$cell/metrics.csv" "$DOCS_DIR/seeds100/curves/$(basename "$cell").csv"
+  done
+  cp "$RUN_DIR/edge-$optim/results.csv" "$DOCS_DIR/edge/$optim-cells.csv"
+  cp "$RUN_DIR/edge-$optim/results_groups.csv" "$DOCS_DIR/edge/$optim-groups.csv"
+done
+figs=$RUN_DIR/study-figures
+rm -rf "$figs" && mkdir -p "$figs/seeds" "$figs/seeds100" "$figs/edge"
+$FMAE plot "$RUN_DIR/seeds-sgd" "$RUN_DIR/seeds-adam" --kind seeds curves --out "$figs/seeds" --quiet
+$FMAE plot "$RUN_DIR/seeds100-sgd" "$RUN_DIR/seeds100-adam" --kind seeds curves --out "$figs/seeds100" --quiet
+$FMAE plot "$RUN_DIR/seeds100-sgd" "$RUN_DIR/edge-sgd" "$RUN_DIR/seeds100-adam" "$RUN_DIR/edge-adam" --kind seeds \
+  --out "$figs/edge" --quiet
+cp "$figs/seeds/seeds.png" "$DOCS_DIR/figures/seeds.png"
+cp "$figs/seeds/curves.png" "$DOCS_DIR/figures/seeds-curves.png"
+cp "$figs/seeds100/seeds.png" "$DOCS_DIR/figures/seeds100.png"
+cp "$figs/seeds100/curves.png" "$DOCS_DIR/figures/seeds100-curves.png"
+cp "$figs/edge/seeds.png" "$DOCS_DIR/figures/edge.png"
+"$PYTHON" "$HERE/study_tables.py" "$DOCS_DIR" --write
