@@ -132,7 +132,11 @@ def _tests_table(d: Path, sub: str, pairs: Sequence[tuple[str, tuple[str, float,
     cells = {o: rows(d / sub / f"{o}-cells.csv") for o in ("adam", "sgd")}
     for label, (oa, la, ha), (ob, lb, hb) in pairs:
         a, b = losses(cells[oa], la, ha), losses(cells[ob], lb, hb)
-        w = stats.welch(a, b)
+        try:
+            w = stats.welch(a, b)
+        except ValueError as e:  # fewer than 2 usable seeds (diverged, collapsed), or no spread at all
+            out.append(f"| {label} | {e} |" + " - |" * (5 + paired))
+            continue
         line = (f"| {label} | {w['diff']:.6f} | [{w['low']:.6f}, {w['high']:.6f}] | {w['t']:.2f} | {w['df']:.2f} | "
                 f"{p_text(w['p'])} | {'yes' if w['high'] < 0 or w['low'] > 0 else 'no'} |")
         if paired:
@@ -189,11 +193,11 @@ def edge(d: Path) -> list[str]:
         ref = losses(rows(d / "seeds100" / f"{optim}-cells.csv"), best_lr, 512)
         cells = rows(d / "edge" / f"{optim}-cells.csv")
         for lr in lrs:
-            a = losses(cells, lr, 512)
-            if len(a) < 2 or len(ref) < 2:
-                tests.append(f"| {optim} lr {lr:g} - lr {best_lr:g} | fewer than 2 usable seeds | - | - | - | - | - |")
+            try:
+                w = stats.welch(losses(cells, lr, 512), ref)
+            except ValueError as e:  # fewer than 2 usable seeds (diverged, collapsed), or no spread at all
+                tests.append(f"| {optim} lr {lr:g} - lr {best_lr:g} | {e} |" + " - |" * 5)
                 continue
-            w = stats.welch(a, ref)
             tests.append(f"| {optim} lr {lr:g} - lr {best_lr:g} | {w['diff']:.6f} | [{w['low']:.6f}, {w['high']:.6f}] | "
                          f"{w['t']:.2f} | {w['df']:.2f} | {p_text(w['p'])} | "
                          f"{'yes' if w['high'] < 0 or w['low'] > 0 else 'no'} |")
@@ -210,8 +214,8 @@ def curve(d: Path) -> list[str]:
             continue
         test = [r["test_loss"] for r in rows(d / path)]
         first = stats.within(test, stays=False)
-        out.append(f"| `{path}` | {test[0]:.6f} | {test[29]:.6f} | {test[49]:.6f} | {test[99]:.6f} | {first} | "
-                   f"{stats.within(test)} |")
+        at = [f"{test[e - 1]:.6f}" if e <= len(test) else "-" for e in (1, 30, 50, 100)]
+        out.append(f"| `{path}` | " + " | ".join(at) + f" | {first} | {stats.within(test)} |")
     return out
 
 
