@@ -14,8 +14,8 @@
 #    DOCS_DIR/README.md rewritten from those files (examples/study_tables.py).
 #
 # Every sweep resumes: rerunning the command skips finished cells and trains on from the last saved
-# epoch of an interrupted one. Times on a 2-core CPU: step 1 about 50 minutes, step 2 about 2 hours,
-# step 3 about 12 hours (measured figures are in docs/results/README.md).
+# epoch of an interrupted one. Step 1 took 53 minutes on a 2-core CPU; the training time of every
+# other file is in docs/results/README.md ("Compute per file"): hours, on such a machine.
 set -eu
 
 RUN_DIR=${1:?usage: examples/study.sh RUN_DIR [DOCS_DIR]}

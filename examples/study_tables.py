@@ -239,9 +239,24 @@ def halving(d: Path) -> list[str]:
     return out
 
 
+def compute(d: Path) -> list[str]:
+    out = ["| file | cells | cell-epochs | training time, sum of the cells' `seconds` (min) |", "| --- " * 4 + "|"]
+    for name in ("sgd-results.csv", "adam-results.csv", "seeds/adam-cells.csv", "seeds/sgd-cells.csv",
+                 "seeds/halving-sgd-cells.csv", "seeds/halving-adam-cells.csv", "seeds100/adam-cells.csv",
+                 "seeds100/sgd-cells.csv", "edge/sgd-cells.csv", "edge/adam-cells.csv"):
+        if not (d / name).exists():
+            out.append(f"| `{name}` | pending: `{COMMAND}` makes it | | |")
+            continue
+        cells = rows(d / name)
+        out.append(f"| `{name}` | {len(cells)} | {sum(r['epochs_run'] or 0 for r in cells):,} | "
+                   f"{sum(r['seconds'] or 0 for r in cells) / 60:,.1f} |")
+    return out
+
+
 BLOCKS: dict[str, Callable[[Path], list[str]]] = {
     "grid100": grid100, "best": best, "denoise": denoise, "seeds30": seeds30, "seeds30-tests": seeds30_tests,
     "halving": halving, "curve100": curve, "seeds100": seeds100, "seeds100-tests": seeds100_tests, "edge": edge,
+    "compute": compute,
 }
 
 
