@@ -71,7 +71,7 @@ def grid100(d: Path) -> list[str]:
             row = []
             for h in HIDDEN:
                 r = by_h[h]
-                text = f"{r['final_test_loss']:.5f}"
+                text = r["status"] if r["final_test_loss"] is None else f"{r['final_test_loss']:.5f}"
                 row.append(f"**{text}**" if r["rank"] == 1 else text)
             statuses = sorted({r["status"] for r in by_h.values()})
             out.append(f"| {optim} | {lr:g} | " + " | ".join(row) + f" | {', '.join(statuses)} |")
