@@ -6,7 +6,8 @@
 #   examples/reproduce.sh RUN_DIR              # the report's 100 epochs
 #   EPOCHS=5 examples/reproduce.sh runs/quick   # a short rehearsal
 #
-# Re-running the same command resumes: finished cells are skipped.
+# Re-running the same command resumes: finished cells are skipped. examples/study.sh runs this and
+# the rest of docs/results (seeds, halving, learning rates beyond the grid).
 set -eu
 
 RUN_DIR=${1:?usage: examples/reproduce.sh RUN_DIR}
@@ -50,6 +51,7 @@ for optim in ("sgd", "adam"):
         for h in (64, 128, 256, 512):
             c = cells.get((lr, h))
             v = "diverged" if c and c["status"] == "diverged" else fmt(c and c["final_test_loss"])
+            v += " (collapsed)" if c and c["status"] == "collapsed" else ""
             row.append(f"**{v}**" if c and c["rank"] == 1 else v)
         out.append(f"| {lr:g} | " + " | ".join(row) + " |")
     b = doc["best"]

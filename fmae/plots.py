@@ -15,6 +15,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from fmae.config import figure_format, optim_label
+from fmae.stats import within
 
 MARKED = ("diverged", "collapsed", "pruned")  # cells a heatmap names instead of ranking
 
@@ -232,16 +233,8 @@ def heatmap(records: Sequence[Any], *, title: str = "") -> Figure:
     return fig
 
 
-def within(losses: Sequence[float], fraction: float = 0.05) -> int | None:
-    """The first epoch (1-based) whose loss is within `fraction` of the final loss."""
-    if not losses:
-        return None
-    target = losses[-1] * (1 + fraction)
-    return next(i for i, v in enumerate(losses, 1) if v <= target)
-
-
 def compare(records: Sequence[Any]) -> Figure:
-    """Best SGD against best Adam on one axis, with the epoch where Adam is within 5% of its final loss."""
+    """Best SGD against best Adam on one axis, with the epoch from which Adam stays within 5% of its final loss."""
     fig = Figure(figsize=(6.8, 4.4), layout="constrained")
     ax = fig.subplots()
     drawn = {}
@@ -256,9 +249,10 @@ def compare(records: Sequence[Any]) -> Figure:
                       f"final {test[-1]:.4f}")
     notes = []
     if "adam" in drawn:
-        e = within(drawn["adam"])
+        e, first = within(drawn["adam"]), within(drawn["adam"], stays=False)
         ax.axvline(e, color="tab:orange", ls=":", lw=1)
-        notes.append(f"dotted: Adam within 5% of its final loss from epoch {e}")
+        notes.append(f"dotted: Adam within 5% of its final loss from epoch {e} on"
+                     + (f" (first inside at epoch {first}, then out again)" if first != e else ""))
     if "adam" in drawn and "sgd" in drawn:
         sgd_final = drawn["sgd"][-1]
         ax.axhline(sgd_final, color="tab:blue", ls=":", lw=1)

@@ -92,3 +92,102 @@ def groups(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for i, group in enumerate(ranked, 1):
         group["rank"] = i
     return sorted(out, key=lambda g: (g["rank"] is None, g["rank"] or 0, g["optim"], -g["lr"], g["hidden"]))
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b) (continued fraction, Numerical Recipes 6.4)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1) / (a + b + 2):
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 500):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return front * f
+
+
+def t_p_two_sided(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with real `df` > 0 (Welch's df is not an integer)."""
+    return _betainc(df / 2, 0.5, df / (df + t * t))
+
+
+def t_quantile_real(df: float, level: float = 0.95) -> float:
+    """The two-sided critical value for real `df` > 0 (bisection on `t_p_two_sided`, to 1e-12)."""
+    low, high = 0.0, 1.0
+    while t_p_two_sided(high, df) > 1 - level:
+        high *= 2
+    while high - low > 1e-12:
+        mid = (low + high) / 2
+        low, high = (mid, high) if t_p_two_sided(mid, df) > 1 - level else (low, mid)
+    return (low + high) / 2
+
+
+def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[str, float]:
+    """Welch's t-test of mean(a) - mean(b): the difference, its `level` interval, t, df and two-sided p.
+
+    Unpaired and without assuming equal variances: the one test this project uses to compare two
+    groups of seeds. Needs at least two values in each group and a spread in at least one.
+    """
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("Welch's test needs at least two values per group")
+    (ma, sa, _), (mb, sb, _) = spread(a), spread(b)
+    va, vb = sa ** 2 / len(a), sb ** 2 / len(b)
+    if va + vb == 0:
+        raise ValueError("Welch's test needs some spread in the values")
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    diff = ma - mb
+    half = t_quantile_real(df, level) * se
+    return {"diff": diff, "low": diff - half, "high": diff + half, "t": diff / se, "df": df,
+            "p": t_p_two_sided(diff / se, df)}
+
+
+def paired_t(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """The paired t-test of a[i] - b[i]: mean difference, t, df = n - 1 and two-sided p.
+
+    Only where the pairs share something that moves both values together; see docs/results.
+    """
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError("a paired test needs two sequences of the same length, at least 2")
+    mean, std, _ = spread([x - y for x, y in zip(a, b)])
+    if not std:
+        raise ValueError("a paired test needs some spread in the differences")
+    t = mean / (std / math.sqrt(len(a)))
+    return {"diff": mean, "t": t, "df": len(a) - 1, "p": t_p_two_sided(t, len(a) - 1)}
+
+
+def sign_test_min_p(n: int) -> float:
+    """The smallest two-sided p a sign test on n pairs can reach: every pair the same way, 2 / 2^n."""
+    return min(1.0, 2.0 / 2 ** n)
+
+
+def within(losses: Sequence[float], fraction: float = 0.05, *, stays: bool = True) -> int | None:
+    """The epoch (1-based) from which every loss to the end is within `fraction` of the final loss.
+
+    With `stays=False`, the first epoch whose loss is within the band, though it may leave it again
+    (a noisy curve enters the band long before it stays in). The band is |loss - final| <= fraction * |final|.
+    """
+    if not losses:
+        return None
+    final = losses[-1]
+    inside = [abs(v - final) <= fraction * abs(final) for v in losses]
+    if not stays:
+        return inside.index(True) + 1
+    epoch = len(losses)
+    while epoch > 1 and inside[epoch - 2]:
+        epoch -= 1
+    return epoch

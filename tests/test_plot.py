@@ -1,6 +1,7 @@
 """`fmae plot` on tiny synthetic runs and sweeps: files, sizes, not blank, deterministic bytes."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -89,6 +90,30 @@ def test_heatmap_marks_diverged_cells(sweeps):
 def test_within_five_percent():
     assert plots.within([1.0, 0.5, 0.2, 0.105, 0.1]) == 4
     assert plots.within([0.3]) == 1
+    assert plots.within([]) is None
+
+
+def test_within_is_from_epoch_e_on_not_the_first_entry():
+    # enters the 5% band at epoch 3, leaves it at 4 (+21%) and 6 (below it), stays in only from 7
+    curve = [1.0, 0.5, 0.104, 0.121, 0.103, 0.09, 0.102, 0.099, 0.1]
+    assert plots.within(curve, stays=False) == 3
+    assert plots.within(curve) == 7
+    assert all(abs(v - 0.1) <= 0.005 for v in curve[7 - 1:])
+    assert abs(curve[6 - 1] - 0.1) > 0.005
+
+
+def _record(optim, lr, test):
+    config = SimpleNamespace(optim=optim, learning_rate=lr, model=SimpleNamespace(hidden=8), seed=0)
+    return SimpleNamespace(config=config, final_test_loss=test[-1], status="completed",
+                           metrics=[{"epoch": i, "test_loss": v} for i, v in enumerate(test, 1)])
+
+
+def test_compare_note_says_from_when_adam_stays_in_the_band():
+    adam = [1.0, 0.5, 0.104, 0.121, 0.103, 0.09, 0.102, 0.099, 0.1]
+    fig = plots.compare([_record("sgd", 0.1, [2.0, 1.5, 1.2, 1.1, 1.0, 0.9, 0.8, 0.75, 0.7]), _record("adam", 0.001, adam)])
+    (note,) = [t.get_text() for t in fig.axes[0].texts]
+    assert "within 5% of its final loss from epoch 7 on (first inside at epoch 3, then out again)" in note
+    assert [line.get_xdata()[0] for line in fig.axes[0].lines if line.get_linestyle() == ":"][0] == 7
 
 
 def test_single_run_and_errors(fake_dataset, tmp_path):

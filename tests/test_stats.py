@@ -18,6 +18,34 @@ def test_t_quantile_matches_the_tables(df, expected):
     assert stats.t_quantile(df) == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.parametrize("df,quantile,p_at_1_7", [(2.5, 3.5746548420036817, 0.20561221715988381),
+                                                   (3.283676, 3.0324267728013523, 0.17974247239566937),
+                                                   (7.1, 2.3578895382290934, 0.1323249369509428),
+                                                   (40.0, 2.021075390306273, 0.09689545762357454)])
+def test_t_at_real_df_matches_scipy(df, quantile, p_at_1_7):
+    # reference values from scipy.stats.t (ppf(0.975, df), 2 * sf(1.7, df)); scipy is no dependency
+    assert stats.t_quantile_real(df) == pytest.approx(quantile, rel=1e-9)
+    assert stats.t_p_two_sided(1.7, df) == pytest.approx(p_at_1_7, rel=1e-9)
+    assert stats.t_quantile_real(4.0) == pytest.approx(stats.t_quantile(4), rel=1e-9)
+
+
+def test_welch_matches_scipy_and_paired_t_too():
+    a, b = [0.005761, 0.006036, 0.006846], [0.006969, 0.007046, 0.007987, 0.0071]
+    w = stats.welch(a, b)  # scipy.stats.ttest_ind(a, b, equal_var=False) and its confidence_interval()
+    assert w["t"] == pytest.approx(-2.6282029596864787, rel=1e-9)
+    assert w["df"] == pytest.approx(3.9634140708503525, rel=1e-9)
+    assert w["p"] == pytest.approx(0.05884400962499358, rel=1e-8)
+    assert (w["low"], w["high"]) == pytest.approx((-0.002186280657225675, 6.394732389233956e-05), rel=1e-8)
+    assert w["diff"] == pytest.approx(statistics.mean(a) - statistics.mean(b))
+    pt = stats.paired_t([1.0, 2.0, 3.5], [0.5, 1.9, 2.0])  # scipy.stats.ttest_rel
+    assert (pt["t"], pt["p"], pt["df"]) == pytest.approx((1.6813456149534152, 0.2347174570670461, 2), rel=1e-9)
+    assert stats.sign_test_min_p(3) == 0.25 and stats.sign_test_min_p(5) == 0.0625
+    with pytest.raises(ValueError):
+        stats.welch([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError):
+        stats.welch([1.0, 1.0], [2.0, 2.0])
+
+
 def test_spread_is_the_sample_std_and_t_interval():
     values = [0.0123, 0.0131, 0.0119]
     mean, std, ci = stats.spread(values)
