@@ -212,6 +212,6 @@ def test_unwritable_directory(own_workspace, monkeypatch):
     assert result.exit_code == 1 and "Permission denied" in result.stderr and "hint:" in result.stderr
 
 
-def test_case_count_is_in_the_readme():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert f"{N_CASES} invalid-value cases" in readme
+def test_case_count_is_in_the_docs():
+    reliability = (Path(__file__).resolve().parent.parent / "docs" / "reliability.md").read_text()
+    assert f"{N_CASES} invalid-value cases" in reliability

@@ -162,8 +162,10 @@ def test_the_denoise_grid_with_one_model_names_it_and_keeps_its_title(sweeps, tm
 
 
 def test_help_examples_name_paths_the_readme_creates():
-    """`runs/sgd/best.pt` exists after the README's sweep example; a bare `best.pt` never does."""
+    """`runs/sgd/best.pt` exists after the README's sweep example; a bare `best.pt` only inside it."""
     out = run("denoise", "--help", env={"COLUMNS": "200"}).stdout
     assert "fmae denoise --ckpt runs/sgd/best.pt" in out and " best.pt " not in out
     readme = (__import__("pathlib").Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert "--run-dir runs/sgd" in readme and "--ckpt best.pt" not in readme
+    assert "fmae sweep --optim sgd --lr 0.1 0.01 0.001 --hidden 64 128 256 512 --run-dir runs/sgd\n" in readme
+    bare = [line for line in readme.splitlines() if "--ckpt best.pt" in line]
+    assert bare and all(line.startswith("(cd runs/sgd && fmae denoise --ckpt best.pt") for line in bare)
