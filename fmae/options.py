@@ -58,9 +58,11 @@ Executor = Annotated[Literal[EXECUTORS], typer.Option(
 Address = Annotated[Optional[str], typer.Option(
     help="--executor ray: auto or ray://host:port joins that cluster [default: a private local Ray instance].",
     show_default=False)]
-CpusPerCell = Annotated[float, typer.Option(help="--executor ray: CPUs each cell's task asks for.")]
-GpusPerCell = Annotated[float, typer.Option(
-    help="--executor ray: GPUs each cell asks for (fractions share one GPU); > 0 trains on cuda.")]
+CpusPerCell = Annotated[Optional[float], typer.Option(help="--executor ray: CPUs each cell's task asks for [default: 1].",
+                                                      show_default=False)]
+GpusPerCell = Annotated[Optional[float], typer.Option(
+    help="--executor ray: GPUs each cell asks for (fractions share one GPU); > 0 trains on cuda [default: 0].",
+    show_default=False)]
 MaxRetries = Annotated[int, typer.Option(
     help="Times a cell's task is run again after its worker or node died, from its last saved epoch.")]
 

@@ -70,7 +70,7 @@ def train(
 
     Example: fmae train --optim adam --hidden 512 --epochs 30 --run-dir runs/a
     """
-    from fmae import atomic, data, engine, runs
+    from fmae import atomic, data, engine, executors, runs
     from fmae.config import check_threads
     from fmae.errors import out_of_memory
     from fmae.ui import Feedback, emit
@@ -85,7 +85,7 @@ def train(
     ).resolved()
     run = runs.RunDir(run_dir or Path("runs") / runs.cell_name(config))
     torch_device = engine.resolve_device(device)
-    engine.set_threads(check_threads(threads))
+    engine.set_threads(check_threads(threads, executors.cores()))
     started = time.perf_counter()
     with lock_run_dir(run.path), Feedback(quiet=quiet) as feedback:
         state = run.check(config, overwrite=overwrite, resume=resume)
