@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,12 @@ CHECKPOINT_FORMAT = "fmae-checkpoint"
 CHECKPOINT_VERSION = 1
 DAMAGED_HINT = "the file was cut short or damaged: use another copy, or train it again"
 WEIGHTS = {"model": "state_dict", "resume": "model"}  # where each kind keeps the model's weights
+HEADER = frozenset({"format", "version", "kind", "fmae_version", "config"})
+KEYS = {"model": HEADER | {"state_dict", "status", "metrics", "environment"},  # all a checkpoint may hold
+        "resume": HEADER | {"epoch", "model", "optimizer", "rng", "history", "status"}}
+RNG_BYTES = 1 << 16  # a generator's state: 5056 bytes on a CPU, 16 on CUDA
+ELEMENT_BYTES = 8  # the widest element a weight may have (float64)
+PICKLE_CAP = 256 << 20  # the pickle of a run of 1,000,000 epochs is ~40 MB
 
 
 def checkpoint(kind: str, config: TrainConfig, payload: dict[str, Any]) -> dict[str, Any]:
@@ -39,16 +46,33 @@ def load_checkpoint(path: str | Path, kind: str | None = None, *, data: bytes | 
     """Load and check an fmae checkpoint safely (weights_only=True); CheckpointError otherwise.
 
     `data`: the file's bytes, already read (what is checked is then exactly what gets copied).
+    Nothing is inflated or allocated before it is known to fit the config the file carries: the
+    zip directory is read first (every record stored, none compressed), then the pickle alone
+    with every tensor on the meta device (names, shapes, sizes and keys checked, see
+    check_contents), and only then the tensors' bytes.
     """
-    import torch
-
     path = Path(path)
     if data is None and path.is_dir():
         raise CheckpointError(f"{path} is a directory, not a checkpoint", "pass a model.pt or best.pt file")
     if data is None and not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist", "pass the model.pt of a run or a sweep's best.pt")
     try:
-        obj = torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu", weights_only=True)
+        source = io.BytesIO(data) if data is not None else open(path, "rb")  # one file for every pass
+    except OSError as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc.strerror or exc})", "check its permissions") from None
+    with source:
+        records = zip_records(path, source)
+        skeleton = check_contents(path, kind, _torch_load(path, source, "meta"))
+        check_records(path, skeleton, records)
+        return check_contents(path, kind, _torch_load(path, source, "cpu"))
+
+
+def _torch_load(path: Path, source: Any, location: str) -> Any:
+    import torch
+
+    source.seek(0)
+    try:
+        return torch.load(source, map_location=location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "unsupported operand" not in str(exc).lower():  # anything but plain garbage: refuse
             raise CheckpointError(
@@ -63,6 +87,11 @@ def load_checkpoint(path: str | Path, kind: str | None = None, *, data: bytes | 
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({type(exc).__name__}: {first})",
                               DAMAGED_HINT) from None
+
+
+def check_contents(path: Path, kind: str | None, obj: Any) -> dict[str, Any]:
+    """The checkpoint's header, config, keys and every tensor against the config it carries
+    (works on meta tensors: nothing of their data is needed)."""
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not an fmae checkpoint", "pass the model.pt of a run or a sweep's best.pt")
     version = obj.get("version")
@@ -74,14 +103,20 @@ def load_checkpoint(path: str | Path, kind: str | None = None, *, data: bytes | 
     if kind is not None and obj.get("kind") != kind:
         raise CheckpointError(f"{path}: a {obj.get('kind')!r} checkpoint, expected {kind!r}",
                               "model.pt and best.pt hold models; last.pt is what --resume reads")
+    if obj.get("kind") not in KEYS:
+        raise CheckpointError(f"{path}: unknown checkpoint kind {obj.get('kind')!r}", DAMAGED_HINT)
+    unknown = sorted(str(k) for k in obj if k not in KEYS[obj["kind"]])
+    if unknown:
+        raise CheckpointError(f"{path}: refused: unknown keys in the checkpoint ({', '.join(unknown[:3])})",
+                              "only load checkpoints written by fmae")
     if not isinstance(obj.get("config"), dict):
         raise CheckpointError(f"{path}: bad config inside the checkpoint (not a mapping)", DAMAGED_HINT)
     try:
         obj["config"] = TrainConfig.from_dict(obj["config"])
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{path}: bad config inside the checkpoint ({exc})", DAMAGED_HINT) from None
-    if obj.get("kind") in WEIGHTS:
-        check_weights(path, obj["config"], obj.get(WEIGHTS[obj["kind"]]))
+    check_weights(path, obj["config"], obj.get(WEIGHTS[obj["kind"]]))
+    check_tensors(path, obj)
     return obj
 
 
@@ -133,6 +168,119 @@ def check_weights(path: Path, config: TrainConfig, weights: Any) -> None:
             found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise CheckpointError(f"{path}: weights do not fit the model in its config ({name} is {found}, "
                                   f"hidden {config.model.hidden} needs {shape})", DAMAGED_HINT)
+
+
+def _parameter_bounds(config: TrainConfig) -> list[tuple[str, tuple[int, ...]]]:
+    from fmae.model import parameter_shapes
+
+    return list(parameter_shapes(config.model).items())  # the optimizer's order: model.parameters()
+
+
+def check_tensors(path: Path, obj: dict[str, Any]) -> None:
+    """Every tensor of the checkpoint is one the config accounts for, with a storage no larger
+    than itself: the weights (see check_weights), the optimizer's state per weight (its shape,
+    or a scalar) and the three generators' states (bytes). Anywhere else, a tensor is refused."""
+    import torch
+
+    params = _parameter_bounds(obj["config"])
+    allowed: dict[int, str] = {}
+    for name, _ in params:
+        allowed[id(obj[WEIGHTS[obj["kind"]]][name])] = name
+    if obj["kind"] == "resume":
+        optimizer, rng = obj.get("optimizer"), obj.get("rng")
+        if not isinstance(optimizer, dict) or set(optimizer) - {"state", "param_groups"} \
+                or not isinstance(optimizer.get("state", {}), dict):
+            raise CheckpointError(f"{path}: optimizer state is not an optimizer's", DAMAGED_HINT)
+        for index, state in optimizer.get("state", {}).items():
+            if not (isinstance(index, int) and 0 <= index < len(params) and isinstance(state, dict)):
+                raise CheckpointError(f"{path}: optimizer state for a weight the model lacks ({index!r})",
+                                      DAMAGED_HINT)
+            name, shape = params[index]
+            for key, value in state.items():
+                if value is None:
+                    continue
+                if not (isinstance(value, torch.Tensor) and (value.numel() <= 1 or tuple(value.shape) == shape)):
+                    found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                    raise CheckpointError(f"{path}: optimizer state {key} of {name} is {found}, the model needs "
+                                          f"{shape}", DAMAGED_HINT)
+                allowed[id(value)] = f"optimizer {key} of {name}"
+        if not isinstance(rng, dict) or set(rng) - {"data", "dropout", "noise"}:
+            raise CheckpointError(f"{path}: random generator states missing or unknown", DAMAGED_HINT)
+        for key, value in rng.items():
+            if not (isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.dim() == 1
+                    and value.numel() <= RNG_BYTES):
+                raise CheckpointError(f"{path}: random generator state {key} is not a generator's", DAMAGED_HINT)
+            allowed[id(value)] = f"generator {key}"
+    for where, tensor in _tensors(obj, ""):
+        if id(tensor) not in allowed:
+            raise CheckpointError(f"{path}: refused: a tensor where fmae keeps none ({where.lstrip('.')})",
+                                  "only load checkpoints written by fmae")
+        own = tensor.numel() * tensor.element_size()
+        if tensor.element_size() > ELEMENT_BYTES or tensor.untyped_storage().nbytes() > own + 64:
+            raise CheckpointError(f"{path}: refused: {allowed[id(tensor)]} declares "
+                                  f"{tensor.untyped_storage().nbytes()} bytes for a tensor of {own}",
+                                  "only load checkpoints written by fmae")
+
+
+def _tensors(obj: Any, where: str) -> Any:
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        yield where, obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _tensors(value, f"{where}.{key}")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _tensors(value, f"{where}[{i}]")
+
+
+def zip_records(path: Path, source: Any) -> list[zipfile.ZipInfo] | None:
+    """The zip directory of a torch file (read without inflating anything): every record must be
+    stored, as torch.save writes them; a compressed one could inflate to any size. None: not a
+    zip (torch.load then says what it is)."""
+    source.seek(0)
+    try:
+        with zipfile.ZipFile(source) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError):
+        return None
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED or record.file_size != record.compress_size:
+            raise CheckpointError(f"{path}: refused: record {record.filename} is compressed; fmae writes every "
+                                  "record stored, and a compressed one could inflate to any size",
+                                  "only load checkpoints written by fmae")
+        if record.filename.endswith("/data.pkl") and record.file_size > PICKLE_CAP:
+            raise CheckpointError(f"{path}: refused: its pickle is {record.file_size} bytes", DAMAGED_HINT)
+    return records
+
+
+def check_records(path: Path, skeleton: dict[str, Any], records: list[zipfile.ZipInfo] | None) -> None:
+    """Each record no larger than the config lets it be: a tensor's at most its largest weight's
+    (or a generator state's), all tensors together at most the weights, two optimizer buffers
+    each and three generator states; the pickle a little per epoch."""
+    if records is None:
+        return
+    config = skeleton["config"]
+    sizes = [ELEMENT_BYTES * _numel(shape) for _, shape in _parameter_bounds(config)]
+    copies = 1 if skeleton["kind"] == "model" else 3
+    largest, total = max([*sizes, RNG_BYTES]), copies * sum(sizes) + 3 * RNG_BYTES + 4096
+    pickle_bytes = (1 << 20) + 256 * config.epochs
+    stored = 0
+    for record in records:
+        name = record.filename.split("/", 1)[-1]
+        bound = largest if name.startswith("data/") else pickle_bytes if name == "data.pkl" else 4096
+        stored += record.file_size if name.startswith("data/") else 0
+        if record.file_size > bound or stored > total:
+            raise CheckpointError(f"{path}: refused: record {record.filename} holds {record.file_size} bytes, more "
+                                  f"than hidden {config.model.hidden} can need", "only load checkpoints written by fmae")
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for dim in shape:
+        n *= dim
+    return n
 
 
 def load_model(path: str | Path, device: Any = "cpu") -> tuple[Any, dict[str, Any]]:

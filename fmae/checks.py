@@ -33,6 +33,12 @@ def int_at_least(name: str, value: int, low: int, high: int | None = None) -> No
         raise ConfigError(f"{name} must be {bound}, got {value}", f"{flag(name)} takes a whole number {bound}")
 
 
+def int_at_most(name: str, value: int, high: int) -> None:
+    """An upper bound checked apart from the lower one (whose message stays `>= low`)."""
+    if value > high:
+        raise ConfigError(f"{name} must be at most {high}, got {value}", f"{flag(name)} takes a whole number <= {high}")
+
+
 def choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}",

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from typing import Annotated, Any
 
@@ -21,17 +22,60 @@ from fmae import __version__
 from fmae.errors import BrokenPipe, ConfigError, FmaeError, Interrupted, Terminated
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated
+class Signals:
+    """The signals a command receives, kept on its FmaeGroup (the error boundary).
+
+    The first SIGINT or SIGTERM raises where it lands (KeyboardInterrupt, or Terminated for
+    SIGTERM) and is remembered: Ray's signal check turns any KeyboardInterrupt into a plain one,
+    so the exit code is decided from `first`, not from the exception's type. A later one is
+    ignored: the process is already on its way out, and a second Ctrl-C must not break the
+    cleanup (workers stopped, the pool's threads joined, multiprocessing's temporary folder
+    removed) into tracebacks, leftovers, or a death by SIGINT; only after GRACE seconds of
+    cleanup does one end the process at once, with the same exit code.
+    """
+
+    GRACE = 5.0  # seconds of cleanup after which a repeated signal ends the process at once
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self.at = 0.0
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.first is None:
+            self.first, self.at = signum, time.monotonic()
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        if time.monotonic() - self.at > self.GRACE:  # the cleanup hangs: the user insists, fmae obeys
+            os._exit(143 if self.first == signal.SIGTERM else 130)
+
+    def install(self) -> dict[int, Any]:
+        """Take SIGTERM, and SIGINT unless it is ignored (a background job); returns what to restore."""
+        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, self.handle)}
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, self.handle)
+        return previous
+
+    def terminated(self, exc: BaseException) -> bool:
+        return isinstance(exc, Terminated) or self.first == signal.SIGTERM
+
+
+def received_sigterm(exc: BaseException) -> bool:
+    """Whether the interrupt `exc` stands for SIGTERM: its type, or what the running command's group saw."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    signals = getattr(ctx.find_root().command, "signals", None) if ctx is not None else None
+    return signals.terminated(exc) if isinstance(signals, Signals) else isinstance(exc, Terminated)
 
 
 class FmaeGroup(TyperGroup):
     """Translates every failure into one `error: ...` line and the documented exit code.
 
-    Signals: SIGTERM is raised as Terminated (a KeyboardInterrupt) wherever it lands, and both
-    are turned into Interrupted inside `invoke`, before typer's click would make a silent
-    Exit(130) of them: so every command exits 130 (SIGINT) or 143 (SIGTERM) with one line.
+    Signals (see Signals): SIGTERM is raised as Terminated (a KeyboardInterrupt) wherever it
+    lands, and both are turned into Interrupted inside `invoke`, before typer's click would make
+    a silent Exit(130) of them: so every command exits 130 (SIGINT) or 143 (SIGTERM) with one line.
     """
+
+    signals: Signals | None = None
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
@@ -39,12 +83,14 @@ class FmaeGroup(TyperGroup):
         if not args and "_FMAE_COMPLETE" not in os.environ:  # bare `fmae`: the help, as help (stdout, exit 0)
             args = ["--help"]
         main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+        self.signals = Signals()
+        previous = self.signals.install() if main_thread else {}
         try:
             code = self._run(args, prog_name, complete_var, **extra)
         finally:
-            if main_thread:
-                signal.signal(signal.SIGTERM, previous)
+            if self.signals.first is None:  # after a signal, the handler stays: the exit ignores repeats
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
         if standalone_mode:
             sys.exit(code)
         return code
@@ -87,7 +133,8 @@ class FmaeGroup(TyperGroup):
         except FmaeError as exc:
             code = _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt as exc:  # landed outside a command (while parsing, say)
-            err = interrupted(exc, "fmae", "nothing was written", "run the same command again")
+            err = interrupted(exc, "fmae", "nothing was written", "run the same command again",
+                              sigterm=self.signals is not None and self.signals.terminated(exc))
             code = _fail(str(err), err.exit_code)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
             code = _fail(f"unexpected {type(exc).__name__}: {exc} (hint: rerun with FMAE_DEBUG=1 and report it)", 1)
@@ -112,11 +159,11 @@ def _false_by_default(option: Any) -> Any:
     return option
 
 
-def interrupted(exc: BaseException, what: str, saved: str, hint: str) -> Interrupted:
+def interrupted(exc: BaseException, what: str, saved: str, hint: str, *, sigterm: bool | None = None) -> Interrupted:
     """The one error line of an interrupt: what was interrupted, by which signal, what was saved."""
-    err = Interrupted(f"{what} interrupted by {'SIGTERM' if isinstance(exc, Terminated) else 'SIGINT'}; {saved}",
-                      hint)
-    err.exit_code = 143 if isinstance(exc, Terminated) else 130
+    sigterm = received_sigterm(exc) if sigterm is None else sigterm
+    err = Interrupted(f"{what} interrupted by {'SIGTERM' if sigterm else 'SIGINT'}; {saved}", hint)
+    err.exit_code = 143 if sigterm else 130
     return err
 
 

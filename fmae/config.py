@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmae.checks import choice, finite, int_at_least
+from fmae.checks import choice, finite, int_at_least, int_at_most
 from fmae.errors import ConfigError
 
 INPUT_DIM = 784
@@ -52,10 +52,28 @@ class NoiseConfig:
         return noise if kind else None
 
 
+SEED_MAX = 2**63 - 1  # torch's generators take seeds up to this
+# Rows of the figures --examples sets (`plot --kind recon`, `denoise --out`): at fmae.plots' 120 dpi
+# the taller of the two (denoise's 1.7 in a row) stays below the 2**16 pixels matplotlib can render.
+MAX_EXAMPLES = 300
+
+
 def check_examples(examples: int) -> int:
     if examples < 1:
         raise ConfigError(f"examples must be >= 1, got {examples}")
+    if examples > MAX_EXAMPLES:
+        raise ConfigError(f"examples must be at most {MAX_EXAMPLES}, got {examples}",
+                          f"--examples takes at most {MAX_EXAMPLES}: a taller figure is beyond the 65536 pixels "
+                          "an image may have")
     return examples
+
+
+def check_seed(seed: int) -> int:
+    """A seed: 0 to 2**63 - 1, as torch's generators take (the message of a negative one kept)."""
+    if seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {seed}", "--seed takes a whole number >= 0")
+    int_at_least("seed", seed, 0, SEED_MAX)
+    return seed
 
 
 @dataclass(frozen=True)
@@ -77,13 +95,16 @@ class DenoiseConfig:
             NoiseConfig(self.kind, sigma)
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be >= 1, got {self.limit}")
+        if self.limit is not None:
+            int_at_most("limit", self.limit, 1_000_000_000)
         check_examples(self.examples)
-        if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        check_seed(self.seed)
         if self.index and self.grid is None:
             raise ConfigError("--index picks the images of the --out figure", "add --out fig.png")
         if self.index and min(self.index) < 0:
             raise ConfigError(f"--index {min(self.index)} is negative")
+        if self.index:
+            int_at_most("index", max(self.index), 1_000_000_000)
         for path in (self.grid, self.curve):
             if path is not None and figure_format(path) is None:
                 raise ConfigError(f"{path}: unknown figure format", "use a .png, .svg or .pdf file name")
@@ -134,7 +155,7 @@ class TrainConfig:
             raise ConfigError("momentum applies to --optim sgd only", "drop --momentum, or add --optim sgd")
         int_at_least("epochs", self.epochs, 1, 1_000_000)
         int_at_least("batch_size", self.batch_size, 1, 10_000_000)
-        int_at_least("seed", self.seed, 0, 2**63 - 1)
+        int_at_least("seed", self.seed, 0, SEED_MAX)
         choice("precision", self.precision, PRECISIONS)
         int_at_least("patience", self.patience, 0, 1_000_000)
         if finite("min_delta", self.min_delta) < 0:
@@ -173,9 +194,20 @@ def check_engine(name: str) -> str:
     return name
 
 
-def check_threads(threads: int | None) -> int | None:
-    if threads is not None:
-        int_at_least("threads", threads, 1, 4096)
+THREADS_PER_CORE = 4  # --threads beyond this many per usable core only slows training down
+
+
+def check_threads(threads: int | None, cores: int | None = None, where: str = "this machine") -> int | None:
+    """--threads: 1 to 4096, and with `cores` (the usable cores of `where`) at most 4 per core:
+    torch threads beyond the cores only take turns (--threads 4096 made one small epoch take
+    136 s on 2 cores)."""
+    if threads is None:
+        return threads
+    int_at_least("threads", threads, 1, 4096)
+    if cores is not None and threads > THREADS_PER_CORE * cores:
+        raise ConfigError(f"threads must be at most {THREADS_PER_CORE * cores} ({THREADS_PER_CORE} per core; "
+                          f"{where} has {cores} usable cores), got {threads}",
+                          f"e.g. --threads {cores}, or leave --threads out")
     return threads
 
 
@@ -244,8 +276,8 @@ class ExecutorConfig:
     jobs: int = 1
     threads: int | None = None  # torch intra-op threads per cell; None: see worker_threads
     address: str | None = None  # Ray: None starts a private local instance; "auto" or "ray://host:port" joins one
-    cpus_per_cell: float = 1.0
-    gpus_per_cell: float = 0.0
+    cpus_per_cell: float | None = None  # Ray only: None is 1 CPU there; given with the local executor, refused
+    gpus_per_cell: float | None = None  # Ray only: None is 0 GPUs there; given with the local executor, refused
     max_retries: int = 2
     engine: str = "auto"  # the trainer (fmae.engine.resolve_engine): auto, stacked or cells
 
@@ -254,16 +286,23 @@ class ExecutorConfig:
         check_engine(self.engine)
         int_at_least("jobs", self.jobs, 1, 4096)
         check_threads(self.threads)
-        if finite("cpus_per_cell", self.cpus_per_cell) <= 0:
+        if self.cpus_per_cell is not None and finite("cpus_per_cell", self.cpus_per_cell) <= 0:
             raise ConfigError(f"cpus_per_cell must be > 0, got {self.cpus_per_cell}")
-        if finite("gpus_per_cell", self.gpus_per_cell) < 0:
+        if self.gpus_per_cell is not None and finite("gpus_per_cell", self.gpus_per_cell) < 0:
             raise ConfigError(f"gpus_per_cell must be >= 0, got {self.gpus_per_cell}")
         int_at_least("max_retries", self.max_retries, 0, 1000)
         if self.executor == "ray" and self.jobs != 1:
             raise ConfigError("--jobs applies to the local executor", "with --executor ray, size cells with "
                               "--cpus-per-cell and --gpus-per-cell")
-        if self.executor == "local" and self.address is not None:
-            raise ConfigError("--address applies to --executor ray only")
+        if self.executor == "local":
+            given = [flag for flag, value in (("--address", self.address), ("--cpus-per-cell", self.cpus_per_cell),
+                                               ("--gpus-per-cell", self.gpus_per_cell)) if value is not None]
+            if given:
+                raise ConfigError(f"{' and '.join(given)} {'applies' if len(given) == 1 else 'apply'} to "
+                                  "--executor ray only", "on this machine, size cells with --jobs and --threads")
+        else:  # Ray's defaults, written once here
+            object.__setattr__(self, "cpus_per_cell", 1.0 if self.cpus_per_cell is None else float(self.cpus_per_cell))
+            object.__setattr__(self, "gpus_per_cell", 0.0 if self.gpus_per_cell is None else float(self.gpus_per_cell))
 
     def worker_threads(self, cores: int) -> int | None:
         """Torch threads per cell: --threads, else all cores for one job (None: torch's default),
@@ -271,7 +310,7 @@ class ExecutorConfig:
         if self.threads is not None:
             return self.threads
         if self.executor == "ray":
-            return max(1, int(self.cpus_per_cell))
+            return max(1, int(self.cpus_per_cell or 1))
         return None if self.jobs == 1 else max(1, cores // self.jobs)
 
 
@@ -285,8 +324,10 @@ class PruneConfig:
 
     def __post_init__(self) -> None:
         int_at_least("eta", self.eta, 2)
+        int_at_most("eta", self.eta, 1_000_000)
         if self.min_epochs is not None:
             int_at_least("min-epochs", self.min_epochs, 1)
+            int_at_most("min_epochs", self.min_epochs, 1_000_000)
 
     @classmethod
     def of(cls, prune: str | None, eta: int | None, min_epochs: int | None) -> PruneConfig | None:

@@ -62,10 +62,11 @@ Executor = Annotated[Literal[EXECUTORS], typer.Option(
 Address = Annotated[Optional[str], typer.Option(
     help="--executor ray: auto or ray://host:port joins that cluster [default: a private local Ray instance].",
     show_default=False)]
-CpusPerCell = Annotated[float, typer.Option(help="--executor ray: CPUs each cell's task asks for.")]
-GpusPerCell = Annotated[float, typer.Option(
+CpusPerCell = Annotated[Optional[float], typer.Option(help="--executor ray: CPUs each cell's task asks for [default: 1].",
+                                                      show_default=False)]
+GpusPerCell = Annotated[Optional[float], typer.Option(
     help="--executor ray: GPUs each task asks for, a task being a group of cells trained together (fractions "
-         "share one GPU); > 0 trains on cuda.")]
+         "share one GPU); > 0 trains on cuda [default: 0].", show_default=False)]
 CheckpointEvery = Annotated[float, typer.Option(
     metavar="SECONDS", help="Write each run's last.pt at most this often (0: after every epoch); metrics.csv gets "
                             "every epoch. A kill -9 loses at most the epochs of the last SECONDS; Ctrl-C and "

@@ -198,7 +198,7 @@ def cell_device(options: ExecutorConfig, device: str) -> Any:
     check_device(device)
     from fmae.executors.ray_cluster import import_ray
 
-    import_ray()
+    import_ray(options.address)
     import torch
 
     wanted = "cuda" if options.gpus_per_cell > 0 else "cpu"

@@ -190,10 +190,11 @@ def plot(
     Example: fmae plot runs/sgd runs/adam --out runs/figures
     """
     from fmae import data, evaluation, figure_choice, plots, runs
-    from fmae.config import check_examples
+    from fmae.config import check_examples, check_seed
     from fmae.ui import Feedback, emit, write_stdout
 
     check_examples(examples)
+    check_seed(seed)
     loaded = {source.name or str(source): runs.read_source(source) for source in sources}
     chosen = figure_choice.plot_kinds({k.value for k in kind}, loaded)
     figures = {}

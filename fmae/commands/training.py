@@ -73,7 +73,7 @@ def train(
 
     Example: fmae train --optim adam --hidden 512 --epochs 30 --run-dir runs/a
     """
-    from fmae import atomic, data, runs, saving
+    from fmae import atomic, data, executors, runs, saving
     from fmae import engine as engines
     from fmae.checkpoints import cloned
     from fmae.config import check_checkpoint_every, check_engine, check_threads
@@ -91,7 +91,7 @@ def train(
     run = runs.RunDir(run_dir or Path("runs") / runs.cell_name(config))
     torch_device = engines.resolve_device(device)
     trainer = engines.resolve_engine(check_engine(engine), torch_device)
-    engines.set_threads(check_threads(threads))
+    engines.set_threads(check_threads(threads, executors.cores()))
     every = check_checkpoint_every(checkpoint_every)
     started = time.perf_counter()
     with lock_run_dir(run.path), Feedback(quiet=quiet) as feedback, saving.Saver(every) as saver:

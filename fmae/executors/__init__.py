@@ -24,8 +24,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from fmae.config import ExecutorConfig
-from fmae.errors import FmaeError, out_of_memory
+from fmae.config import THREADS_PER_CORE, ExecutorConfig, check_threads
+from fmae.errors import ConfigError, FmaeError, out_of_memory
 
 EPOCHS_PER_TASK = 1  # in a worker: what a dead worker may cost; a task's overhead (model rebuilt from its state) is ~ms
 
@@ -46,12 +46,26 @@ def cores() -> int:
 
 
 def start_early(options: ExecutorConfig) -> None:
-    """Called before the driver imports torch and reads the dataset: what the executor needs to
-    start (the pool's fork server, importing torch) runs meanwhile on another core."""
+    """Called before the driver imports torch and reads the dataset: the local executor's threads
+    are checked against this machine's cores, and what the executor needs to start (the pool's
+    fork server, importing torch) runs meanwhile on another core."""
+    if options.executor == "local":
+        check_local_threads(options, cores())
     if options.executor == "local" and options.jobs > 1:
         from fmae.executors import local
 
         local.start_early()
+
+
+def check_local_threads(options: ExecutorConfig, usable: int) -> None:
+    """--threads, and --jobs times --threads, at most 4 per usable core of this machine (a Ray
+    cluster's nodes are checked by the Ray backend)."""
+    check_threads(options.threads, usable)
+    total = options.jobs * (options.threads or 1)
+    if total > THREADS_PER_CORE * usable:
+        raise ConfigError(f"--jobs {options.jobs} x --threads {options.threads or 1} is {total} threads, more than "
+                          f"{THREADS_PER_CORE} per core ({usable} usable cores here)",
+                          f"e.g. --jobs {min(options.jobs, usable)}, and leave --threads out")
 
 
 def make_backend(options: ExecutorConfig, dataset: Any, device: Any) -> Any:

@@ -22,6 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Callable
 from typing import Any
 
+from fmae.errors import FmaeError
 from fmae.executors import WorkerLost
 from fmae.executors import worker
 
@@ -81,6 +82,38 @@ def start_early() -> None:
             return
 
 
+SHM = "/dev/shm"
+
+
+def _unblock_exit(pool: cf.ProcessPoolExecutor) -> None:
+    """Let the pool's threads end although its workers die with tasks still queued. Tasks carry
+    resume states (tens of kB): when the workers leave, the call queue's feeder thread can be
+    blocked for ever writing one into the full pipe that nobody reads any more, and the pool's
+    manager thread, then the interpreter's exit, wait for it (CPython 3.11; a second Ctrl-C was
+    the only way out, with "Exception ignored" tracebacks). What is queued then is dropped:
+    the driver runs it again, or not at all, from the states it saved."""
+    queue = getattr(pool, "_call_queue", None)
+    if queue is not None:
+        queue.cancel_join_thread()
+
+
+def shared_memory_error(exc: BaseException, jobs: int, arrays: dict[str, Any]) -> FmaeError | None:
+    """Torch could not put the dataset in shared memory for the workers (on Linux, in /dev/shm,
+    which containers keep small: 64 MB by default in Docker) as the error naming the way out."""
+    text = str(exc).lower()
+    if "shared memory" not in text and "shm" not in text:
+        return None
+    size = sum(v.numel() * v.element_size() for v in arrays.values() if hasattr(v, "element_size")) >> 20
+    try:
+        stat = os.statvfs(SHM)
+        room = f"{SHM} has {stat.f_bavail * stat.f_frsize >> 20} MB free"
+    except OSError:
+        room = f"{SHM} is missing"
+    return FmaeError(f"not enough shared memory for --jobs {jobs}: the workers share the dataset ({size} MB) "
+                     f"through {SHM}, and {room}",
+                     "use --jobs 1, or give the machine a larger /dev/shm (e.g. docker run --shm-size=1g)")
+
+
 class PoolBackend:
     inline = False
 
@@ -103,13 +136,16 @@ class PoolBackend:
 
     def submit(self, task: worker.Task, on_state: Any = None) -> cf.Future:
         """`on_state` is not called: a worker's states come back with its result."""
-        pool = self._current()
         try:
-            future = pool.submit(worker.run_in_pool, task)
-        except BrokenProcessPool:  # a worker died before its task came back: those in flight come back lost
-            self._discard(pool)
             pool = self._current()
-            future = pool.submit(worker.run_in_pool, task)
+            try:
+                future = pool.submit(worker.run_in_pool, task)
+            except BrokenProcessPool:  # a worker died before its task came back: those in flight come back lost
+                self._discard(pool)
+                pool = self._current()
+                future = pool.submit(worker.run_in_pool, task)
+        except RuntimeError as exc:  # a worker starts here: the dataset goes to shared memory on its way
+            raise shared_memory_error(exc, self.slots, self._initargs[0]) or exc from None
         self._owner[future] = pool
         return future
 
@@ -130,11 +166,14 @@ class PoolBackend:
     def _discard(self, pool: cf.ProcessPoolExecutor) -> None:
         """A broken pool: the next task goes to a fresh one."""
         if pool is self._pool:
+            _unblock_exit(pool)
             pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
     def close(self, *, interrupted: bool) -> None:
         if interrupted:
+            if self._pool is not None:
+                _unblock_exit(self._pool)  # before the workers go
             self._alive.close()  # workers leave at once; an epoch in flight is lost, the saved ones are not
         if self._pool is not None:  # not waiting after a failure: a worker that never started would block it
             self._pool.shutdown(wait=not interrupted, cancel_futures=True)

@@ -6,23 +6,64 @@ object store once, as numpy arrays that tasks read in place: worker nodes need f
 neither the dataset nor a shared filesystem. A task whose worker or node died is retried by Ray
 (--max-retries) and starts again from the state the driver saved last; nothing of Ray is imported
 before this module is.
+
+Joining a cluster (--address) gives up after FMAE_RAY_CONNECT_TIMEOUT seconds (default 30) with
+"cannot start or reach Ray" (Ray's own defaults retry for many minutes), and a cell's request that
+no live node can meet is refused before any task is submitted (Ray would queue it for ever).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import sys
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from fmae.config import ExecutorConfig
-from fmae.errors import FmaeError
+from fmae.errors import ConfigError, FmaeError
 from fmae.executors import cores, worker
 
 INSTALL_HINT = "install it with: pip install 'fmae[ray]'"
+CONNECT_TIMEOUT = "FMAE_RAY_CONNECT_TIMEOUT"  # seconds --address may take to answer
+DEFAULT_CONNECT_TIMEOUT = 30
+REACH_HINT = "check --address (auto, or ray://host:port) and that `ray status` works there"
 
 
-def import_ray() -> Any:
+def connect_timeout() -> int:
+    """FMAE_RAY_CONNECT_TIMEOUT: whole seconds, 1 to 3600 (default 30)."""
+    raw = os.environ.get(CONNECT_TIMEOUT, "").strip()
+    if not raw:
+        return DEFAULT_CONNECT_TIMEOUT
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 3600:
+        raise ConfigError(f"{CONNECT_TIMEOUT} must be whole seconds between 1 and 3600, got {raw!r}",
+                          f"e.g. {CONNECT_TIMEOUT}={DEFAULT_CONNECT_TIMEOUT}, or unset it")
+    return value
+
+
+def connect_settings(timeout: int) -> dict[str, str]:
+    """Ray's own settings that make one `ray.init(address=...)` give up after about `timeout`
+    seconds: its connection attempt, then its wait for the cluster's id, then no second round
+    (Ray's defaults: 5 + 5 + 30 s a round, 20 rounds). Ray reads the first two when it is
+    imported, the last at each ray.init; a setting already in the environment is kept."""
+    connect = max(1, min(5, timeout // 4))
+    return {"RAY_gcs_rpc_server_connect_timeout_s": str(connect),
+            "RAY_py_gcs_connect_timeout_s": str(max(1, timeout - 2 * connect - 1)),
+            "RAY_gcs_server_port_wait_time_s": "1"}
+
+
+def import_ray(address: str | None = None) -> Any:
+    """Ray, imported; joining `address`, first with the connection deadline set (see connect_settings)."""
+    if address is not None:
+        for name, value in connect_settings(connect_timeout()).items():
+            os.environ.setdefault(name, value)
     try:
         import ray
     except ImportError:
@@ -30,17 +71,46 @@ def import_ray() -> Any:
     return ray
 
 
+@contextlib.contextmanager
+def captured_output() -> Iterator[None]:
+    """Ray's C++ side writes its retries ("Failed to connect to GCS ...") straight to file
+    descriptors 1 and 2, where fmae's results and its one error line go: while joining a cluster
+    they go to a temporary file, shown on stderr only with FMAE_DEBUG=1."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with tempfile.TemporaryFile() as sink:
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            if os.environ.get("FMAE_DEBUG") == "1":
+                sink.seek(0)
+                sys.stderr.write(sink.read().decode(errors="replace"))
+
+
 class RayBackend:
     inline = False
 
     def __init__(self, options: ExecutorConfig, dataset: Any) -> None:
-        ray = self._ray = import_ray()
+        ray = self._ray = import_ray(options.address)
         self._options = options
         self._running: set[Any] = set()
         self._quiet_raylet()  # before anything of Ray runs here
         self._owned = not ray.is_initialized()  # a program (or a test session) that started Ray keeps it
         if self._owned:
             self._init(options.address)
+        try:
+            self.check_fits()
+        except BaseException:
+            self.close(interrupted=False)
+            raise
         arrays = {k: getattr(dataset, k).cpu().numpy()
                   for k in ("train_images", "train_labels", "test_images", "test_labels")}
         self._data = ray.put({**arrays, "source": dataset.source, "sha256": dict(dataset.sha256)})
@@ -54,13 +124,32 @@ class RayBackend:
             if address is None:  # "local": a new instance of our own, whatever RAY_ADDRESS says
                 ray.init(address="local", num_cpus=cores(), include_dashboard=False, **quiet)
             else:
-                ray.init(address=address, **quiet)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+                with captured_output():  # no process starts here: nothing inherits the redirection
+                    ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise FmaeError(f"cannot start or reach Ray at {address or 'a local instance'}: {first}",
-                            "check --address (auto, or ray://host:port) and that `ray status` works there") from None
+            within = f" within {connect_timeout()} s ({CONNECT_TIMEOUT})" if address is not None else ""
+            raise FmaeError(f"cannot start or reach Ray at {address or 'a local instance'}{within}: {first}",
+                            REACH_HINT) from None
         finally:
             signal.signal(signal.SIGTERM, sigterm)  # ray.init takes SIGTERM over; fmae's handler saves and exits 143
+
+    def check_fits(self) -> None:
+        """Refuse, before submitting anything, a cell that no live node can run: Ray would queue
+        its tasks for ever, silently. --threads is bounded by the largest node's CPUs, as on
+        this machine (see fmae.config.check_threads)."""
+        from fmae.config import check_threads
+
+        nodes = [n.get("Resources") or {} for n in self._ray.nodes() if n.get("Alive")]
+        cpus, gpus = self._options.cpus_per_cell, self._options.gpus_per_cell
+        most_cpus = max((float(r.get("CPU", 0)) for r in nodes), default=0.0)
+        most_gpus = max((float(r.get("GPU", 0)) for r in nodes), default=0.0)
+        if not any(float(r.get("CPU", 0)) >= cpus and float(r.get("GPU", 0)) >= gpus for r in nodes):
+            raise FmaeError(f"no node of the Ray cluster can run a cell asking for --cpus-per-cell {cpus:g} and "
+                            f"--gpus-per-cell {gpus:g}: its {len(nodes)} live node(s) have at most "
+                            f"{most_cpus:g} CPUs and {most_gpus:g} GPUs each",
+                            "ask for what one node has, or add a larger node to the cluster")
+        check_threads(self._options.threads, max(1, int(most_cpus)), where="the largest Ray node")
 
     def _quiet_raylet(self) -> None:
         """Ray prints the raylet's error reports (a worker died, ...) on the driver's stdout, which
