@@ -58,15 +58,6 @@ class Signals:
         return isinstance(exc, Terminated) or self.first == signal.SIGTERM
 
 
-def received_sigterm(exc: BaseException) -> bool:
-    """Whether the interrupt `exc` stands for SIGTERM: its type, or what the running command's group saw."""
-    import click
-
-    ctx = click.get_current_context(silent=True)
-    signals = getattr(ctx.find_root().command, "signals", None) if ctx is not None else None
-    return signals.terminated(exc) if isinstance(signals, Signals) else isinstance(exc, Terminated)
-
-
 class FmaeGroup(TyperGroup):
     """Translates every failure into one `error: ...` line and the documented exit code.
 
@@ -131,6 +122,8 @@ class FmaeGroup(TyperGroup):
         except typer.Abort:
             code = _fail("interrupted", 130)
         except FmaeError as exc:
+            if isinstance(exc, Interrupted) and self.signals is not None and self.signals.first == signal.SIGTERM:
+                exc.sigterm = True
             code = _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt as exc:  # landed outside a command (while parsing, say)
             err = interrupted(exc, "fmae", "nothing was written", "run the same command again",
@@ -160,11 +153,9 @@ def _false_by_default(option: Any) -> Any:
 
 
 def interrupted(exc: BaseException, what: str, saved: str, hint: str, *, sigterm: bool | None = None) -> Interrupted:
-    """The one error line of an interrupt: what was interrupted, by which signal, what was saved."""
-    sigterm = received_sigterm(exc) if sigterm is None else sigterm
-    err = Interrupted(f"{what} interrupted by {'SIGTERM' if sigterm else 'SIGINT'}; {saved}", hint)
-    err.exit_code = 143 if sigterm else 130
-    return err
+    """The one error line of an interrupt: what was interrupted, by which signal, what was saved.
+    Without `sigterm`, the exception's type tells; FmaeGroup settles it from the signal that came first."""
+    return Interrupted(what, saved, hint, sigterm=isinstance(exc, Terminated) if sigterm is None else sigterm)
 
 
 def _quiet_stdout() -> None:

@@ -52,9 +52,26 @@ def out_of_memory(exc: BaseException, config: Any) -> FmaeError | None:
 
 
 class Interrupted(FmaeError):
-    """A command was interrupted by a signal, after saving what can be resumed."""
+    """A command was interrupted by a signal, after saving what can be resumed: `what` was
+    interrupted, `saved` says what was kept. The signal (SIGTERM: exit 143, else SIGINT: 130) may
+    be settled later by the error boundary, which knows which signal arrived first (Ray turns
+    fmae's Terminated into a plain KeyboardInterrupt on its way up)."""
 
-    exit_code = 130
+    def __init__(self, what: str, saved: str, hint: str | None = None, *, sigterm: bool = False) -> None:
+        super().__init__(what, hint)
+        self.what, self.saved, self.sigterm = what, saved, sigterm
+
+    @property
+    def message(self) -> str:
+        return f"{self.what} interrupted by {'SIGTERM' if self.sigterm else 'SIGINT'}; {self.saved}"
+
+    @message.setter
+    def message(self, value: str) -> None:  # FmaeError.__init__ sets it: the text is built from the parts
+        pass
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        return 143 if self.sigterm else 130
 
 
 class Terminated(KeyboardInterrupt):
