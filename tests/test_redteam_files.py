@@ -321,3 +321,19 @@ def test_19_4_resume_with_fewer_epochs_or_without_a_run_is_refused(fake_dataset,
     typo = tmp_path / "typo"
     one_line(run("train", "--run-dir", typo, "--resume"), f"{typo} holds no run to resume")
     assert not typo.exists()
+
+
+def test_18_1_runs_and_sweeps_made_before_the_record_stay_readable_resumable_and_replaceable(fake_dataset, tmp_path):
+    r, s = tmp_path / "r", tmp_path / "s"
+    assert run("train", *TINY, "--run-dir", r).exit_code == 0
+    assert run("sweep", *SWEEP, "--run-dir", s).exit_code == 0
+    for record in [r / ".fmae.json", s / ".fmae.json", *s.glob("cells/*/.fmae.json")]:
+        record.unlink()  # as d1b459e left them: no record of fmae's
+    resumed = run("train", "--run-dir", r, "--epochs", "2", "--resume", "--json")
+    assert resumed.exit_code == 0 and json.loads(resumed.stdout)["epochs_run"] == 2, resumed.stderr
+    grown = run("sweep", *SWEEP[:-3], "--epochs", "2", "--run-dir", s, "--json")
+    assert grown.exit_code == 0 and {c["epochs_run"] for c in json.loads(grown.stdout)["cells"]} == {2}
+    assert (r / ".fmae.json").is_file() and (s / ".fmae.json").is_file()  # recorded from now on
+    (s / "cells" / "sgd-lr0.01-h4-s0" / ".fmae.json").unlink()  # a cell still without one: known by its config
+    assert run("sweep", *SWEEP, "--seed", "1", "--run-dir", s, "--overwrite").exit_code == 0
+    assert sorted(p.name for p in (s / "cells").iterdir()) == ["sgd-lr0.01-h4-s1", "sgd-lr0.1-h4-s1"]
