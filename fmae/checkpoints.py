@@ -116,6 +116,8 @@ def check_contents(path: Path, kind: str | None, obj: Any) -> dict[str, Any]:
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{path}: bad config inside the checkpoint ({exc})", DAMAGED_HINT) from None
     check_weights(path, obj["config"], obj.get(WEIGHTS[obj["kind"]]))
+    if obj["kind"] == "resume":
+        check_resume_state(path, obj)
     check_tensors(path, obj)
     return obj
 
@@ -132,6 +134,69 @@ def cloned(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(cloned(v) for v in obj)
     return obj
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_resume_state(path: Path, state: dict[str, Any]) -> None:
+    """A resume state's fields have the types and shapes training reads (its weights are checked
+    apart): epoch, one history row per epoch, the optimizer's state for this model, the generators."""
+    import torch
+
+    from fmae.model import parameter_shapes
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: not a resume state fmae wrote ({what})", DAMAGED_HINT)
+
+    epoch = state.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise bad(f"epoch is {epoch!r}")
+    history = state.get("history")
+    if not (isinstance(history, (list, tuple)) and len(history) == epoch
+            and all(isinstance(row, (list, tuple)) and len(row) == 4 and all(_number(v) for v in row)
+                    and row[0] == i for i, row in enumerate(history, 1))):
+        raise bad(f"history is not {epoch} rows of epoch, train loss, test loss, seconds")
+    if not isinstance(state.get("status"), str):
+        raise bad(f"status is {type(state.get('status')).__name__}")
+    rng = state.get("rng")
+    if not (isinstance(rng, dict) and all(
+            isinstance(rng.get(k), torch.Tensor) and rng[k].dtype == torch.uint8 and rng[k].dim() == 1
+            for k in ("data", "dropout", *(("noise",) if "noise" in rng else ())))
+            and rng["data"].numel() == torch.Generator().get_state().numel()):
+        raise bad("rng is not the generators' states")
+    shapes = list(parameter_shapes(state["config"].model).values())
+    optimizer = state.get("optimizer")
+    groups = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
+    if not (isinstance(groups, list) and len(groups) == 1 and isinstance(groups[0], dict)
+            and groups[0].get("params") == list(range(len(shapes))) and isinstance(optimizer.get("state"), dict)):
+        raise bad("optimizer is not one param group of this model's parameters")
+    for i, slots in optimizer["state"].items():
+        if not (isinstance(i, int) and 0 <= i < len(shapes) and isinstance(slots, dict)):
+            raise bad(f"optimizer state of parameter {i!r}")
+        for name, value in slots.items():
+            if name == "momentum_buffer" and value is None:  # torch.optim.SGD's before a first step
+                continue
+            if not (isinstance(value, torch.Tensor) and (value.numel() == 1 if name == "step" else
+                                                         value.is_floating_point() and tuple(value.shape) == shapes[i])):
+                raise bad(f"optimizer state {name} of parameter {i}")
+
+
+def check_belongs(path: Path, state: dict[str, Any], config: TrainConfig, ignore: tuple[str, ...] = ()) -> None:
+    """A resume state continues `config`'s run only: the config it was saved with (but the settings
+    in `ignore`) and its optimizer's hyperparameters must be this run's; the difference is named."""
+    from fmae.optim import settings
+
+    diff = state["config"].differences(config, ignore=ignore)
+    group = state["optimizer"]["param_groups"][0]
+    plain = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+    diff += [f"optimizer {k} {group.get(k)!r} -> {v!r}"
+             for k, v in settings(config.optim, config.learning_rate, config.momentum).items()
+             if k not in group or plain(group[k]) != plain(v)]
+    if diff:
+        raise CheckpointError(f"{path} is not this run's: saved with other settings (saved -> this run: {', '.join(diff)})",
+                              "remove it (with metrics.csv) to train this run from its start, or use --overwrite")
 
 
 def to_cpu(obj: Any) -> Any:

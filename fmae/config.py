@@ -173,6 +173,19 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.resolved())
 
+    def flags(self) -> dict[str, Any]:
+        """The settings by the name of their flag: {"hidden": 64, "optim": "sgd", "noise": None, ...}."""
+        d = self.to_dict()
+        noise = d.pop("noise")
+        flat = {**d.pop("model"), **d, "noise": noise and noise["kind"], "noise_sigma": noise and noise["sigma"]}
+        return {k.replace("_", "-"): v for k, v in flat.items()}
+
+    def differences(self, other: TrainConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+        """The settings that differ, as `flag old -> new` (e.g. `optim sgd -> adam`), but those in `ignore`."""
+        mine, theirs = self.flags(), other.flags()
+        show = lambda v: "none" if v is None else str(v) if isinstance(v, str) else repr(v)  # noqa: E731
+        return [f"{k} {show(mine[k])} -> {show(theirs[k])}" for k in mine if k not in ignore and mine[k] != theirs[k]]
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         try:

@@ -7,11 +7,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from fmae import runs
-from fmae.sweep import CellPlan, read_summary
+from fmae.errors import FmaeError
+from fmae.sweep import CellPlan, summary_or_none
 
 
 def _losses(plan: CellPlan) -> list[float]:
-    return [m["test_loss"] for m in plan.run.read_metrics()]
+    """The test loss of each epoch the driver saved (last.pt's history, never metrics.csv, which a
+    kill may leave one epoch behind): so a killed and rerun sweep decides as an uninterrupted one."""
+    state = plan.resume
+    if state is None and plan.run.file("last.pt").exists():  # a finished cell: its state was not loaded
+        try:
+            state = plan.run.load_last(plan.config)
+        except FmaeError:
+            return []
+    return [test_loss for _, _, test_loss, _ in (state or {}).get("history", [])]
 
 
 def successive_halving(plans: Sequence[CellPlan], rungs: Sequence[int], eta: int,
@@ -21,7 +30,7 @@ def successive_halving(plans: Sequence[CellPlan], rungs: Sequence[int], eta: int
 
     `train_to(plans, epoch)` trains each plan up to `epoch` (any executor); `on_pruned(plan)` records
     a pruned cell, which keeps its files and resumes later like any unfinished cell. Decisions use
-    the loss logged at each rung epoch, so a rerun makes the same ones, and a promoted cell trains
+    the loss saved at each rung epoch (last.pt's), so a rerun makes the same ones, and a promoted cell trains
     on from its last.pt exactly as in a full sweep.
     """
     contenders = list(plans)
@@ -32,7 +41,7 @@ def successive_halving(plans: Sequence[CellPlan], rungs: Sequence[int], eta: int
         at_rung = []
         for plan in contenders:
             losses = [] if plan.error else _losses(plan)
-            lost = plan.done and (read_summary(plan.run) or {}).get("status") in ("diverged", "collapsed")
+            lost = plan.done and (summary_or_none(plan.run) or {}).get("status") in ("diverged", "collapsed")
             if len(losses) >= rung and runs.finite_or_none(losses[rung - 1]) is not None and not lost:
                 at_rung.append((losses[rung - 1], plan.name, plan))
         ranked = [plan for _, _, plan in sorted(at_rung, key=lambda t: t[:2])]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fmae.atomic import io_error
 from fmae.errors import RunDirError
+from fmae.manifest import MANIFEST
 
 LOCK_NAME = ".fmae.lock"
 
@@ -124,9 +125,12 @@ class DirectoryLock:
 
 
 def enclosing_sweep(directory: Path) -> Path | None:
-    """The sweep directory that `directory` is a cell of (SWEEP/cells/<cell>), if any."""
+    """The sweep directory that `directory` is a cell of (SWEEP/cells/<cell>), if any: one holding
+    sweep.json, fmae's record, or a lock (a sweep locks its directory the moment it starts, long
+    before it writes anything there: from then on its cells are its own)."""
     parent = Path(directory).resolve().parent  # a link to a cell is still that cell
-    return parent.parent if parent.name == "cells" and (parent.parent / "sweep.json").is_file() else None
+    marks = ("sweep.json", MANIFEST, LOCK_NAME)
+    return parent.parent if parent.name == "cells" and any((parent.parent / m).exists() for m in marks) else None
 
 
 def lock_run_dir(directory: Path) -> ExitStack:

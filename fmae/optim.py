@@ -18,6 +18,15 @@ from typing import Any
 import torch
 
 
+def settings(optim: str, lr: float, momentum: float = 0.0) -> dict[str, Any]:
+    """The hyperparameters of an optimizer's param group that change its updates (what a resume
+    state must carry for this run), as torch.optim names them."""
+    if optim == "sgd":
+        return {"lr": lr, "momentum": momentum, "dampening": 0, "weight_decay": 0, "nesterov": False,
+                "maximize": False}
+    return {"lr": lr, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0, "amsgrad": False, "maximize": False}
+
+
 class _Optimizer:
     """One parameter group, torch.optim's state_dict layout: {"state": {i: {...}}, "param_groups": [...]}."""
 
@@ -59,9 +68,8 @@ class _Optimizer:
 
 class SGD(_Optimizer):
     def __init__(self, params: Iterable[torch.Tensor], lr: float, momentum: float = 0.0) -> None:
-        super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": 0, "weight_decay": 0,
-                                  "nesterov": False, "maximize": False, "foreach": None,
-                                  "differentiable": False, "fused": None})
+        super().__init__(params, {**settings("sgd", lr, momentum), "foreach": None, "differentiable": False,
+                                  "fused": None})
 
     @torch.no_grad()
     def step(self) -> None:
@@ -80,8 +88,7 @@ class SGD(_Optimizer):
 
 class Adam(_Optimizer):
     def __init__(self, params: Iterable[torch.Tensor], lr: float) -> None:
-        super().__init__(params, {"lr": lr, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0,
-                                  "amsgrad": False, "maximize": False, "foreach": None, "capturable": False,
+        super().__init__(params, {**settings("adam", lr), "foreach": None, "capturable": False,
                                   "differentiable": False, "fused": None})
 
     @torch.no_grad()

@@ -14,7 +14,7 @@ from fmae.checkpoints import load_checkpoint
 from fmae.config import SweepConfig
 from fmae.errors import FmaeError
 from fmae.stats import RANKABLE, WITH_MODEL
-from fmae.sweep import CellPlan, SweepDir, read_summary
+from fmae.sweep import CellPlan, SweepDir, summary_or_none
 
 RESULT_FIELDS = ("rank", "optim", "lr", "hidden", "seed", "status", "epochs_run", "final_train_loss",
                  "final_test_loss", "best_test_loss", "best_epoch", "seconds", "model")
@@ -34,7 +34,7 @@ def collect(sweep_dir: SweepDir, sweep: SweepConfig, plans: Sequence[CellPlan] =
     for config in sweep.cells():
         config = config.resolved()
         run = runs.RunDir(sweep_dir.cells_dir / runs.cell_name(config))
-        summary = read_summary(run) if run.exists else None
+        summary = summary_or_none(run) if run.exists else None
         status = "failed" if run.path.name in errors else (summary or {}).get("status", "pending")
         model = run.file("model.pt")
         rows.append({

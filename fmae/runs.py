@@ -7,6 +7,7 @@ read back for reports.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -17,16 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fmae import __version__, atomic
-from fmae.checkpoints import checkpoint, load_checkpoint, to_cpu
+from fmae import __version__, atomic, manifest
+from fmae.checkpoints import check_belongs, checkpoint, load_checkpoint, to_cpu
 from fmae.config import TrainConfig
-from fmae.errors import ConfigError, RunDirError
+from fmae.errors import ConfigError, FmaeError, RunDirError
 from fmae.locks import LOCK_NAME
+from fmae.manifest import remove_stale_temporaries  # noqa: F401 - runs.remove_stale_temporaries, as before
 from fmae.stats import WITH_MODEL
 
 SCHEMA_VERSION = 1
 RUN_FILES = ("config.json", "metrics.csv", "model.pt", "last.pt", "summary.json")
 METRIC_FIELDS = ("epoch", "train_loss", "test_loss", "seconds")
+RESUMABLE = ("epochs", "patience", "min-delta")  # the settings --resume (and a rerun of a sweep) may change
 
 
 def read_json(path: Path) -> Any:
@@ -71,6 +74,7 @@ class RunDir:
 
     @property
     def exists(self) -> bool:
+        """Whether it holds a run (its config.json); a directory fmae owns may hold none yet."""
         return self.file("config.json").exists()
 
     def saved_config(self) -> TrainConfig:
@@ -82,51 +86,131 @@ class RunDir:
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise RunDirError(f"{self.file('config.json')}: not an fmae run config ({exc})", hint) from None
 
+    def owned_files(self) -> tuple[str, ...]:
+        """The files of a run that fmae wrote here, as its record names them; for a directory made
+        before fmae kept one, its run files when they are fmae's (a config.json of fmae's, or, left
+        by a killed --overwrite, nothing but fmae's run files and a checkpoint of fmae's); else none."""
+        record = manifest.read(self.path) if self.path.is_dir() else None
+        if record is not None:
+            return record[1] if record[0] == "run" else ()
+        if self.exists:
+            try:
+                self.saved_config()
+            except RunDirError:
+                return ()
+            return RUN_FILES
+        return RUN_FILES if self._legacy_leftovers() else ()
+
+    def _legacy_leftovers(self) -> bool:
+        try:
+            names = {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
+        except OSError:
+            return False
+        names = {n for n in names if n != LOCK_NAME and not atomic.is_temporary(n, RUN_FILES)}
+        if not names or not names <= set(RUN_FILES) or self.path.is_symlink():
+            return False
+        for name, kind in (("last.pt", "resume"), ("model.pt", "model")):
+            if name in names and not self.file(name).is_symlink():
+                try:
+                    load_checkpoint(self.file(name), kind)
+                    return True
+                except FmaeError:
+                    pass
+        return False
+
     def check(self, config: TrainConfig, *, overwrite: bool = False, resume: bool = False) -> dict[str, Any] | None:
-        """Refuse a directory that holds another run; returns the resume state when resuming.
+        """Refuse a directory that holds another run, or files fmae did not write; returns the resume
+        state when resuming (checked to be this run's, with no more epochs than `config` trains).
 
         Changes nothing on disk: `reset` (for --overwrite) comes later, once the data is loaded.
         """
+        check_text_path(self.path)
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"{self.path} exists and is not a directory", "choose another --run-dir")
-        if (self.path / "sweep.json").exists():
+        record = manifest.read(self.path) if self.path.is_dir() else None
+        if (record or ("",))[0] == "sweep" or (record is None and (self.path / "sweep.json").exists()):
             raise RunDirError(f"{self.path} is a sweep directory", "choose another --run-dir for fmae train")
         if not self.exists:
-            refuse_foreign(self.path, RUN_FILES)
+            if resume:
+                raise RunDirError(f"{self.path} holds no run to resume",
+                                  "check --run-dir, or drop --resume to start a new run there")
+            owned = self.owned_files()
+            if not owned:
+                refuse_foreign(self.path, RUN_FILES)
+            left = [n for n in owned if self.file(n).exists()]
+            if left and not overwrite and not (record and record.resetting):
+                raise RunDirError(f"{self.path} holds files of an fmae run but no config.json ({', '.join(left)})",
+                                  "add --overwrite to replace them, or choose another --run-dir")
+            return None  # nothing of a run: `reset` clears what fmae left there, if anything
+        if overwrite:
+            if not self.owned_files():
+                self.saved_config()  # names the config.json fmae did not write: only fmae's run is replaced
             return None
-        saved = self.saved_config()  # also with --overwrite: only an fmae run is ever replaced
-        if not overwrite:
-            if not resume:
-                same = saved.to_dict() == config.to_dict()
-                raise RunDirError(
-                    f"{self.path} already holds a run" + ("" if same else " with other settings"),
-                    "add --resume to continue it, --overwrite to replace it, or choose another --run-dir",
-                )
-            if _comparable(saved) != _comparable(config):
-                raise RunDirError(
-                    f"{self.path} holds a run with other settings; --resume may only change --epochs, "
-                    "--patience and --min-delta",
-                    "use --overwrite to replace it or choose another --run-dir",
-                )
-            return self.load_last() if self.file("last.pt").exists() else None
-        return None
+        saved = self.saved_config()
+        if not resume:
+            same = saved.to_dict() == config.to_dict()
+            raise RunDirError(
+                f"{self.path} already holds a run" + ("" if same else " with other settings"),
+                "add --resume to continue it, --overwrite to replace it, or choose another --run-dir",
+            )
+        diff = saved.differences(config, ignore=RESUMABLE)
+        if diff:
+            raise RunDirError(
+                f"{self.path} holds a run with other settings ({', '.join(diff)}); --resume may only change "
+                "--epochs, --patience and --min-delta",
+                "use --overwrite to replace it or choose another --run-dir",
+            )
+        state = self.load_last(config) if self.file("last.pt").exists() else None
+        done = int(state["epoch"]) if state else 0
+        if config.epochs < done:
+            raise RunDirError(f"--epochs {config.epochs} is fewer than the {done} epochs {self.path} has trained",
+                              "--epochs may only grow when resuming; use --overwrite to start anew")
+        return state
+
+    def resumed_config(self, requested: TrainConfig, given: Iterable[str]) -> TrainConfig:
+        """The config `--resume` continues: the run's own (config.json), with the resumable settings
+        among the flags `given` taken from `requested`; a given flag that differs otherwise is named."""
+        given = {flag.replace("_", "-") for flag in given}
+        if not self.exists:
+            check_text_path(self.path)
+            raise RunDirError(f"{self.path} holds no run to resume",
+                              "check --run-dir, or drop --resume to start a new run there")
+        saved = self.saved_config()
+        diff = [d for d in saved.differences(requested, ignore=RESUMABLE) if d.split(" ")[0] in given]
+        if diff:
+            raise RunDirError(f"{self.path} holds a run with other settings ({', '.join(diff)}); --resume may only "
+                              "change --epochs, --patience and --min-delta",
+                              "drop those flags to resume it, use --overwrite to replace it, or choose another "
+                              "--run-dir")
+        changed = {k.replace("-", "_"): getattr(requested, k.replace("-", "_")) for k in RESUMABLE if k in given}
+        return dataclasses.replace(saved, **changed)
 
     def reset(self) -> None:
-        """Create the directory, removing the files of the fmae run it held before (none other)."""
-        if self.exists:
-            self.remove_files()
+        """Make the directory fmae's, holding no run: its record first, then the files of the fmae run
+        it held before removed (none other)."""
+        owned = self.owned_files()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise atomic.io_error(self.path, exc) from None
+        if owned:  # the record says a reset is under way until it is done: a kill midway, and any run finishes it
+            manifest.write(self.path, "run", (*RUN_FILES, *owned), resetting=True)
+            manifest.remove_owned(self.path, owned)
+        manifest.write(self.path, "run", RUN_FILES)
 
-    def remove_files(self) -> None:
-        """The files an fmae run writes, and their stale temporaries; nothing else."""
-        for name in RUN_FILES:
-            atomic.unlink_quietly(self.file(name))
-        remove_stale_temporaries(self.path, RUN_FILES)
+    def abandon(self) -> None:
+        """A run that trained nothing leaves nothing that would "already hold" one: its config.json,
+        then its record."""
+        atomic.unlink_quietly(self.file("config.json"))
+        atomic.unlink_quietly(self.file(manifest.MANIFEST))
+
+    def claim(self) -> None:
+        """Record the directory as an fmae run (a run made before fmae kept records, once checked)."""
+        if manifest.read(self.path) is None:
+            manifest.write(self.path, "run", RUN_FILES)
 
     def write_config(self, config: TrainConfig, env: dict[str, Any]) -> None:
+        self.claim()
         atomic.write_json(self.file("config.json"), {
             "schema_version": SCHEMA_VERSION, "config": config.to_dict(), "environment": env,
         })
@@ -140,19 +224,45 @@ class RunDir:
         atomic.write_text(self.file("metrics.csv"), out.getvalue())
 
     def read_metrics(self) -> list[dict[str, float]]:
+        """metrics.csv's rows, checked to be what fmae writes (its columns, one row per epoch, numbers)."""
+        path = self.file("metrics.csv")
         try:
-            with open(self.file("metrics.csv"), newline="", encoding="utf-8") as fh:
-                return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+            with open(path, newline="", encoding="utf-8") as fh:
+                lines = list(csv.reader(fh))
+            if not lines or tuple(lines[0]) != METRIC_FIELDS:
+                raise ValueError(f"columns {','.join(lines[0]) if lines else '(none)'}, "
+                                 f"expected {','.join(METRIC_FIELDS)}")
+            rows = []
+            for i, line in enumerate(lines[1:], 1):
+                values = [float(v) for v in line]
+                if len(values) != len(METRIC_FIELDS) or values[0] != i:
+                    raise ValueError(f"row {i} is {','.join(line)!r}, expected epoch {i} and "
+                                     f"{len(METRIC_FIELDS) - 1} numbers")
+                rows.append(dict(zip(METRIC_FIELDS, values)))
+            return rows
         except FileNotFoundError:
             return []
-        except (OSError, ValueError, TypeError) as exc:
-            raise RunDirError(f"{self.file('metrics.csv')}: unreadable ({exc})") from None
+        except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
+            raise RunDirError(f"{path}: not fmae's metrics ({exc})",
+                              "fmae did not write it, or it was edited") from None
+
+    def repair_metrics(self, state: dict[str, Any]) -> None:
+        """metrics.csv from the resume state when they disagree (a kill between last.pt and metrics.csv)."""
+        rows = [(m["epoch"], m["train_loss"], m["test_loss"]) for m in self.read_metrics()]
+        history = history_of(state)
+        if rows != [(m.epoch, m.train_loss, m.test_loss) for m in history]:
+            self.write_metrics(history)
 
     def save_last(self, config: TrainConfig, state: dict[str, Any]) -> None:
         atomic.torch_save(self.file("last.pt"), checkpoint("resume", config, state))
 
-    def load_last(self) -> dict[str, Any]:
-        return load_checkpoint(self.file("last.pt"), "resume")
+    def load_last(self, config: TrainConfig | None = None) -> dict[str, Any]:
+        """last.pt, checked to be a resume state; with `config`, checked to be this run's (settings
+        and optimizer's), so that a run never trains on with another run's state."""
+        state = load_checkpoint(self.file("last.pt"), "resume")
+        if config is not None:
+            check_belongs(self.file("last.pt"), state, config, ignore=RESUMABLE)
+        return state
 
     def save_model(self, config: TrainConfig, state_dict: dict[str, Any], history: Sequence[Any],
                    status: str, env: dict[str, Any]) -> None:
@@ -189,11 +299,17 @@ def history_of(state: dict[str, Any]) -> list[Any]:
     return [EpochMetrics(int(e), float(a), float(b), float(s)) for e, a, b, s in state["history"]]
 
 
-def _comparable(config: TrainConfig) -> dict[str, Any]:
-    d = config.to_dict()
-    for key in ("epochs", "patience", "min_delta"):
-        d.pop(key)
-    return d
+def check_text_path(path: Path) -> None:
+    """fmae records its paths in JSON and CSV, which hold text: a path whose bytes are not UTF-8
+    (here, as Python's surrogate escapes) is refused before anything is written."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise ConfigError(f"--run-dir {shown}: the path holds bytes that are not UTF-8 text",
+                          "fmae records paths in JSON and CSV files: choose or rename a directory with a UTF-8 name") \
+            from None
 
 
 def summarize(config: TrainConfig, status: str, history: Sequence[Any], *, run_dir: Path,
@@ -225,25 +341,13 @@ def finite_or_none(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def remove_stale_temporaries(directory: Path, targets: Sequence[str]) -> None:
-    """fmae's own temporaries of `targets` left by a process killed mid-write (the targets are
-    intact); any other file, even one named like a temporary, is left alone."""
-    try:
-        names = [p.name for p in Path(directory).iterdir()]
-    except OSError:
-        return
-    for name in names:
-        if atomic.is_temporary(name, targets):
-            atomic.unlink_quietly(Path(directory) / name)
-
-
 def refuse_foreign(directory: Path, targets: Sequence[str]) -> None:
     """A directory holding files but no fmae run (or sweep) is not fmae's to write in."""
     try:
         names = [p.name for p in Path(directory).iterdir()] if Path(directory).is_dir() else []
     except OSError as exc:
         raise RunDirError(f"cannot read {directory}: {exc.strerror or exc}", "check its permissions") from None
-    foreign = sorted(n for n in names if n != LOCK_NAME and not atomic.is_temporary(n, targets))
+    foreign = sorted(n for n in names if n != LOCK_NAME and not atomic.is_temporary(n, (*targets, manifest.MANIFEST)))
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise RunDirError(f"{directory} holds files but no fmae run ({shown})",

@@ -76,7 +76,8 @@ def test_train_survives_sigkill_at_random_moments(tmp_path, real_data_dir):
     rng = random.Random(7)
     run, last, landed = tmp_path / "r", 0, 0
     for _ in range(5):
-        code = kill_at([*TRAIN, "--run-dir", "r", "--resume"], tmp_path, rng.uniform(2.0, 6.0), real_data_dir)
+        resume = ["--resume"] if (run / "config.json").exists() else []  # --resume needs a run to resume
+        code = kill_at([*TRAIN, "--run-dir", "r", *resume], tmp_path, rng.uniform(2.0, 6.0), real_data_dir)
         epoch = check_run_files(run) if run.exists() else 0
         assert epoch >= last, "a finished epoch was lost"
         last = epoch
@@ -84,7 +85,8 @@ def test_train_survives_sigkill_at_random_moments(tmp_path, real_data_dir):
             break
         landed += 1  # killed mid-run: no summary yet (the kill may land after the last epoch's last.pt)
     assert landed >= 1, "every run finished before its kill: nothing was resumed"
-    subprocess.run([*TRAIN, "--run-dir", "r", "--resume"], cwd=tmp_path, env=env(real_data_dir), check=True)
+    resume = ["--resume"] if (run / "config.json").exists() else []
+    subprocess.run([*TRAIN, "--run-dir", "r", *resume], cwd=tmp_path, env=env(real_data_dir), check=True)
     assert losses(run / "metrics.csv") == losses(tmp_path / "ref" / "metrics.csv")
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
     assert not list(run.glob(".*.tmp")) and not (run / LOCK_NAME).exists()

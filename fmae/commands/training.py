@@ -40,7 +40,15 @@ def _train_command(config: TrainConfig, run_dir: Path) -> str:
     return " ".join(shlex.quote(a) for a in args) + " --resume"
 
 
+def _given(ctx: typer.Context) -> list[str]:
+    """The parameters the user gave (on the command line or through the environment), not defaults."""
+    sources = {p.name: ctx.get_parameter_source(p.name) for p in ctx.command.params if p.name}
+    # by name: typer may bring a click of its own, whose ParameterSource is another enum
+    return [name for name, source in sources.items() if getattr(source, "name", "") in ("COMMANDLINE", "ENVIRONMENT")]
+
+
 def train(
+    ctx: typer.Context,
     run_dir: Annotated[Optional[Path], typer.Option(
         help="Directory for config.json, metrics.csv, model.pt, last.pt, summary.json "
              "[default: runs/<optim>-lr<lr>-h<hidden>-s<seed>].", show_default=False)] = None,
@@ -73,7 +81,7 @@ def train(
 
     Example: fmae train --optim adam --hidden 512 --epochs 30 --run-dir runs/a
     """
-    from fmae import atomic, data, executors, runs, saving
+    from fmae import data, executors, runs, saving
     from fmae import engine as engines
     from fmae.checkpoints import cloned
     from fmae.config import check_checkpoint_every, check_engine, check_threads
@@ -95,6 +103,8 @@ def train(
     every = check_checkpoint_every(checkpoint_every)
     started = time.perf_counter()
     with lock_run_dir(run.path), Feedback(quiet=quiet) as feedback, saving.Saver(every) as saver:
+        if resume:  # the run's own settings; of the flags given, only --epochs, --patience, --min-delta may differ
+            config = run.resumed_config(config, _given(ctx))
         state = run.check(config, overwrite=overwrite, resume=resume)
         runs.remove_stale_temporaries(run.path, runs.RUN_FILES)
         dataset = data.find_and_load(data_dir, download=not no_download, device=torch_device,
@@ -107,7 +117,7 @@ def train(
             saver.resumed(run, config, state)
         done = int(state["epoch"]) if state else 0
         label = runs.cell_name(config)
-        feedback.message(f"training {label} on {torch_device} ({precision}) -> {run.path}"
+        feedback.message(f"training {label} on {torch_device} ({config.precision}) -> {run.path}"
                          + (f", resuming after epoch {done}" if done else ""))
         feedback.task("epochs", label, config.epochs, done)
         history: list[Any] = runs.history_of(state) if state else []
@@ -125,7 +135,7 @@ def train(
             raise _interrupted(exc, "training", _train_command(config, run.path)) from None
         except (MemoryError, RuntimeError) as exc:
             if not history and state is None:  # nothing trained: leave no run that would "already hold" one
-                atomic.unlink_quietly(run.file("config.json"))
+                run.abandon()
             raise out_of_memory(exc, config) or exc
         summary = saver.finish(run, config, result.status, result.history, result.model.state_dict(), env,
                                device=str(torch_device), wall_seconds=time.perf_counter() - started)
