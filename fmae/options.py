@@ -54,7 +54,7 @@ Threads = Annotated[Optional[int], typer.Option(
          "--jobs N and --cpus-per-cell with Ray].", show_default=False)]
 Jobs = Annotated[int, typer.Option(help="Cells trained at once, each in a worker process on this machine.")]
 Executor = Annotated[Literal[EXECUTORS], typer.Option(
-    help="local: this machine (see --jobs); ray: Ray tasks (pip install 'fmae[ray]').")]
+    help="local: this machine (see --jobs); ray: Ray tasks (pip install 'fmae-cli[ray]').")]
 Address = Annotated[Optional[str], typer.Option(
     help="--executor ray: auto or ray://host:port joins that cluster [default: a private local Ray instance].",
     show_default=False)]

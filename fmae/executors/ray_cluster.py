@@ -19,7 +19,7 @@ from fmae.config import ExecutorConfig
 from fmae.errors import FmaeError
 from fmae.executors import cores, worker
 
-INSTALL_HINT = "install it with: pip install 'fmae[ray]'"
+INSTALL_HINT = "install it with: pip install 'fmae-cli[ray]'"
 
 
 def import_ray() -> Any:
