@@ -19,24 +19,31 @@ from fmae.options import (
 )
 
 
-def _interrupted(exc: BaseException, what: str, resume_hint: str) -> Exception:
+def _interrupted(exc: BaseException, what: str, saved_any: bool, resume: list[str]) -> Exception:
     from fmae.cli import interrupted
 
-    return interrupted(exc, what, "finished epochs are saved", f"resume with: {resume_hint}")
+    saved = "finished epochs are saved" if saved_any else "it was interrupted before any epoch finished"
+    return interrupted(exc, what, saved, f"resume with: {shlex.join(resume)}")
 
 
-def _train_command(config: TrainConfig, run_dir: Path) -> str:
+def _given(device: str, data_dir: Path | None, no_download: bool) -> list[str]:
+    """Where to train and where the data is, as given (not settings of the run, but the command's)."""
+    return [*(["--device", device] if device != "auto" else []),
+            *(["--data-dir", str(data_dir)] if data_dir is not None else []),
+            *(["--no-download"] if no_download else [])]
+
+
+def _train_command(config: TrainConfig, run_dir: Path, threads: int | None, given: list[str]) -> list[str]:
     """The `fmae train` line that resumes a run: every setting that must match, spelled out."""
-    m = config.model
-    args = ["fmae", "train", "--run-dir", str(run_dir), "--optim", config.optim, "--lr", repr(config.learning_rate),
-            "--hidden", str(m.hidden), "--epochs", str(config.epochs), "--batch-size", str(config.batch_size),
-            "--dropout", repr(m.dropout), "--activation", m.activation, "--seed", str(config.seed),
-            "--precision", config.precision]
-    if config.momentum:
-        args += ["--momentum", repr(config.momentum)]
-    if config.noise is not None:
-        args += ["--noise", config.noise.kind, "--noise-sigma", repr(config.noise.sigma)]
-    return " ".join(shlex.quote(a) for a in args) + " --resume"
+    return ["fmae", "train", "--run-dir", str(run_dir), *config.to_args(),
+            *(["--threads", str(threads)] if threads is not None else []), *given, "--resume"]
+
+
+def _sweep_command(grid: SweepConfig, options: ExecutorConfig, pruning: PruneConfig | None, run_dir: Path,
+                   fail_fast: bool, given: list[str]) -> list[str]:
+    """The `fmae sweep` line that resumes a sweep: the grid, the shared settings, the executor, the pruning."""
+    return ["fmae", "sweep", "--run-dir", str(run_dir), *grid.to_args(), *options.to_args(),
+            *(pruning.to_args() if pruning is not None else []), *given, *(["--fail-fast"] if fail_fast else [])]
 
 
 def train(
@@ -112,7 +119,7 @@ def train(
         except KeyboardInterrupt as exc:
             run.write_summary(runs.summarize(config, "interrupted", history, run_dir=run.path,
                                              device=str(torch_device), wall_seconds=time.perf_counter() - started))
-            raise _interrupted(exc, "training", _train_command(config, run.path)) from None
+            raise _interrupted(exc, "training", bool(history or state), _train_command(config, run.path, threads, _given(device, data_dir, no_download))) from None
         except (MemoryError, RuntimeError) as exc:
             if not history and state is None:  # nothing trained: leave no run that would "already hold" one
                 atomic.unlink_quietly(run.file("config.json"))
@@ -250,8 +257,11 @@ def sweep(
             else:
                 halving.successive_halving(plans, rungs, pruning.eta, train_to, pruned)
         except KeyboardInterrupt as exc:
-            results.write(where, results.collect(where, merged, plans), merged.base.epochs)
-            raise _interrupted(exc, "sweep", "the same fmae sweep command") from None
+            rows = results.collect(where, merged, plans)
+            results.write(where, rows, merged.base.epochs)
+            raise _interrupted(exc, "sweep", any(r["epochs_run"] for r in rows),
+                               _sweep_command(grid, options, pruning, where.path, fail_fast,
+                                              _given(device, data_dir, no_download))) from None
         rows = results.collect(where, merged, plans)
         best = results.write(where, rows, merged.base.epochs)
     failed = [r for r in rows if r["status"] == "failed"]
