@@ -21,6 +21,9 @@ from fmae.errors import CheckpointError, ConfigError
 CHECKPOINT_FORMAT = "fmae-checkpoint"
 CHECKPOINT_VERSION = 1
 DAMAGED_HINT = "the file was cut short or damaged: use another copy, or train it again"
+# How torch files begin: a zip archive (torch.save since 1.6), or a pickle (the legacy format).
+# Anything else (a README, a .gz) is no torch file at all; a damaged checkpoint still begins so.
+TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 WEIGHTS = {"model": "state_dict", "resume": "model"}  # where each kind keeps the model's weights
 
 
@@ -47,6 +50,10 @@ def load_checkpoint(path: str | Path, kind: str | None = None, *, data: bytes | 
         raise CheckpointError(f"{path} is a directory, not a checkpoint", "pass a model.pt or best.pt file")
     if data is None and not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist", "pass the model.pt of a run or a sweep's best.pt")
+    head = data[:4] if data is not None else _head(path)
+    if head and not any(head.startswith(m) or m.startswith(head) for m in TORCH_MAGIC):  # empty: cut short
+        raise CheckpointError(f"{path}: not a torch checkpoint (neither a zip nor a pickle file), so not an fmae one",
+                              "pass the model.pt of a run or a sweep's best.pt")
     try:
         obj = torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -83,6 +90,15 @@ def load_checkpoint(path: str | Path, kind: str | None = None, *, data: bytes | 
     if obj.get("kind") in WEIGHTS:
         check_weights(path, obj["config"], obj.get(WEIGHTS[obj["kind"]]))
     return obj
+
+
+def _head(path: Path) -> bytes | None:
+    """A file's first bytes (None where it cannot be read: torch.load then says why)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4)
+    except OSError:
+        return None
 
 
 def to_cpu(obj: Any) -> Any:

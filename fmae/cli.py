@@ -8,6 +8,7 @@ in FmaeGroup.main.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -83,7 +84,7 @@ class FmaeGroup(TyperGroup):
             ctx = getattr(exc, "ctx", None)
             sub = ctx.info_name if ctx is not None and ctx.parent is not None else None
             hint = f" (hint: see `fmae {sub} --help`)" if sub else " (hint: see `fmae --help`)"
-            code = _fail(exc.format_message() + (hint if exc.exit_code == 2 else ""), exc.exit_code)
+            code = _fail(_usage_message(exc.format_message()) + (hint if exc.exit_code == 2 else ""), exc.exit_code)
         except typer.Abort:
             code = _fail("interrupted", 130)
         except KeyboardInterrupt as exc:  # landed outside a command (while parsing, say)
@@ -176,6 +177,19 @@ def _flushed(code: int) -> int:
         failed = _stdout_failed(exc) if code == 0 else (_quiet_stdout(), code)[1]  # one error line, not two
         return failed if code == 0 else code
     return code
+
+
+_NOT_ONE_OF = re.compile(r"Invalid value for '(?P<option>[^']+)': Value error, (?P<value>'.*') is not one of "
+                        r"(?P<choices>.+?)\.?$", re.S)
+
+
+def _usage_message(message: str) -> str:
+    """typer's check of a choice ("Value error, 'SGD' is not one of 'adam', 'sgd'.") said plainly."""
+    found = _NOT_ONE_OF.match(message)
+    if not found:
+        return message
+    choices = ", ".join(c.strip().strip("'") for c in found["choices"].split(","))
+    return f"invalid value for {found['option']}: {found['value']} (choose from {choices})"
 
 
 def _unexpected(exc: BaseException) -> int:
@@ -318,7 +332,7 @@ def _register() -> None:
     from fmae.commands import inspection, training
     from fmae.options import SWEEP_LISTS
 
-    app.command()(training.train)
+    app.command(cls=_multi("--fail-on"))(training.train)
     app.command(cls=_multi(*SWEEP_LISTS))(training.sweep)
     app.command("eval", cls=_multi("--ckpt"))(inspection.eval_)
     app.command(cls=_multi("--ckpt", "--sigma", "--index"))(inspection.denoise)

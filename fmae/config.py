@@ -20,6 +20,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 # The report's best learning rate for each optimizer; used when --lr is not given.
 DEFAULT_LR = {"adam": 0.001, "sgd": 0.1}
 NOISES = ("image-gaussian", "gaussian", "salt-pepper", "speckle")  # fmae.noise implements them
+# The statuses `--fail-on` may name: a run or cell ending in one of them exits 3 (failed exits 1 already).
+FAIL_ON = ("diverged", "collapsed", "stopped_early", "pruned")
 PLOT_KINDS = ("curves", "recon", "heatmap", "compare", "seeds")  # fmae.plots draws them, in this order
 FIGURE_FORMATS = ("png", "svg", "pdf")
 

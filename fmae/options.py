@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from fmae.config import (
-    ACTIVATIONS, DEVICES, EXECUTORS, NOISES, OPTIMIZERS, PLOT_KINDS, PRECISIONS, ExecutorConfig, ModelConfig,
+    ACTIVATIONS, DEVICES, EXECUTORS, FAIL_ON, NOISES, OPTIMIZERS, PLOT_KINDS, PRECISIONS, ExecutorConfig, ModelConfig,
     NoiseConfig, SweepConfig, TrainConfig,
 )
 
@@ -65,7 +65,13 @@ MaxRetries = Annotated[int, typer.Option(
     help="Times a cell's task is run again after its worker or node died, from its last saved epoch.")]
 
 OptimizerName = Enum("OptimizerName", {o: o for o in OPTIMIZERS}, type=str)  # typer: lists need Enum, not Literal
-SWEEP_LISTS = ("--optim", "--lr", "--hidden", "--seed")
+SWEEP_LISTS = ("--optim", "--lr", "--hidden", "--seed", "--fail-on")
+
+FailOnStatus = Enum("FailOnStatus", {s: s for s in FAIL_ON}, type=str)
+FailOn = Annotated[Optional[list[FailOnStatus]], typer.Option(
+    "--fail-on", metavar=f"[{'|'.join(FAIL_ON)}]...",
+    help="Exit 3 (after printing the results) when a run ends in one of these statuses, "
+         "e.g. --fail-on diverged,collapsed.", show_default=False)]
 
 Ckpts = Annotated[list[Path], typer.Option(
     "--ckpt", metavar="PATH...", help="Checkpoints (a run's model.pt or a sweep's best.pt); several after one flag.",
