@@ -22,6 +22,9 @@ from fmae.errors import CheckpointError, ConfigError
 CHECKPOINT_FORMAT = "fmae-checkpoint"
 CHECKPOINT_VERSION = 1
 DAMAGED_HINT = "the file was cut short or damaged: use another copy, or train it again"
+# How torch files begin: a zip archive (torch.save since 1.6), or a pickle (the legacy format).
+# Anything else (a README, a .gz) is no torch file at all; a damaged checkpoint still begins so.
+TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 WEIGHTS = {"model": "state_dict", "resume": "model"}  # where each kind keeps the model's weights
 HEADER = frozenset({"format", "version", "kind", "fmae_version", "config"})
 KEYS = {"model": HEADER | {"state_dict", "status", "metrics", "environment"},  # all a checkpoint may hold
@@ -56,6 +59,10 @@ def load_checkpoint(path: str | Path, kind: str | None = None, *, data: bytes | 
         raise CheckpointError(f"{path} is a directory, not a checkpoint", "pass a model.pt or best.pt file")
     if data is None and not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist", "pass the model.pt of a run or a sweep's best.pt")
+    head = data[:4] if data is not None else _head(path)
+    if head and not any(head.startswith(m) or m.startswith(head) for m in TORCH_MAGIC):  # empty: cut short
+        raise CheckpointError(f"{path}: not a torch checkpoint (neither a zip nor a pickle file), so not an fmae one",
+                              "pass the model.pt of a run or a sweep's best.pt")
     try:
         source = io.BytesIO(data) if data is not None else open(path, "rb")  # one file for every pass
     except OSError as exc:
@@ -197,6 +204,15 @@ def check_belongs(path: Path, state: dict[str, Any], config: TrainConfig, ignore
     if diff:
         raise CheckpointError(f"{path} is not this run's: saved with other settings (saved -> this run: {', '.join(diff)})",
                               "remove it (with metrics.csv) to train this run from its start, or use --overwrite")
+
+
+def _head(path: Path) -> bytes | None:
+    """A file's first bytes (None where it cannot be read: torch.load then says why)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4)
+    except OSError:
+        return None
 
 
 def to_cpu(obj: Any) -> Any:

@@ -8,6 +8,7 @@ in FmaeGroup.main.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -114,24 +115,26 @@ class FmaeGroup(TyperGroup):
         except BrokenPipe as exc:
             _quiet_stdout()
             code = exc.exit_code
-        except typer.TyperException as exc:  # typer's own click: usage errors (exit 2) and the like
-            ctx = getattr(exc, "ctx", None)
-            sub = ctx.info_name if ctx is not None and ctx.parent is not None else None
-            hint = f" (hint: see `fmae {sub} --help`)" if sub else " (hint: see `fmae --help`)"
-            code = _fail(exc.format_message() + (hint if exc.exit_code == 2 else ""), exc.exit_code)
-        except typer.Abort:
-            code = _fail("interrupted", 130)
         except FmaeError as exc:
             if isinstance(exc, Interrupted) and self.signals is not None and self.signals.first == signal.SIGTERM:
                 exc.sigterm = True
             code = _fail(str(exc), exc.exit_code)
+        except typer.TyperException as exc:  # typer's own click: usage errors (exit 2) and the like
+            ctx = getattr(exc, "ctx", None)
+            sub = ctx.info_name if ctx is not None and ctx.parent is not None else None
+            hint = f" (hint: see `fmae {sub} --help`)" if sub else " (hint: see `fmae --help`)"
+            code = _fail(_usage_message(exc.format_message()) + (hint if exc.exit_code == 2 else ""), exc.exit_code)
+        except typer.Abort:
+            code = _fail("interrupted", 130)
         except KeyboardInterrupt as exc:  # landed outside a command (while parsing, say)
             err = interrupted(exc, "fmae", "nothing was written", "run the same command again",
                               sigterm=self.signals is not None and self.signals.terminated(exc))
             code = _fail(str(err), err.exit_code)
+        except OSError as exc:  # typer's own output (--help) to a full or closed stdout
+            code = _stdout_failed(exc) if _on_stdout(exc) else _unexpected(exc)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
-            code = _fail(f"unexpected {type(exc).__name__}: {exc} (hint: rerun with FMAE_DEBUG=1 and report it)", 1)
-        return code
+            code = _unexpected(exc)
+        return _flushed(code)
 
     def get_help_option(self, ctx: Any) -> Any:
         return _false_by_default(super().get_help_option(ctx))
@@ -159,21 +162,87 @@ def interrupted(exc: BaseException, what: str, saved: str, hint: str, *, sigterm
 
 
 def _quiet_stdout() -> None:
-    """After a broken pipe: point stdout at /dev/null, so the flush at exit cannot fail again."""
+    """After a failed write: point stdout at /dev/null, so the flush at exit cannot fail again."""
+    _quiet(sys.stdout)
+
+
+def _quiet(stream: Any) -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
         os.close(devnull)
     except (OSError, AttributeError, ValueError):
         pass
 
 
+def _on_stdout(exc: OSError) -> bool:
+    """Whether `exc` is a failed write to stdout: click's `echo` (--help, its messages) raised it,
+    or what is still buffered there fails the same way."""
+    if isinstance(exc, BrokenPipeError):
+        return True
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "echo" and frame.f_globals.get("__name__", "").endswith("click.utils") \
+                and not frame.f_locals.get("err"):
+            return True
+        tb = tb.tb_next
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError, AttributeError):
+        return True
+    return False
+
+
+def _stdout_failed(exc: BaseException | None) -> int:
+    """A full, closed or unread stdout: its one error line (none for a reader gone away), and
+    stdout pointed at /dev/null, so that the interpreter's flush at exit cannot fail again."""
+    from fmae.errors import stdout_error
+
+    _quiet_stdout()
+    err = stdout_error(exc)
+    return err.exit_code if isinstance(err, BrokenPipe) else _fail(str(err), err.exit_code)
+
+
+def _flushed(code: int) -> int:
+    """Flush stdout inside the error boundary, on every path (typer's --help and --version too):
+    block-buffered output (a file, a pipe) would otherwise fail at exit, past any handler, as
+    Python's "Exception ignored" and exit code 120."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except (OSError, ValueError) as exc:
+        failed = _stdout_failed(exc) if code == 0 else (_quiet_stdout(), code)[1]  # one error line, not two
+        return failed if code == 0 else code
+    return code
+
+
+_NOT_ONE_OF = re.compile(r"Invalid value for '(?P<option>[^']+)': Value error, (?P<value>'.*') is not one of "
+                        r"(?P<choices>.+?)\.?$", re.S)
+
+
+def _usage_message(message: str) -> str:
+    """typer's check of a choice ("Value error, 'SGD' is not one of 'adam', 'sgd'.") said plainly."""
+    found = _NOT_ONE_OF.match(message)
+    if not found:
+        return message
+    choices = ", ".join(c.strip().strip("'") for c in found["choices"].split(","))
+    return f"invalid value for {found['option']}: {found['value']} (choose from {choices})"
+
+
+def _unexpected(exc: BaseException) -> int:
+    return _fail(f"unexpected {type(exc).__name__}: {exc} (hint: rerun with FMAE_DEBUG=1 and report it)", 1)
+
+
 def _fail(message: str, code: int) -> int:
     from fmae.ui import print_error
 
-    if os.environ.get("FMAE_DEBUG") == "1" and sys.exc_info()[0] is not None:
-        traceback.print_exc()
-    print_error(message)
+    try:
+        if os.environ.get("FMAE_DEBUG") == "1" and sys.exc_info()[0] is not None:
+            traceback.print_exc()
+        print_error(message)
+    except (OSError, ValueError):  # stderr full or closed as well: the exit code is all that is left
+        _quiet(sys.stderr)
     return code
 
 
@@ -301,7 +370,7 @@ def _register() -> None:
     from fmae.commands import inspection, training
     from fmae.options import SWEEP_LISTS
 
-    app.command()(training.train)
+    app.command(cls=_multi("--fail-on"))(training.train)
     app.command(cls=_multi(*SWEEP_LISTS))(training.sweep)
     app.command("eval", cls=_multi("--ckpt"))(inspection.eval_)
     app.command(cls=_multi("--ckpt", "--sigma", "--index"))(inspection.denoise)

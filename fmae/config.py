@@ -21,6 +21,8 @@ ENGINES = ("auto", "stacked", "cells")  # the trainers fmae.engine chooses betwe
 # The report's best learning rate for each optimizer; used when --lr is not given.
 DEFAULT_LR = {"adam": 0.001, "sgd": 0.1}
 NOISES = ("image-gaussian", "gaussian", "salt-pepper", "speckle")  # fmae.noise implements them
+# The statuses `--fail-on` may name: a run or cell ending in one of them exits 3 (failed exits 1 already).
+FAIL_ON = ("diverged", "collapsed", "stopped_early", "pruned")
 PLOT_KINDS = ("curves", "recon", "heatmap", "compare", "seeds")  # fmae.plots draws them, in this order
 FIGURE_FORMATS = ("png", "svg", "pdf")
 
@@ -186,6 +188,21 @@ class TrainConfig:
         show = lambda v: "none" if v is None else str(v) if isinstance(v, str) else repr(v)  # noqa: E731
         return [f"{k} {show(mine[k])} -> {show(theirs[k])}" for k in mine if k not in ignore and mine[k] != theirs[k]]
 
+    def to_args(self, *, cell: bool = True) -> list[str]:
+        """The `fmae train` flags that give this config, every setting spelled out (the printed
+        resume commands are built from them); `cell=False`: only those a sweep's cells share."""
+        m = self.model
+        args = (["--optim", self.optim, "--lr", repr(self.learning_rate), "--hidden", str(m.hidden),
+                 "--seed", str(self.seed)] if cell else [])
+        args += ["--epochs", str(self.epochs), "--batch-size", str(self.batch_size), "--dropout", repr(m.dropout),
+                 "--activation", m.activation, "--precision", self.precision, "--patience", str(self.patience),
+                 "--min-delta", repr(self.min_delta)]
+        if self.momentum:
+            args += ["--momentum", repr(self.momentum)]
+        if self.noise is not None:
+            args += ["--noise", self.noise.kind, "--noise-sigma", repr(self.noise.sigma)]
+        return args
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         try:
@@ -269,6 +286,11 @@ class SweepConfig:
             for optim in self.optims for lr in self.lrs for hidden in self.hiddens for seed in self.seeds
         ]
 
+    def to_args(self) -> list[str]:
+        """The `fmae sweep` flags of this grid and its shared settings (one flag, several values)."""
+        return ["--optim", *self.optims, "--lr", *(repr(float(v)) for v in self.lrs),
+                "--hidden", *map(str, self.hiddens), "--seed", *map(str, self.seeds), *self.base.to_args(cell=False)]
+
     def shared(self) -> dict[str, Any]:
         """The settings every cell shares: an existing sweep directory must agree on them."""
         d = self.base.to_dict()
@@ -317,6 +339,16 @@ class ExecutorConfig:
             object.__setattr__(self, "cpus_per_cell", 1.0 if self.cpus_per_cell is None else float(self.cpus_per_cell))
             object.__setattr__(self, "gpus_per_cell", 0.0 if self.gpus_per_cell is None else float(self.gpus_per_cell))
 
+    def to_args(self) -> list[str]:
+        """The `fmae sweep` flags of this executor (those that apply to it)."""
+        args = ["--executor", self.executor]
+        args += ["--jobs", str(self.jobs)] if self.executor == "local" else []
+        args += ["--threads", str(self.threads)] if self.threads is not None else []
+        if self.executor == "ray":
+            args += (["--address", self.address] if self.address is not None else []) + [
+                "--cpus-per-cell", repr(self.cpus_per_cell), "--gpus-per-cell", repr(self.gpus_per_cell)]
+        return [*args, "--max-retries", str(self.max_retries)]
+
     def worker_threads(self, cores: int) -> int | None:
         """Torch threads per cell: --threads, else all cores for one job (None: torch's default),
         cores // N for N jobs, --cpus-per-cell on Ray; so that workers never fight for cores."""
@@ -351,6 +383,10 @@ class PruneConfig:
             return None
         return cls(eta=cls.eta if eta is None else eta, min_epochs=min_epochs)
 
+    def to_args(self) -> list[str]:
+        return ["--prune", "halving", "--eta", str(self.eta),
+                *(["--min-epochs", str(self.min_epochs)] if self.min_epochs is not None else [])]
+
     def rungs(self, epochs: int) -> tuple[int, ...]:
         """The epochs at which cells are compared; the last is `epochs`: 9 epochs, eta 3 -> (1, 3, 9)."""
         low = self.min_epochs if self.min_epochs is not None else max(1, epochs // self.eta ** 2)
@@ -360,3 +396,4 @@ class PruneConfig:
         while low <= out[0] // self.eta < out[0]:
             out.insert(0, out[0] // self.eta)
         return tuple(out)
+

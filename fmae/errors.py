@@ -74,6 +74,21 @@ class Interrupted(FmaeError):
         return 143 if self.sigterm else 130
 
 
+class StatusFailed(FmaeError):
+    """`--fail-on`: a run or cell ended in a status the user named (the results were printed first)."""
+
+    exit_code = 3
+
+
+def check_fail_on(statuses: list[str], fail_on: list[str] | None, what: str) -> None:
+    """Raise StatusFailed when any of `statuses` (one per run or cell) is named in `fail_on`."""
+    hits = [s for s in statuses if s in (fail_on or ())]
+    if hits:
+        counts = ", ".join(f"{s} {hits.count(s)}" for s in dict.fromkeys(hits))
+        raise StatusFailed(f"{len(hits)} of {len(statuses)} {what} ended in a status named by --fail-on ({counts})",
+                           "see the results above; drop --fail-on to exit 0 on these")
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where it lands so that it unwinds like Ctrl-C (then exits 143, not 130)."""
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from fmae.config import (  # noqa: F401 - CHECKPOINT_EVERY: the commands' default, with the option
-    ACTIVATIONS, CHECKPOINT_EVERY, DEVICES, ENGINES, EXECUTORS, NOISES, OPTIMIZERS, PLOT_KINDS, PRECISIONS,
+    ACTIVATIONS, CHECKPOINT_EVERY, DEVICES, ENGINES, EXECUTORS, FAIL_ON, NOISES, OPTIMIZERS, PLOT_KINDS, PRECISIONS,
     ExecutorConfig, ModelConfig, NoiseConfig, SweepConfig, TrainConfig,
 )
 
@@ -58,7 +58,7 @@ Threads = Annotated[Optional[int], typer.Option(
          "--jobs N and --cpus-per-cell with Ray].", show_default=False)]
 Jobs = Annotated[int, typer.Option(help="Cells trained at once, each in a worker process on this machine.")]
 Executor = Annotated[Literal[EXECUTORS], typer.Option(
-    help="local: this machine (see --jobs); ray: Ray tasks (pip install 'fmae[ray]').")]
+    help="local: this machine (see --jobs); ray: Ray tasks (pip install 'fmae-cli[ray]').")]
 Address = Annotated[Optional[str], typer.Option(
     help="--executor ray: auto or ray://host:port joins that cluster [default: a private local Ray instance].",
     show_default=False)]
@@ -75,7 +75,13 @@ MaxRetries = Annotated[int, typer.Option(
     help="Times a cell's task is run again after its worker or node died, from its last saved epoch.")]
 
 OptimizerName = Enum("OptimizerName", {o: o for o in OPTIMIZERS}, type=str)  # typer: lists need Enum, not Literal
-SWEEP_LISTS = ("--optim", "--lr", "--hidden", "--seed")
+SWEEP_LISTS = ("--optim", "--lr", "--hidden", "--seed", "--fail-on")
+
+FailOnStatus = Enum("FailOnStatus", {s: s for s in FAIL_ON}, type=str)
+FailOn = Annotated[Optional[list[FailOnStatus]], typer.Option(
+    "--fail-on", metavar=f"[{'|'.join(FAIL_ON)}]...",
+    help="Exit 3 (after printing the results) when a run ends in one of these statuses, "
+         "e.g. --fail-on diverged,collapsed.", show_default=False)]
 
 Ckpts = Annotated[list[Path], typer.Option(
     "--ckpt", metavar="PATH...", help="Checkpoints (a run's model.pt or a sweep's best.pt); several after one flag.",

@@ -119,6 +119,11 @@ class Feedback:
         elif self.mode == "plain":
             self.console.print(line, markup=False, soft_wrap=True)
 
+    def info(self, key: str, info: str) -> None:
+        """Change what a bar says beside its count (a rich bar only: plain mode prints events)."""
+        if self._progress is not None and key in self._tasks:
+            self._progress.update(self._tasks[key], info=info)
+
     def epoch(self, key: str, label: str, m: Any, epochs: int) -> None:
         """A finished epoch of a model in training: its bar, or its plain line."""
         self.advance(key, m.epoch, epochs, epoch_info(m.train_loss, m.test_loss),

@@ -37,6 +37,15 @@ REAL_DATA = frozenset({"real_data_dir", "real_data", "small_real"})
 
 
 @pytest.fixture(autouse=True)
+def _an_idle_machine(monkeypatch):
+    """The busy-machine hint reads this load, not the test machine's own (which varies); the
+    environment carries it into the `fmae` processes tests start. A test may set another."""
+    from fmae.executors import TEST_LOAD
+
+    monkeypatch.setenv(TEST_LOAD, "0")
+
+
+@pytest.fixture(autouse=True)
 def _dataset_mark_is_true(request):
     """`-m 'not dataset'` must leave exactly the tests that run without the real Fashion-MNIST: the mark
     goes with the fixtures above, no more and no less."""

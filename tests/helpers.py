@@ -64,13 +64,16 @@ def locate_real_data() -> Path:
 
 def installed_env(**extra: str) -> dict[str, str]:
     """The environment for running the installed `fmae`: its bin directory first on PATH
-    (pyenv shims may not know a console script installed a moment ago)."""
+    (pyenv shims may not know a console script installed a moment ago), and without
+    PYTHONUNBUFFERED, which a CI shell may set and a user's does not (stdout into a file or a
+    pipe is then block-buffered, and flushed at exit: the case a full disk must be seen in)."""
     import shutil
     import sys
 
     # a virtual environment's bin first (its python is a link to one outside it), then the interpreter's own
     bin_dirs = dict.fromkeys([str(Path(sys.executable).parent), str(Path(sys.executable).resolve().parent)])
-    env = {**os.environ, "PATH": os.pathsep.join([*bin_dirs, os.environ.get("PATH", "")]), **extra}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env = {**env, "PATH": os.pathsep.join([*bin_dirs, os.environ.get("PATH", "")]), **extra}
     assert shutil.which("fmae", path=env["PATH"]), "fmae is not installed: pip install -e '.[test]'"
     return env
 

@@ -137,7 +137,7 @@ def test_invalid_value(workspace, command, option, value):
 @pytest.mark.parametrize("args,needle", [
     (["eval", "--ckpt", "missing.pt"], "does not exist"),
     (["eval", "--ckpt", "r"], "is a directory"),
-    (["denoise", "--ckpt", "r/config.json"], "not a torch file"),
+    (["denoise", "--ckpt", "r/config.json"], "not a torch checkpoint"),
     (["denoise", "--ckpt", "r/last.pt"], "expected 'model'"),
     (["denoise", "--ckpt", "r/model.pt", "--input", "nope.png"], "no such file"),
     (["plot", "nowhere"], "neither a training run nor a sweep"),

@@ -58,8 +58,8 @@ def test_default_run_dir_is_named_after_the_settings(fake_dataset, tmp_path, mon
     (["--lr", "nan"], "lr must be a finite number"),
     (["--dropout", "1"], "dropout must be in [0, 1)"),
     (["--epochs", "x"], "Invalid value for '--epochs'"),
-    (["--optim", "rmsprop"], "Invalid value for '--optim'"),
-    (["--device", "tpu"], "Invalid value for '--device'"),
+    (["--optim", "rmsprop"], "invalid value for --optim: 'rmsprop' (choose from adam, sgd)"),
+    (["--device", "tpu"], "invalid value for --device: 'tpu' (choose from auto, cpu, cuda, mps)"),
     (["--bogus"], "No such option"),
     (["--resume", "--overwrite"], "exclude each other"),
 ])
@@ -170,3 +170,97 @@ def test_a_kill_after_the_last_last_pt_is_repaired_on_resume(fake_dataset, tmp_p
     assert run("train", *args, "--run-dir", str(tmp_path / "r"), "--resume").exit_code == 0
     strip = lambda p: [l.rsplit(",", 1)[0] for l in (p / "metrics.csv").read_text().splitlines()]  # noqa: E731
     assert strip(tmp_path / "r") == strip(tmp_path / "ref")
+
+
+# ---------------------------------------------------------------- issue 19: messages and --fail-on
+
+
+DIVERGES = ["--optim", "sgd", "--lr", "1e6", "--hidden", "4", "--activation", "identity", "--batch-size", "16",
+            "--epochs", "2"]
+
+
+def test_fail_on_exits_3_after_printing_the_results(fake_dataset, tmp_path):
+    plain = run("train", *DIVERGES, "--run-dir", str(tmp_path / "a"), "-q")
+    assert plain.exit_code == 0 and "diverged" in plain.stdout  # no --fail-on: no change
+    assert "(None)" not in plain.stdout and "None" not in plain.stdout  # the diverged table: "-", not "- (None)"
+    gated = run("train", *DIVERGES, "--run-dir", str(tmp_path / "b"), "--json", "--fail-on", "diverged,collapsed")
+    assert gated.exit_code == 3, gated.stderr
+    assert json.loads(gated.stdout)["status"] == "diverged"  # the document still comes first
+    last = gated.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 of 1 runs ended in a status named by --fail-on (diverged 1)"), gated.stderr
+    other = run("train", *DIVERGES, "--run-dir", str(tmp_path / "c"), "-q", "--fail-on", "collapsed", "stopped_early")
+    assert other.exit_code == 0, other.stderr  # diverged is not among those named
+
+
+def test_sweep_fail_on_counts_the_cells(fake_dataset, tmp_path):
+    args = ["sweep", "--optim", "sgd", "--lr", "1e6", "0.01", "--hidden", "4", "--activation", "identity",
+            "--batch-size", "16", "--epochs", "2", "-q", "--json", "--run-dir", str(tmp_path / "s")]
+    assert run(*args).exit_code == 0
+    gated = run(*args, "--fail-on", "diverged")
+    assert gated.exit_code == 3 and len(json.loads(gated.stdout)["cells"]) == 2, gated.stderr
+    assert "1 of 2 cells ended in a status named by --fail-on (diverged 1)" in gated.stderr
+    assert "--fail-on" in run("sweep", "--help").stdout and "collapsed" in run("sweep", "--help").stdout
+
+
+@pytest.mark.parametrize("command,args,needle", [
+    ("train", ["--optim", "SGD"], "invalid value for --optim: 'SGD' (choose from adam, sgd)"),
+    ("sweep", ["--optim", "SGD"], "invalid value for --optim: 'SGD' (choose from adam, sgd)"),
+    ("train", ["--fail-on", "failed"], "invalid value for --fail-on: 'failed' (choose from diverged, collapsed, "),
+])
+def test_a_bad_choice_is_named_plainly(command, args, needle):
+    result = run(command, *args)
+    assert result.exit_code == 2 and needle in result.stderr and "Value error" not in result.stderr, result.stderr
+
+
+def test_one_thread_is_singular_and_sweep_help_names_every_exit_0_status(fake_dataset, tmp_path):
+    result = run("sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "16", "--epochs", "1", "--threads", "1",
+                 "--run-dir", str(tmp_path / "s"))
+    assert result.exit_code == 0 and "(fp32, 1 thread)" in result.stderr, result.stderr
+    text = " ".join(run("sweep", "--help").stdout.split())
+    assert "collapsed" in text and "pruned" in text and "3 when" in text
+
+
+def test_a_busy_machine_gets_one_hint_on_stderr(fake_dataset, tmp_path, monkeypatch):
+    from fmae.executors import TEST_LOAD
+
+    monkeypatch.setenv(TEST_LOAD, "99")  # the one hook: the load the hint reads
+    busy = run("train", *TINY, "--run-dir", str(tmp_path / "a"), "--json")
+    assert busy.exit_code == 0, busy.stderr
+    hints = [line for line in busy.stderr.splitlines() if "machine is busy" in line]
+    assert len(hints) == 1 and "load 99.0" in hints[0] and "--threads 1" in hints[0], busy.stderr
+    assert json.loads(busy.stdout)["status"] == "completed"  # stdout: the document alone
+    assert run("train", *TINY, "--run-dir", str(tmp_path / "b"), "-q").stderr == ""  # --quiet: nothing
+    assert "machine is busy" not in run("train", *TINY, "--run-dir", str(tmp_path / "c"), "--threads", "1").stderr
+    sweep = run("sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "16", "--epochs", "1",
+                "--run-dir", str(tmp_path / "s"))
+    assert sweep.exit_code == 0 and "--jobs 2" in sweep.stderr and "machine is busy" in sweep.stderr, sweep.stderr
+    monkeypatch.setenv(TEST_LOAD, "0.5")
+    assert "machine is busy" not in run("train", *TINY, "--run-dir", str(tmp_path / "d")).stderr
+
+
+def test_with_jobs_the_cells_bar_names_only_cells_in_training(fake_dataset, tmp_path, monkeypatch):
+    """The overall bar once named the first pending cell while others trained (--jobs N trains the
+    largest first): every text it shows names cells that started and have not finished."""
+    from fmae import ui
+
+    events: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(ui.Feedback, "task", lambda self, key, *a, **k: events.append(("task", key, k.get("info", ""))))
+    monkeypatch.setattr(ui.Feedback, "remove", lambda self, key: events.append(("remove", key, "")))
+    monkeypatch.setattr(ui.Feedback, "info", lambda self, key, info: events.append(("info", key, info)), raising=False)
+    monkeypatch.setattr(ui.Feedback, "advance",
+                        lambda self, key, done, total, info, line: events.append(("info", key, info)))
+    result = run("sweep", "--optim", "sgd", "--lr", "0.01", "--hidden", "4", "16", "32", "--batch-size", "16",
+                 "--epochs", "2", "--jobs", "2", "--threads", "1", "--run-dir", str(tmp_path / "s"), "-q")
+    assert result.exit_code == 0, result.stderr
+    training: set[str] = set()
+    shown = []
+    for kind, key, info in events:
+        if kind == "task" and key != "cells":
+            training.add(key)
+        elif kind == "remove":
+            training.discard(key)
+        elif key == "cells" and info:
+            named = set(info.removeprefix("training ").split(", "))
+            assert named <= training, (info, training)
+            shown.append(info)
+    assert any("," in s for s in shown), shown  # two cells trained at once, and both were named

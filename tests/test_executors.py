@@ -123,7 +123,7 @@ def test_without_ray_executor_ray_exits_1_with_the_install_command(tmp_path):
                          text=True, timeout=120)
     assert out.returncode == 1, out.stderr
     assert out.stderr.strip() == ("error: --executor ray needs Ray, which is not installed "
-                                  "(hint: install it with: pip install 'fmae[ray]')")
+                                  "(hint: install it with: pip install 'fmae-cli[ray]')")
     assert not (tmp_path / "x").exists()
 
 

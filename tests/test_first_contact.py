@@ -113,10 +113,13 @@ def test_the_cells_bar_names_the_cell_in_training(fake_dataset, tmp_path, monkey
         return original(self, key, done, total, info, line)
 
     monkeypatch.setattr(ui.Feedback, "advance", advance)
+    monkeypatch.setattr(ui.Feedback, "info", lambda self, key, info: seen.append((None, info)))
     result = run("sweep", "--optim", "sgd", "--lr", "0.1", "--hidden", "4", "8", "16", *TINY[2:],
                  "--run-dir", tmp_path / "s")
     assert result.exit_code == 0, result.output
-    assert seen == [(1, "training sgd-lr0.1-h8-s0"), (2, "training sgd-lr0.1-h16-s0"), (3, "")]
+    # a cell is named from its start to its end, never before it starts (--jobs 1: one at a time)
+    assert seen == [(None, "training sgd-lr0.1-h4-s0"), (1, ""), (None, "training sgd-lr0.1-h8-s0"), (2, ""),
+                    (None, "training sgd-lr0.1-h16-s0"), (3, ""), (None, "")]
 
 
 @pytest.fixture

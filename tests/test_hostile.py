@@ -148,7 +148,7 @@ def test_a_small_checkpoint_claiming_a_huge_model_is_refused_before_building(tmp
 
 
 @pytest.mark.parametrize("make,needle", [
-    (lambda p: p.write_text("epoch,train_loss\n1,0.5\n"), "truncated or corrupted"),
+    (lambda p: p.write_text("epoch,train_loss\n1,0.5\n"), "not a torch checkpoint"),
     (lambda p: crafted(p, "a string", {}), "bad config inside the checkpoint"),
     (lambda p: crafted(p, {"model": "x"}, {}), "bad config inside the checkpoint"),
 ])

@@ -29,7 +29,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
                     "-q", "-w", str(out), str(src)], check=True, cwd=src)
-    (built,) = out.glob("fmae-*.whl")
+    (built,) = out.glob("fmae_cli-*.whl")  # the distribution fmae-cli; the package stays fmae
     return built
 
 
@@ -48,6 +48,20 @@ def test_the_wheel_holds_every_subpackage_and_module(wheel):
     assert modules <= names, sorted(modules - names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "fmae = fmae.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    assert "\nName: fmae-cli\n" in zipfile.ZipFile(wheel).read(metadata).decode()
+
+
+def test_every_install_hint_names_our_distribution():
+    """`fmae` on PyPI is another project ("Fuzzy Model-Agnostic Explanation"): a hint must name
+    fmae-cli, or the path form of a checkout (`pip install -e '.[ray]'`)."""
+    import re
+
+    hints = [(p.name, m.group(0)) for p in sorted((ROOT / "fmae").rglob("*.py"))
+             for m in re.finditer(r"pip install[^\"\n)]*", p.read_text(encoding="utf-8"))]
+    assert hints, "no install hint found: the pattern is wrong"
+    wrong = [(name, h) for name, h in hints if not re.search(r"pip install (-e )?'(fmae-cli|\.)\[", h)]
+    assert not wrong, wrong
 
 
 def test_the_installed_wheel_runs_fmae_help(wheel, tmp_path):

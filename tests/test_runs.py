@@ -64,7 +64,10 @@ def test_hostile_pickle_is_refused_and_never_runs(tmp_path):
 
 @pytest.mark.parametrize("content,match", [
     (b"", "truncated or corrupted"),
-    (b"garbage" * 10, "truncated or corrupted"),
+    (b"garbage" * 10, "not a torch checkpoint"),
+    (b"# fmae\n\nTrain autoencoders\n", "not a torch checkpoint"),  # a README given to --ckpt
+    (__import__("gzip").compress(b"\0" * 64), "not a torch checkpoint"),  # a .gz (the dataset's)
+    (b"PK\x03\x04" + b"\0" * 40, "truncated or corrupted"),  # a zip cut short: damaged, not foreign
 ])
 def test_bad_checkpoint_files(tmp_path, content, match):
     path = tmp_path / "x.pt"

@@ -2,6 +2,7 @@
 that goes away (`| head`) -> a quiet exit. Each signal is proven to land mid-run: the child is
 stopped while it holds a dataset file open, then signalled."""
 
+import json
 import os
 import signal
 import subprocess
@@ -101,3 +102,100 @@ def test_a_reader_that_goes_away_is_a_quiet_exit(fake_dataset, tmp_path):
     assert proc.wait(timeout=60) == 141, err
     assert (tmp_path / "figs" / "curves.png").is_file()  # it ran to the end, then found no reader
     assert "error" not in err and "Exception" not in err and "Traceback" not in err, err
+
+
+# ---------------------------------------------------------------- the printed resume commands
+
+
+def ctrl_c_after_saves(monkeypatch, n: int) -> None:
+    """Ctrl-C lands right after the n-th epoch saved (n = 0: before the first one is)."""
+    saves = {"n": 0}
+    save = runs.RunDir.save_epoch
+
+    def save_then_interrupt(self, *args, **kwargs):
+        if saves["n"] >= n:
+            raise KeyboardInterrupt
+        saves["n"] += 1
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(runs.RunDir, "save_epoch", save_then_interrupt)
+
+
+def printed_command(stderr: str) -> list[str]:
+    import re
+    import shlex
+
+    lines = stderr.strip().splitlines()
+    found = re.search(r"\(hint: resume with: (.+)\)$", lines[-1])
+    assert found, stderr
+    argv = shlex.split(found[1])
+    assert argv[0] == "fmae", argv
+    return argv[1:]
+
+
+def losses_of(directory: Path) -> list[tuple[float, float]]:
+    return [(m["train_loss"], m["test_loss"]) for m in runs.RunDir(directory).read_metrics()]
+
+
+TRAIN_SETTINGS = ["--optim", "sgd", "--lr", "0.05", "--momentum", "0.5", "--hidden", "6", "--batch-size", "16",
+                  "--epochs", "6", "--dropout", "0.2", "--seed", "3", "--patience", "1", "--min-delta", "0.3",
+                  "--threads", "1"]
+
+
+def test_the_printed_train_command_resumes_to_the_uninterrupted_run(fake_dataset, tmp_path, monkeypatch):
+    """Run as printed, the resume line gives the run never interrupted: early stopping included
+    (the line once left out --patience and --min-delta, so the resumed run trained on)."""
+    runner = CliRunner()
+    ref = runner.invoke(app, ["train", *TRAIN_SETTINGS, "--run-dir", str(tmp_path / "ref"), "--json"])
+    assert ref.exit_code == 0, ref.stderr
+    assert json.loads(ref.stdout)["status"] == "stopped_early"  # what the resumed run must do too
+    with monkeypatch.context() as m:
+        ctrl_c_after_saves(m, 1)
+        cut = runner.invoke(app, ["train", *TRAIN_SETTINGS, "--run-dir", str(tmp_path / "r name"), "-q"])
+    assert cut.exit_code == 130 and "finished epochs are saved" in cut.stderr, cut.stderr
+    argv = printed_command(cut.stderr)
+    for flag in ("--patience", "--min-delta", "--momentum", "--dropout", "--threads", "--batch-size"):
+        assert flag in argv, argv
+    resumed = runner.invoke(app, argv)
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "resuming after epoch 1" in resumed.stderr
+    assert losses_of(tmp_path / "r name") == losses_of(tmp_path / "ref")
+    assert json.loads((tmp_path / "r name" / "summary.json").read_text())["status"] == "stopped_early"
+
+
+def test_interrupted_before_any_epoch_does_not_claim_saved_epochs(fake_dataset, tmp_path, monkeypatch):
+    ctrl_c_after_saves(monkeypatch, 0)
+    for command in (["train", "--run-dir", str(tmp_path / "r")], ["sweep", "--lr", "0.1", "--run-dir", str(tmp_path / "s")]):
+        cut = CliRunner().invoke(app, [*command, "--hidden", "4", "--batch-size", "16", "--epochs", "2", "-q"])
+        assert cut.exit_code == 130, cut.stderr
+        assert "before any epoch finished" in cut.stderr and "finished epochs are saved" not in cut.stderr, cut.stderr
+
+
+SWEEP_SETTINGS = ["--optim", "sgd", "--lr", "0.1", "0.02", "--hidden", "4", "8", "--seed", "0", "1",
+                  "--momentum", "0.5", "--batch-size", "16", "--epochs", "4", "--dropout", "0.2", "--patience", "2",
+                  "--min-delta", "0.01", "--prune", "halving", "--eta", "2", "--threads", "1"]
+
+
+def test_the_printed_sweep_command_resumes_to_the_uninterrupted_sweep(fake_dataset, tmp_path, monkeypatch):
+    """The sweep's Ctrl-C line is the whole command (it said "the same fmae sweep command"): run as
+    printed, it ends with the results of a sweep never interrupted."""
+    runner = CliRunner()
+    ref = runner.invoke(app, ["sweep", *SWEEP_SETTINGS, "--run-dir", str(tmp_path / "ref"), "-q"])
+    assert ref.exit_code == 0, ref.stderr
+    with monkeypatch.context() as m:
+        ctrl_c_after_saves(m, 5)
+        cut = runner.invoke(app, ["sweep", *SWEEP_SETTINGS, "--run-dir", str(tmp_path / "s"), "-q"])
+    assert cut.exit_code == 130 and "finished epochs are saved" in cut.stderr, cut.stderr
+    argv = printed_command(cut.stderr)
+    assert argv[0] == "sweep" and "the same fmae sweep command" not in cut.stderr
+    for flag in SWEEP_SETTINGS[::1]:
+        if flag.startswith("--"):
+            assert flag in argv, (flag, argv)
+    assert argv[argv.index("--lr") + 1:argv.index("--lr") + 3] == ["0.1", "0.02"]
+    resumed = runner.invoke(app, [*argv, "-q"])
+    assert resumed.exit_code == 0, resumed.stderr
+    for cell in (tmp_path / "ref" / "cells").iterdir():
+        assert losses_of(tmp_path / "s" / "cells" / cell.name) == losses_of(cell), cell.name
+    strip = lambda p: [{k: v for k, v in r.items() if k not in ("seconds", "model")}  # noqa: E731
+                       for r in json.loads((p / "results.json").read_text())["cells"]]
+    assert strip(tmp_path / "s") == strip(tmp_path / "ref")

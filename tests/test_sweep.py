@@ -177,7 +177,7 @@ def test_a_failed_cell_exits_1_and_fail_fast_stops(fake_dataset, tmp_path, monke
     (["--lr", "0.1", "0.1"], "--lr lists 0.1 more than once"),
     (["--hidden", "0"], "hidden must be"),
     (["--lr", "-1"], "lr must be > 0"),
-    (["--optim", "sgd", "rmsprop"], "Invalid value for '--optim'"),
+    (["--optim", "sgd", "rmsprop"], "invalid value for --optim: 'rmsprop' (choose from adam, sgd)"),
     (["--lr"], "--lr needs at least one value"),
 ])
 def test_bad_grids_exit_2(fake_dataset, tmp_path, args, needle):

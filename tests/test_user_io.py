@@ -104,19 +104,61 @@ def test_force_color_into_a_pipe_gives_plain_lines_not_a_live_bar(monkeypatch):
     assert written(monkeypatch, "stderr", os.pipe(), one_epoch, FORCE_COLOR="1") == "epoch 1/2\n"
 
 
-@pytest.mark.parametrize("where,needle", [("full", "cannot write the results to stdout: No space left on device"),
-                                          ("closed", "stdout is closed")])
-def test_the_cli_names_a_full_or_closed_stdout(where, needle):
+FULL = "cannot write the results to stdout: No space left on device"
+
+
+def run_into(args: list[str], where: str, cwd=None, **env: str):
+    """`fmae *args` with stdout on /dev/full ("full") or closed ("closed"), stderr captured, in the
+    environment a user's shell gives (no PYTHONUNBUFFERED: stdout block-buffered, flushed at exit)."""
     import subprocess
 
     from tests.helpers import installed_env
 
     full = os.open("/dev/full", os.O_WRONLY)
     try:
-        done = subprocess.run(["fmae", "--version"], env=installed_env(), stderr=subprocess.PIPE, text=True,
+        return subprocess.run(["fmae", *args], env=installed_env(**env), stderr=subprocess.PIPE, text=True, cwd=cwd,
                               stdout=full if where == "full" else None,
-                              preexec_fn=(lambda: os.close(1)) if where == "closed" else None, timeout=60)
+                              preexec_fn=(lambda: os.close(1)) if where == "closed" else None, timeout=120)
     finally:
         os.close(full)
+
+
+def assert_one_stdout_error(done, needle: str = FULL) -> None:
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1 and len(lines) == 1 and needle in lines[0] and "(hint: " in lines[0], done.stderr
+    assert "Exception ignored" not in done.stderr
+
+
+@pytest.mark.parametrize("where,needle", [("full", FULL), ("closed", "stdout is closed")])
+def test_the_cli_names_a_full_or_closed_stdout(where, needle):
+    assert "PYTHONUNBUFFERED" not in __import__("tests.helpers").helpers.installed_env()
+    assert_one_stdout_error(run_into(["--version"], where), needle)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["sweep", "--help"], ["train", "--help"], []])
+def test_help_into_a_full_stdout_is_one_error_line(args):
+    """typer prints the help itself, before any command runs: it is flushed inside the error boundary
+    too (it used to fail at the interpreter's exit: "Exception ignored", exit 120)."""
+    assert_one_stdout_error(run_into(args, "full"))
+
+
+def test_a_full_stderr_still_gives_the_exit_code(tmp_path):
+    import subprocess
+
+    from tests.helpers import installed_env
+
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(["fmae", "train", "--bogus"], env=installed_env(), stderr=full,
+                              stdout=subprocess.PIPE, timeout=60)
+    assert done.returncode == 2 and done.stdout == b""
+
+
+@pytest.mark.dataset
+def test_train_and_eval_json_into_a_full_stdout_are_one_error_line(tmp_path, real_data_dir):
+    data = {"FMAE_DATA_DIR": str(real_data_dir)}
+    done = run_into(["train", "--hidden", "8", "--epochs", "1", "--run-dir", "r", "--json", "-q"], "full",
+                    cwd=tmp_path, **data)
+    assert_one_stdout_error(done)
+    assert (tmp_path / "r" / "model.pt").is_file()  # it trained, then found stdout full
+    assert_one_stdout_error(run_into(["eval", "--ckpt", "r/model.pt", "--json", "-q"], "full",
+                                     cwd=tmp_path, **data))

@@ -10,37 +10,53 @@ from typing import Annotated, Any, Optional
 import typer
 
 from fmae.config import ExecutorConfig, ModelConfig, NoiseConfig, PruneConfig, SweepConfig, TrainConfig
-from fmae.errors import ConfigError
+from fmae.errors import ConfigError, check_fail_on
 from fmae.locks import lock_run_dir
 from fmae.options import (
     CHECKPOINT_EVERY, E, N, T, Activation, Address, BatchSize, CheckpointEvery, CpusPerCell, DataDir, Device,
-    Dropout, Engine, Epochs, Eta, Executor, GpusPerCell, Hidden, Jobs, Json, Lr, M, MaxRetries, MinDelta, MinEpochs,
-    Momentum, NoDownload, Optim, OptimizerName, Patience, Precision, Prune, Quiet, S, Seed, Threads, TrainNoise,
-    TrainNoiseSigma,
+    Dropout, Engine, Epochs, Eta, Executor, FailOn, GpusPerCell, Hidden, Jobs, Json, Lr, M, MaxRetries, MinDelta,
+    MinEpochs, Momentum, NoDownload, Optim, OptimizerName, Patience, Precision, Prune, Quiet, S, Seed, Threads,
+    TrainNoise, TrainNoiseSigma,
 )
 
 
-def _interrupted(exc: BaseException, what: str, resume_hint: str) -> Exception:
+def _interrupted(exc: BaseException, what: str, saved_any: bool, resume: list[str]) -> Exception:
     from fmae.cli import interrupted
 
-    return interrupted(exc, what, "finished epochs are saved", f"resume with: {resume_hint}")
+    saved = "finished epochs are saved" if saved_any else "it was interrupted before any epoch finished"
+    return interrupted(exc, what, saved, f"resume with: {shlex.join(resume)}")
 
 
-def _train_command(config: TrainConfig, run_dir: Path) -> str:
+def _given(device: str, data_dir: Path | None, no_download: bool) -> list[str]:
+    """Where to train and where the data is, as given (not settings of the run, but the command's)."""
+    return [*(["--device", device] if device != "auto" else []),
+            *(["--data-dir", str(data_dir)] if data_dir is not None else []),
+            *(["--no-download"] if no_download else [])]
+
+
+def _hint_if_busy(feedback: Any, command: str, default_threads: bool) -> None:
+    """On a busy machine, with the default threads: say what trains faster (stderr, not with --quiet)."""
+    from fmae import executors
+
+    hint = executors.busy_hint(command) if default_threads else None
+    if hint:
+        feedback.message(hint)
+
+
+def _train_command(config: TrainConfig, run_dir: Path, threads: int | None, given: list[str]) -> list[str]:
     """The `fmae train` line that resumes a run: every setting that must match, spelled out."""
-    m = config.model
-    args = ["fmae", "train", "--run-dir", str(run_dir), "--optim", config.optim, "--lr", repr(config.learning_rate),
-            "--hidden", str(m.hidden), "--epochs", str(config.epochs), "--batch-size", str(config.batch_size),
-            "--dropout", repr(m.dropout), "--activation", m.activation, "--seed", str(config.seed),
-            "--precision", config.precision]
-    if config.momentum:
-        args += ["--momentum", repr(config.momentum)]
-    if config.noise is not None:
-        args += ["--noise", config.noise.kind, "--noise-sigma", repr(config.noise.sigma)]
-    return " ".join(shlex.quote(a) for a in args) + " --resume"
+    return ["fmae", "train", "--run-dir", str(run_dir), *config.to_args(),
+            *(["--threads", str(threads)] if threads is not None else []), *given, "--resume"]
 
 
-def _given(ctx: typer.Context) -> list[str]:
+def _sweep_command(grid: SweepConfig, options: ExecutorConfig, pruning: PruneConfig | None, run_dir: Path,
+                   fail_fast: bool, given: list[str]) -> list[str]:
+    """The `fmae sweep` line that resumes a sweep: the grid, the shared settings, the executor, the pruning."""
+    return ["fmae", "sweep", "--run-dir", str(run_dir), *grid.to_args(), *options.to_args(),
+            *(pruning.to_args() if pruning is not None else []), *given, *(["--fail-fast"] if fail_fast else [])]
+
+
+def _explicit(ctx: typer.Context) -> list[str]:
     """The parameters the user gave (on the command line or through the environment), not defaults."""
     sources = {p.name: ctx.get_parameter_source(p.name) for p in ctx.command.params if p.name}
     # by name: typer may bring a click of its own, whose ParameterSource is another enum
@@ -76,6 +92,7 @@ def train(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run in --run-dir.")] = False,
     json_out: Json = False,
     quiet: Quiet = False,
+    fail_on: FailOn = None,
 ) -> None:
     """Train one autoencoder and save it in a run directory.
 
@@ -103,8 +120,9 @@ def train(
     every = check_checkpoint_every(checkpoint_every)
     started = time.perf_counter()
     with lock_run_dir(run.path), Feedback(quiet=quiet) as feedback, saving.Saver(every) as saver:
+        _hint_if_busy(feedback, "train", threads is None)
         if resume:  # the run's own settings; of the flags given, only --epochs, --patience, --min-delta may differ
-            config = run.resumed_config(config, _given(ctx))
+            config = run.resumed_config(config, _explicit(ctx))
         state = run.check(config, overwrite=overwrite, resume=resume)
         runs.remove_stale_temporaries(run.path, runs.RUN_FILES)
         dataset = data.find_and_load(data_dir, download=not no_download, device=torch_device,
@@ -132,7 +150,8 @@ def train(
             saver.close()  # the latest state first: summary.json last
             run.write_summary(runs.summarize(config, "interrupted", history, run_dir=run.path,
                                              device=str(torch_device), wall_seconds=time.perf_counter() - started))
-            raise _interrupted(exc, "training", _train_command(config, run.path)) from None
+            resume_line = _train_command(config, run.path, threads, _given(device, data_dir, no_download))
+            raise _interrupted(exc, "training", bool(history or state), resume_line) from None
         except (MemoryError, RuntimeError) as exc:
             if not history and state is None:  # nothing trained: leave no run that would "already hold" one
                 run.abandon()
@@ -140,6 +159,7 @@ def train(
         summary = saver.finish(run, config, result.status, result.history, result.model.state_dict(), env,
                                device=str(torch_device), wall_seconds=time.perf_counter() - started)
     emit(summary, json_out, lambda doc: _print_train(doc, feedback))
+    check_fail_on([summary["status"]], [s.value for s in fail_on or ()], "runs")
 
 
 def _print_train(summary: dict[str, Any], feedback: Any) -> None:
@@ -155,7 +175,7 @@ def _print_train(summary: dict[str, Any], feedback: Any) -> None:
                                                       "seconds"],
                 [[summary["run_dir"], summary["epochs_run"], fmt_loss(summary["final_train_loss"]),
                   fmt_loss(summary["final_test_loss"]),
-                  f"{fmt_loss(summary['best_test_loss'])} ({summary['best_epoch']})",
+                  f"{fmt_loss(summary['best_test_loss'])} ({summary['best_epoch'] or '-'})",
                   fmt_seconds(summary["wall_seconds"])]])
 
 
@@ -200,12 +220,14 @@ def sweep(
     min_epochs: MinEpochs = None,
     json_out: Json = False,
     quiet: Quiet = False,
+    fail_on: FailOn = None,
 ) -> None:
     """Grid search over optimizer x learning rate x hidden size x seed; resumable.
 
     Several values follow one flag: fmae sweep --optim sgd --lr 0.1 0.01 0.001 --hidden 64 128 256 512.
     Running the same command again skips finished cells and resumes unfinished ones; adding values
-    adds only the new cells. Exit 0 when every cell completed, stopped early or diverged; 1 when one failed.
+    adds only the new cells. Exit 0 when every cell completed, stopped early, diverged, collapsed or was
+    pruned; 1 when one failed; 3 when one ended in a status named by --fail-on.
     Bigger sweeps: --jobs 2 trains two cells at once on this machine; --executor ray on a Ray cluster.
     """
     from fmae import data, executors, halving, results, runs, saving
@@ -228,6 +250,7 @@ def sweep(
     torch_device = sweeps.cell_device(options, device)
     started = time.perf_counter()
     with lock_run_dir(where.path), Feedback(quiet=quiet) as feedback:
+        _hint_if_busy(feedback, "sweep", executor == "local" and jobs == 1 and threads is None)
         merged = where.open(grid, overwrite=overwrite)
         dataset = data.find_and_load(data_dir, download=not no_download, on_found=feedback.message,
                                      device="cpu" if executor == "ray" else torch_device)
@@ -237,25 +260,32 @@ def sweep(
         where.write_grid(merged)
         plans = where.plan(grid)
         todo = [p for p in plans if not p.done]
-        how = (f"{jobs} jobs x {env['threads']} threads" if executor == "local" and jobs > 1
-               else f"ray, {env['threads']} threads per cell" if executor == "ray" else f"{env['threads']} threads")
+        threads_each = f"{env['threads']} thread{'s' if env['threads'] != 1 else ''}"
+        how = (f"{jobs} jobs x {threads_each}" if executor == "local" and jobs > 1
+               else f"ray, {threads_each} per cell" if executor == "ray" else threads_each)
         feedback.message(f"sweep {where.path}: {len(plans)} cells, {len(plans) - len(todo)} already finished, "
                          f"on {torch_device} ({precision}, {how})")
 
-        def training_now() -> str:  # the cells bar names a cell in training, not the one just finished
-            pending = next((p.name for p in todo if not p.done and not p.error), None)
-            return f"training {pending}" if pending else ""
+        training: dict[str, None] = {}  # the cells in training now, in the order they started
 
-        feedback.task("cells", "cells", len(plans), len(plans) - len(todo), info=training_now())
+        def training_now() -> str:  # the cells bar names the cells the executor is training
+            names = list(training)
+            return f"training {', '.join(names[:2])}" + (f" +{len(names) - 2}" if len(names) > 2 else "") \
+                if names else ""
+
+        feedback.task("cells", "cells", len(plans), len(plans) - len(todo))
         finished = {"n": len(plans) - len(todo)}
 
         def on_start(plan: Any) -> None:  # a bar per running cell: its epoch and last losses
+            training[plan.name] = None
             feedback.task(plan.name, plan.name, epochs, plan.start_epoch)
+            feedback.info("cells", training_now())
 
         def on_epoch(plan: Any, m: Any) -> None:
             feedback.epoch(plan.name, plan.name, m, epochs)
 
         def on_cell(plan: Any, status: str) -> None:
+            training.pop(plan.name, None)
             finished["n"] += 1
             feedback.remove(plan.name)
             feedback.advance("cells", finished["n"], len(plans), training_now(),
@@ -271,14 +301,22 @@ def sweep(
                 def train_to(subset: list[Any], stop_at: int | None = None) -> None:
                     sweeps.run(subset, session, saver, env, options, device=torch_device, on_start=on_start,
                                on_epoch=on_epoch, on_cell=on_cell, fail_fast=fail_fast, stop_at=stop_at)
+                    for plan in subset:  # paused at a rung of successive halving: no longer in training
+                        if plan.name in training:
+                            del training[plan.name]
+                            feedback.remove(plan.name)
+                    feedback.info("cells", training_now())
 
                 if pruning is None:
                     train_to(plans)
                 else:
                     halving.successive_halving(plans, rungs, pruning.eta, train_to, pruned)
         except KeyboardInterrupt as exc:
-            results.write(where, results.collect(where, merged, plans), merged.base.epochs)
-            raise _interrupted(exc, "sweep", "the same fmae sweep command") from None
+            rows = results.collect(where, merged, plans)
+            results.write(where, rows, merged.base.epochs)
+            raise _interrupted(exc, "sweep", any(r["epochs_run"] for r in rows),
+                               _sweep_command(grid, options, pruning, where.path, fail_fast,
+                                              _given(device, data_dir, no_download))) from None
         rows = results.collect(where, merged, plans)
         best = results.write(where, rows, merged.base.epochs)
     failed = [r for r in rows if r["status"] == "failed"]
@@ -288,6 +326,7 @@ def sweep(
     emit(doc, json_out, _print_sweep)
     if failed:
         raise typer.Exit(1)
+    check_fail_on([r["status"] for r in rows], [s.value for s in fail_on or ()], "cells")
 
 
 def _print_sweep(doc: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ from fmae.config import ExecutorConfig
 from fmae.errors import ConfigError, FmaeError
 from fmae.executors import cores, worker
 
-INSTALL_HINT = "install it with: pip install 'fmae[ray]'"
+INSTALL_HINT = "install it with: pip install 'fmae-cli[ray]'"
 CONNECT_TIMEOUT = "FMAE_RAY_CONNECT_TIMEOUT"  # seconds --address may take to answer
 DEFAULT_CONNECT_TIMEOUT = 30
 REACH_HINT = "check --address (auto, or ray://host:port) and that `ray status` works there"
