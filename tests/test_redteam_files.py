@@ -203,7 +203,8 @@ def test_18_4_a_resume_state_of_another_run_is_refused(fake_dataset, tmp_path):
 
 
 def test_18_5_a_kill_between_last_pt_and_metrics_csv_changes_no_halving_decision(fake_dataset, tiny_dir, tmp_path):
-    whole = run("sweep", *HALVING, "--run-dir", tmp_path / "a")
+    every = ("--checkpoint-every", "0")  # last.pt before metrics.csv after every epoch: the kill lands between
+    whole = run("sweep", *HALVING, *every, "--run-dir", tmp_path / "a")
     assert whole.exit_code == 0, whole.stderr
     doc = json.loads(whole.stdout)
     winner = next(name for name, c in cells(doc).items() if c["epochs_run"] == 3)
@@ -218,11 +219,11 @@ def write_metrics(self, history):
 runs.RunDir.write_metrics = write_metrics
 """
     b = tmp_path / "b"
-    killed(tmp_path, tiny_dir, hook, "sweep", *HALVING, "--run-dir", b)
+    killed(tmp_path, tiny_dir, hook, "sweep", *HALVING, *every, "--run-dir", b)
     cell = runs.RunDir(b / "cells" / winner)
     assert cell.load_last()["epoch"] == 1 and cell.read_metrics() == []  # killed between last.pt and metrics.csv
 
-    again = run("sweep", *HALVING, "--run-dir", b)
+    again = run("sweep", *HALVING, *every, "--run-dir", b)
     assert again.exit_code == 0, again.stderr
     redone = json.loads(again.stdout)
     assert strip(redone) == strip(doc) and redone["best"]["final_test_loss"] == doc["best"]["final_test_loss"]
