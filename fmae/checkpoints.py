@@ -123,9 +123,9 @@ def check_contents(path: Path, kind: str | None, obj: Any) -> dict[str, Any]:
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{path}: bad config inside the checkpoint ({exc})", DAMAGED_HINT) from None
     check_weights(path, obj["config"], obj.get(WEIGHTS[obj["kind"]]))
+    check_tensors(path, obj)
     if obj["kind"] == "resume":
         check_resume_state(path, obj)
-    check_tensors(path, obj)
     return obj
 
 

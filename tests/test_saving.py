@@ -20,8 +20,10 @@ CONFIG = TrainConfig(optim="sgd", epochs=10, model=ModelConfig(hidden=2)).resolv
 
 
 def state(epoch: int) -> dict:
+    """A resume state of CONFIG's run at `epoch`, well-formed (as last.pt is checked on loading)."""
+    real = cells.new_cell(CONFIG, torch.device("cpu")).resume_state(torch.Generator())
     weights = {k: torch.full_like(v, float(epoch)) for k, v in build(CONFIG.model).state_dict().items()}
-    return {"epoch": epoch, "model": weights, "status": "running",
+    return {**real, "epoch": epoch, "model": weights, "status": "running",
             "history": [[e, 1.0 / e, 2.0 / e, 0.1] for e in range(1, epoch + 1)]}
 
 
