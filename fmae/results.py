@@ -129,14 +129,18 @@ def _checked_best(rows: list[dict[str, Any]]) -> bytes | None:
     return None
 
 
-def write(sweep_dir: SweepDir, rows: list[dict[str, Any]], epochs: int) -> dict[str, Any] | None:
-    """results.csv, results.json (with results_groups.csv when there are several seeds) and best.pt
-    (a copy of the best cell's model.pt, checked to load first); returns the best row."""
+def write(sweep_dir: SweepDir, rows: list[dict[str, Any]], epochs: int,
+          prune: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """results.csv, results.json (with results_groups.csv when there are several seeds; with the
+    pruning used, if any) and best.pt (a copy of the best cell's model.pt, checked to load first);
+    returns the best row."""
     best_bytes = _checked_best(rows)
     atomic.write_text(sweep_dir.path / "results.csv", _csv(rows, [*RESULT_FIELDS, "error"]))
     best = rows[0] if rows and rows[0]["rank"] == 1 else None
     doc: dict[str, Any] = {"schema_version": runs.SCHEMA_VERSION, "cells": list(rows), "best": best,
                            "cell_epochs": cell_epochs(rows, epochs)}
+    if prune is not None:
+        doc["prune"] = prune
     group_rows = seed_groups(rows)
     if group_rows is not None:
         atomic.write_text(sweep_dir.path / "results_groups.csv", _csv(group_rows, stats.GROUP_FIELDS))

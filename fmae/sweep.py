@@ -31,6 +31,7 @@ class CellPlan:
     resume: dict[str, Any] | None = None
     done: bool = False
     error: str | None = None
+    saved_status: str | None = None  # what summary.json said when the sweep started (pruned: resumable, not done)
 
     @property
     def name(self) -> str:
@@ -219,6 +220,7 @@ class SweepDir:
                     runs.remove_stale_temporaries(run.path, runs.RUN_FILES)
                     summary = read_summary(run) or {}
                     status, trained = summary.get("status"), summary.get("epochs_run", 0)
+                    plan.saved_status = status
                     plan.done = status in FINISHED and not (status == "completed" and trained < config.epochs)
                     run.read_metrics()  # names a metrics.csv fmae did not write
                     if not plan.done and run.file("last.pt").exists():

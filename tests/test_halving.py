@@ -118,3 +118,31 @@ def test_the_issues_halving_example_on_real_data(monkeypatch, tmp_path, real_dat
     assert {c["status"] for c in p["cells"]} == {"completed", "pruned"}
     assert (p["best"]["lr"], p["best"]["hidden"], p["best"]["final_test_loss"]) == \
         (full["best"]["lr"], full["best"]["hidden"], full["best"]["final_test_loss"])
+
+
+def test_a_halving_sweep_says_its_rungs_and_budget_and_where_best_pt_is(fake_dataset, tmp_path, monkeypatch):
+    """Issue 19 (7): the rungs and the cell-epochs saved on the terminal and in results.json (`prune`),
+    the last line naming the best cell and best.pt (unbroken at 80 columns), and a rerun of the
+    finished sweep counting its pruned cells as finished."""
+    from rich.console import Console
+
+    from fmae import ui
+
+    args = [a for a in GRID if a not in ("-q", "--json")]
+    monkeypatch.setattr(ui, "stdout_console", lambda: Console(width=80, force_terminal=True, color_system=None))
+    first = CliRunner().invoke(app, ["sweep", *args, "--prune", "halving", "--run-dir", str(tmp_path / "s")])
+    assert first.exit_code == 0, first.stderr
+    saved = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert saved["prune"] == {"method": "halving", "eta": 3, "rungs": [1, 3, 9]}
+    trained, full = saved["cell_epochs"]["trained"], saved["cell_epochs"]["full_grid"]
+    lines = first.stdout.strip().splitlines()
+    assert lines[-2] == (f"successive halving (eta 3): rungs at epochs 1, 3, 9; trained {trained} of the full "
+                         f"grid's {full} cell-epochs ({trained / full:.0%})")
+    cell = runs.RunDir(tmp_path / "s" / "cells" / saved["best"]["model"].split("/")[-2])
+    assert lines[-1].startswith(f"best: {cell.path.name}, test loss ") and lines[-1].endswith(
+        f"its model: {tmp_path / 's' / 'best.pt'}")  # one line, the path whole, whatever the width
+    assert all(len(line) <= 80 for line in lines[:-2])  # the tables fit 80 columns (the model column dropped)
+    pruned = sum(c["status"] == "pruned" for c in saved["cells"])
+    again = CliRunner().invoke(app, ["sweep", *args, "--prune", "halving", "--run-dir", str(tmp_path / "s")])
+    assert again.exit_code == 0, again.stderr
+    assert f"6 cells, 6 already finished ({pruned} pruned)" in again.stderr, again.stderr

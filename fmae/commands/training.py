@@ -245,6 +245,7 @@ def sweep(
     where = sweeps.SweepDir(run_dir or Path("runs") / ("sweep-" + "-".join(grid.optims)))
     pruning = PruneConfig.of(prune, eta, min_epochs)
     rungs = pruning.rungs(epochs) if pruning is not None else ()
+    pruned_how = None if pruning is None else {"method": "halving", "eta": pruning.eta, "rungs": list(rungs)}
     every = check_checkpoint_every(checkpoint_every)
     executors.start_early(options)
     torch_device = sweeps.cell_device(options, device)
@@ -263,8 +264,9 @@ def sweep(
         threads_each = f"{env['threads']} thread{'s' if env['threads'] != 1 else ''}"
         how = (f"{jobs} jobs x {threads_each}" if executor == "local" and jobs > 1
                else f"ray, {threads_each} per cell" if executor == "ray" else threads_each)
-        feedback.message(f"sweep {where.path}: {len(plans)} cells, {len(plans) - len(todo)} already finished, "
-                         f"on {torch_device} ({precision}, {how})")
+        held = sum(1 for p in todo if p.saved_status == "pruned")  # pruned at a rung: finished, though resumable
+        feedback.message(f"sweep {where.path}: {len(plans)} cells, {len(plans) - len(todo) + held} already finished"
+                         + (f" ({held} pruned)" if held else "") + f", on {torch_device} ({precision}, {how})")
 
         training: dict[str, None] = {}  # the cells in training now, in the order they started
 
@@ -313,15 +315,14 @@ def sweep(
                     halving.successive_halving(plans, rungs, pruning.eta, train_to, pruned)
         except KeyboardInterrupt as exc:
             rows = results.collect(where, merged, plans)
-            results.write(where, rows, merged.base.epochs)
+            results.write(where, rows, merged.base.epochs, pruned_how)
             raise _interrupted(exc, "sweep", any(r["epochs_run"] for r in rows),
                                _sweep_command(grid, options, pruning, where.path, fail_fast,
                                               _given(device, data_dir, no_download))) from None
         rows = results.collect(where, merged, plans)
-        best = results.write(where, rows, merged.base.epochs)
+        best = results.write(where, rows, merged.base.epochs, pruned_how)
     failed = [r for r in rows if r["status"] == "failed"]
-    doc = results.document(where, rows, best, merged.base.epochs,
-                           None if pruning is None else {"method": "halving", "eta": pruning.eta, "rungs": list(rungs)})
+    doc = results.document(where, rows, best, merged.base.epochs, pruned_how)
     doc["wall_seconds"] = round(time.perf_counter() - started, 3)
     emit(doc, json_out, _print_sweep)
     if failed:
@@ -330,7 +331,7 @@ def sweep(
 
 
 def _print_sweep(doc: dict[str, Any]) -> None:
-    from fmae.ui import fmt_loss, fmt_seconds, print_table
+    from fmae.ui import fmt_loss, fmt_seconds, print_table, write_stdout
 
     rows = doc["cells"]
     print_table(
@@ -357,5 +358,19 @@ def _print_sweep(doc: dict[str, Any]) -> None:
     if per:
         print_table("best cell per optimizer", ["optim", "lr", "hidden", "test loss", "model"],
                     [[o, f"{r['lr']:g}", r["hidden"], fmt_loss(r["final_test_loss"]), r["model"]]
-                     for o, r in per.items()])
+                     for o, r in per.items()], droppable=("model",))  # a path is never cut mid-word: see below
+    lines = []
+    if "prune" in doc:
+        p, spent = doc["prune"], doc["cell_epochs"]
+        lines.append(f"successive halving (eta {p['eta']}): rungs at epochs {', '.join(map(str, p['rungs']))}; "
+                     f"trained {spent['trained']} of the full grid's {spent['full_grid']} cell-epochs"
+                     + (f" ({spent['fraction']:.0%})" if spent["fraction"] is not None else ""))
+    best = doc["best"]
+    if best is not None:
+        cell = Path(best["model"]).parent.name
+        lines.append(f"best: {cell}, test loss {fmt_loss(best['final_test_loss'])}; "
+                     f"its model: {Path(doc['sweep_dir']) / 'best.pt'}")
+    else:
+        lines.append("best: none (no cell completed or stopped early), so no best.pt")
+    write_stdout("".join(line + "\n" for line in lines))
 
