@@ -207,3 +207,16 @@ def test_two_optimizer_heatmap_has_a_colour_scale_per_panel(sweeps):
     assert panels[0].images[0].norm.vmin != panels[1].images[0].norm.vmin
     assert [b.get_ylabel() for b in bars] == ["SGD final test MSE per pixel", "Adam final test MSE per pixel"]
 
+
+def test_plot_all_says_why_it_skipped_compare_and_seeds(sweeps, tmp_path):
+    result = run("plot", sweeps[0], "--out", tmp_path / "f", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert set(json.loads(result.stdout)["figures"]) == {"curves", "recon", "heatmap"}
+    skips = [line for line in result.stderr.splitlines() if "skipped" in line]
+    assert skips == ["plot: compare skipped: it needs finished SGD and Adam runs among the sources",
+                     "plot: seeds skipped: it needs a sweep with several seeds among the sources"]
+    quiet = run("plot", sweeps[0], "--out", tmp_path / "f", "-q")
+    assert quiet.exit_code == 0 and "skipped" not in quiet.stderr
+    both = run("plot", *sweeps, "--out", tmp_path / "f")
+    assert both.exit_code == 0 and [line for line in both.stderr.splitlines() if "skipped" in line] == [
+        "plot: seeds skipped: it needs a sweep with several seeds among the sources"]
