@@ -7,6 +7,7 @@ Drawing is fmae.plots'; this room decides what goes in (and imports matplotlib o
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from fmae.errors import ConfigError
 Sources = Mapping[str, tuple[str, Sequence[Any]]]  # name -> ("run" | "sweep", run records)
 NEEDS = {"curves": "no finished run", "recon": "no model.pt", "heatmap": "needs a sweep directory",
          "compare": "needs finished SGD and Adam runs", "seeds": "needs a sweep with several seeds"}
+SKIP_NOTED = ("compare", "seeds")  # the kinds `all` says it skipped: the others need no sweep to be expected
 
 
 def example_indices(n: int, count: int, seed: int) -> Any:
@@ -29,9 +31,18 @@ def _records(sources: Sources) -> list[Any]:
     return [r for _, recs in sources.values() for r in recs]
 
 
-def plot_kinds(wanted: Collection[str], sources: Sources) -> list[str]:
-    """The figures to draw, in PLOT_KINDS order: with `all`, every kind the sources allow; a kind
-    asked for by name that they do not allow is a ConfigError that says what it needs."""
+@dataclass(frozen=True)
+class PlotChoice:
+    """The kinds to draw, and why `all` left out the kinds a user may have expected (compare, seeds)."""
+
+    kinds: list[str]
+    skipped: dict[str, str]  # kind -> what it needs
+
+
+def plot_kinds(wanted: Collection[str], sources: Sources) -> PlotChoice:
+    """The figures to draw, in PLOT_KINDS order: with `all`, every kind the sources allow, and the
+    compare and seeds figures it skips with what they need; a kind asked for by name that they do not
+    allow is a ConfigError that says what it needs."""
     from fmae import plots
 
     records = _records(sources)
@@ -42,8 +53,10 @@ def plot_kinds(wanted: Collection[str], sources: Sources) -> list[str]:
         "compare": {"sgd", "adam"} <= {r.config.optim for r in records if r.final_test_loss is not None},
         "seeds": plots.has_seeds(records),
     }
+    skipped = {}
     if "all" in wanted:
         chosen = [k for k in PLOT_KINDS if allowed[k]]
+        skipped = {k: NEEDS[k] for k in SKIP_NOTED if not allowed[k]}
     else:
         chosen = [k for k in PLOT_KINDS if k in wanted]
         for k in chosen:
@@ -51,7 +64,7 @@ def plot_kinds(wanted: Collection[str], sources: Sources) -> list[str]:
                 raise ConfigError(f"plot {k}: {NEEDS[k]} among the sources")
     if not chosen:
         raise ConfigError("nothing to draw from these sources", "train or sweep first")
-    return chosen
+    return PlotChoice(chosen, skipped)
 
 
 def recon_models(sources: Sources) -> dict[str, Path]:

@@ -188,17 +188,14 @@ def _band(records: Sequence[Any], key: str) -> tuple[list[int], list[float], lis
 
 
 def heatmap(records: Sequence[Any], *, title: str = "") -> Figure:
-    """Final test loss over learning rate x hidden size, one panel per optimizer."""
+    """Final test loss over learning rate x hidden size, one panel per optimizer, each with its own
+    colour scale and bar (a shared one leaves SGD's panel one colour beside Adam's far lower losses)."""
     import numpy as np
-
-    opts = optimizers(records)
-    fig = Figure(figsize=(4.6 * len(opts) + 0.8, 3.8), layout="constrained")
-    axes = fig.subplots(1, len(opts), squeeze=False)[0]
-    finite = [r.final_test_loss for r in records if r.final_test_loss is not None]
-    vmin, vmax = (min(finite), max(finite)) if finite else (1e-3, 1.0)
     from matplotlib.colors import LogNorm
 
-    image = None
+    opts = optimizers(records)
+    fig = Figure(figsize=(5.4 * len(opts) + 0.4, 3.8), layout="constrained")
+    axes = fig.subplots(1, len(opts), squeeze=False)[0]
     for ax, optim in zip(axes, opts):
         mine = [r for r in records if r.config.optim == optim]
         lrs = sorted({r.config.learning_rate for r in mine}, reverse=True)
@@ -214,6 +211,8 @@ def heatmap(records: Sequence[Any], *, title: str = "") -> Figure:
                 if lost:
                     ax.text(j, i + (0.28 if losses else 0), "\n".join(lost), ha="center", va="center", fontsize=7,
                             color="red" if lost != ["pruned"] else "0.35")
+        finite = grid[~np.isnan(grid)]
+        vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (1e-3, 1.0)
         image = ax.imshow(grid, cmap="viridis_r", norm=LogNorm(vmin=vmin, vmax=max(vmax, vmin * 1.0001)),
                           aspect="auto")
         for i in range(len(lrs)):
@@ -226,8 +225,7 @@ def heatmap(records: Sequence[Any], *, title: str = "") -> Figure:
         ax.set_xlabel("hidden units h")
         ax.set_ylabel("learning rate")
         ax.set_title(optim_label(optim), fontsize=10)
-    if image is not None:
-        fig.colorbar(image, ax=list(axes), label="final test MSE per pixel")
+        fig.colorbar(image, ax=ax, label=f"{optim_label(optim)} final test MSE per pixel")
     several = has_seeds(records)
     fig.suptitle(title or "Final test loss over the grid" + (", mean over seeds" if several else ""), fontsize=11)
     return fig

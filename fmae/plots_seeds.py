@@ -9,30 +9,41 @@ from matplotlib.figure import Figure
 
 from fmae import stats
 from fmae.config import optim_label
-from fmae.plots import optimizers
+from fmae.plots import MARKED, optimizers
 
 
 def seeds(records: Sequence[Any]) -> Figure:
-    """Each seed's final test loss per (optimizer, learning rate, hidden size), with mean ± std."""
+    """Each seed's final test loss per (optimizer, learning rate, hidden size), with the mean ± std of
+    its usable seeds; a set-up lost for some seed (diverged, collapsed, pruned) is named at its tick."""
     opts = optimizers(records)
     points = max(len({(r.config.learning_rate, r.config.model.hidden) for r in records if r.config.optim == o})
                  for o in opts)
-    fig = Figure(figsize=(max(4.4, 0.8 * points + 1.6) * len(opts), 4.4), layout="constrained")
+    fig = Figure(figsize=(max(4.4, 0.8 * points + 1.6) * len(opts), 4.6), layout="constrained")
     axes = fig.subplots(1, len(opts), squeeze=False, sharey=True)[0]
+    any_lost = False
     for ax, optim in zip(axes, opts):
         mine = [r for r in records if r.config.optim == optim]
         keys = sorted({(r.config.learning_rate, r.config.model.hidden) for r in mine}, key=lambda k: (-k[0], k[1]))
         for x, (lr, h) in enumerate(keys):
-            losses = [r.final_test_loss for r in mine if (r.config.learning_rate, r.config.model.hidden) == (lr, h)
-                      and r.final_test_loss is not None]
+            here = [r for r in mine if (r.config.learning_rate, r.config.model.hidden) == (lr, h)]
+            losses = [r.final_test_loss for r in here if r.final_test_loss is not None]
             ax.plot([x] * len(losses), losses, "o", color="tab:blue", alpha=0.6, ms=4)
-            mean, std, _ = stats.spread(losses)
+            usable = [r.final_test_loss for r in here if r.status in stats.RANKABLE and r.final_test_loss is not None]
+            mean, std, _ = stats.spread(usable)
             if mean is not None:
                 ax.errorbar([x + 0.18], [mean], yerr=[std or 0.0], fmt="_", color="black", capsize=3, ms=10)
+            lost = sorted({r.status for r in here if r.status in MARKED})
+            if lost:  # named at the foot of its tick, whatever the y scale holds
+                any_lost = True
+                ax.text(x, 0.03, "\n".join(lost) if mean is not None else "x\n" + "\n".join(lost),
+                        transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7, color="red")
         ax.set_xticks(range(len(keys)), [f"{lr:g}\nh={h}" for lr, h in keys], fontsize=7)
+        ax.set_xlim(-0.5, len(keys) - 0.5)  # a set-up with no dot keeps its room
+        ax.set_xlabel("set-up: learning rate, hidden units h")
         ax.set_yscale("log")
         ax.set_title(f"{optim_label(optim)}: dots are seeds, bars mean ± std", fontsize=9)
         ax.grid(alpha=0.3, which="both", axis="y")
     axes[0].set_ylabel("final test MSE per pixel (log scale)")
-    fig.suptitle("Spread over seeds, per learning rate and hidden size", fontsize=11)
+    note = "\n(red: seeds lost to that status, left out of the mean; x: no usable seed, so no mean)" if any_lost else ""
+    fig.suptitle("Spread over seeds, per learning rate and hidden size" + note, fontsize=11 if not note else 10)
     return fig

@@ -20,15 +20,23 @@ def record(optim: str, lr: float, hidden: int, loss: float | None, *, seed: int 
 
 def test_all_is_every_kind_the_sources_allow_in_order():
     runs_only = {"a": ("run", [record("adam", 0.001, 8, 0.02)])}
-    assert figure_choice.plot_kinds({"all"}, runs_only) == ["curves", "recon"]
+    assert figure_choice.plot_kinds({"all"}, runs_only).kinds == ["curves", "recon"]
     sweep = {"s": ("sweep", [record(o, lr, 8, 0.03, seed=s) for o in ("sgd", "adam") for lr in (0.1, 0.01)
                              for s in (0, 1)])}
-    assert figure_choice.plot_kinds({"all"}, sweep) == list(PLOT_KINDS)
+    assert figure_choice.plot_kinds({"all"}, sweep) == figure_choice.PlotChoice(list(PLOT_KINDS), {})
+
+
+def test_all_says_why_it_skipped_compare_and_seeds():
+    sweep = {"s": ("sweep", [record("sgd", lr, 8, 0.03) for lr in (0.1, 0.01)])}
+    choice = figure_choice.plot_kinds({"all"}, sweep)
+    assert choice.kinds == ["curves", "recon", "heatmap"]
+    assert choice.skipped == {"compare": "needs finished SGD and Adam runs", "seeds": "needs a sweep with several seeds"}
+    assert figure_choice.plot_kinds({"curves"}, sweep).skipped == {}  # asked for by name: nothing to explain
 
 
 def test_a_kind_the_sources_do_not_allow_says_what_it_needs():
     sources = {"a": ("run", [record("adam", 0.001, 8, 0.02)])}
-    assert figure_choice.plot_kinds({"recon", "curves"}, sources) == ["curves", "recon"]
+    assert figure_choice.plot_kinds({"recon", "curves"}, sources).kinds == ["curves", "recon"]
     with pytest.raises(ConfigError, match="plot heatmap: needs a sweep directory among the sources"):
         figure_choice.plot_kinds({"heatmap"}, sources)
     with pytest.raises(ConfigError, match="plot compare: needs finished SGD and Adam runs"):

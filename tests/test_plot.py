@@ -171,3 +171,52 @@ def test_heatmap_names_collapsed_and_pruned_cells(seeded):
               if r.config.model.hidden == 4 else r for r in records]
     texts = _texts(plots.heatmap(marked))
     assert texts.count("collapsed") == 1 and texts.count("pruned") == 1
+
+
+def test_seeds_figure_marks_lost_set_ups_and_labels_its_axis(seeded):
+    import dataclasses
+
+    from fmae.plots_seeds import seeds as seeds_figure
+
+    _, records = runs.read_source(seeded)
+    # read back, a collapsed run has no final loss: the whole h=4, lr=0.5 set-up has no usable seed
+    lost = [dataclasses.replace(r, status="collapsed") if (r.config.learning_rate, r.config.model.hidden)
+            == (0.5, 4) else r for r in records]
+    assert sum(r.final_test_loss is None for r in lost) == 3
+    fig = seeds_figure(lost)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "set-up: learning rate, hidden units h"
+    (mark,) = ax.texts
+    assert mark.get_text() == "x\ncollapsed"
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert mark.get_position()[0] == ticks.index("0.5\nh=4")
+    assert len([c for c in ax.containers]) == 3  # a mean for each set-up but the lost one
+    assert "x: no usable seed" in fig.get_suptitle()
+    assert not seeds_figure(records).axes[0].texts and "red" not in seeds_figure(records).get_suptitle()
+
+
+def test_two_optimizer_heatmap_has_a_colour_scale_per_panel(sweeps):
+    records = [r for s in sweeps for r in runs.read_source(s)[1]]
+    fig = plots.heatmap(records)
+    panels, bars = fig.axes[:2], fig.axes[2:]
+    assert [ax.get_title() for ax in panels] == ["SGD", "Adam"] and len(bars) == 2
+    for ax, optim in zip(panels, ("sgd", "adam")):
+        losses = [r.final_test_loss for r in records if r.config.optim == optim and r.final_test_loss is not None]
+        norm = ax.images[0].norm
+        assert (norm.vmin, norm.vmax) == pytest.approx((min(losses), max(losses)))
+    assert panels[0].images[0].norm.vmin != panels[1].images[0].norm.vmin
+    assert [b.get_ylabel() for b in bars] == ["SGD final test MSE per pixel", "Adam final test MSE per pixel"]
+
+
+def test_plot_all_says_why_it_skipped_compare_and_seeds(sweeps, tmp_path):
+    result = run("plot", sweeps[0], "--out", tmp_path / "f", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert set(json.loads(result.stdout)["figures"]) == {"curves", "recon", "heatmap"}
+    skips = [line for line in result.stderr.splitlines() if "skipped" in line]
+    assert skips == ["plot: compare skipped: it needs finished SGD and Adam runs among the sources",
+                     "plot: seeds skipped: it needs a sweep with several seeds among the sources"]
+    quiet = run("plot", sweeps[0], "--out", tmp_path / "f", "-q")
+    assert quiet.exit_code == 0 and "skipped" not in quiet.stderr
+    both = run("plot", *sweeps, "--out", tmp_path / "f")
+    assert both.exit_code == 0 and [line for line in both.stderr.splitlines() if "skipped" in line] == [
+        "plot: seeds skipped: it needs a sweep with several seeds among the sources"]

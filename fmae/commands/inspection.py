@@ -196,9 +196,12 @@ def plot(
     check_examples(examples)
     check_seed(seed)
     loaded = {source.name or str(source): runs.read_source(source) for source in sources}
-    chosen = figure_choice.plot_kinds({k.value for k in kind}, loaded)
+    choice = figure_choice.plot_kinds({k.value for k in kind}, loaded)
     figures = {}
     with Feedback(quiet=quiet) as feedback:
+        for k, needs in choice.skipped.items():
+            feedback.message(f"plot: {k} skipped: it {needs} among the sources")
+
         def reconstructions() -> tuple[Any, dict[str, Any]]:
             from fmae import engine
 
@@ -210,7 +213,7 @@ def plot(
             rows = evaluation.reconstructions(figure_choice.recon_models(loaded), images, torch_device)
             return evaluation.to_float(images), rows
 
-        for k in chosen:
+        for k in choice.kinds:
             fig = figure_choice.draw(k, loaded, train=train_loss, overlay=overlay, reconstructions=reconstructions)
             path = out / f"{k}.{fmt}"
             plots.save(fig, path, fmt)
