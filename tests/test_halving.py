@@ -136,12 +136,12 @@ def test_a_halving_sweep_says_its_rungs_and_budget_and_where_best_pt_is(fake_dat
     assert saved["prune"] == {"method": "halving", "eta": 3, "rungs": [1, 3, 9]}
     trained, full = saved["cell_epochs"]["trained"], saved["cell_epochs"]["full_grid"]
     lines = first.stdout.strip().splitlines()
-    assert lines[-2] == (f"successive halving (eta 3): rungs at epochs 1, 3, 9; trained {trained} of the full "
+    assert lines[-3] == (f"successive halving (eta 3): rungs at epochs 1, 3, 9; trained {trained} of the full "
                          f"grid's {full} cell-epochs ({trained / full:.0%})")
-    cell = runs.RunDir(tmp_path / "s" / "cells" / saved["best"]["model"].split("/")[-2])
-    assert lines[-1].startswith(f"best: {cell.path.name}, test loss ") and lines[-1].endswith(
-        f"its model: {tmp_path / 's' / 'best.pt'}")  # one line, the path whole, whatever the width
-    assert all(len(line) <= 80 for line in lines[:-2])  # the tables fit 80 columns (the model column dropped)
+    cell = saved["best"]["model"].split("/")[-2]
+    assert lines[-2].startswith(f"best cell: {cell} (test loss ")
+    assert lines[-1] == f"its model: {tmp_path / 's' / 'best.pt'}"  # a line of its own, the path whole
+    assert all(len(line) <= 80 for line in lines[:-3])  # the tables fit 80 columns (the model column dropped)
     pruned = sum(c["status"] == "pruned" for c in saved["cells"])
     again = CliRunner().invoke(app, ["sweep", *args, "--prune", "halving", "--run-dir", str(tmp_path / "s")])
     assert again.exit_code == 0, again.stderr

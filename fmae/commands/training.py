@@ -367,10 +367,11 @@ def _print_sweep(doc: dict[str, Any]) -> None:
                      + (f" ({spent['fraction']:.0%})" if spent["fraction"] is not None else ""))
     best = doc["best"]
     if best is not None:
-        cell = Path(best["model"]).parent.name
-        lines.append(f"best: {cell}, test loss {fmt_loss(best['final_test_loss'])}; "
-                     f"its model: {Path(doc['sweep_dir']) / 'best.pt'}")
+        cell = (Path(best["model"]).parent.name if best.get("model")
+                else f"{best['optim']} lr {best['lr']:g} h {best['hidden']} seed {best['seed']}")
+        lines += [f"best cell: {cell} (test loss {fmt_loss(best['final_test_loss'])})",
+                  f"its model: {Path(doc['sweep_dir']) / 'best.pt'}"]  # a line of its own: the path is never cut
     else:
-        lines.append("best: none (no cell completed or stopped early), so no best.pt")
+        lines.append("best cell: none (no cell completed or stopped early), so no best.pt")
     write_stdout("".join(line + "\n" for line in lines))
 
