@@ -132,15 +132,7 @@ def check_contents(path: Path, kind: str | None, obj: Any) -> dict[str, Any]:
 def cloned(obj: Any) -> Any:
     """A nest of dicts, lists and tensors with every tensor copied: a snapshot that training in place
     cannot change."""
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        return {k: cloned(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(cloned(v) for v in obj)
-    return obj
+    return _map_tensors(obj, lambda t: t.detach().clone())
 
 
 def _number(value: Any) -> bool:
@@ -217,14 +209,19 @@ def _head(path: Path) -> bytes | None:
 
 def to_cpu(obj: Any) -> Any:
     """A state dict (or any nest of dicts, lists and tensors) detached and on the CPU, as saved."""
+    return _map_tensors(obj, lambda t: t.detach().cpu())
+
+
+def _map_tensors(obj: Any, leaf: Any) -> Any:
+    """`obj` with `leaf(tensor)` in place of each tensor of its nest of dicts, lists and tuples."""
     import torch
 
     if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
+        return leaf(obj)
     if isinstance(obj, dict):
-        return {k: to_cpu(v) for k, v in obj.items()}
+        return {k: _map_tensors(v, leaf) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(to_cpu(v) for v in obj)
+        return type(obj)(_map_tensors(v, leaf) for v in obj)
     return obj
 
 
