@@ -1,0 +1,76 @@
+"""Runs and sweeps logged to the trackers from their files: `fmae export` for those made before
+(or without) --tensorboard/--mlflow, and a live sweep's catch-up at its start and end. The calls
+are the live ones (fmae.trackers.Trackers), so the layout is the same and a second export adds
+nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from fmae import runs
+from fmae.trackers import TrackerConfig, TrackerError, Trackers, open_trackers
+
+
+def begin_sweep(trackers: Trackers, sweep_dir: Path) -> None:
+    """The sweep in `sweep_dir` (its sweep.json's grid) as the parent of the runs logged next."""
+    if trackers:
+        trackers.begin_sweep(sweep_dir, runs.read_json(sweep_dir / "sweep.json")["grid"])
+
+
+def log_cells(trackers: Trackers, sweep_dir: Path, finished_only: bool = False) -> int:
+    """Each of fmae's cells of the sweep: its epochs (metrics.csv) and, once it ended, its summary;
+    returns the epochs they hold. `finished_only`: cells that have a summary (a live sweep's start:
+    the unfinished ones catch up when they resume)."""
+    from fmae.sweep import SweepDir, summary_or_none
+
+    epochs = 0
+    if not trackers:
+        return epochs
+    for run in SweepDir(sweep_dir).fmae_cells():
+        summary = summary_or_none(run)
+        if summary is None and finished_only:
+            continue
+        metrics = run.read_metrics()
+        trackers.log(run.path, None, metrics, summary)
+        epochs += len(metrics)
+    return epochs
+
+
+def end_sweep(trackers: Trackers, sweep_dir: Path, doc: dict[str, Any]) -> None:
+    """Every cell as its files say, then the sweep's results: its best cell, its seed groups."""
+    if trackers:
+        log_cells(trackers, sweep_dir)
+        trackers.end_sweep(doc)
+
+
+def export(paths: Sequence[Path], config: TrackerConfig, on_warning: Callable[[str], None]) -> dict[str, Any]:
+    """Log each run or sweep directory in `paths` to the tracker `config` names (holding each
+    directory's lock: its trackers.json is written); returns what was exported. A tracker that
+    fails is a TrackerError, after the directories before it were exported."""
+    from fmae.locks import lock_run_dir
+
+    rows = []
+    with open_trackers(config, on_warning, live=False) as trackers:
+        for path in paths:
+            kind, records = runs.read_source(path)
+            with lock_run_dir(Path(path)):
+                if kind == "sweep":
+                    begin_sweep(trackers, Path(path))
+                    results = Path(path) / "results.json"
+                    doc = runs.read_json(results) if results.exists() else {"cells": [], "best": None}
+                    end_sweep(trackers, Path(path), doc if isinstance(doc, dict) else {"cells": [], "best": None})
+                else:
+                    from fmae.sweep import summary_or_none
+
+                    trackers.log(records[0].path, records[0].config, records[0].metrics,
+                                 summary_or_none(runs.RunDir(records[0].path)))
+            if trackers.failures:
+                raise TrackerError(f"export of {path} failed ({trackers.failures[0]})",
+                                   "the directories before it were exported; run the same command again")
+            rows.append({"path": str(path), "kind": kind, "runs": len(records),
+                         "epochs": sum(len(r.metrics) for r in records)})
+    tracker = "tensorboard" if config.tensorboard is not None else "mlflow"
+    return {"schema_version": runs.SCHEMA_VERSION, "tracker": tracker,
+            "to": str(config.tensorboard) if config.tensorboard is not None else config.mlflow, "exported": rows}

@@ -1,0 +1,174 @@
+"""MLflow: a run per training run; a sweep is a parent run with a child run per cell (named after
+the cell), the grid as the parent's tags, the seed groups' mean/std/95% CI as its metrics and the
+best cell as its tag. A run is found again by the id trackers.json keeps for the tracking URI, or
+(killed between creating the run and keeping its id) by the run's token, tag `fmae.uid`. What a
+run holds is read back once (its params and each metric's steps) and never logged twice.
+Needs only mlflow-skinny (the client); the full mlflow serves the UI."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fmae.trackers import Point, Target, TrackerError, finite, missing
+
+EXPERIMENT = "fmae"  # the experiment, unless MLFLOW_EXPERIMENT_NAME names one
+TERMINAL = {"completed": "FINISHED", "stopped_early": "FINISHED", "pruned": "FINISHED", "diverged": "FAILED",
+            "collapsed": "FAILED", "failed": "FAILED", "interrupted": "KILLED"}
+# a server that is gone costs seconds, not MLflow's default minutes of retries (the user's settings win)
+HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+BATCH = 1000  # MLflow's log_batch limit on metrics per call
+
+
+@dataclass
+class _Run:
+    run_id: str
+    status: str
+    params: dict[str, str]
+    latest: dict[str, float]
+    steps: dict[str, set[int]] = field(default_factory=dict)
+    artifacts: set[str] | None = None
+
+
+class Mlflow:
+    name = "mlflow"
+
+    def __init__(self, uri: str, *, artifacts: bool = False, live: bool = True) -> None:
+        for key, value in HTTP.items():
+            os.environ.setdefault(key, value)
+        try:
+            from mlflow.entities import Metric, Param, RunTag
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            raise missing("mlflow", "--mlflow") from None
+        self._Metric, self._Param, self._Tag = Metric, Param, RunTag
+        self.uri, self.artifacts, self.live = uri, artifacts, live
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                try:
+                    self.experiment = self.client.create_experiment(name)
+                except Exception:  # noqa: BLE001 - made meanwhile by another fmae
+                    self.experiment = self.client.get_experiment_by_name(name).experiment_id
+            else:
+                self.experiment = found.experiment_id
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the store is the URI's
+            why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise TrackerError(f"--mlflow {uri}: cannot open the tracking store ({why})",
+                               "check the URI: sqlite:///path.db, file:/path or http://host:port") from None
+        self._runs: dict[Path, _Run] = {}
+
+    def _run(self, target: Target, parent: Target | None) -> _Run:
+        known = self._runs.get(target.path)
+        if known is not None:
+            return known
+        run = None
+        run_id = target.mlflow_id(self.uri)
+        if run_id is not None:
+            try:
+                run = self.client.get_run(run_id)
+            except Exception:  # noqa: BLE001 - gone from this store (or another store at this URI)
+                run = None
+        if run is not None and run.info.lifecycle_stage == "deleted":
+            run = None
+        if run is None:
+            found = self.client.search_runs([self.experiment], filter_string=f"tags.`fmae.uid` = '{target.uid}'",
+                                            max_results=1)
+            run = found[0] if found else None
+        if run is None:
+            tags = {"fmae.uid": target.uid, "fmae.path": str(target.path.resolve()), "fmae.kind": target.kind}
+            if parent is not None:
+                tags["mlflow.parentRunId"] = self._run(parent, None).run_id
+            run = self.client.create_run(self.experiment, run_name=target.name, tags=tags)
+        target.set_mlflow_id(self.uri, run.info.run_id)
+        state = _Run(run.info.run_id, run.info.status, dict(run.data.params), dict(run.data.metrics))
+        for key in run.data.metrics:
+            state.steps[key] = {m.step for m in self.client.get_metric_history(state.run_id, key)}
+        self._runs[target.path] = state
+        return state
+
+    def _log(self, run: _Run, metrics: Sequence[Any] = (), params: Sequence[Any] = (), tags: Sequence[Any] = ()) -> None:
+        metrics = list(metrics)
+        for i in range(0, max(len(metrics), 1), BATCH):
+            chunk = metrics[i:i + BATCH]
+            if chunk or (i == 0 and (params or tags)):
+                self.client.log_batch(run.run_id, metrics=chunk, params=list(params) if i == 0 else [],
+                                      tags=list(tags) if i == 0 else [])
+        for m in metrics:
+            run.steps.setdefault(m.key, set()).add(m.step)
+            run.latest[m.key] = m.value
+        run.params.update({p.key: p.value for p in params})
+
+    def _status(self, run: _Run, status: str) -> None:
+        if run.status != status:
+            if status == "RUNNING":
+                self.client.update_run(run.run_id, status="RUNNING")
+            else:
+                self.client.set_terminated(run.run_id, status)
+            run.status = status
+
+    def _upload(self, run: _Run, path: Path) -> None:
+        if self.artifacts and path.is_file():
+            if run.artifacts is None:
+                run.artifacts = {a.path for a in self.client.list_artifacts(run.run_id)}
+            if path.name not in run.artifacts:
+                self.client.log_artifact(run.run_id, str(path))
+                run.artifacts.add(path.name)
+
+    # ------------------------------------------------------------ the tracker
+
+    def begin_sweep(self, sweep: Target, grid: dict[str, list[Any]]) -> None:
+        run = self._run(sweep, None)
+        self._log(run, tags=[self._Tag(f"fmae.grid.{k}", ",".join(map(str, v))) for k, v in grid.items()])
+        if self.live:
+            self._status(run, "RUNNING")
+
+    def log_run(self, target: Target, params: dict[str, Any], points: Sequence[Point],
+                summary: dict[str, Any] | None, parent: Target | None) -> None:
+        run = self._run(target, parent)
+        now = int(time.time() * 1000)
+        metrics = [self._Metric(k, v, now, p.epoch) for p in points for k, v in p.metrics().items()
+                   if finite(v) and p.epoch not in run.steps.get(k, ())]  # a diverged loss: a gap, and its status
+        new_params = [self._Param(k, str(v)) for k, v in params.items() if k not in run.params]
+        tags = []
+        if summary is not None:
+            epochs, final = int(summary.get("epochs_run") or 0), summary.get("final_test_loss")
+            if finite(final) and epochs not in run.steps.get("final_test_loss", ()):
+                metrics.append(self._Metric("final_test_loss", final, now, epochs))
+            tags.append(self._Tag("fmae.status", str(summary.get("status"))))
+        self._log(run, metrics, new_params, tags)
+        if summary is not None:
+            self._upload(run, target.path / "model.pt")
+            self._status(run, TERMINAL.get(str(summary.get("status")), "FINISHED"))
+        else:
+            self._status(run, "RUNNING" if self.live else "KILLED")  # exported unfinished: not running now
+
+    def end_sweep(self, sweep: Target, doc: dict[str, Any]) -> None:
+        run = self._run(sweep, None)
+        now = int(time.time() * 1000)
+        values: dict[str, float] = {}
+        best = doc.get("best")
+        if best is not None and finite(best.get("final_test_loss")):
+            values["best_final_test_loss"] = best["final_test_loss"]
+        for g in doc.get("groups") or ():
+            group = f"{g['optim']}-lr{g['lr']!r}-h{g['hidden']}"
+            for stat in ("mean", "std", "ci95"):
+                if finite(g.get(f"{stat}_final_test_loss")):
+                    values[f"{stat}_final_test_loss/{group}"] = g[f"{stat}_final_test_loss"]
+        metrics = [self._Metric(k, v, now, 0) for k, v in values.items() if run.latest.get(k) != v]
+        cell = Path(best["model"]).parent.name if best is not None and best.get("model") else "none"
+        self._log(run, metrics, tags=[self._Tag("fmae.best_cell", cell)])
+        self._upload(run, sweep.path / "best.pt")
+        statuses = [r.get("status") for r in doc.get("cells", ())]
+        self._status(run, "FAILED" if "failed" in statuses
+                     else "FINISHED" if all(s in TERMINAL and s != "interrupted" for s in statuses) else "KILLED")
+
+    def close(self) -> None:
+        pass
