@@ -11,6 +11,9 @@ every epoch writes last.pt before metrics.csv, so metrics.csv never runs ahead.
 
 `close` (also on Ctrl-C, SIGTERM or a failure) writes each run's latest state, then waits for the
 writes: an interrupted run loses no finished epoch. The driver stays the only writer process.
+
+With `trackers` (fmae.trackers: --tensorboard, --mlflow), each epoch saved is logged there too, by
+the driver, whatever the executor; a resumed run first catches up on what its last.pt holds.
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ class _Track:
 class Saver:
     """One writer thread for a command's runs; use as a context manager (closing writes the latest states)."""
 
-    def __init__(self, every: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, every: float, clock: Callable[[], float] = time.monotonic, trackers: Any = None) -> None:
         self.every = every
+        self.trackers = trackers
         self._clock = clock
         self._tracks: dict[runs.RunDir, _Track] = {}
         self._errors: dict[runs.RunDir, BaseException] = {}
@@ -84,6 +88,8 @@ class Saver:
         self._tracks[run] = _Track(config, state, int(state["epoch"]), self._clock())
         history = runs.history_of(state)
         self._put(run, lambda: run.write_metrics(history))
+        if self.trackers:
+            self.trackers.log(run.path, config, history)
 
     def epoch(self, run: runs.RunDir, config: TrainConfig, state: dict[str, Any]) -> list[Any]:
         """A finished epoch's resume state (owned: never changed after this call); returns the history.
@@ -96,6 +102,8 @@ class Saver:
             self.checkpoint(run)
         history = runs.history_of(state)
         self._put(run, lambda: run.write_metrics(history))
+        if self.trackers:
+            self.trackers.log(run.path, config, history)
         return history
 
     def checkpoint(self, run: runs.RunDir) -> None:
@@ -124,7 +132,10 @@ class Saver:
         self.checkpoint(run)
         self.flush(run)
         self._tracks.pop(run, None)
-        return run.finish(config, status, history, model_state, env, device=device, wall_seconds=wall_seconds)
+        summary = run.finish(config, status, history, model_state, env, device=device, wall_seconds=wall_seconds)
+        if self.trackers:
+            self.trackers.log(run.path, config, history, summary)
+        return summary
 
     def close(self) -> None:
         """Write every run's latest state, wait for all writes, stop the thread. Failures then are

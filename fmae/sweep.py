@@ -20,7 +20,7 @@ from fmae.locks import LOCK_NAME
 from fmae.stats import RANKABLE
 
 FINISHED = (*RANKABLE, "diverged", "collapsed")
-SWEEP_FILES = ("sweep.json", "results.csv", "results.json", "results_groups.csv", "best.pt")
+SWEEP_FILES = ("sweep.json", "results.csv", "results.json", "results_groups.csv", "best.pt", runs.TRACKER_IDS)
 GRID_KEYS = {"optim": (str,), "lr": (float, int), "hidden": (int,), "seed": (int,)}  # sweep.json's grid
 
 
