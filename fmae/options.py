@@ -91,3 +91,13 @@ Ckpts = Annotated[list[Path], typer.Option(
 PlotKind = Enum("PlotKind", {k: k for k in ("all", *PLOT_KINDS)}, type=str)
 
 
+
+TensorBoard = Annotated[Optional[Path], typer.Option(
+    "--tensorboard", metavar="DIR", help="Log each epoch to TensorBoard event files under DIR, and the "
+    "hyper-parameters to its HParams view (pip install 'fmae-cli[tensorboard]').", show_default=False)]
+Mlflow = Annotated[Optional[str], typer.Option(
+    "--mlflow", metavar="URI", help="Log each epoch to MLflow at this tracking URI: sqlite:///mlflow.db, file:DIR "
+    "or http://host:port; a sweep is a parent run with a child run per cell (pip install 'fmae-cli[mlflow]').",
+    show_default=False)]
+MlflowArtifacts = Annotated[bool, typer.Option(
+    "--mlflow-artifacts", help="Upload model.pt (and a sweep's best.pt) to MLflow as artifacts.")]

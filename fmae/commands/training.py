@@ -15,8 +15,8 @@ from fmae.locks import lock_run_dir
 from fmae.options import (
     CHECKPOINT_EVERY, E, N, T, Activation, Address, BatchSize, CheckpointEvery, CpusPerCell, DataDir, Device,
     Dropout, Engine, Epochs, Eta, Executor, FailOn, GpusPerCell, Hidden, Jobs, Json, Lr, M, MaxRetries, MinDelta,
-    MinEpochs, Momentum, NoDownload, Optim, OptimizerName, Patience, Precision, Prune, Quiet, S, Seed, Threads,
-    TrainNoise, TrainNoiseSigma,
+    MinEpochs, Mlflow, MlflowArtifacts, Momentum, NoDownload, Optim, OptimizerName, Patience, Precision, Prune, Quiet,
+    S, Seed, TensorBoard, Threads, TrainNoise, TrainNoiseSigma,
 )
 
 
@@ -88,6 +88,9 @@ def train(
     data_dir: DataDir = None,
     no_download: NoDownload = False,
     checkpoint_every: CheckpointEvery = CHECKPOINT_EVERY,
+    tensorboard: TensorBoard = None,
+    mlflow: Mlflow = None,
+    mlflow_artifacts: MlflowArtifacts = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir from its last.pt.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run in --run-dir.")] = False,
     json_out: Json = False,
@@ -103,8 +106,10 @@ def train(
     from fmae.checkpoints import cloned
     from fmae.config import check_checkpoint_every, check_engine, check_threads
     from fmae.errors import out_of_memory
+    from fmae.trackers import TrackerConfig, open_trackers
     from fmae.ui import Feedback, emit
 
+    tracking = TrackerConfig(tensorboard, mlflow, mlflow_artifacts)
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
     config = TrainConfig(
@@ -119,7 +124,8 @@ def train(
     engines.set_threads(check_threads(threads, executors.cores()))
     every = check_checkpoint_every(checkpoint_every)
     started = time.perf_counter()
-    with lock_run_dir(run.path), Feedback(quiet=quiet) as feedback, saving.Saver(every) as saver:
+    with lock_run_dir(run.path), Feedback(quiet=quiet) as feedback, \
+            open_trackers(tracking, feedback.message) as trackers, saving.Saver(every, trackers=trackers) as saver:
         _hint_if_busy(feedback, "train", threads is None)
         if resume:  # the run's own settings; of the flags given, only --epochs, --patience, --min-delta may differ
             config = run.resumed_config(config, _explicit(ctx))
@@ -148,9 +154,12 @@ def train(
             result = engines.train(config, dataset, torch_device, resume=state, on_epoch=on_epoch, engine=trainer)
         except KeyboardInterrupt as exc:
             saver.close()  # the latest state first: summary.json last
-            run.write_summary(runs.summarize(config, "interrupted", history, run_dir=run.path,
-                                             device=str(torch_device), wall_seconds=time.perf_counter() - started))
-            resume_line = _train_command(config, run.path, threads, _given(device, data_dir, no_download))
+            summary = runs.summarize(config, "interrupted", history, run_dir=run.path, device=str(torch_device),
+                                     wall_seconds=time.perf_counter() - started)
+            run.write_summary(summary)
+            trackers.log(run.path, config, history, summary)
+            resume_line = _train_command(config, run.path, threads,
+                                         [*_given(device, data_dir, no_download), *tracking.to_args()])
             raise _interrupted(exc, "training", bool(history or state), resume_line) from None
         except (MemoryError, RuntimeError) as exc:
             if not history and state is None:  # nothing trained: leave no run that would "already hold" one
@@ -213,6 +222,9 @@ def sweep(
     noise_sigma: TrainNoiseSigma = N.sigma,
     data_dir: DataDir = None,
     no_download: NoDownload = False,
+    tensorboard: TensorBoard = None,
+    mlflow: Mlflow = None,
+    mlflow_artifacts: MlflowArtifacts = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start the sweep directory anew.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first cell that fails.")] = False,
     prune: Prune = None,
@@ -233,8 +245,10 @@ def sweep(
     from fmae import data, executors, halving, results, runs, saving
     from fmae import sweep as sweeps
     from fmae.config import check_checkpoint_every
+    from fmae.trackers import TrackerConfig, export, open_trackers
     from fmae.ui import Feedback, emit
 
+    tracking = TrackerConfig(tensorboard, mlflow, mlflow_artifacts)
     base = TrainConfig(model=ModelConfig(dropout=dropout, activation=activation), optim="sgd", momentum=momentum,
                        epochs=epochs, batch_size=batch_size, precision=precision, patience=patience,
                        min_delta=min_delta, noise=NoiseConfig.training(noise, noise_sigma))
@@ -250,7 +264,8 @@ def sweep(
     executors.start_early(options)
     torch_device = sweeps.cell_device(options, device)
     started = time.perf_counter()
-    with lock_run_dir(where.path), Feedback(quiet=quiet) as feedback:
+    with lock_run_dir(where.path), Feedback(quiet=quiet) as feedback, \
+            open_trackers(tracking, feedback.message) as trackers:
         _hint_if_busy(feedback, "sweep", executor == "local" and jobs == 1 and threads is None)
         merged = where.open(grid, overwrite=overwrite)
         dataset = data.find_and_load(data_dir, download=not no_download, on_found=feedback.message,
@@ -259,7 +274,9 @@ def sweep(
                                engine=sweeps.cell_engine(options, torch_device))
         where.reset(overwrite)
         where.write_grid(merged)
+        export.begin_sweep(trackers, where.path)
         plans = where.plan(grid)
+        export.log_cells(trackers, where.path, finished_only=True)  # the unfinished catch up as they resume
         todo = [p for p in plans if not p.done]
         threads_each = f"{env['threads']} thread{'s' if env['threads'] != 1 else ''}"
         how = (f"{jobs} jobs x {threads_each}" if executor == "local" and jobs > 1
@@ -299,7 +316,7 @@ def sweep(
             on_cell(plan, "pruned")
 
         try:  # one executor for the whole sweep (every rung), closed before the writer writes the latest states
-            with saving.Saver(every) as saver, executors.Session(options, dataset, torch_device) as session:
+            with saving.Saver(every, trackers=trackers) as saver, executors.Session(options, dataset, torch_device) as session:
                 def train_to(subset: list[Any], stop_at: int | None = None) -> None:
                     sweeps.run(subset, session, saver, env, options, device=torch_device, on_start=on_start,
                                on_epoch=on_epoch, on_cell=on_cell, fail_fast=fail_fast, stop_at=stop_at)
@@ -318,9 +335,10 @@ def sweep(
             results.write(where, rows, merged.base.epochs, pruned_how)
             raise _interrupted(exc, "sweep", any(r["epochs_run"] for r in rows),
                                _sweep_command(grid, options, pruning, where.path, fail_fast,
-                                              _given(device, data_dir, no_download))) from None
+                                              [*_given(device, data_dir, no_download), *tracking.to_args()])) from None
         rows = results.collect(where, merged, plans)
         best = results.write(where, rows, merged.base.epochs, pruned_how)
+        export.end_sweep(trackers, where.path, results.document(where, rows, best, merged.base.epochs, pruned_how))
     failed = [r for r in rows if r["status"] == "failed"]
     doc = results.document(where, rows, best, merged.base.epochs, pruned_how)
     doc["wall_seconds"] = round(time.perf_counter() - started, 3)
