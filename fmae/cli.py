@@ -367,7 +367,7 @@ def _root(
 
 def _register() -> None:
     """The commands, in the order --help lists them."""
-    from fmae.commands import inspection, training
+    from fmae.commands import export, inspection, training
     from fmae.options import SWEEP_LISTS
 
     app.command(cls=_multi("--fail-on"))(training.train)
@@ -375,6 +375,7 @@ def _register() -> None:
     app.command("eval", cls=_multi("--ckpt"))(inspection.eval_)
     app.command(cls=_multi("--ckpt", "--sigma", "--index"))(inspection.denoise)
     app.command(cls=_multi("--kind"))(inspection.plot)
+    app.command()(export.export)
 
 
 _register()
