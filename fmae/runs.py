@@ -27,8 +27,9 @@ from fmae.manifest import remove_stale_temporaries  # noqa: F401 - runs.remove_s
 from fmae.stats import WITH_MODEL
 
 SCHEMA_VERSION = 1
-TRACKER_IDS = "trackers.json"  # the run's token and MLflow run ids (fmae.trackers), once it was logged to one
-RUN_FILES = ("config.json", "metrics.csv", "model.pt", "last.pt", "summary.json", TRACKER_IDS)
+RUN_FILES = ("config.json", "metrics.csv", "model.pt", "last.pt", "summary.json")
+# a run's token and MLflow run ids (fmae.trackers), once it was logged to a tracker: added then to its record
+TRACKER_IDS = "trackers.json"
 METRIC_FIELDS = ("epoch", "train_loss", "test_loss", "seconds")
 RESUMABLE = ("epochs", "patience", "min-delta")  # the settings --resume (and a rerun of a sweep) may change
 

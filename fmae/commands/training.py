@@ -106,10 +106,11 @@ def train(
     from fmae.checkpoints import cloned
     from fmae.config import check_checkpoint_every, check_engine, check_threads
     from fmae.errors import out_of_memory
-    from fmae.trackers import TrackerConfig, open_trackers
+    from fmae.trackers import TrackerConfig, open_trackers, require
     from fmae.ui import Feedback, emit
 
     tracking = TrackerConfig(tensorboard, mlflow, mlflow_artifacts)
+    require(tracking)
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
     config = TrainConfig(
@@ -245,10 +246,11 @@ def sweep(
     from fmae import data, executors, halving, results, runs, saving
     from fmae import sweep as sweeps
     from fmae.config import check_checkpoint_every
-    from fmae.trackers import TrackerConfig, export, open_trackers
+    from fmae.trackers import TrackerConfig, export, open_trackers, require
     from fmae.ui import Feedback, emit
 
     tracking = TrackerConfig(tensorboard, mlflow, mlflow_artifacts)
+    require(tracking)
     base = TrainConfig(model=ModelConfig(dropout=dropout, activation=activation), optim="sgd", momentum=momentum,
                        epochs=epochs, batch_size=batch_size, precision=precision, patience=patience,
                        min_delta=min_delta, noise=NoiseConfig.training(noise, noise_sigma))

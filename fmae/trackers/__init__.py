@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from fmae import atomic, manifest
 from fmae.config import TrainConfig
 from fmae.errors import ConfigError, FmaeError
-from fmae.runs import TRACKER_IDS, read_json
+from fmae.runs import RUN_FILES, TRACKER_IDS, read_json
 
 KINDS = ("tensorboard", "mlflow")
 # what `fmae-cli[EXTRA]` installs, per tracker (pyproject.toml's extras; tested to agree)
@@ -38,7 +38,7 @@ class TrackerError(FmaeError):
 
 def missing(kind: str, flag: str) -> TrackerError:
     return TrackerError(f"{flag} needs the {kind} package, which is not installed",
-                        f"pip install 'fmae-cli[{INSTALL[kind]}]' (or pip install -e '.[{INSTALL[kind]}]')")
+                        f"install it with: pip install 'fmae-cli[{INSTALL[kind]}]'")
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,8 @@ class Target:
         if not isinstance(self._doc.get("uid"), str):
             self._doc = {"uid": secrets.token_hex(8), "mlflow": {}}
             self._save()
+        else:
+            self._own()
 
     @property
     def uid(self) -> str:
@@ -138,10 +140,21 @@ class Target:
         return doc if isinstance(doc, dict) and isinstance(doc.get("mlflow", {}), dict) else {}
 
     def _save(self) -> None:
-        record = manifest.read(self.path)  # fmae's own file: --overwrite removes it with the run
-        if record is not None and TRACKER_IDS not in record.files:
-            manifest.write(self.path, record.kind, (*record.files, TRACKER_IDS), resetting=record.resetting)
+        self._own()
         atomic.write_json(self.path / TRACKER_IDS, self._doc)
+
+    def _own(self) -> None:
+        """trackers.json named in the directory's record (fmae's file: --overwrite removes it with the
+        run, so a replaced run is a new run in the trackers); its stale temporaries removed."""
+        record = manifest.read(self.path)
+        if record is None:  # a directory made before fmae kept records (checked to be fmae's by the caller)
+            from fmae.sweep import SWEEP_FILES
+
+            kind, files = ("sweep", SWEEP_FILES) if self.kind == "sweep" else ("run", RUN_FILES)
+            manifest.write(self.path, kind, (*files, TRACKER_IDS))
+        elif TRACKER_IDS not in record.files:
+            manifest.write(self.path, record.kind, (*record.files, TRACKER_IDS), resetting=record.resetting)
+        manifest.remove_stale_temporaries(self.path, (TRACKER_IDS,))
 
 
 STRINGS = ("optim", "activation", "noise", "precision", "device")  # the other parameters are numbers
@@ -252,14 +265,35 @@ class Trackers:
         self._backends.clear()
 
 
+PACKAGES = {"tensorboard": "tensorboard.summary.writer.event_file_writer", "mlflow": "mlflow.tracking"}
+
+
+def require(config: TrackerConfig) -> None:
+    """Import the packages `config` needs, before anything is written: a missing one is one
+    TrackerError naming the extra to install. None is imported when no tracker is named."""
+    import importlib
+
+    for kind, module in PACKAGES.items():
+        if getattr(config, kind) is not None:
+            if kind == "mlflow":
+                from fmae.trackers.mlflow import prepare
+
+                prepare()
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                raise missing(kind, f"--{kind}") from None
+
+
 def open_trackers(config: TrackerConfig, on_warning: Callable[[str], None], *, live: bool = True) -> Trackers:
-    """The trackers `config` names, their packages imported now (a missing one: TrackerError,
-    naming the extra to install); none imported when none is named."""
+    """The trackers `config` names (`require`d first), opened: a TensorBoard log directory made,
+    an MLflow store reached (TrackerError if not)."""
+    require(config)
     backends: list[Backend] = []
     if config.tensorboard is not None:
         from fmae.trackers.tensorboard import TensorBoard
 
-        backends.append(TensorBoard(config.tensorboard))
+        backends.append(TensorBoard(config.tensorboard, on_warning))
     if config.mlflow is not None:
         from fmae.trackers.mlflow import Mlflow
 

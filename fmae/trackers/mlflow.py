@@ -14,15 +14,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmae.trackers import Point, Target, TrackerError, finite, missing
+from fmae.trackers import Point, Target, TrackerError, finite
 
 EXPERIMENT = "fmae"  # the experiment, unless MLFLOW_EXPERIMENT_NAME names one
 TERMINAL = {"completed": "FINISHED", "stopped_early": "FINISHED", "pruned": "FINISHED", "diverged": "FAILED",
             "collapsed": "FAILED", "failed": "FAILED", "interrupted": "KILLED"}
-# a server that is gone costs seconds, not MLflow's default minutes of retries (the user's settings win)
-HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+# a server that is gone costs seconds, not MLflow's default minutes of retries; MLflow's INFO lines
+# ("Creating initial MLflow database tables...") stay off fmae's stderr (the user's settings win)
+SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_LOGGING_LEVEL": "WARNING"}
 BATCH = 1000  # MLflow's log_batch limit on metrics per call
+
+
+def prepare() -> None:
+    """SETTINGS, before MLflow is imported (it reads its logging level then)."""
+    for key, value in SETTINGS.items():
+        os.environ.setdefault(key, value)
 
 
 @dataclass
@@ -39,13 +46,10 @@ class Mlflow:
     name = "mlflow"
 
     def __init__(self, uri: str, *, artifacts: bool = False, live: bool = True) -> None:
-        for key, value in HTTP.items():
-            os.environ.setdefault(key, value)
-        try:
-            from mlflow.entities import Metric, Param, RunTag
-            from mlflow.tracking import MlflowClient
-        except ImportError:
-            raise missing("mlflow", "--mlflow") from None
+        prepare()
+        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.tracking import MlflowClient
+
         self._Metric, self._Param, self._Tag = Metric, Param, RunTag
         self.uri, self.artifacts, self.live = uri, artifacts, live
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT

@@ -7,16 +7,16 @@ hold is read back once with TensorBoard's own reader and never written twice."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmae.trackers import PARAMS, STRINGS, Point, Target, TrackerError, finite, missing
+from fmae.trackers import PARAMS, STRINGS, Point, Target, TrackerError, finite
 
-# a run's end as an HParams session status
-STATUS = {"completed": "STATUS_SUCCESS", "stopped_early": "STATUS_SUCCESS", "pruned": "STATUS_ABORTED",
-          "interrupted": "STATUS_ABORTED", "diverged": "STATUS_FAILURE", "collapsed": "STATUS_FAILURE",
+# a run's end as an HParams session status (there are four: unknown, success, failure, running)
+STATUS = {"completed": "STATUS_SUCCESS", "stopped_early": "STATUS_SUCCESS", "pruned": "STATUS_SUCCESS",
+          "interrupted": "STATUS_UNKNOWN", "diverged": "STATUS_FAILURE", "collapsed": "STATUS_FAILURE",
           "failed": "STATUS_FAILURE"}
 METRICS = ("test_loss", "train_loss", "epoch_seconds", "final_test_loss")
 
@@ -37,16 +37,14 @@ class _Log:
 class TensorBoard:
     name = "tensorboard"
 
-    def __init__(self, logdir: Path) -> None:
-        try:
-            from tensorboard.backend.event_processing.event_file_loader import (
-                EventFileLoader,
-            )
-            from tensorboard.compat.proto import event_pb2, summary_pb2
-            from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
-            from tensorboard.summary.writer.event_file_writer import EventFileWriter
-        except ImportError:
-            raise missing("tensorboard", "--tensorboard") from None
+    def __init__(self, logdir: Path, on_warning: Callable[[str], None] = lambda text: None) -> None:
+        from tensorboard.backend.event_processing.event_file_loader import (
+            EventFileLoader,
+        )
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
         self._loader, self._writer_class = EventFileLoader, EventFileWriter
         self._event, self._summary, self._api, self._meta, self._plugin = (
             event_pb2, summary_pb2, api_pb2, metadata, plugin_data_pb2)
@@ -57,6 +55,7 @@ class TensorBoard:
             raise TrackerError(f"--tensorboard {self.logdir}: cannot make the directory ({exc.strerror or exc})",
                                "choose a writable directory") from None
         self._logs: dict[Path, _Log] = {}
+        self._warn, self._warned = on_warning, False
 
     # ------------------------------------------------------------ files
 
@@ -73,6 +72,13 @@ class TensorBoard:
                             log.ended.add(self._plugin.HParamsPluginData.FromString(content).session_end_info.status)
                         elif value.tag == self._meta.EXPERIMENT_TAG:
                             log.experiment.add(content)
+            others = [p for p in directory.glob("*tfevents*") if not p.name.endswith(f".fmae-{uid}")] \
+                if directory.is_dir() else []
+            if others and not self._warned:  # never removed: they are not this run's
+                self._warned = True
+                self._warn(f"warning: {directory} also holds event files of another run (one replaced by --overwrite, "
+                           "or another directory of the same name): TensorBoard shows both; remove the older "
+                           "files or choose another --tensorboard DIR")
         return log
 
     def _write(self, log: _Log, step: int, values: Sequence[Any]) -> None:
