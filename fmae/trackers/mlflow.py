@@ -23,13 +23,20 @@ TERMINAL = {"completed": "FINISHED", "stopped_early": "FINISHED", "pruned": "FIN
 # ("Creating initial MLflow database tables...") stay off fmae's stderr (the user's settings win)
 SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_LOGGING_LEVEL": "WARNING"}
+QUIET_STDOUT = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 BATCH = 1000  # MLflow's log_batch limit on metrics per call
 
 
 def prepare() -> None:
-    """SETTINGS, before MLflow is imported (it reads its logging level then)."""
+    """SETTINGS, before MLflow is imported (it reads its logging level then; when it was imported
+    already, its logger is set here)."""
+    import logging
+
+    if "MLFLOW_LOGGING_LEVEL" not in os.environ:
+        logging.getLogger("mlflow").setLevel(SETTINGS["MLFLOW_LOGGING_LEVEL"])
     for key, value in SETTINGS.items():
         os.environ.setdefault(key, value)
+    os.environ[QUIET_STDOUT] = "true"  # stdout holds fmae's results (--json): never MLflow's "View run" lines
 
 
 @dataclass

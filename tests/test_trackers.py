@@ -1,0 +1,524 @@
+"""Live TensorBoard and MLflow logging, and `fmae export` (issue 22), against the real things: a
+`mlflow server` (sqlite backend, a free port) read back through MlflowClient, event files read
+back with TensorBoard's own reader and, once, served by a real `tensorboard --logdir`. Both
+packages come with the [test] extra: without them these tests fail (never skip)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fmae import runs
+from fmae.cli import app
+from tests.helpers import installed_env
+
+try:
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+    from tensorboard.util import tensor_util
+except ImportError as exc:  # noqa: F841 - a failure, not a skip: CI must run these
+    pytest.fail(f"these tests need mlflow and tensorboard: pip install -e '.[test]' ({exc})", pytrace=False)
+
+GRID = ["--optim", "sgd", "adam", "--lr", "0.1", "0.001", "--hidden", "16", "--epochs", "3"]
+CELLS = sorted(["sgd-lr0.1-h16-s0", "sgd-lr0.001-h16-s0", "adam-lr0.1-h16-s0", "adam-lr0.001-h16-s0"])
+PARAMS = {"optim", "lr", "hidden", "seed", "batch_size", "dropout", "activation", "momentum", "noise", "precision",
+          "device", "threads"}
+
+
+@pytest.fixture(autouse=True)
+def _experiment(request, monkeypatch):
+    """Each test logs to an MLflow experiment of its own (MLFLOW_EXPERIMENT_NAME, which fmae honours)."""
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", request.node.name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, proc: subprocess.Popen, seconds: float = 120.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{proc.args[0]} exited with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    pytest.fail(f"{url} did not answer within {seconds} s")
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name, path=installed_env()["PATH"])
+    assert path, f"the `{name}` command is not installed: pip install -e '.[test]'"
+    return path
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on a sqlite database, for the module (it takes seconds to start)."""
+    where = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    log = open(where / "server.log", "w")
+    proc = subprocess.Popen([tool("mlflow"), "server", "--backend-store-uri", f"sqlite:///{where}/m.db",
+                             "--artifacts-destination", str(where / "artifacts"), "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+class Proxy:
+    """A stand-in for the MLflow server that can go away mid-sweep: forwards every request to the
+    real one until `stop`, then refuses connections (the port closed), as a server that died."""
+
+    def __init__(self, target: str) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                request = urllib.request.Request(target + self.path, data=body or None, method=self.command,
+                                                 headers={k: v for k, v in self.headers.items() if k != "Host"})
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as r:
+                        status, headers, data = r.status, r.headers, r.read()
+                except urllib.error.HTTPError as e:
+                    status, headers, data = e.code, e.headers, e.read()
+                self.send_response(status)
+                for k, v in headers.items():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = forward
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# ---------------------------------------------------------------- reading back what the trackers hold
+
+
+def mlflow_runs(uri: str, experiment: str) -> dict[str, dict]:
+    """Every run of the experiment by name: its id, parent, status, params, tags, metrics' steps."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment} at {uri}"
+    out = {}
+    for r in client.search_runs([exp.experiment_id], max_results=1000):
+        assert r.info.run_name not in out, f"two runs named {r.info.run_name}"
+        out[r.info.run_name] = {
+            "id": r.info.run_id, "parent": r.data.tags.get("mlflow.parentRunId"), "status": r.info.status,
+            "params": r.data.params, "tags": r.data.tags, "latest": r.data.metrics,
+            "steps": {k: sorted(m.step for m in client.get_metric_history(r.info.run_id, k)) for k in r.data.metrics},
+            "values": {k: [m.value for m in sorted(client.get_metric_history(r.info.run_id, k), key=lambda m: m.step)]
+                       for k in r.data.metrics},
+        }
+    return out
+
+
+def tb_runs(logdir: Path) -> dict[str, dict]:
+    """Every TensorBoard run under `logdir` (a directory holding event files), read with TensorBoard's
+    own reader: each tag's steps (in the order written, repeats kept) and its HParams summaries."""
+    out: dict[str, dict] = {}
+    for f in sorted(logdir.rglob("*tfevents*")):
+        run = out.setdefault(f.parent.relative_to(logdir).as_posix(), {"steps": {}, "values": {}, "starts": [],
+                                                                        "ends": [], "experiments": []})
+        for event in EventFileLoader(str(f)).Load():
+            for v in event.summary.value:
+                run["steps"].setdefault(v.tag, []).append(event.step)
+                if v.metadata.plugin_data.plugin_name == "scalars":  # the reader gives scalars as tensors
+                    run["values"].setdefault(v.tag, []).append(tensor_util.make_ndarray(v.tensor).item())
+                    continue
+                data = plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
+                if v.tag == metadata.SESSION_START_INFO_TAG:
+                    run["starts"].append(data.session_start_info)
+                elif v.tag == metadata.SESSION_END_INFO_TAG:
+                    run["ends"].append(data.session_end_info.status)
+                elif v.tag == metadata.EXPERIMENT_TAG:
+                    run["experiments"].append(data.experiment)
+    return out
+
+
+def metrics_csv(run: Path) -> list[dict[str, float]]:
+    return runs.RunDir(run).read_metrics()
+
+
+def check_sweep_in_mlflow(uri: str, experiment: str, sweep: Path, epochs: int = 3,
+                          seconds: bool = True) -> dict[str, dict]:
+    """1 parent and a child per cell, each epoch once, its values those of metrics.csv (the losses;
+    `seconds`: the epochs' times too, which differ where an epoch was trained again after a kill)."""
+    found = mlflow_runs(uri, experiment)
+    parent = found.pop(sweep.name)
+    assert parent["parent"] is None and parent["tags"]["fmae.kind"] == "sweep"
+    assert sorted(found) == CELLS
+    for name, run in found.items():
+        rows = metrics_csv(sweep / "cells" / name)
+        assert run["parent"] == parent["id"] and run["tags"]["fmae.kind"] == "cell"
+        assert set(run["params"]) == PARAMS
+        for key, column in (("test_loss", "test_loss"), ("train_loss", "train_loss"), ("epoch_seconds", "seconds")):
+            assert run["steps"][key] == list(range(1, epochs + 1)), (name, key, run["steps"][key])
+            if key != "epoch_seconds" or seconds:
+                assert run["values"][key] == pytest.approx([r[column] for r in rows], rel=1e-12, abs=6e-5)  # s: 4 places
+    return {"parent": parent, **found}
+
+
+def check_sweep_in_tensorboard(logdir: Path, sweep: Path, epochs: int = 3) -> dict[str, dict]:
+    """A run per cell, each epoch once, an HParams session per cell; the grid as the experiment."""
+    found = tb_runs(logdir)
+    top = found.pop(sweep.name)
+    assert len(top["experiments"]) == 1 and set(found) == {f"{sweep.name}/{c}" for c in CELLS}
+    domains = {h.name: [v.string_value or v.number_value for v in h.domain_discrete.values]
+               for h in top["experiments"][0].hparam_infos}
+    assert domains["optim"] == ["sgd", "adam"] and domains["lr"] == [0.1, 0.001] and set(domains) == PARAMS
+    for name, run in found.items():
+        assert run["steps"]["test_loss"] == list(range(1, epochs + 1)), (name, run["steps"]["test_loss"])
+        assert run["values"]["test_loss"] == pytest.approx(
+            [r["test_loss"] for r in metrics_csv(sweep / "cells" / name.split("/")[1])], rel=1e-6)
+        assert len(run["starts"]) == 1 and set(run["starts"][0].hparams) == PARAMS
+    return found
+
+
+# ---------------------------------------------------------------- must show
+
+
+def test_the_issues_sweep_logs_one_parent_four_children_and_four_tensorboard_runs(fake_dataset, tmp_path,
+                                                                                  monkeypatch, request):
+    """`fmae sweep --optim sgd adam --lr 0.1 0.001 --hidden 16 --epochs 3 --mlflow sqlite:///m.db
+    --tensorboard tb`, as the issue writes it (relative paths, in the working directory)."""
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(app, ["sweep", *GRID, "--mlflow", "sqlite:///m.db", "--tensorboard", "tb",
+                                   "--run-dir", "sw", "-q"])
+    assert out.exit_code == 0, out.output
+    assert "warning" not in out.stderr and "INFO" not in out.stderr  # MLflow's own log lines stay off stderr
+    found = check_sweep_in_mlflow("sqlite:///m.db", request.node.name, tmp_path / "sw")
+    results = json.loads((tmp_path / "sw" / "results.json").read_text())
+    best = Path(results["best"]["model"]).parent.name
+    assert found["parent"]["tags"]["fmae.best_cell"] == best
+    assert found["parent"]["latest"]["best_final_test_loss"] == results["best"]["final_test_loss"]
+    for row in results["cells"]:
+        cell = f"{row['optim']}-lr{row['lr']!r}-h{row['hidden']}-s{row['seed']}"
+        assert found[cell]["tags"]["fmae.status"] == row["status"]
+        assert found[cell]["status"] == ("FINISHED" if row["status"] == "completed" else "FAILED")
+        assert found[cell]["params"]["optim"] == row["optim"] and float(found[cell]["params"]["lr"]) == row["lr"]
+        assert found[cell]["latest"]["final_test_loss"] == row["final_test_loss"]
+    tb = check_sweep_in_tensorboard(tmp_path / "tb", tmp_path / "sw")
+    assert all(len(run["ends"]) == 1 for run in tb.values())
+    ids = json.loads((tmp_path / "sw" / "trackers.json").read_text())
+    assert ids["mlflow"]["sqlite:///m.db"] == found["parent"]["id"]  # the ids are kept in the run directory
+    record = json.loads((tmp_path / "sw" / "cells" / CELLS[0] / ".fmae.json").read_text())
+    assert "trackers.json" in record["files"]  # fmae's own file: --overwrite removes it with the run
+
+
+RUNNER = """
+import json, os, sys
+from fmae import data
+data.CHECKSUMS = json.loads(os.environ["TEST_SUMS"])
+sys.argv = ["fmae", *sys.argv[1:]]
+from fmae.cli import main
+main()
+"""
+
+
+def fmae_process(tmp_path: Path, data_dir: Path, args: list[str], **env: str) -> subprocess.Popen:
+    """`fmae ARGS` in a process of its own, on the tiny dataset (its checksums passed in)."""
+    from fmae import data
+
+    script = tmp_path / "run_fmae.py"
+    script.write_text(RUNNER)
+    return subprocess.Popen([sys.executable, str(script), *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=installed_env(FMAE_DATA_DIR=str(data_dir), TEST_SUMS=json.dumps(data.CHECKSUMS),
+                                              **env))
+
+
+def wait_for_epochs(sweep: Path, proc: subprocess.Popen, at_least: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = sum(len(metrics_csv(c)) for c in (sweep / "cells").glob("*") if (c / "metrics.csv").exists()) \
+            if (sweep / "cells").is_dir() else 0
+        if done >= at_least:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"the sweep did not reach {at_least} epochs (exit {proc.poll()})")
+
+
+def test_kill_9_mid_sweep_then_the_rerun_leaves_each_epoch_once_in_both(fake_dataset, tmp_path, mlflow_server,
+                                                                        request):
+    """--checkpoint-every 3600: no last.pt before the kill, so the rerun trains again every epoch the
+    trackers hold already; each must still be there exactly once."""
+    args = ["sweep", *GRID, "--run-dir", "sw", "--mlflow", mlflow_server, "--tensorboard", "tb",
+            "--checkpoint-every", "3600", "-q"]
+    proc = fmae_process(tmp_path, fake_dataset, args, FMAE_TEST_WRITE_DELAY="0.1")
+    wait_for_epochs(tmp_path / "sw", proc, 3)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL and not (tmp_path / "sw" / "results.json").exists()
+    assert not list((tmp_path / "sw" / "cells").glob("*/last.pt"))  # the rerun starts every cell anew
+    before = mlflow_runs(mlflow_server, request.node.name)
+    logged = sum(len(r["steps"].get("test_loss", [])) for r in before.values())
+    assert logged >= 3 and sum(len(r["steps"].get("test_loss", [])) for r in tb_runs(tmp_path / "tb").values()) >= 3
+
+    rerun = fmae_process(tmp_path, fake_dataset, args)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert "warning" not in err
+    found = check_sweep_in_mlflow(mlflow_server, request.node.name, tmp_path / "sw", seconds=False)
+    assert found["parent"]["id"] == before["sw"]["id"]  # the same runs, continued
+    assert all(found[n]["id"] == r["id"] for n, r in before.items() if n != "sw")
+    check_sweep_in_tensorboard(tmp_path / "tb", tmp_path / "sw")
+
+
+def test_export_mlflow_of_a_sweep_twice_gives_the_same_runs_without_duplicates(fake_dataset, tmp_path, monkeypatch,
+                                                                              request):
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(app, ["sweep", *GRID, "--run-dir", "sw", "-q"]).exit_code == 0
+    assert not (tmp_path / "sw" / "trackers.json").exists()  # made before (or without) the flags
+    first = CliRunner().invoke(app, ["export", "mlflow", "sw", "--to", "sqlite:///m.db", "--json"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["exported"] == [{"path": "sw", "kind": "sweep", "runs": 4, "epochs": 12}]
+    once = check_sweep_in_mlflow("sqlite:///m.db", request.node.name, tmp_path / "sw")
+    again = CliRunner().invoke(app, ["export", "mlflow", "sw", "--to", "sqlite:///m.db"])
+    assert again.exit_code == 0, again.output
+    twice = check_sweep_in_mlflow("sqlite:///m.db", request.node.name, tmp_path / "sw")
+    assert {n: r["id"] for n, r in twice.items()} == {n: r["id"] for n, r in once.items()}
+    assert twice["parent"]["steps"] == once["parent"]["steps"]  # the sweep's metrics not logged again either
+
+
+def test_export_tensorboard_twice_writes_nothing_the_second_time(fake_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(app, ["sweep", *GRID, "--run-dir", "sw", "-q"]).exit_code == 0
+    assert CliRunner().invoke(app, ["export", "tensorboard", "sw", "--to", "tb"]).exit_code == 0
+    files = {p: p.stat().st_size for p in (tmp_path / "tb").rglob("*")}
+    out = CliRunner().invoke(app, ["export", "tensorboard", "sw", "--to", "tb"])
+    assert out.exit_code == 0, out.output
+    assert {p: p.stat().st_size for p in (tmp_path / "tb").rglob("*")} == files
+    check_sweep_in_tensorboard(tmp_path / "tb", tmp_path / "sw")
+
+
+def test_live_then_export_is_one_layout_and_adds_nothing(fake_dataset, tmp_path, monkeypatch, request):
+    """Live logging and the export give the same runs: an export after a live sweep adds nothing."""
+    monkeypatch.chdir(tmp_path)
+    live = ["--mlflow", "sqlite:///m.db", "--tensorboard", "tb"]
+    assert CliRunner().invoke(app, ["sweep", *GRID, "--run-dir", "sw", "-q", *live]).exit_code == 0
+    before = mlflow_runs("sqlite:///m.db", request.node.name)
+    files = sorted((tmp_path / "tb").rglob("*"))
+    for kind, to in (("mlflow", "sqlite:///m.db"), ("tensorboard", "tb")):
+        assert CliRunner().invoke(app, ["export", kind, "sw", "--to", to]).exit_code == 0
+    assert mlflow_runs("sqlite:///m.db", request.node.name) == before
+    assert sorted((tmp_path / "tb").rglob("*")) == files
+
+
+# ---------------------------------------------------------------- the real server, the real TensorBoard
+
+
+def test_a_real_mlflow_server_gets_every_cell_parameter_and_epoch_once(fake_dataset, tmp_path, mlflow_server,
+                                                                       request):
+    """Two seeds (so the seed groups' statistics go to the parent), model.pt and best.pt uploaded."""
+    out = CliRunner().invoke(app, ["sweep", "--optim", "sgd", "--lr", "0.1", "--hidden", "8", "16", "--seed", "0",
+                                   "1", "--epochs", "2", "--run-dir", str(tmp_path / "sw"), "--mlflow", mlflow_server,
+                                   "--mlflow-artifacts", "-q", "--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    found = mlflow_runs(mlflow_server, request.node.name)
+    parent = found.pop("sw")
+    assert sorted(found) == sorted(p.name for p in (tmp_path / "sw" / "cells").iterdir()) and len(found) == 4
+    for name, run in found.items():
+        assert run["parent"] == parent["id"] and run["steps"]["test_loss"] == [1, 2]
+        config = runs.RunDir(tmp_path / "sw" / "cells" / name).saved_config()
+        assert run["params"]["hidden"] == str(config.model.hidden) and run["params"]["seed"] == str(config.seed)
+    for g in doc["groups"]:
+        key = f"sgd-lr0.1-h{g['hidden']}"
+        assert parent["latest"][f"mean_final_test_loss/{key}"] == pytest.approx(g["mean_final_test_loss"])
+        assert parent["latest"][f"std_final_test_loss/{key}"] == pytest.approx(g["std_final_test_loss"])
+        assert parent["latest"][f"ci95_final_test_loss/{key}"] == pytest.approx(g["ci95_final_test_loss"])
+    client = MlflowClient(mlflow_server)
+    assert [a.path for a in client.list_artifacts(parent["id"])] == ["best.pt"]
+    for run in found.values():
+        assert [a.path for a in client.list_artifacts(run["id"])] == ["model.pt"]
+    local = client.download_artifacts(parent["id"], "best.pt", str(tmp_path))
+    assert Path(local).read_bytes() == (tmp_path / "sw" / "best.pt").read_bytes()
+
+
+def test_train_resume_continues_the_same_runs_and_overwrite_starts_new_ones(fake_dataset, tmp_path, mlflow_server,
+                                                                            request):
+    base = ["train", "--hidden", "8", "--run-dir", str(tmp_path / "r"), "--mlflow", mlflow_server,
+            "--tensorboard", str(tmp_path / "tb")]
+    assert CliRunner().invoke(app, [*base, "--epochs", "2"]).exit_code == 0
+    first = mlflow_runs(mlflow_server, request.node.name)
+    assert list(first) == ["r"] and first["r"]["parent"] is None and first["r"]["steps"]["test_loss"] == [1, 2]
+    out = CliRunner().invoke(app, [*base, "--epochs", "3", "--resume"])
+    assert out.exit_code == 0, out.output
+    resumed = mlflow_runs(mlflow_server, request.node.name)
+    assert resumed["r"]["id"] == first["r"]["id"] and resumed["r"]["steps"]["test_loss"] == [1, 2, 3]
+    assert resumed["r"]["steps"]["final_test_loss"] == [2, 3] and resumed["r"]["status"] == "FINISHED"
+    assert tb_runs(tmp_path / "tb")["r"]["steps"]["test_loss"] == [1, 2, 3]
+    out = CliRunner().invoke(app, [*base, "--epochs", "1", "--overwrite"])
+    assert out.exit_code == 0, out.output
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name(request.node.name).experiment_id
+    replaced = client.search_runs([exp])
+    assert len(replaced) == 2  # the replaced run is a new run; the old one stays as it was
+    new = next(r for r in replaced if r.info.run_id != first["r"]["id"])
+    assert [m.step for m in client.get_metric_history(new.info.run_id, "test_loss")] == [1]
+    assert "also holds event files of another run" in out.stderr  # TensorBoard's directory holds both
+
+
+def test_tensorboard_serves_the_scalars_and_the_hparams(fake_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(app, ["sweep", *GRID, "--run-dir", "sw", "--tensorboard", "tb", "-q"]).exit_code == 0
+    port = free_port()
+    proc = subprocess.Popen([tool("tensorboard"), "--logdir", str(tmp_path / "tb"), "--host", "127.0.0.1", "--port",
+                             str(port), "--reload_interval", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/data/plugin"
+    try:
+        wait_for(f"{url}/scalars/tags", proc)
+        deadline = time.monotonic() + 60
+        while True:
+            with urllib.request.urlopen(f"{url}/scalars/tags", timeout=10) as r:
+                tags = json.load(r)
+            if len(tags) == 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert sorted(tags) == [f"sw/{c}" for c in CELLS]
+        for run, run_tags in tags.items():
+            assert set(run_tags) == {"train_loss", "test_loss", "epoch_seconds", "final_test_loss"}
+            with urllib.request.urlopen(f"{url}/scalars/scalars?run={run}&tag=test_loss", timeout=10) as r:
+                assert [step for _, step, _ in json.load(r)] == [1, 2, 3]
+        request = urllib.request.Request(f"{url}/hparams/experiment", data=b'{"experimentName": ""}',
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            infos = {h["name"]: h.get("domainDiscrete") for h in json.load(r)["hparamInfos"]}
+        assert set(infos) == PARAMS and infos["optim"] == ["sgd", "adam"] and infos["lr"] == [0.1, 0.001]
+        body = json.dumps({"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS",
+                                                                     "STATUS_FAILURE", "STATUS_RUNNING"],
+                           "colParams": [{"hparam": "optim"}, {"metric": {"tag": "test_loss"}}],
+                           "startIndex": 0, "sliceSize": 100}).encode()
+        request = urllib.request.Request(f"{url}/hparams/session_groups", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert json.load(r)["totalSize"] == 4  # an HParams session per cell
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+# ---------------------------------------------------------------- faults, and the extras
+
+
+def test_an_mlflow_server_gone_mid_sweep_is_one_warning_and_export_catches_up(fake_dataset, tmp_path, mlflow_server,
+                                                                            request):
+    proxy = Proxy(mlflow_server)
+    proc = fmae_process(tmp_path, fake_dataset, ["sweep", *GRID, "--run-dir", "sw", "--mlflow", proxy.url],
+                        FMAE_TEST_WRITE_DELAY="0.1")
+    try:
+        wait_for_epochs(tmp_path / "sw", proc, 2)
+    finally:
+        proxy.stop()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    warnings = [line for line in err.splitlines() if "warning" in line.lower() or "error" in line.lower()]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: mlflow logging stopped"), err
+    assert "fmae export mlflow" in warnings[0]
+    assert len(json.loads((tmp_path / "sw" / "results.json").read_text())["cells"]) == 4  # the sweep went on
+    partial = mlflow_runs(mlflow_server, request.node.name)
+    assert sum(len(r["steps"].get("test_loss", [])) for r in partial.values()) < 12  # the fault did happen
+    out = CliRunner().invoke(app, ["export", "mlflow", str(tmp_path / "sw"), "--to", mlflow_server])
+    assert out.exit_code == 0, out.output
+    found = check_sweep_in_mlflow(mlflow_server, request.node.name, tmp_path / "sw")
+    assert all(found[n]["id"] == r["id"] for n, r in partial.items() if n != "sw")  # the same runs, caught up
+
+
+def test_an_unreachable_mlflow_uri_is_one_error_line_before_any_training(fake_dataset, tmp_path):
+    port = free_port()  # nothing listens there
+    out = CliRunner().invoke(app, ["train", "--run-dir", str(tmp_path / "r"), "--mlflow", f"http://127.0.0.1:{port}"])
+    assert out.exit_code == 1
+    assert out.stderr.startswith(f"error: --mlflow http://127.0.0.1:{port}: cannot open the tracking store")
+    assert not (tmp_path / "r" / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize("flag, value, extra", [("--tensorboard", "tb", "tensorboard"),
+                                                ("--mlflow", "sqlite:///m.db", "mlflow")])
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_a_missing_package_is_one_error_line_naming_the_extra(tmp_path, flag, value, extra, command):
+    code = (f"import sys\nsys.modules[{extra!r}] = None  # not installed\n"
+            f"sys.argv = ['fmae', {command!r}, {flag!r}, {value!r}, '--run-dir', 'r']\n"
+            "from fmae.cli import main\nmain()")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr == (f"error: {flag} needs the {extra} package, which is not installed "
+                          f"(hint: install it with: pip install 'fmae-cli[{extra}]')\n")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "tb").exists()  # nothing written
+
+
+def test_training_without_the_flags_imports_neither_package(fake_dataset, tmp_path):
+    code = (RUNNER.replace("main()\n", "try:\n    main()\nexcept SystemExit:\n    pass\n")
+            + "print('MODULES:' + ','.join(sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'tensorboard'})))")
+    (tmp_path / "probe.py").write_text(code)
+    from fmae import data
+
+    out = subprocess.run([sys.executable, "probe.py", "train", "--hidden", "4", "--epochs", "1", "--run-dir", "r2", "-q"],
+                         cwd=tmp_path, capture_output=True, text=True,
+                         env=installed_env(FMAE_DATA_DIR=str(fake_dataset), TEST_SUMS=json.dumps(data.CHECKSUMS)))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "MODULES:"
+    assert (tmp_path / "r2" / "model.pt").exists() and not (tmp_path / "r2" / "trackers.json").exists()
+
+
+def test_mlflow_artifacts_needs_mlflow(tmp_path):
+    out = CliRunner().invoke(app, ["train", "--run-dir", str(tmp_path / "r"), "--mlflow-artifacts"])
+    assert out.exit_code == 2 and "--mlflow-artifacts" in out.stderr and "--mlflow URI" in out.stderr
+
+
+def test_every_end_of_a_run_is_an_hparams_status_that_exists():
+    from fmae.sweep import FINISHED
+    from fmae.trackers.mlflow import TERMINAL
+    from fmae.trackers.tensorboard import STATUS
+
+    ends = {*FINISHED, "pruned", "interrupted", "failed"}
+    assert set(STATUS) == ends and set(TERMINAL) == ends
+    assert set(STATUS.values()) <= set(api_pb2.Status.keys())
+
+
+def test_the_extras_bring_the_packages_and_the_test_extra_brings_both():
+    import tomllib
+
+    from fmae.trackers import INSTALL, PACKAGES
+
+    extras = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    for kind, extra in INSTALL.items():
+        assert any(req.startswith(("tensorboard", "mlflow")) for req in extras[extra]), extra
+        assert PACKAGES[kind].split(".")[0] == kind
+    assert any(r.startswith("mlflow>") for r in extras["test"])  # the full mlflow: the tests run `mlflow server`
+    assert any(r.startswith("tensorboard>") for r in extras["test"])
+    assert extras["mlflow"] == [r for r in extras["mlflow"] if r.startswith("mlflow-skinny")]  # enough to log
