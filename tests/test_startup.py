@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ("torch", "torchvision", "matplotlib", "torchmetrics", "numpy", "ray")
+HEAVY = ("torch", "torchvision", "matplotlib", "torchmetrics", "numpy", "ray", "mlflow", "tensorboard")
 
 
 def heavy_modules_after(code: str) -> list[str]:
@@ -30,14 +30,15 @@ def test_the_local_executors_import_no_ray():
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["train", "--help"], ["sweep", "--help"],
-                                  ["eval", "--help"], ["denoise", "--help"], ["plot", "--help"]])
+                                  ["eval", "--help"], ["denoise", "--help"], ["plot", "--help"],
+                                  ["export", "--help"]])
 def test_help_and_version_are_light(argv):
     code = (f"sys.argv = ['fmae', *{argv!r}]\nfrom fmae.cli import main\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code")
     assert heavy_modules_after(code) == []
 
 
-@pytest.mark.parametrize("command", ["train", "sweep", "eval", "denoise", "plot"])
+@pytest.mark.parametrize("command", ["train", "sweep", "eval", "denoise", "plot", "export"])
 def test_command_help_skips_pydantic(command):
     """Typer validates through pydantic; a flag left at None would import it (0.1 s) before the help."""
     code = (f"sys.argv = ['fmae', {command!r}, '--help']\nfrom fmae.cli import main\n"
