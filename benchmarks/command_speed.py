@@ -1,11 +1,14 @@
 """Whole-process time of one-shot commands against `python -c "import torch"` in the same run.
 
-    python benchmarks/command_speed.py [--runs 5] [--hidden 512]
+    python benchmarks/command_speed.py [--runs 5] [--hidden 512] [--without-extras]
 
 A user pays for start-up on every command, so the ratio to a bare `import torch` (the floor of
 any command that computes) is what is kept small. The commands run round-robin, so a burst of
 load on the machine hits all of them alike; each figure is the median of --runs.
 Targets: eval <= 2.0x, denoise <= 2.5x, train (h = 8, one epoch) <= 2.2x, `fmae sweep --help` <= 0.3 s.
+--without-extras runs every command as if the optional trackers (mlflow, tensorboard) were not
+installed: a stand-in package of each name, first on PYTHONPATH, fails to import, so a command
+that imported one (it must not, unless asked with --tensorboard or --mlflow) would fail here.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ import time
 from pathlib import Path
 
 
+EXTRAS = ("mlflow", "tensorboard")  # the optional trackers (pip install 'fmae-cli[mlflow]', ...)
+
+
 def timed(cmd: list[str], env: dict[str, str]) -> float:
     t0 = time.perf_counter()
     done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
@@ -34,12 +40,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--hidden", type=int, default=512, help="hidden size of the checkpoint eval/denoise read")
+    parser.add_argument("--without-extras", action="store_true", help="as if mlflow and tensorboard were not installed")
     args = parser.parse_args()
     fmae = shutil.which("fmae") or str(Path(sys.executable).parent / "fmae")
     if not Path(fmae).exists():
         sys.exit("fmae is not installed: pip install -e .")
     env = {**os.environ, "NO_COLOR": "1"}
     work = Path(tempfile.mkdtemp(prefix="fmae-speed-"))
+    if args.without_extras:
+        for name in EXTRAS:
+            (work / "blocked" / name).mkdir(parents=True)
+            (work / "blocked" / name / "__init__.py").write_text(
+                f"raise ImportError('{name} is not installed (command_speed.py --without-extras)')\n")
+        env["PYTHONPATH"] = os.pathsep.join([str(work / "blocked"), *filter(None, [env.get("PYTHONPATH")])])
     try:
         ckpt = work / "ckpt"
         subprocess.run([fmae, "train", "--hidden", str(args.hidden), "--epochs", "1", "--run-dir", str(ckpt), "-q"],
@@ -78,7 +91,8 @@ def main() -> None:
         failed += not met
         print(f"{name} | {med:.2f} | {min(times[name]):.2f} | {ratio:.2f}x | {target} | {'yes' if met else 'NO'}")
     print(f"checkpoint: h = {args.hidden}, one epoch; eval and denoise read all 10,000 test images")
-    print(f"reproduce: python benchmarks/command_speed.py --runs {args.runs} --hidden {args.hidden}")
+    print(f"reproduce: python benchmarks/command_speed.py --runs {args.runs} --hidden {args.hidden}"
+          + (" --without-extras" if args.without_extras else ""))
     sys.exit(1 if failed else 0)
 
 

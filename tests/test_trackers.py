@@ -30,7 +30,7 @@ try:
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
     from tensorboard.util import tensor_util
-except ImportError as exc:  # noqa: F841 - a failure, not a skip: CI must run these
+except ImportError as exc:  # a failure, not a skip: CI must run these
     pytest.fail(f"these tests need mlflow and tensorboard: pip install -e '.[test]' ({exc})", pytrace=False)
 
 GRID = ["--optim", "sgd", "adam", "--lr", "0.1", "0.001", "--hidden", "16", "--epochs", "3"]
@@ -74,17 +74,16 @@ def mlflow_server(tmp_path_factory):
     """A real MLflow tracking server on a sqlite database, for the module (it takes seconds to start)."""
     where = tmp_path_factory.mktemp("mlflow")
     port = free_port()
-    log = open(where / "server.log", "w")
-    proc = subprocess.Popen([tool("mlflow"), "server", "--backend-store-uri", f"sqlite:///{where}/m.db",
-                             "--artifacts-destination", str(where / "artifacts"), "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for(f"http://127.0.0.1:{port}/health", proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
+    with open(where / "server.log", "w") as log:
+        proc = subprocess.Popen([tool("mlflow"), "server", "--backend-store-uri", f"sqlite:///{where}/m.db",
+                                 "--artifacts-destination", str(where / "artifacts"), "--host", "127.0.0.1",
+                                 "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(f"http://127.0.0.1:{port}/health", proc)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(30)
 
 
 class Proxy:
@@ -289,7 +288,7 @@ def test_kill_9_mid_sweep_then_the_rerun_leaves_each_epoch_once_in_both(fake_dat
     assert logged >= 3 and sum(len(r["steps"].get("test_loss", [])) for r in tb_runs(tmp_path / "tb").values()) >= 3
 
     rerun = fmae_process(tmp_path, fake_dataset, args)
-    out, err = rerun.communicate(timeout=300)
+    _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
     assert "warning" not in err
     found = check_sweep_in_mlflow(mlflow_server, request.node.name, tmp_path / "sw", seconds=False)
@@ -473,7 +472,7 @@ def test_a_missing_package_is_one_error_line_naming_the_extra(tmp_path, flag, va
     code = (f"import sys\nsys.modules[{extra!r}] = None  # not installed\n"
             f"sys.argv = ['fmae', {command!r}, {flag!r}, {value!r}, '--run-dir', 'r']\n"
             "from fmae.cli import main\nmain()")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert out.returncode == 1
     assert out.stderr == (f"error: {flag} needs the {extra} package, which is not installed "
                           f"(hint: install it with: pip install 'fmae-cli[{extra}]')\n")
@@ -487,7 +486,7 @@ def test_training_without_the_flags_imports_neither_package(fake_dataset, tmp_pa
     from fmae import data
 
     out = subprocess.run([sys.executable, "probe.py", "train", "--hidden", "4", "--epochs", "1", "--run-dir", "r2", "-q"],
-                         cwd=tmp_path, capture_output=True, text=True,
+                         cwd=tmp_path, capture_output=True, text=True, check=False,
                          env=installed_env(FMAE_DATA_DIR=str(fake_dataset), TEST_SUMS=json.dumps(data.CHECKSUMS)))
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "MODULES:"
