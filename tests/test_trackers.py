@@ -393,8 +393,10 @@ def test_train_resume_continues_the_same_runs_and_overwrite_starts_new_ones(fake
 
 
 def test_tensorboard_serves_the_scalars_and_the_hparams(fake_dataset, tmp_path, monkeypatch):
+    """The cells train in worker processes (--jobs 2): the driver logs them all the same."""
     monkeypatch.chdir(tmp_path)
-    assert CliRunner().invoke(app, ["sweep", *GRID, "--run-dir", "sw", "--tensorboard", "tb", "-q"]).exit_code == 0
+    out = CliRunner().invoke(app, ["sweep", *GRID, "--run-dir", "sw", "--tensorboard", "tb", "--jobs", "2", "-q"])
+    assert out.exit_code == 0, out.output
     port = free_port()
     proc = subprocess.Popen([tool("tensorboard"), "--logdir", str(tmp_path / "tb"), "--host", "127.0.0.1", "--port",
                              str(port), "--reload_interval", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -73,7 +73,7 @@ class Backend(Protocol):
     def begin_sweep(self, sweep: Target, grid: dict[str, list[Any]]) -> None: ...
 
     def log_run(self, run: Target, params: dict[str, Any], points: Sequence[Point],
-                summary: dict[str, Any] | None, parent: Target | None) -> None: ...
+                summary: dict[str, Any] | None, parent: Target | None, running: bool) -> None: ...
 
     def end_sweep(self, sweep: Target, doc: dict[str, Any]) -> None: ...
 
@@ -241,9 +241,11 @@ class Trackers:
         self._each(lambda b: b.begin_sweep(sweep, grid))
 
     def log(self, path: Path, config: TrainConfig | None, history: Iterable[Any],
-            summary: dict[str, Any] | None = None) -> None:
+            summary: dict[str, Any] | None = None, running: bool | None = None) -> None:
         """A run's epochs so far (those a tracker holds already are skipped) and, when it ended, its
-        summary (final status and test loss)."""
+        summary (final status and test loss). `running`: whether a run without a summary trains
+        on now (by default, when logging live)."""
+        running = self.live if running is None else running
         if not self._backends:
             return
         found = self._target(path, config)
@@ -251,7 +253,7 @@ class Trackers:
             return
         target, values = found
         pts = points(history)
-        self._each(lambda b: b.log_run(target, values, pts, summary, self._sweep))
+        self._each(lambda b: b.log_run(target, values, pts, summary, self._sweep, running))
 
     def end_sweep(self, doc: dict[str, Any]) -> None:
         """A sweep's results (fmae.results.document): the best cell and the seed groups' statistics."""

@@ -22,7 +22,8 @@ def begin_sweep(trackers: Trackers, sweep_dir: Path) -> None:
 def log_cells(trackers: Trackers, sweep_dir: Path, finished_only: bool = False) -> int:
     """Each of fmae's cells of the sweep: its epochs (metrics.csv) and, once it ended, its summary;
     returns the epochs they hold. `finished_only`: cells that have a summary (a live sweep's start:
-    the unfinished ones catch up when they resume)."""
+    the unfinished ones catch up when they resume). A cell without one is not training now (it
+    failed, or waits for a rerun)."""
     from fmae.sweep import SweepDir, summary_or_none
 
     epochs = 0
@@ -33,7 +34,7 @@ def log_cells(trackers: Trackers, sweep_dir: Path, finished_only: bool = False) 
         if summary is None and finished_only:
             continue
         metrics = run.read_metrics()
-        trackers.log(run.path, None, metrics, summary)
+        trackers.log(run.path, None, metrics, summary, running=False)
         epochs += len(metrics)
     return epochs
 
@@ -65,7 +66,7 @@ def export(paths: Sequence[Path], config: TrackerConfig, on_warning: Callable[[s
                     from fmae.sweep import summary_or_none
 
                     trackers.log(records[0].path, records[0].config, records[0].metrics,
-                                 summary_or_none(runs.RunDir(records[0].path)))
+                                 summary_or_none(runs.RunDir(records[0].path)), running=False)
             if trackers.failures:
                 raise TrackerError(f"export of {path} failed ({trackers.failures[0]})",
                                    "the directories before it were exported; run the same command again")

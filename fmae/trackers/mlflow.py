@@ -53,6 +53,7 @@ class Mlflow:
     name = "mlflow"
 
     def __init__(self, uri: str, *, artifacts: bool = False, live: bool = True) -> None:
+        """`live`: a sweep's parent run is running while it is logged (not so when exported)."""
         prepare()
         from mlflow.entities import Metric, Param, RunTag
         from mlflow.tracking import MlflowClient
@@ -142,7 +143,7 @@ class Mlflow:
             self._status(run, "RUNNING")
 
     def log_run(self, target: Target, params: dict[str, Any], points: Sequence[Point],
-                summary: dict[str, Any] | None, parent: Target | None) -> None:
+                summary: dict[str, Any] | None, parent: Target | None, running: bool) -> None:
         run = self._run(target, parent)
         now = int(time.time() * 1000)
         metrics = [self._Metric(k, v, now, p.epoch) for p in points for k, v in p.metrics().items()
@@ -159,7 +160,7 @@ class Mlflow:
             self._upload(run, target.path / "model.pt")
             self._status(run, TERMINAL.get(str(summary.get("status")), "FINISHED"))
         else:
-            self._status(run, "RUNNING" if self.live else "KILLED")  # exported unfinished: not running now
+            self._status(run, "RUNNING" if running else "KILLED")  # unfinished, and not training now
 
     def end_sweep(self, sweep: Target, doc: dict[str, Any]) -> None:
         run = self._run(sweep, None)

@@ -123,7 +123,7 @@ class TensorBoard:
             log.writer.flush()
 
     def log_run(self, run: Target, params: dict[str, Any], points: Sequence[Point],
-                summary: dict[str, Any] | None, parent: Target | None) -> None:
+                summary: dict[str, Any] | None, parent: Target | None, running: bool) -> None:
         directory = self.logdir / parent.name / run.name if parent is not None else self.logdir / run.name
         log = self._log(directory, run.uid)
         if self._meta.SESSION_START_INFO_TAG not in log.steps:
