@@ -324,6 +324,23 @@ def test_export_tensorboard_twice_writes_nothing_the_second_time(fake_dataset, t
     check_sweep_in_tensorboard(tmp_path / "tb", tmp_path / "sw")
 
 
+def test_export_of_a_training_run_twice_and_of_what_is_not_one(fake_dataset, tmp_path, monkeypatch, request):
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(app, ["train", "--hidden", "4", "--epochs", "2", "--run-dir", "r", "-q"]).exit_code == 0
+    (tmp_path / "r" / "trackers.json").write_text('{"uid": "x\' OR 1=1", "mlflow": []}')  # not fmae's: replaced
+    for _ in range(2):
+        for kind, to in (("mlflow", "sqlite:///m.db"), ("tensorboard", "tb")):
+            out = CliRunner().invoke(app, ["export", kind, "r", "--to", to])
+            assert out.exit_code == 0, out.output
+    found = mlflow_runs("sqlite:///m.db", request.node.name)
+    assert list(found) == ["r"] and found["r"]["parent"] is None and found["r"]["steps"]["test_loss"] == [1, 2]
+    assert found["r"]["tags"]["fmae.kind"] == "run" and found["r"]["status"] == "FINISHED"
+    assert tb_runs(tmp_path / "tb")["r"]["steps"]["test_loss"] == [1, 2]
+    (tmp_path / "empty").mkdir()
+    out = CliRunner().invoke(app, ["export", "mlflow", "empty", "--to", "sqlite:///m.db"])
+    assert out.exit_code == 1 and out.stderr.startswith("error: empty is neither a training run nor a sweep")
+
+
 def test_live_then_export_is_one_layout_and_adds_nothing(fake_dataset, tmp_path, monkeypatch, request):
     """Live logging and the export give the same runs: an export after a live sweep adds nothing."""
     monkeypatch.chdir(tmp_path)

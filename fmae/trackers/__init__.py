@@ -16,6 +16,7 @@ and tags its MLflow run; the MLflow run ids are kept there too, per tracking URI
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -110,7 +111,7 @@ class Target:
         self.path, self.kind = Path(path), kind
         self.name = self.path.resolve().name
         self._doc = self._read()
-        if not isinstance(self._doc.get("uid"), str):
+        if not re.fullmatch(r"[0-9a-f]{16}", str(self._doc.get("uid"))):  # fmae's (it names files, and is searched)
             self._doc = {"uid": secrets.token_hex(8), "mlflow": {}}
             self._save()
         else:
