@@ -397,3 +397,27 @@ class PruneConfig:
             out.insert(0, out[0] // self.eta)
         return tuple(out)
 
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Where a command logs its runs (fmae.trackers): a TensorBoard log directory, an MLflow
+    tracking URI, or both."""
+
+    tensorboard: Path | None = None
+    mlflow: str | None = None
+    artifacts: bool = False  # model.pt (and a sweep's best.pt) uploaded to MLflow
+
+    def __post_init__(self) -> None:
+        if self.artifacts and self.mlflow is None:
+            raise ConfigError("--mlflow-artifacts uploads to MLflow: it needs --mlflow URI")
+        if self.mlflow is not None and not self.mlflow.strip():
+            raise ConfigError("--mlflow needs a tracking URI", "e.g. --mlflow sqlite:///mlflow.db or http://host:5000")
+
+    def __bool__(self) -> bool:
+        return self.tensorboard is not None or self.mlflow is not None
+
+    def to_args(self) -> list[str]:
+        """The flags that log the same way (for a resume line)."""
+        return [*(["--tensorboard", str(self.tensorboard)] if self.tensorboard is not None else []),
+                *(["--mlflow", self.mlflow] if self.mlflow is not None else []),
+                *(["--mlflow-artifacts"] if self.artifacts else [])]

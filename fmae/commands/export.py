@@ -27,7 +27,7 @@ def export(
     The same layout as live logging; exporting again adds only what is new.
     Example: fmae export mlflow runs/sweep-sgd-adam --to sqlite:///mlflow.db
     """
-    from fmae.trackers import TrackerConfig
+    from fmae.config import TrackerConfig
     from fmae.trackers.export import export as run_export
     from fmae.ui import Feedback, emit
 

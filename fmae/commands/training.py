@@ -9,7 +9,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from fmae.config import ExecutorConfig, ModelConfig, NoiseConfig, PruneConfig, SweepConfig, TrainConfig
+from fmae.config import (
+    ExecutorConfig, ModelConfig, NoiseConfig, PruneConfig, SweepConfig, TrackerConfig, TrainConfig,
+)
 from fmae.errors import ConfigError, check_fail_on
 from fmae.locks import lock_run_dir
 from fmae.options import (
@@ -106,7 +108,7 @@ def train(
     from fmae.checkpoints import cloned
     from fmae.config import check_checkpoint_every, check_engine, check_threads
     from fmae.errors import out_of_memory
-    from fmae.trackers import TrackerConfig, open_trackers, require
+    from fmae.trackers import open_trackers, require
     from fmae.ui import Feedback, emit
 
     tracking = TrackerConfig(tensorboard, mlflow, mlflow_artifacts)
@@ -246,7 +248,7 @@ def sweep(
     from fmae import data, executors, halving, results, runs, saving
     from fmae import sweep as sweeps
     from fmae.config import check_checkpoint_every
-    from fmae.trackers import TrackerConfig, export, open_trackers, require
+    from fmae.trackers import export, open_trackers, require
     from fmae.ui import Feedback, emit
 
     tracking = TrackerConfig(tensorboard, mlflow, mlflow_artifacts)

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fmae import atomic, manifest
-from fmae.config import TrainConfig
-from fmae.errors import ConfigError, FmaeError
+from fmae.config import TrackerConfig, TrainConfig
+from fmae.errors import FmaeError
 from fmae.runs import RUN_FILES, TRACKER_IDS, read_json
 
 KINDS = ("tensorboard", "mlflow")
@@ -40,30 +40,6 @@ class TrackerError(FmaeError):
 def missing(kind: str, flag: str) -> TrackerError:
     return TrackerError(f"{flag} needs the {kind} package, which is not installed",
                         f"install it with: pip install 'fmae-cli[{INSTALL[kind]}]'")
-
-
-@dataclass(frozen=True)
-class TrackerConfig:
-    """Where a command logs: a TensorBoard log directory, an MLflow tracking URI, or both."""
-
-    tensorboard: Path | None = None
-    mlflow: str | None = None
-    artifacts: bool = False  # model.pt (and a sweep's best.pt) uploaded to MLflow
-
-    def __post_init__(self) -> None:
-        if self.artifacts and self.mlflow is None:
-            raise ConfigError("--mlflow-artifacts uploads to MLflow: it needs --mlflow URI")
-        if self.mlflow is not None and not self.mlflow.strip():
-            raise ConfigError("--mlflow needs a tracking URI", "e.g. --mlflow sqlite:///mlflow.db or http://host:5000")
-
-    def __bool__(self) -> bool:
-        return self.tensorboard is not None or self.mlflow is not None
-
-    def to_args(self) -> list[str]:
-        """The flags that log the same way (for a resume line)."""
-        return [*(["--tensorboard", str(self.tensorboard)] if self.tensorboard is not None else []),
-                *(["--mlflow", self.mlflow] if self.mlflow is not None else []),
-                *(["--mlflow-artifacts"] if self.artifacts else [])]
 
 
 class Backend(Protocol):

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from fmae import runs
-from fmae.trackers import TrackerConfig, TrackerError, Trackers, open_trackers
+from fmae.config import TrackerConfig
+from fmae.trackers import TrackerError, Trackers, open_trackers
 
 
 def begin_sweep(trackers: Trackers, sweep_dir: Path) -> None:
