@@ -219,6 +219,40 @@ def curve(d: Path) -> list[str]:
     return out
 
 
+def denoise100(d: Path) -> list[str]:
+    """PSNR and SSIM of each optimizer's best model over its 5 seeds, per sigma, Adam - SGD by Welch's t."""
+    path = "seeds100/denoise.json"
+    pending = _pending(d, [path])
+    if pending:
+        return pending
+    doc = json.loads((d / path).read_text())
+    cell = re.compile(r"(?P<optim>sgd|adam)-lr[^/]*-s(?P<seed>\d+)/model\.pt$")
+    by: dict[tuple[float, str], list[dict[str, Any]]] = {}
+    noisy: dict[float, dict[str, float]] = {}
+    for r in doc["results"]:
+        m = cell.search(r["checkpoint"])
+        if m is None:
+            raise SystemExit(f"error: {path}: cannot tell the optimizer of {r['checkpoint']!r}")
+        by.setdefault((r["sigma"], m["optim"]), []).append(r["output"])
+        noisy[r["sigma"]] = r["noisy"]
+    out = [f"{doc['noise']} noise, {doc['images']} test images, noise seed {doc['seed']}; each model's mean over the "
+           "images, then mean ± std over the models' seeds; Adam - SGD by the rule above:", "",
+           "| sigma | metric | noisy | sgd (n) | adam (n) | adam - sgd | 95% CI of the difference | Welch p |",
+           "| --- " * 8 + "|"]
+    for sigma in sorted(noisy):
+        for metric, fmt in (("psnr", "{:.2f}"), ("ssim", "{:.4f}")):
+            s = [o[metric] for o in by[(sigma, "sgd")]]
+            a = [o[metric] for o in by[(sigma, "adam")]]
+            w = stats.welch(a, s)
+
+            def spread(v: list[float]) -> str:
+                mean, std, _ = stats.spread(v)
+                return f"{fmt.format(mean)} ± {fmt.format(std)} ({len(v)})"
+            out.append(f"| {sigma:g} | {metric.upper()} | {fmt.format(noisy[sigma][metric])} | {spread(s)} | {spread(a)} | "
+                       f"{fmt.format(w['diff'])} | [{fmt.format(w['low'])}, {fmt.format(w['high'])}] | {p_text(w['p'])} |")
+    return out
+
+
 def halving(d: Path) -> list[str]:
     per_cell_epoch_per_h = TRAIN_SAMPLES * TRAIN_FLOPS_PER_H + TEST_SAMPLES * TEST_FLOPS_PER_H
     out = ["| optimizer | run | cell-epochs | FLOPs (x 10^12) | sum of the cells' seconds | threads | best cell: final test MSE |",
@@ -256,6 +290,7 @@ def compute(d: Path) -> list[str]:
 BLOCKS: dict[str, Callable[[Path], list[str]]] = {
     "grid100": grid100, "best": best, "denoise": denoise, "seeds30": seeds30, "seeds30-tests": seeds30_tests,
     "halving": halving, "curve100": curve, "seeds100": seeds100, "seeds100-tests": seeds100_tests, "edge": edge,
+    "denoise100": denoise100,
     "compute": compute,
 }
 
