@@ -221,9 +221,9 @@ def test_one_thread_is_singular_and_sweep_help_names_every_exit_0_status(fake_da
 
 
 def test_a_busy_machine_gets_one_hint_on_stderr(fake_dataset, tmp_path, monkeypatch):
-    from fmae.executors import TEST_LOAD
+    from fmae import faults
 
-    monkeypatch.setenv(TEST_LOAD, "99")  # the one hook: the load the hint reads
+    monkeypatch.setenv(faults.LOAD, "99")  # the one hook: the load the hint reads
     busy = run("train", *TINY, "--run-dir", str(tmp_path / "a"), "--json")
     assert busy.exit_code == 0, busy.stderr
     hints = [line for line in busy.stderr.splitlines() if "machine is busy" in line]
@@ -234,7 +234,7 @@ def test_a_busy_machine_gets_one_hint_on_stderr(fake_dataset, tmp_path, monkeypa
     sweep = run("sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "16", "--epochs", "1",
                 "--run-dir", str(tmp_path / "s"))
     assert sweep.exit_code == 0 and "--jobs 2" in sweep.stderr and "machine is busy" in sweep.stderr, sweep.stderr
-    monkeypatch.setenv(TEST_LOAD, "0.5")
+    monkeypatch.setenv(faults.LOAD, "0.5")
     assert "machine is busy" not in run("train", *TINY, "--run-dir", str(tmp_path / "d")).stderr
 
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from fmae import executors
+from fmae import executors, faults
 from fmae.cli import app
 from fmae.executors import worker
 from tests.helpers import assert_same_sweep
@@ -58,8 +58,8 @@ def test_ray_equals_jobs_1(reference, tmp_path, ray_cluster):
 
 def die_once(monkeypatch, tmp_path: Path, epoch: int = 2) -> Path:
     marker = tmp_path / "died"
-    monkeypatch.setenv(worker.TEST_DIE_AFTER_EPOCH, f"{DIES}:{epoch}")
-    monkeypatch.setenv(worker.TEST_DIE_MARKER, str(marker))
+    monkeypatch.setenv(faults.DIE_AFTER_EPOCH, f"{DIES}:{epoch}")
+    monkeypatch.setenv(faults.DIE_MARKER, str(marker))
     return marker
 
 
@@ -211,7 +211,7 @@ def test_a_halving_sweep_opens_one_executor_for_all_its_rungs(fake_dataset, tmp_
     monkeypatch.setattr(executors, "make_backend", counted)
     pids = tmp_path / "pids"
     pids.mkdir()
-    monkeypatch.setenv(worker.TEST_WORKER_PIDS, str(pids))
+    monkeypatch.setenv(faults.WORKER_PIDS, str(pids))
     result = CliRunner().invoke(app, ["sweep", *HALVING, "--jobs", jobs, "--run-dir", str(tmp_path / "s")])
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["prune"]["rungs"] == [1, 3, 9]
