@@ -1,5 +1,6 @@
-"""Plain functions the tests share (fixtures live in conftest.py): a tiny Fashion-MNIST look-alike,
-where the real dataset is, the environment for running the installed `fmae`, and sweep comparison."""
+"""Plain functions the tests share (fixtures live in conftest.py): `fmae` in this process and the
+arguments of a tiny run, a tiny Fashion-MNIST look-alike, where the real dataset is, the environment
+for running the installed `fmae`, and sweep comparison."""
 
 from __future__ import annotations
 
@@ -8,14 +9,68 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner, Result
 
 from fmae import data, runs
 
 STEMS = list(data.CHECKSUMS)
+
+
+def cli(*args: object, **kw) -> Result:
+    """`fmae ARGS` in this process through Typer's CliRunner (stdout and stderr apart, exceptions
+    caught into the result); each argument goes through str(), so paths and numbers pass as they
+    are. `kw`: CliRunner.invoke's own (env, input, ...)."""
+    from fmae.cli import app  # the tests' one name for where the CLI lives
+
+    return CliRunner().invoke(app, [str(a) for a in args], **kw)
+
+
+def tiny(epochs: int = 2, *, hidden: int | None = 8, quiet: bool = True) -> list[str]:
+    """The arguments of a run small enough for the tiny dataset: `--hidden 8 --batch-size 16
+    --epochs 2 -q`. hidden=None leaves --hidden out (a sweep names its own list)."""
+    return [*(["--hidden", str(hidden)] if hidden is not None else []), "--batch-size", "16",
+            "--epochs", str(epochs), *(["-q"] if quiet else [])]
+
+
+@contextmanager
+def ctrl_c_at_save(n: int, *, saved: bool = True) -> Iterator[None]:
+    """Ctrl-C (a KeyboardInterrupt in the main thread) at the n-th finished epoch the driver hands
+    to its saver, counting every cell's and every command's in the block: right after that epoch is
+    saved, or with saved=False instead of saving it; every later one is refused too. Undone when
+    the block ends."""
+    from fmae import saving
+
+    save, calls = saving.Saver.epoch, 0  # the driver's one door for a finished epoch
+
+    def interrupting(self, *args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls > n or (calls == n and not saved):
+            raise KeyboardInterrupt
+        history = save(self, *args, **kwargs)
+        if calls == n:
+            raise KeyboardInterrupt
+        return history
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(saving.Saver, "epoch", interrupting)
+        yield
+
+
+def one_error_line(stderr: str, needle: str = "", stdout: str = "") -> str:
+    """The one line a failed command printed: `error: ...` holding `needle`, with neither a
+    traceback nor "unexpected" anywhere in its output."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], stderr
+    assert "unexpected" not in stderr + stdout and "Traceback" not in stderr + stdout, stderr + stdout
+    return lines[0]
 
 
 def idx_bytes(images: bool, count: int, seed: int = 0) -> bytes:
@@ -76,6 +131,13 @@ def installed_env(**extra: str) -> dict[str, str]:
     env = {**env, "PATH": os.pathsep.join([*bin_dirs, os.environ.get("PATH", "")]), **extra}
     assert shutil.which("fmae", path=env["PATH"]), "fmae is not installed: pip install -e '.[test]'"
     return env
+
+
+def reap(proc: subprocess.Popen) -> None:
+    """Kill a child still running and wait for it: a failed test leaves no process behind."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 def default_sigint() -> None:

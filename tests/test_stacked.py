@@ -10,15 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from fmae import engine, runs
 from fmae import sweep as sweeps
-from fmae.cli import app
 from fmae.config import ExecutorConfig, ModelConfig, TrainConfig
 from fmae.errors import ConfigError
 from fmae.model import SeededDropout, dropout_bits, dropout_mask
 from fmae.training.contract import RESUME_KEYS, RNG_STREAMS
+from tests.helpers import cli, tiny
 
 CPU = torch.device("cpu")
 REL = 1e-5
@@ -239,26 +238,22 @@ def test_groups_form_stacks_across_seeds(tmp_path):
     assert lockstep == [["0", "2", "3"], ["1"], ["4"]]
 
 
-TINY = ["--hidden", "8", "--batch-size", "16", "--lr", "0.01", "-q", "--json"]
-
-
 def test_train_engine_stacked_via_the_cli_and_resume_with_cells(fake_dataset, tmp_path):
-    runner = CliRunner()
-    stacked = runner.invoke(app, ["train", *TINY, "--epochs", "2", "--engine", "stacked", "--run-dir",
-                                  str(tmp_path / "s")])
+    stacked = cli("train", *tiny(2), "--lr", "0.01", "--json", "--engine", "stacked", "--run-dir",
+                  str(tmp_path / "s"))
     assert stacked.exit_code == 0, stacked.stderr
     env = json.loads((tmp_path / "s" / "config.json").read_text())["environment"]
     assert env["engine"] == "stacked"
-    more = runner.invoke(app, ["train", *TINY, "--epochs", "3", "--engine", "cells", "--resume", "--run-dir",
-                               str(tmp_path / "s")])
+    more = cli("train", *tiny(3), "--lr", "0.01", "--json", "--engine", "cells", "--resume", "--run-dir",
+               str(tmp_path / "s"))
     assert more.exit_code == 0, more.stderr
     assert json.loads((tmp_path / "s" / "config.json").read_text())["environment"]["engine"] == "cells"
-    cells = runner.invoke(app, ["train", *TINY, "--epochs", "3", "--run-dir", str(tmp_path / "c")])
+    cells = cli("train", *tiny(3), "--lr", "0.01", "--json", "--run-dir", str(tmp_path / "c"))
     assert cells.exit_code == 0, cells.stderr
     assert json.loads((tmp_path / "c" / "config.json").read_text())["environment"]["engine"] == "cells"  # auto, CPU
     a, b = json.loads(more.stdout), json.loads(cells.stdout)
     assert a["epochs_run"] == b["epochs_run"] == 3 and close(a["final_test_loss"], b["final_test_loss"])
-    bad = runner.invoke(app, ["train", *TINY, "--engine", "fused", "--run-dir", str(tmp_path / "x")])
+    bad = cli("train", *tiny(), "--engine", "fused", "--run-dir", str(tmp_path / "x"))
     assert bad.exit_code == 2 and "fused" in bad.stderr
 
 
@@ -266,10 +261,9 @@ def test_sweep_engine_stacked_through_the_executor_path(fake_dataset, tmp_path):
     """--jobs 1 with stacks of mixed seeds: the cells' files are those of a per-cell sweep, numbers within 1e-5."""
     grid = ["sweep", "--optim", "sgd", "adam", "--lr", "0.05", "0.01", "--hidden", "4", "--seed", "0", "1",
             "--batch-size", "16", "--epochs", "3", "--momentum", "0.5", "--threads", "1", "--jobs", "1", "-q", "--json"]
-    runner = CliRunner()
-    stacked = runner.invoke(app, [*grid, "--engine", "stacked", "--run-dir", str(tmp_path / "s")])
+    stacked = cli(*grid, "--engine", "stacked", "--run-dir", str(tmp_path / "s"))
     assert stacked.exit_code == 0, stacked.stderr
-    cells = runner.invoke(app, [*grid, "--engine", "cells", "--run-dir", str(tmp_path / "c")])
+    cells = cli(*grid, "--engine", "cells", "--run-dir", str(tmp_path / "c"))
     assert cells.exit_code == 0, cells.stderr
     rows = lambda out: {(r["optim"], r["lr"], r["seed"]): r for r in json.loads(out)["cells"]}  # noqa: E731
     s, c = rows(stacked.stdout), rows(cells.stdout)
@@ -287,8 +281,8 @@ def test_sweep_engine_stacked_through_the_executor_path(fake_dataset, tmp_path):
         ms = torch.load(cell / "model.pt", map_location="cpu", weights_only=True)
         mc = torch.load(other / "model.pt", map_location="cpu", weights_only=True)
         assert _layout(ms["state_dict"]) == _layout(mc["state_dict"]) and ms.keys() == mc.keys()
-    pool = runner.invoke(app, [*grid[:-4], "--jobs", "2", "-q", "--json", "--engine", "stacked",
-                               "--run-dir", str(tmp_path / "p")])
+    pool = cli(*grid[:-4], "--jobs", "2", "-q", "--json", "--engine", "stacked",
+               "--run-dir", str(tmp_path / "p"))
     assert pool.exit_code == 0, pool.stderr
     p = rows(pool.stdout)  # the same stacks in pool workers: the same numbers, bit for bit
     assert {k: (r["status"], r["final_test_loss"]) for k, r in p.items()} == \
