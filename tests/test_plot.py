@@ -5,24 +5,19 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from fmae import plots, runs
-from fmae.cli import app
+from tests.helpers import cli
 
 SHARED = ["--batch-size", "16", "--epochs", "3", "-q"]
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture
 def sweeps(fake_dataset, tmp_path):
     s, a = tmp_path / "sgd", tmp_path / "adam"
-    assert run("sweep", "--optim", "sgd", "--lr", "1e6", "0.5", "0.1", "--hidden", "4", "8", "--activation",
+    assert cli("sweep", "--optim", "sgd", "--lr", "1e6", "0.5", "0.1", "--hidden", "4", "8", "--activation",
                "identity", *SHARED, "--run-dir", s).exit_code == 0
-    assert run("sweep", "--optim", "adam", "--lr", "0.01", "0.001", "--hidden", "4", "8", "--activation", "identity",
+    assert cli("sweep", "--optim", "adam", "--lr", "0.01", "0.001", "--hidden", "4", "8", "--activation", "identity",
                *SHARED, "--run-dir", a).exit_code == 0
     return s, a
 
@@ -35,7 +30,7 @@ def not_blank(path):
 
 
 def test_all_kinds_from_two_sweeps_deterministic(sweeps, tmp_path):
-    result = run("plot", *sweeps, "--out", tmp_path / "figs", "--json")
+    result = cli("plot", *sweeps, "--out", tmp_path / "figs", "--json")
     assert result.exit_code == 0, result.stderr
     figures = json.loads(result.stdout)["figures"]
     assert set(figures) == {"curves", "recon", "heatmap", "compare"}
@@ -45,27 +40,27 @@ def test_all_kinds_from_two_sweeps_deterministic(sweeps, tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, kind
         assert not_blank(path), kind
         first[kind] = data
-    assert run("plot", *sweeps, "--out", tmp_path / "figs", "-q").exit_code == 0
+    assert cli("plot", *sweeps, "--out", tmp_path / "figs", "-q").exit_code == 0
     for kind, path in figures.items():
         assert open(path, "rb").read() == first[kind], f"{kind} is not deterministic"
 
 
 def test_sources_are_never_changed(sweeps, tmp_path):
     before = {p: p.stat().st_mtime_ns for s in sweeps for p in s.rglob("*")}
-    assert run("plot", *sweeps, "--out", tmp_path / "figs", "-q").exit_code == 0
+    assert cli("plot", *sweeps, "--out", tmp_path / "figs", "-q").exit_code == 0
     assert before == {p: p.stat().st_mtime_ns for s in sweeps for p in s.rglob("*")}
 
 
 @pytest.mark.parametrize("fmt", ["svg", "pdf"])
 def test_other_formats(sweeps, tmp_path, fmt):
-    result = run("plot", sweeps[0], "--kind", "heatmap", "curves", "--format", fmt, "--out", tmp_path / "f", "--json")
+    result = cli("plot", sweeps[0], "--kind", "heatmap", "curves", "--format", fmt, "--out", tmp_path / "f", "--json")
     assert result.exit_code == 0, result.stderr
     paths = json.loads(result.stdout)["figures"]
     assert set(paths) == {"heatmap", "curves"}
     head = open(paths["heatmap"], "rb").read(5)
     assert head == (b"<?xml" if fmt == "svg" else b"%PDF-")
     first = open(paths["curves"], "rb").read()
-    run("plot", sweeps[0], "--kind", "curves", "--format", fmt, "--out", tmp_path / "f")
+    cli("plot", sweeps[0], "--kind", "curves", "--format", fmt, "--out", tmp_path / "f")
     assert open(paths["curves"], "rb").read() == first
 
 
@@ -118,20 +113,20 @@ def test_compare_note_says_from_when_adam_stays_in_the_band():
 
 def test_single_run_and_errors(fake_dataset, tmp_path):
     r = tmp_path / "r"
-    assert run("train", "--hidden", "4", *SHARED, "--run-dir", r).exit_code == 0
-    result = run("plot", r, "--out", tmp_path / "f", "--json")
+    assert cli("train", "--hidden", "4", *SHARED, "--run-dir", r).exit_code == 0
+    result = cli("plot", r, "--out", tmp_path / "f", "--json")
     assert result.exit_code == 0 and set(json.loads(result.stdout)["figures"]) == {"curves", "recon"}
-    bad = run("plot", r, "--kind", "heatmap", "--out", tmp_path / "f")
+    bad = cli("plot", r, "--kind", "heatmap", "--out", tmp_path / "f")
     assert bad.exit_code == 2 and "heatmap: needs a sweep directory" in bad.stderr
-    neither = run("plot", tmp_path / "f", "--out", tmp_path / "g")
+    neither = cli("plot", tmp_path / "f", "--out", tmp_path / "g")
     assert neither.exit_code == 1 and "neither a training run nor a sweep" in neither.stderr
-    assert run("plot", r / "model.pt").exit_code == 1
+    assert cli("plot", r / "model.pt").exit_code == 1
 
 
 @pytest.fixture
 def seeded(fake_dataset, tmp_path):
     s = tmp_path / "seeded"
-    assert run("sweep", "--optim", "sgd", "--lr", "0.5", "0.1", "--hidden", "4", "8", "--seed", "0", "1", "2",
+    assert cli("sweep", "--optim", "sgd", "--lr", "0.5", "0.1", "--hidden", "4", "8", "--seed", "0", "1", "2",
                "--activation", "identity", *SHARED, "--run-dir", s).exit_code == 0
     return s
 
@@ -152,14 +147,14 @@ def test_several_seeds_give_bands_group_means_and_the_seeds_figure(seeded, tmp_p
     fig = seeds_figure(records)
     dots = [line for line in fig.axes[0].lines if line.get_marker() == "o"]
     assert sorted(v for line in dots for v in line.get_ydata()) == sorted(r.final_test_loss for r in records)
-    result = run("plot", seeded, "--kind", "seeds", "heatmap", "curves", "--out", tmp_path / "f", "--json")
+    result = cli("plot", seeded, "--kind", "seeds", "heatmap", "curves", "--out", tmp_path / "f", "--json")
     assert result.exit_code == 0, result.stderr
     for path in json.loads(result.stdout)["figures"].values():
         assert not_blank(path)
 
 
 def test_seeds_figure_needs_several_seeds(sweeps, tmp_path):
-    result = run("plot", sweeps[0], "--kind", "seeds", "--out", tmp_path / "f")
+    result = cli("plot", sweeps[0], "--kind", "seeds", "--out", tmp_path / "f")
     assert result.exit_code == 2 and "needs a sweep with several seeds" in result.stderr
 
 
@@ -209,14 +204,14 @@ def test_two_optimizer_heatmap_has_a_colour_scale_per_panel(sweeps):
 
 
 def test_plot_all_says_why_it_skipped_compare_and_seeds(sweeps, tmp_path):
-    result = run("plot", sweeps[0], "--out", tmp_path / "f", "--json")
+    result = cli("plot", sweeps[0], "--out", tmp_path / "f", "--json")
     assert result.exit_code == 0, result.stderr
     assert set(json.loads(result.stdout)["figures"]) == {"curves", "recon", "heatmap"}
     skips = [line for line in result.stderr.splitlines() if "skipped" in line]
     assert skips == ["plot: compare skipped: it needs finished SGD and Adam runs among the sources",
                      "plot: seeds skipped: it needs a sweep with several seeds among the sources"]
-    quiet = run("plot", sweeps[0], "--out", tmp_path / "f", "-q")
+    quiet = cli("plot", sweeps[0], "--out", tmp_path / "f", "-q")
     assert quiet.exit_code == 0 and "skipped" not in quiet.stderr
-    both = run("plot", *sweeps, "--out", tmp_path / "f")
+    both = cli("plot", *sweeps, "--out", tmp_path / "f")
     assert both.exit_code == 0 and [line for line in both.stderr.splitlines() if "skipped" in line] == [
         "plot: seeds skipped: it needs a sweep with several seeds among the sources"]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import cli
+
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "torchvision", "matplotlib", "torchmetrics", "numpy", "ray")
 
@@ -49,11 +51,7 @@ def test_command_help_skips_pydantic(command):
 
 
 def test_typers_completion_installer_is_hidden():
-    from typer.testing import CliRunner
-
-    from fmae.cli import app
-
-    out = CliRunner().invoke(app, ["--help"])
+    out = cli("--help")
     assert out.exit_code == 0 and "--install-completion" not in out.output and "--show-completion" not in out.output
 
 

@@ -6,11 +6,10 @@ import statistics
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from fmae import evaluation, model, stats
-from fmae.cli import app
 from fmae.config import ModelConfig
+from tests.helpers import cli
 
 
 @pytest.mark.parametrize("df,expected", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (30, 2.0423)])
@@ -92,8 +91,8 @@ def test_seed_groups_and_collapsed_cells_on_real_data(monkeypatch, tmp_path, rea
     """The issue's example: Adam lr 0.001 and 0.1 x h 16, 32 x seeds 0 1 2, 2 epochs."""
     monkeypatch.setenv("FMAE_DATA_DIR", str(real_data_dir))
     out = tmp_path / "s"
-    result = CliRunner().invoke(app, ["sweep", "--optim", "adam", "--lr", "0.001", "0.1", "--hidden", "16", "32",
-                                      "--seed", "0", "1", "2", "--epochs", "2", "-q", "--json", "--run-dir", str(out)])
+    result = cli("sweep", "--optim", "adam", "--lr", "0.001", "0.1", "--hidden", "16", "32",
+                 "--seed", "0", "1", "2", "--epochs", "2", "-q", "--json", "--run-dir", str(out))
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     cells, groups = doc["cells"], doc["groups"]

@@ -3,17 +3,17 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from fmae import checkpoints, engine, runs
-from fmae.cli import app, expand_multi_values
+from fmae.cli import expand_multi_values
 from fmae.errors import ConfigError
+from tests.helpers import cli, ctrl_c_at_save
 
 SHARED = ["--batch-size", "16", "--epochs", "2", "-q"]
 
 
 def sweep(tmp_path, *args, name="s"):
-    return CliRunner().invoke(app, ["sweep", *args, *SHARED, "--run-dir", str(tmp_path / name)])
+    return cli("sweep", *args, *SHARED, "--run-dir", str(tmp_path / name))
 
 
 def losses(path):
@@ -48,8 +48,8 @@ def test_expand_multi_values_keeps_other_arguments():
 
 
 def test_layout_results_json_and_best(fake_dataset, tmp_path):
-    result = CliRunner().invoke(app, ["sweep", "--optim", "sgd", "adam", "--lr", "0.1", "0.01", "--hidden", "4", "8",
-                                      "--seed", "0", "1", *SHARED, "--json", "--run-dir", str(tmp_path / "s")])
+    result = cli("sweep", "--optim", "sgd", "adam", "--lr", "0.1", "0.01", "--hidden", "4", "8",
+                 "--seed", "0", "1", *SHARED, "--json", "--run-dir", str(tmp_path / "s"))
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["schema_version"] == 1 and len(doc["cells"]) == 16
@@ -71,8 +71,8 @@ def test_layout_results_json_and_best(fake_dataset, tmp_path):
 
 def test_cell_equals_fmae_train(fake_dataset, tmp_path):
     assert sweep(tmp_path, "--optim", "sgd", "--lr", "0.1", "0.01", "--hidden", "4", "8").exit_code == 0
-    result = CliRunner().invoke(app, ["train", "--optim", "sgd", "--lr", "0.01", "--hidden", "8", *SHARED,
-                                      "--run-dir", str(tmp_path / "alone")])
+    result = cli("train", "--optim", "sgd", "--lr", "0.01", "--hidden", "8", *SHARED,
+                 "--run-dir", str(tmp_path / "alone"))
     assert result.exit_code == 0
     assert losses(tmp_path / "s" / "cells" / "sgd-lr0.01-h8-s0" / "metrics.csv") == losses(
         tmp_path / "alone" / "metrics.csv")
@@ -92,23 +92,23 @@ def test_rerun_skips_and_added_values_add_only_new_cells(fake_dataset, tmp_path)
 
 def test_conflicting_setting_refused_unless_overwrite(fake_dataset, tmp_path):
     assert sweep(tmp_path, "--lr", "0.01", "--hidden", "4").exit_code == 0
-    result = CliRunner().invoke(app, ["sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "16", "--epochs", "1",
-                                      "--run-dir", str(tmp_path / "s")])
+    result = cli("sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "16", "--epochs", "1",
+                 "--run-dir", str(tmp_path / "s"))
     assert result.exit_code == 1
     assert "other shared settings (epochs 2 -> 1)" in result.stderr and "--epochs may only grow" in result.stderr
-    result = CliRunner().invoke(app, ["sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "8", "--epochs", "2",
-                                      "--run-dir", str(tmp_path / "s")])
+    result = cli("sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "8", "--epochs", "2",
+                 "--run-dir", str(tmp_path / "s"))
     assert result.exit_code == 1 and "(batch_size 16 -> 8)" in result.stderr and "--overwrite" in result.stderr
-    result = CliRunner().invoke(app, ["sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "16", "--epochs", "1",
-                                      "--run-dir", str(tmp_path / "s"), "--overwrite", "--json"])
+    result = cli("sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "16", "--epochs", "1",
+                 "--run-dir", str(tmp_path / "s"), "--overwrite", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["cells"][0]["epochs_run"] == 1
 
 
 def test_more_epochs_continue_every_cell_exactly(fake_dataset, tmp_path):
     grid = ["--optim", "sgd", "--lr", "0.1", "--hidden", "4", "8", "--batch-size", "16", "-q", "--json"]
-    assert CliRunner().invoke(app, ["sweep", *grid, "--epochs", "2", "--run-dir", str(tmp_path / "grow")]).exit_code == 0
-    grown = CliRunner().invoke(app, ["sweep", *grid, "--epochs", "4", "--run-dir", str(tmp_path / "grow")])
-    at_once = CliRunner().invoke(app, ["sweep", *grid, "--epochs", "4", "--run-dir", str(tmp_path / "once")])
+    assert cli("sweep", *grid, "--epochs", "2", "--run-dir", str(tmp_path / "grow")).exit_code == 0
+    grown = cli("sweep", *grid, "--epochs", "4", "--run-dir", str(tmp_path / "grow"))
+    at_once = cli("sweep", *grid, "--epochs", "4", "--run-dir", str(tmp_path / "once"))
     assert grown.exit_code == 0 and at_once.exit_code == 0, grown.stderr
     strip = lambda doc: [{k: v for k, v in c.items() if k not in ("seconds", "model")}  # noqa: E731
                          for c in json.loads(doc.stdout)["cells"]]
@@ -120,8 +120,8 @@ def test_more_epochs_continue_every_cell_exactly(fake_dataset, tmp_path):
 
 
 def test_diverged_cell_is_recorded_and_the_sweep_goes_on(fake_dataset, tmp_path):
-    result = CliRunner().invoke(app, ["sweep", "--optim", "sgd", "--lr", "1e6", "0.01", "--hidden", "4",
-                                      "--activation", "identity", *SHARED, "--json", "--run-dir", str(tmp_path / "s")])
+    result = cli("sweep", "--optim", "sgd", "--lr", "1e6", "0.01", "--hidden", "4",
+                 "--activation", "identity", *SHARED, "--json", "--run-dir", str(tmp_path / "s"))
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     by_lr = {c["lr"]: c for c in doc["cells"]}
@@ -129,23 +129,11 @@ def test_diverged_cell_is_recorded_and_the_sweep_goes_on(fake_dataset, tmp_path)
     assert by_lr[0.01]["status"] == "completed" and doc["best"]["lr"] == 0.01
 
 
-def test_interrupted_sweep_resumes_to_the_same_results(fake_dataset, tmp_path, monkeypatch):
+def test_interrupted_sweep_resumes_to_the_same_results(fake_dataset, tmp_path):
     args = ["--lr", "0.01", "0.001", "--hidden", "4", "8", "--seed", "0", "1", "--epochs", "3"]
     assert sweep(tmp_path, *args, name="ref").exit_code == 0
-    from fmae import saving
-
-    calls = {"n": 0}
-    original = saving.Saver.epoch
-
-    def kill_midway(self, run_dir, config, state):
-        calls["n"] += 1
-        if calls["n"] == 7:  # the seventh cell-epoch: the third cell's first epoch
-            raise KeyboardInterrupt
-        return original(self, run_dir, config, state)
-
-    monkeypatch.setattr(saving.Saver, "epoch", kill_midway)
-    assert sweep(tmp_path, *args).exit_code == 130
-    monkeypatch.setattr(saving.Saver, "epoch", original)
+    with ctrl_c_at_save(7, saved=False):  # the seventh cell-epoch: the third cell's first epoch
+        assert sweep(tmp_path, *args).exit_code == 130
     assert sweep(tmp_path, *args).exit_code == 0
     for cell in (tmp_path / "ref" / "cells").iterdir():
         assert losses(cell / "metrics.csv") == losses(tmp_path / "s" / "cells" / cell.name / "metrics.csv")
@@ -162,13 +150,13 @@ def test_a_failed_cell_exits_1_and_fail_fast_stops(fake_dataset, tmp_path, monke
         return original(configs, *a, **k)
 
     monkeypatch.setattr(engine, "train_many", failing)
-    result = CliRunner().invoke(app, ["sweep", "--optim", "sgd", "--lr", "0.1", "--hidden", "4", "--seed", "0", "1",
-                                      *SHARED, "--json", "--run-dir", str(tmp_path / "s")])
+    result = cli("sweep", "--optim", "sgd", "--lr", "0.1", "--hidden", "4", "--seed", "0", "1",
+                 *SHARED, "--json", "--run-dir", str(tmp_path / "s"))
     assert result.exit_code == 1
     status = {c["seed"]: c["status"] for c in json.loads(result.stdout)["cells"]}
     assert status == {0: "failed", 1: "completed"}
-    result = CliRunner().invoke(app, ["sweep", "--lr", "0.01", "--hidden", "4", "--seed", "0", "1", *SHARED,
-                                      "--fail-fast", "--run-dir", str(tmp_path / "f")])
+    result = cli("sweep", "--lr", "0.01", "--hidden", "4", "--seed", "0", "1", *SHARED,
+                 "--fail-fast", "--run-dir", str(tmp_path / "f"))
     assert result.exit_code == 1 and "disk full" in result.stderr
     assert not (tmp_path / "f" / "cells" / "adam-lr0.01-h4-s1" / "model.pt").exists()
 

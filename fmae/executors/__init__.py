@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from fmae import faults
 from fmae.config import THREADS_PER_CORE, ExecutorConfig, check_threads
 from fmae.errors import ConfigError, FmaeError, out_of_memory
 
@@ -45,13 +46,11 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-TEST_LOAD = "FMAE_TEST_LOAD"  # tests: the load busy_hint sees (their machine's own load varies)
-
-
 def load_average() -> float | None:
     """The machine's load over the last minute (None where the system does not say)."""
     try:
-        return float(os.environ[TEST_LOAD]) if TEST_LOAD in os.environ else os.getloadavg()[0]
+        test = faults.load()
+        return test if test is not None else os.getloadavg()[0]
     except (OSError, AttributeError):
         return None
 
@@ -161,10 +160,10 @@ def drive(backend: Any, groups: list[list[Any]], *, saver: Any, device: str, env
     cells). Returns once every write asked for is on disk.
     """
     from fmae import runs
-    from fmae.executors.worker import Task, test_fault, unpack
+    from fmae.executors.worker import Task, unpack
 
     inline = getattr(backend, "inline", False)
-    fault = test_fault() if not inline else None
+    fault = faults.death() if not inline else None
     if backend.slots > 1:
         groups = longest_first(groups, stop_at)
     pending: deque[tuple[list[Any], int]] = deque((g, 0) for g in groups)
