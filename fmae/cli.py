@@ -21,6 +21,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from fmae import __version__
 from fmae.errors import BrokenPipe, ConfigError, FmaeError, Interrupted, Terminated
+from fmae.status import Status
 
 
 class Signals:
@@ -125,7 +126,7 @@ class FmaeGroup(TyperGroup):
             hint = f" (hint: see `fmae {sub} --help`)" if sub else " (hint: see `fmae --help`)"
             code = _fail(_usage_message(exc.format_message()) + (hint if exc.exit_code == 2 else ""), exc.exit_code)
         except typer.Abort:
-            code = _fail("interrupted", 130)
+            code = _fail(str(Status.INTERRUPTED), 130)
         except KeyboardInterrupt as exc:  # landed outside a command (while parsing, say)
             err = interrupted(exc, "fmae", "nothing was written", "run the same command again",
                               sigterm=self.signals is not None and self.signals.terminated(exc))

@@ -10,6 +10,7 @@ from typing import Any
 
 from fmae.checks import choice, finite, int_at_least, int_at_most
 from fmae.errors import ConfigError
+from fmae.status import FAIL_ON  # noqa: F401 - a vocabulary the configs accept, with the others
 
 INPUT_DIM = 784
 OPTIMIZERS = ("adam", "sgd")
@@ -21,8 +22,6 @@ ENGINES = ("auto", "stacked", "cells")  # the trainers fmae.engine chooses betwe
 # The report's best learning rate for each optimizer; used when --lr is not given.
 DEFAULT_LR = {"adam": 0.001, "sgd": 0.1}
 NOISES = ("image-gaussian", "gaussian", "salt-pepper", "speckle")  # fmae.noise implements them
-# The statuses `--fail-on` may name: a run or cell ending in one of them exits 3 (failed exits 1 already).
-FAIL_ON = ("diverged", "collapsed", "stopped_early", "pruned")
 PLOT_KINDS = ("curves", "recon", "heatmap", "compare", "seeds")  # fmae.plots draws them, in this order
 FIGURE_FORMATS = ("png", "svg", "pdf")
 

@@ -77,7 +77,7 @@ MaxRetries = Annotated[int, typer.Option(
 OptimizerName = Enum("OptimizerName", {o: o for o in OPTIMIZERS}, type=str)  # typer: lists need Enum, not Literal
 SWEEP_LISTS = ("--optim", "--lr", "--hidden", "--seed", "--fail-on")
 
-FailOnStatus = Enum("FailOnStatus", {s: s for s in FAIL_ON}, type=str)
+FailOnStatus = Enum("FailOnStatus", {s.value: s.value for s in FAIL_ON}, type=str)
 FailOn = Annotated[Optional[list[FailOnStatus]], typer.Option(
     "--fail-on", metavar=f"[{'|'.join(FAIL_ON)}]...",
     help="Exit 3 (after printing the results) when a run ends in one of these statuses, "

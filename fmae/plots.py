@@ -16,8 +16,8 @@ from matplotlib.figure import Figure
 
 from fmae.config import figure_format, optim_label
 from fmae.stats import within
+from fmae.status import MARKED, Status
 
-MARKED = ("diverged", "collapsed", "pruned")  # cells a heatmap names instead of ranking
 
 
 def _image(ax: Any, flat: Any, title: str | None = None) -> None:
@@ -210,7 +210,7 @@ def heatmap(records: Sequence[Any], *, title: str = "") -> Figure:
                     grid[i, j] = float(np.mean(losses))
                 if lost:
                     ax.text(j, i + (0.28 if losses else 0), "\n".join(lost), ha="center", va="center", fontsize=7,
-                            color="red" if lost != ["pruned"] else "0.35")
+                            color="red" if lost != [Status.PRUNED] else "0.35")
         finite = grid[~np.isnan(grid)]
         vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (1e-3, 1.0)
         image = ax.imshow(grid, cmap="viridis_r", norm=LogNorm(vmin=vmin, vmax=max(vmax, vmin * 1.0001)),

@@ -9,7 +9,8 @@ from matplotlib.figure import Figure
 
 from fmae import stats
 from fmae.config import optim_label
-from fmae.plots import MARKED, optimizers
+from fmae.plots import optimizers
+from fmae.status import MARKED, RANKABLE
 
 
 def seeds(records: Sequence[Any]) -> Figure:
@@ -28,7 +29,7 @@ def seeds(records: Sequence[Any]) -> Figure:
             here = [r for r in mine if (r.config.learning_rate, r.config.model.hidden) == (lr, h)]
             losses = [r.final_test_loss for r in here if r.final_test_loss is not None]
             ax.plot([x] * len(losses), losses, "o", color="tab:blue", alpha=0.6, ms=4)
-            usable = [r.final_test_loss for r in here if r.status in stats.RANKABLE and r.final_test_loss is not None]
+            usable = [r.final_test_loss for r in here if r.status in RANKABLE and r.final_test_loss is not None]
             mean, std, _ = stats.spread(usable)
             if mean is not None:
                 ax.errorbar([x + 0.18], [mean], yerr=[std or 0.0], fmt="_", color="black", capsize=3, ms=10)

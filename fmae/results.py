@@ -13,7 +13,7 @@ from fmae import atomic, runs, stats
 from fmae.checkpoints import load_checkpoint
 from fmae.config import SweepConfig
 from fmae.errors import FmaeError
-from fmae.stats import RANKABLE, WITH_MODEL
+from fmae.status import RANKABLE, WITH_MODEL, Status
 from fmae.sweep import CellPlan, SweepDir, summary_or_none
 
 RESULT_FIELDS = ("rank", "optim", "lr", "hidden", "seed", "status", "epochs_run", "final_train_loss",
@@ -35,7 +35,7 @@ def collect(sweep_dir: SweepDir, sweep: SweepConfig, plans: Sequence[CellPlan] =
         config = config.resolved()
         run = runs.RunDir(sweep_dir.cells_dir / runs.cell_name(config))
         summary = summary_or_none(run) if run.exists else None
-        status = "failed" if run.path.name in errors else (summary or {}).get("status", "pending")
+        status = Status.FAILED if run.path.name in errors else (summary or {}).get("status", Status.PENDING)
         model = run.file("model.pt")
         rows.append({
             "rank": None, "optim": config.optim, "lr": config.learning_rate, "hidden": config.model.hidden,
@@ -123,7 +123,7 @@ def _checked_best(rows: list[dict[str, Any]]) -> bytes | None:
             return best_bytes
         except (OSError, FmaeError) as exc:
             why = exc.message if isinstance(exc, FmaeError) else f"cannot read {rows[0]['model']}: {exc.strerror}"
-            rows[0].update(status="failed", model=None, error=f"{why} (hint: to redo only this cell, remove "
+            rows[0].update(status=Status.FAILED, model=None, error=f"{why} (hint: to redo only this cell, remove "
                            f"{Path(rows[0]['model']).parent} and run the same fmae sweep command again)")
             _rank(rows)
     return None

@@ -17,9 +17,8 @@ from fmae import atomic, manifest, runs
 from fmae.config import ExecutorConfig, SweepConfig, TrainConfig, check_device
 from fmae.errors import ConfigError, FmaeError, RunDirError
 from fmae.locks import LOCK_NAME
-from fmae.stats import RANKABLE
+from fmae.status import FINISHED, Status
 
-FINISHED = (*RANKABLE, "diverged", "collapsed")
 SWEEP_FILES = ("sweep.json", "results.csv", "results.json", "results_groups.csv", "best.pt")
 GRID_KEYS = {"optim": (str,), "lr": (float, int), "hidden": (int,), "seed": (int,)}  # sweep.json's grid
 
@@ -221,7 +220,7 @@ class SweepDir:
                     summary = read_summary(run) or {}
                     status, trained = summary.get("status"), summary.get("epochs_run", 0)
                     plan.saved_status = status
-                    plan.done = status in FINISHED and not (status == "completed" and trained < config.epochs)
+                    plan.done = status in FINISHED and not (status == Status.COMPLETED and trained < config.epochs)
                     run.read_metrics()  # names a metrics.csv fmae did not write
                     if not plan.done and run.file("last.pt").exists():
                         plan.resume = run.load_last(config)
@@ -363,7 +362,7 @@ def run(plans: Sequence[CellPlan], session: Any, saver: Any, env: dict[str, Any]
     trainer = cell_engine(options, device)
     for plan in plans:
         if plan.error is not None and not plan.done:  # refused while planning (say, a damaged last.pt)
-            on_cell(plan, "failed")
+            on_cell(plan, Status.FAILED)
             if fail_fast:
                 raise FmaeError(plan.error)
     todo = groups([p for p in plans if stop_at is None or p.start_epoch < stop_at],

@@ -12,6 +12,7 @@ import typer
 from fmae.config import ExecutorConfig, ModelConfig, NoiseConfig, PruneConfig, SweepConfig, TrainConfig
 from fmae.errors import ConfigError, check_fail_on
 from fmae.locks import lock_run_dir
+from fmae.status import Status
 from fmae.options import (
     CHECKPOINT_EVERY, E, N, T, Activation, Address, BatchSize, CheckpointEvery, CpusPerCell, DataDir, Device,
     Dropout, Engine, Epochs, Eta, Executor, FailOn, GpusPerCell, Hidden, Jobs, Json, Lr, M, MaxRetries, MinDelta,
@@ -148,7 +149,7 @@ def train(
             result = engines.train(config, dataset, torch_device, resume=state, on_epoch=on_epoch, engine=trainer)
         except KeyboardInterrupt as exc:
             saver.close()  # the latest state first: summary.json last
-            run.write_summary(runs.summarize(config, "interrupted", history, run_dir=run.path,
+            run.write_summary(runs.summarize(config, Status.INTERRUPTED, history, run_dir=run.path,
                                              device=str(torch_device), wall_seconds=time.perf_counter() - started))
             resume_line = _train_command(config, run.path, threads, _given(device, data_dir, no_download))
             raise _interrupted(exc, "training", bool(history or state), resume_line) from None
@@ -165,10 +166,10 @@ def train(
 def _print_train(summary: dict[str, Any], feedback: Any) -> None:
     from fmae.ui import fmt_loss, fmt_seconds, print_table
 
-    if summary["status"] == "diverged":
+    if summary["status"] == Status.DIVERGED:
         feedback.message(f"warning: the loss became non-finite at epoch {summary['epochs_run']}; "
                          "no model.pt written (try a smaller --lr)")
-    elif summary["status"] == "collapsed":
+    elif summary["status"] == Status.COLLAPSED:
         feedback.message("warning: the model gives every test image the same output (collapsed: every output "
                          "unit dead); try a smaller --lr")
     print_table(f"fmae train: {summary['status']}", ["run", "epochs", "train loss", "test loss", "best test (epoch)",
@@ -264,7 +265,7 @@ def sweep(
         threads_each = f"{env['threads']} thread{'s' if env['threads'] != 1 else ''}"
         how = (f"{jobs} jobs x {threads_each}" if executor == "local" and jobs > 1
                else f"ray, {threads_each} per cell" if executor == "ray" else threads_each)
-        held = sum(1 for p in todo if p.saved_status == "pruned")  # pruned at a rung: finished, though resumable
+        held = sum(1 for p in todo if p.saved_status == Status.PRUNED)  # pruned at a rung: finished, though resumable
         feedback.message(f"sweep {where.path}: {len(plans)} cells, {len(plans) - len(todo) + held} already finished"
                          + (f" ({held} pruned)" if held else "") + f", on {torch_device} ({precision}, {how})")
 
@@ -296,7 +297,7 @@ def sweep(
 
         def pruned(plan: Any) -> None:
             halving.prune(plan, str(torch_device))
-            on_cell(plan, "pruned")
+            on_cell(plan, Status.PRUNED)
 
         try:  # one executor for the whole sweep (every rung), closed before the writer writes the latest states
             with saving.Saver(every) as saver, executors.Session(options, dataset, torch_device) as session:
@@ -321,7 +322,7 @@ def sweep(
                                               _given(device, data_dir, no_download))) from None
         rows = results.collect(where, merged, plans)
         best = results.write(where, rows, merged.base.epochs, pruned_how)
-    failed = [r for r in rows if r["status"] == "failed"]
+    failed = [r for r in rows if r["status"] == Status.FAILED]
     doc = results.document(where, rows, best, merged.base.epochs, pruned_how)
     doc["wall_seconds"] = round(time.perf_counter() - started, 3)
     emit(doc, json_out, _print_sweep)
