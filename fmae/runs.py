@@ -357,7 +357,7 @@ def refuse_foreign(directory: Path, targets: Sequence[str]) -> None:
 def cell_name(config: TrainConfig) -> str:
     """`<optim>-lr<lr>-h<hidden>-s<seed>[-<noise><sigma>]`: a sweep cell's directory, `fmae train`'s default."""
     # repr, not :g, so that two learning rates never share a directory (0.0012345671 vs ...72)
-    name = f"{config.optim}-lr{config.learning_rate!r}-h{config.model.hidden}-s{config.seed}"
+    name = f"{config.optim}-lr{config.lr!r}-h{config.model.hidden}-s{config.seed}"
     return name if config.noise is None else f"{name}-{config.noise.kind}{config.noise.sigma!r}"
 
 

@@ -9,8 +9,9 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from fmae import checkpoints, plots, runs, ui
-from fmae.cli import app
+from fmae import checkpoints, runs
+from fmae.cli import app, ui
+from fmae.figures import plots
 
 TINY = ["--hidden", "8", "--batch-size", "16", "--epochs", "1", "-q"]
 
@@ -78,7 +79,7 @@ def sweep_doc(n: int = 6) -> dict:
 
 @pytest.mark.parametrize("width", [80, 60])
 def test_the_sweep_table_drops_columns_but_never_cuts_a_number(monkeypatch, capsys, width):
-    from fmae.commands.training import _print_sweep
+    from fmae.cli.training import _print_sweep
 
     console = Console(file=io.StringIO(), width=width, force_terminal=False)  # a terminal this wide
     monkeypatch.setattr(ui, "stdout_console", lambda: console)
@@ -149,8 +150,8 @@ def test_the_denoise_grid_with_one_model_names_it_and_keeps_its_title(sweeps, tm
     assert json.loads(result.stdout)["figures"] == {"grid": str(out)}
     import torch
 
-    from fmae.figure_choice import figure_labels as _figure_labels
     from fmae.checkpoints import Loaded
+    from fmae.figures.choice import figure_labels as _figure_labels
 
     model, ckpt = checkpoints.load_model(s / "best.pt")
     one = Loaded(str(s / "best.pt"), model, ckpt)

@@ -16,7 +16,7 @@ from fmae.executors import worker
 from fmae.training import cells
 from fmae.model import build
 
-CONFIG = TrainConfig(optim="sgd", epochs=10, model=ModelConfig(hidden=2)).resolved()
+CONFIG = TrainConfig(optim="sgd", epochs=10, model=ModelConfig(hidden=2))
 
 
 def state(epoch: int) -> dict:

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def cfg(**kw) -> TrainConfig:
     base = dict(model=ModelConfig(hidden=8), optim="adam", epochs=3, batch_size=16, seed=0)
     base.update(kw)
-    return TrainConfig(**base).resolved()
+    return TrainConfig(**base)
 
 
 def close(a: float, b: float, rel: float = REL) -> bool:
@@ -218,7 +218,7 @@ def test_stacked_training_never_imports_torch_dynamo():
         "from fmae.data import FashionMNIST\n"
         "x = torch.randint(0, 256, (64, 784), dtype=torch.uint8); y = torch.zeros(64, dtype=torch.long)\n"
         "data = FashionMNIST(x, y, x[:16], y[:16], 'synthetic', {})\n"
-        "configs = [TrainConfig(model=ModelConfig(hidden=8), optim=o, epochs=1, batch_size=16).resolved()"
+        "configs = [TrainConfig(model=ModelConfig(hidden=8), optim=o, epochs=1, batch_size=16)"
         " for o in ('sgd', 'adam')]\n"
         "engine.train_many(configs, data, torch.device('cpu'), engine='stacked')\n"
         "print('DYNAMO' if 'torch._dynamo' in sys.modules else 'NO-DYNAMO')\n")

@@ -1,7 +1,9 @@
 """The per-cell trainer: each model on its own, one after another on each minibatch.
 
 Models that share a seed and a batch size may be trained in lockstep: each minibatch is gathered
-and converted once, then fed to every model, so a sweep pays for the data once. Each model keeps
+and converted once, then fed to every model. A sweep groups cells so only on an accelerator
+(fmae.sweeps.run.groups): there the data is paid for once per group; on a CPU lockstep measured
+slower than one cell after another, so every cell is its own group and gathers its own. Each model keeps
 its own optimizer and dropout generator, so its losses are exactly those it would have had
 trained alone. It implements fmae.training.contract; this is the CPU's default engine.
 """
@@ -60,8 +62,8 @@ OnEpoch = Callable[[int, Cell, EpochMetrics, torch.Generator], None]
 
 def _make_optimizer(config: TrainConfig, model: Autoencoder) -> optim.SGD | optim.Adam:
     if config.optim == "sgd":
-        return optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum)
-    return optim.Adam(model.parameters(), lr=config.learning_rate)
+        return optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    return optim.Adam(model.parameters(), lr=config.lr)
 
 
 def new_cell(config: TrainConfig, device: torch.device, resume: dict[str, Any] | None = None) -> Cell:

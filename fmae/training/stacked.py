@@ -61,7 +61,7 @@ class _Stack:
         self.optim, self.model = first.optim, first.model
         per_cell = [list(cell.model.parameters()) for cell in cells]
         self.params = [torch.stack([p[i].detach() for p in per_cell]).requires_grad_() for i in range(4)]
-        lrs = torch.tensor([c.config.learning_rate for c in cells], device=device)
+        lrs = torch.tensor([c.config.lr for c in cells], device=device)
         self.neg_lr = [(-lrs).view(-1, *[1] * (p.dim() - 1)) for p in self.params]
         if self.optim == "sgd":
             momenta = torch.tensor([c.config.momentum for c in cells], device=device)

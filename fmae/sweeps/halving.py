@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from fmae import runs
 from fmae.errors import FmaeError
 from fmae.status import LOST, Status
-from fmae.sweep import CellPlan, summary_or_none
+from fmae.sweeps.directory import CellPlan, summary_or_none
 
 
 def _losses(plan: CellPlan) -> list[float]:
