@@ -48,7 +48,7 @@ def one_checkpoint(args: argparse.Namespace) -> None:
     print("--- | --- | --- | --- | ---")
     with tempfile.TemporaryDirectory() as tmp:
         for hidden in args.hidden:
-            config = TrainConfig(optim=args.optim, epochs=1, model=ModelConfig(hidden=hidden)).resolved()
+            config = TrainConfig(optim=args.optim, epochs=1, model=ModelConfig(hidden=hidden))
             states = []
             t0 = time.perf_counter()
             engine.train(config, dataset, torch.device("cpu"),

@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from types import SimpleNamespace
 import time
 from pathlib import Path
 
@@ -37,8 +38,9 @@ from benchmarks.common import (  # noqa: E402
     command_line, epoch_flops, matmul_rate, raw_copy_for_torchvision, torchvision_epoch_seconds,
 )
 from fmae import data, engine, executors, runs, saving  # noqa: E402
-from fmae import sweep as sweeps  # noqa: E402
-from fmae.config import CHECKPOINT_EVERY, REPORT_HIDDEN, REPORT_LRS, ExecutorConfig, SweepConfig, TrainConfig  # noqa: E402
+from fmae.sweeps import directory as sweep_dirs  # noqa: E402
+from fmae.sweeps import run as sweep_run  # noqa: E402
+from fmae.config import CHECKPOINT_EVERY, REPORT_HIDDEN, REPORT_LRS, ExecutorConfig, SharedSettings, SweepConfig  # noqa: E402
 
 
 def main() -> None:
@@ -138,21 +140,22 @@ def in_process(args: argparse.Namespace) -> None:
     device = torch.device("cpu")
     dataset = data.load(data.locate(None, download=False), device)
     grid = SweepConfig(optims=(args.optim,), lrs=REPORT_LRS, hiddens=REPORT_HIDDEN,
-                       base=TrainConfig(optim="sgd", epochs=args.epochs))
-    cells = [c.resolved() for c in grid.cells()]
+                       base=SharedSettings(epochs=args.epochs))
+    cells = [c for c in grid.cells()]
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"grid: {len(cells)} cells ({args.optim}), {args.epochs} epochs")
 
     with tempfile.TemporaryDirectory() as tmp:
-        where = sweeps.SweepDir(Path(tmp) / "sweep")
+        where = sweep_dirs.SweepDir(Path(tmp) / "sweep")
         where.reset(False)
         plans = where.plan(grid)
         env = runs.environment(str(device), dataset.source, dataset.sha256)
         t0 = time.perf_counter()
         options = ExecutorConfig()
         with saving.Saver(CHECKPOINT_EVERY) as saver, executors.Session(options, dataset, device) as session:
-            sweeps.run(plans, session, saver, env, options, device=device, on_start=lambda *a: None,
-                       on_epoch=lambda *a: None, on_cell=lambda *a: None)
+            quiet = SimpleNamespace(cell_started=lambda *a: None, cell_epoch=lambda *a: None,
+                                    cell_ended=lambda *a: None)
+            sweep_run.run(plans, session, saver, env, options, device=device, progress=quiet)
         sweep_s = (time.perf_counter() - t0) / args.epochs
 
     t0 = time.perf_counter()
@@ -161,7 +164,7 @@ def in_process(args: argparse.Namespace) -> None:
     alone_s = (time.perf_counter() - t0) / args.epochs
 
     root = raw_copy_for_torchvision()
-    recipe_s = sum(torchvision_epoch_seconds(root, c.model.hidden, c.optim, c.learning_rate, args.recipe_epochs)
+    recipe_s = sum(torchvision_epoch_seconds(root, c.model.hidden, c.optim, c.lr, args.recipe_epochs)
                    for c in cells)
 
     rates = {h: matmul_rate(h) for h in REPORT_HIDDEN}

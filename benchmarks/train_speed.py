@@ -44,7 +44,7 @@ def main() -> None:
         recipe = torchvision_epoch_seconds(root, hidden, "adam", 0.001, args.recipe_epochs)
         for precision in args.precision:
             config = TrainConfig(model=ModelConfig(hidden=hidden), optim="adam", epochs=args.epochs,
-                                 precision=precision).resolved()
+                                 precision=precision)
             result = engine.train(config, dataset, device)
             per_epoch = statistics.median(m.seconds for m in result.history[1:] or result.history)
             rate = matmul_rate(hidden, torch.float32 if precision == "fp32" else torch.bfloat16)

@@ -81,7 +81,7 @@ def tiny_config(**kw) -> TrainConfig:
     """A resolved TrainConfig for the tiny dataset: hidden 8, Adam, 3 epochs, batch 16, seed 0,
     unless `kw` says otherwise."""
     return TrainConfig(**{"model": ModelConfig(hidden=8), "optim": "adam", "epochs": 3, "batch_size": 16,
-                          "seed": 0, **kw}).resolved()
+                          "seed": 0, **kw})
 
 
 def states_at(configs, data, epochs: int, engine: str) -> list[dict]:

@@ -224,7 +224,7 @@ def test_a_busy_machine_gets_one_hint_on_stderr(fake_dataset, tmp_path, monkeypa
 def test_with_jobs_the_cells_bar_names_only_cells_in_training(fake_dataset, tmp_path, monkeypatch):
     """The overall bar once named the first pending cell while others trained (--jobs N trains the
     largest first): every text it shows names cells that started and have not finished."""
-    from fmae import ui
+    from fmae.cli import ui
 
     events: list[tuple[str, str, str]] = []
     monkeypatch.setattr(ui.Feedback, "task", lambda self, key, *a, **k: events.append(("task", key, k.get("info", ""))))

@@ -122,3 +122,18 @@ def test_options_md_names_every_option_of_every_command():
         allowed = [common, own] + ([by_heading["`fmae train`"]] if name == "sweep" else [])
         missing += [f"fmae {name} {o}" for o in options(command) if not any(documented(s, o) for s in allowed)]
     assert not missing, f"docs/options.md lacks: {missing}"
+
+
+REPO_PATH = re.compile(r"`((?:fmae|tests|docs|completions|benchmarks|scripts)/[\w./-]*|pyproject\.toml)`")
+
+
+def test_architecture_md_names_only_paths_that_exist():
+    """docs/architecture.md names the code by path: each one is in the repository (a moved module
+    fails here until the page follows), and README.md and docs/README.md link the page."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(REPO_PATH.findall(text))
+    assert len(named) > 40, sorted(named)  # the page names the wings' modules, not a handful
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert not missing, f"docs/architecture.md names paths the repository lacks: {missing}"
+    assert "(docs/architecture.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "(architecture.md)" in (ROOT / "docs" / "README.md").read_text(encoding="utf-8")

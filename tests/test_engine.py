@@ -16,7 +16,7 @@ CPU = torch.device("cpu")
 def small(**kw) -> TrainConfig:
     base = dict(model=ModelConfig(hidden=32), optim="adam", epochs=3, batch_size=100, seed=0)
     base.update(kw)
-    return TrainConfig(**base).resolved()
+    return TrainConfig(**base)
 
 
 @pytest.mark.dataset

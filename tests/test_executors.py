@@ -250,7 +250,7 @@ def test_pool_workers_spread_over_the_gpus(device, index, gpus, expected):
 
 
 def test_ray_groups_are_cut_into_as_many_tasks_as_run_at_once():
-    from fmae.sweep import split
+    from fmae.sweeps.run import split
 
     assert split(list(range(24)), 4) == [list(range(i, i + 6)) for i in range(0, 24, 6)]
     assert split(list(range(5)), 2) == [[0, 1, 2], [3, 4]]

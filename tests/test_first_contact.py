@@ -8,7 +8,9 @@ import json
 import pytest
 from rich.console import Console
 
-from fmae import checkpoints, plots, runs, ui
+from fmae import checkpoints, runs
+from fmae.cli import ui
+from fmae.figures import plots
 from tests.helpers import cli, tiny
 
 def test_bare_fmae_prints_the_help_as_help():
@@ -70,7 +72,7 @@ def sweep_doc(n: int = 6) -> dict:
 
 @pytest.mark.parametrize("width", [80, 60])
 def test_the_sweep_table_drops_columns_but_never_cuts_a_number(monkeypatch, capsys, width):
-    from fmae.commands.training import _print_sweep
+    from fmae.cli.training import _print_sweep
 
     console = Console(file=io.StringIO(), width=width, force_terminal=False)  # a terminal this wide
     monkeypatch.setattr(ui, "stdout_console", lambda: console)
@@ -141,8 +143,8 @@ def test_the_denoise_grid_with_one_model_names_it_and_keeps_its_title(sweeps, tm
     assert json.loads(result.stdout)["figures"] == {"grid": str(out)}
     import torch
 
-    from fmae.figure_choice import figure_labels as _figure_labels
     from fmae.checkpoints import Loaded
+    from fmae.figures.choice import figure_labels as _figure_labels
 
     model, ckpt = checkpoints.load_model(s / "best.pt")
     one = Loaded(str(s / "best.pt"), model, ckpt)

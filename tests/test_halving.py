@@ -4,9 +4,11 @@ import json
 
 import pytest
 
-from fmae import halving, runs, sweep
+from fmae import runs
 from fmae.config import PruneConfig, TrainConfig
 from fmae.errors import ConfigError
+from fmae.sweeps import halving
+from fmae.sweeps.directory import CellPlan
 from tests.helpers import cli
 
 GRID = ["--optim", "sgd", "--lr", "0.5", "0.1", "0.01", "--hidden", "4", "8", "--activation", "identity",
@@ -80,10 +82,10 @@ def test_eta_without_prune_is_a_usage_error(fake_dataset, tmp_path):
 def test_ties_break_by_cell_name(tmp_path):
     plans = []
     for lr in (0.3, 0.2, 0.1):
-        config = TrainConfig(optim="sgd", lr=lr, epochs=3).resolved()
+        config = TrainConfig(optim="sgd", lr=lr, epochs=3)
         run = runs.RunDir(tmp_path / runs.cell_name(config))
         run.reset()
-        plans.append(sweep.CellPlan(config, run))
+        plans.append(CellPlan(config, run))
     trained = []
 
     def train_to(subset, epoch):
@@ -121,7 +123,7 @@ def test_a_halving_sweep_says_its_rungs_and_budget_and_where_best_pt_is(fake_dat
     finished sweep counting its pruned cells as finished."""
     from rich.console import Console
 
-    from fmae import ui
+    from fmae.cli import ui
 
     args = [a for a in GRID if a not in ("-q", "--json")]
     monkeypatch.setattr(ui, "stdout_console", lambda: Console(width=80, force_terminal=True, color_system=None))

@@ -193,7 +193,7 @@ def test_best_pt_is_checked_before_it_is_copied(fake_dataset, tmp_path):
     result = cli("sweep", *grid, "--run-dir", s)
     doc2 = json.loads(result.stdout)
     assert result.exit_code == 1 and doc2["best"]["model"] != best
-    assert checkpoints.load_model(s / "best.pt")[1]["config"].learning_rate == doc2["best"]["lr"]
+    assert checkpoints.load_model(s / "best.pt")[1]["config"].lr == doc2["best"]["lr"]
 
 
 def test_an_interrupted_cell_shows_its_saved_epochs(fake_dataset, tmp_path):

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fmae import plots, runs
+from fmae import runs
+from fmae.figures import plots
 from tests.helpers import cli
 
 SHARED = ["--batch-size", "16", "--epochs", "3", "-q"]
@@ -66,11 +67,11 @@ def test_other_formats(sweeps, tmp_path, fmt):
 
 def test_best_lr_selection_skips_diverged(sweeps):
     _, records = runs.read_source(sweeps[0])
-    statuses = {r.config.learning_rate: r.status for r in records}
+    statuses = {r.config.lr: r.status for r in records}
     assert statuses[1e6] == "diverged"
     best = plots.best_record(records, "sgd")
     finals = [r.final_test_loss for r in records if r.final_test_loss is not None]
-    assert best.final_test_loss == min(finals) and plots.best_lr(records, "sgd") == best.config.learning_rate
+    assert best.final_test_loss == min(finals) and plots.best_lr(records, "sgd") == best.config.lr
     assert plots.best_lr(records, "adam") is None
 
 
@@ -98,7 +99,7 @@ def test_within_is_from_epoch_e_on_not_the_first_entry():
 
 
 def _record(optim, lr, test):
-    config = SimpleNamespace(optim=optim, learning_rate=lr, model=SimpleNamespace(hidden=8), seed=0)
+    config = SimpleNamespace(optim=optim, lr=lr, model=SimpleNamespace(hidden=8), seed=0)
     return SimpleNamespace(config=config, final_test_loss=test[-1], status="completed",
                            metrics=[{"epoch": i, "test_loss": v} for i, v in enumerate(test, 1)])
 
@@ -136,10 +137,10 @@ def _texts(fig):
 
 
 def test_several_seeds_give_bands_group_means_and_the_seeds_figure(seeded, tmp_path):
-    from fmae.plots_seeds import seeds as seeds_figure
+    from fmae.figures.seeds import seeds as seeds_figure
 
     _, records = runs.read_source(seeded)
-    group = [r.final_test_loss for r in records if r.config.learning_rate == 0.5 and r.config.model.hidden == 8]
+    group = [r.final_test_loss for r in records if r.config.lr == 0.5 and r.config.model.hidden == 8]
     assert len(group) == 3 and len(set(group)) == 3  # the seeds really differ
     assert f"{np.mean(group):.4f}" in _texts(plots.heatmap(records))  # the group mean, not the best seed
     curves = plots.curves({"seeded": records})
@@ -162,7 +163,7 @@ def test_heatmap_names_collapsed_and_pruned_cells(seeded):
     import dataclasses
 
     _, records = runs.read_source(seeded)
-    marked = [dataclasses.replace(r, status="collapsed" if r.config.learning_rate == 0.5 else "pruned")
+    marked = [dataclasses.replace(r, status="collapsed" if r.config.lr == 0.5 else "pruned")
               if r.config.model.hidden == 4 else r for r in records]
     texts = _texts(plots.heatmap(marked))
     assert texts.count("collapsed") == 1 and texts.count("pruned") == 1
@@ -171,11 +172,11 @@ def test_heatmap_names_collapsed_and_pruned_cells(seeded):
 def test_seeds_figure_marks_lost_set_ups_and_labels_its_axis(seeded):
     import dataclasses
 
-    from fmae.plots_seeds import seeds as seeds_figure
+    from fmae.figures.seeds import seeds as seeds_figure
 
     _, records = runs.read_source(seeded)
     # read back, a collapsed run has no final loss: the whole h=4, lr=0.5 set-up has no usable seed
-    lost = [dataclasses.replace(r, status="collapsed") if (r.config.learning_rate, r.config.model.hidden)
+    lost = [dataclasses.replace(r, status="collapsed") if (r.config.lr, r.config.model.hidden)
             == (0.5, 4) else r for r in records]
     assert sum(r.final_test_loss is None for r in lost) == 3
     fig = seeds_figure(lost)

@@ -127,7 +127,7 @@ def test_case8_a_request_the_cluster_can_never_meet_is_refused_before_submission
 def _legit_run(tmp_path: Path, optim: str = "adam") -> runs.RunDir:
     from fmae import engine
 
-    config = TrainConfig(model=ModelConfig(hidden=8), optim=optim, momentum=0.9 if optim == "sgd" else 0.0).resolved()
+    config = TrainConfig(model=ModelConfig(hidden=8), optim=optim, momentum=0.9 if optim == "sgd" else 0.0)
     cell = engine.new_cell(config, torch.device("cpu"))
     x = torch.rand(4, 784)
     ((cell.model(x) - x) ** 2).mean().backward()
@@ -220,7 +220,7 @@ def test_case9_compressed_or_foreign_checkpoints_are_refused_before_anything_inf
 
 
 def test_case10_examples_are_bounded_by_what_a_figure_can_hold(fake_dataset, tmp_path, monkeypatch):
-    from fmae import plots
+    from fmae.figures import plots
 
     done = cli("train", *ONE_EPOCH, "--run-dir", str(tmp_path / "r"))
     assert done.exit_code == 0, done.stderr

@@ -15,7 +15,7 @@ from fmae.training import cells
 from fmae.model import build
 from tests.helpers import cli
 
-CONFIG = TrainConfig(optim="sgd", epochs=10, model=ModelConfig(hidden=2)).resolved()
+CONFIG = TrainConfig(optim="sgd", epochs=10, model=ModelConfig(hidden=2))
 
 
 def state(epoch: int) -> dict:

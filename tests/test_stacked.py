@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from fmae import engine, runs
-from fmae import sweep as sweeps
+from fmae.sweeps.directory import CellPlan
+from fmae.sweeps.run import groups
 from fmae.config import ExecutorConfig, ModelConfig
 from fmae.errors import ConfigError
 from fmae.model import SeededDropout, dropout_bits, dropout_mask
@@ -138,7 +139,7 @@ def test_stacked_training_never_imports_torch_dynamo():
         "from fmae.data import FashionMNIST\n"
         "x = torch.randint(0, 256, (64, 784), dtype=torch.uint8); y = torch.zeros(64, dtype=torch.long)\n"
         "data = FashionMNIST(x, y, x[:16], y[:16], 'synthetic', {})\n"
-        "configs = [TrainConfig(model=ModelConfig(hidden=8), optim=o, epochs=1, batch_size=16).resolved()"
+        "configs = [TrainConfig(model=ModelConfig(hidden=8), optim=o, epochs=1, batch_size=16)"
         " for o in ('sgd', 'adam')]\n"
         "engine.train_many(configs, data, torch.device('cpu'), engine='stacked')\n"
         "print('DYNAMO' if 'torch._dynamo' in sys.modules else 'NO-DYNAMO')\n")
@@ -148,14 +149,14 @@ def test_stacked_training_never_imports_torch_dynamo():
 
 def test_groups_form_stacks_across_seeds(tmp_path):
     def plan(i, **kw):
-        return sweeps.CellPlan(tiny_config(**kw), runs.RunDir(tmp_path / str(i)))
+        return CellPlan(tiny_config(**kw), runs.RunDir(tmp_path / str(i)))
 
     plans = [plan(0, lr=0.01, seed=0), plan(1, lr=0.001, seed=1), plan(2, optim="sgd", lr=0.1, seed=0),
              plan(3, model=ModelConfig(hidden=16)), plan(4, lr=0.1, seed=2)]
     plans[4].resume = {"epoch": 1}
-    stacked = [[p.run.path.name for p in g] for g in sweeps.groups(plans, stacked=True)]
+    stacked = [[p.run.path.name for p in g] for g in groups(plans, stacked=True)]
     assert stacked == [["0", "1"], ["2"], ["3"], ["4"]]
-    lockstep = [[p.run.path.name for p in g] for g in sweeps.groups(plans)]
+    lockstep = [[p.run.path.name for p in g] for g in groups(plans)]
     assert lockstep == [["0", "2", "3"], ["1"], ["4"]]
 
 

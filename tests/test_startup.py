@@ -28,7 +28,7 @@ def test_importing_the_cli_is_light():
 
 
 def test_the_local_executors_import_no_ray():
-    assert "ray" not in heavy_modules_after("import fmae.executors, fmae.executors.local, fmae.sweep")
+    assert "ray" not in heavy_modules_after("import fmae.executors, fmae.executors.local, fmae.sweeps.run")
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["train", "--help"], ["sweep", "--help"],

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from fmae import checkpoints, engine, runs
-from fmae.cli import expand_multi_values
+from fmae.cli.parsing import expand_multi_values
 from fmae.errors import ConfigError
 from tests.helpers import cli, ctrl_c_at_save
 
@@ -175,18 +175,19 @@ def test_bad_grids_exit_2(fake_dataset, tmp_path, args, needle):
 
 
 def test_grouping_lockstep_by_seed_and_epoch_or_one_by_one(tmp_path):
-    from fmae import sweep as sweeps
-    from fmae.config import ModelConfig, SweepConfig, TrainConfig
+    from fmae.config import SharedSettings, SweepConfig
+    from fmae.sweeps.directory import CellPlan
+    from fmae.sweeps.run import groups
 
     grid = SweepConfig(optims=("sgd", "adam"), lrs=(0.1, 0.01), hiddens=(4,), seeds=(0, 1),
-                       base=TrainConfig(optim="sgd", model=ModelConfig()))
-    plans = [sweeps.CellPlan(c.resolved(), runs.RunDir(tmp_path / str(i))) for i, c in enumerate(grid.cells())]
+                       base=SharedSettings())
+    plans = [CellPlan(c, runs.RunDir(tmp_path / str(i))) for i, c in enumerate(grid.cells())]
     plans[0].resume = {"epoch": 3}
     plans[1].done = True
-    together = sweeps.groups(plans, lockstep=True)
+    together = groups(plans, lockstep=True)
     assert sorted(len(g) for g in together) == [1, 3, 3]  # seed 0 at epoch 0, seed 1, and the resumed cell
     assert all(len({p.config.seed for p in g}) == 1 for g in together)
-    assert [len(g) for g in sweeps.groups(plans, lockstep=False)] == [1] * 7
+    assert [len(g) for g in groups(plans, lockstep=False)] == [1] * 7
 
 
 def test_a_kill_between_last_pt_and_metrics_csv_is_repaired(fake_dataset, tmp_path, monkeypatch):

@@ -64,7 +64,7 @@ def test_the_resume_state_has_the_contracts_keys_shapes_and_meaning(tiny_data, t
     assert layout(state["model"]) == params  # one cell's single Autoencoder, on the CPU
     opt = state["optimizer"]
     assert len(opt["param_groups"]) == 1 and opt["param_groups"][0]["params"] == [0, 1, 2, 3]
-    assert opt["param_groups"][0]["lr"] == config.learning_rate
+    assert opt["param_groups"][0]["lr"] == config.lr
     shapes = [shape for shape, _, _ in params.values()]
     if optim == "sgd":  # SGD without momentum keeps nothing
         assert opt["state"] == {}

@@ -27,6 +27,7 @@ from typing import Any
 from fmae import faults
 from fmae.config import THREADS_PER_CORE, ExecutorConfig, check_threads
 from fmae.errors import ConfigError, FmaeError, out_of_memory
+from fmae.status import Status
 
 EPOCHS_PER_TASK = 1  # in a worker: what a dead worker may cost; a task's overhead (model rebuilt from its state) is ~ms
 
@@ -174,7 +175,7 @@ def drive(backend: Any, groups: list[list[Any]], *, saver: Any, device: str, env
         exc = out_of_memory(exc, group[0].config) or exc
         for plan in group:
             plan.error = str(exc) or type(exc).__name__
-            on_cell(plan, "failed")
+            on_cell(plan, Status.FAILED)
         if fail_fast:
             raise exc if isinstance(exc, FmaeError) else CellFailed(str(exc)) from None
 
@@ -231,9 +232,9 @@ def drive(backend: Any, groups: list[list[Any]], *, saver: Any, device: str, env
                 for plan, report in zip(group, outcome):
                     for blob in report["states"]:  # from a worker; the inline backend handed them over already
                         epoch_done(plan, unpack(blob))
-                    if report["status"] == "running" and stop_at is not None and plan.start_epoch >= stop_at:
+                    if report["status"] == Status.RUNNING and stop_at is not None and plan.start_epoch >= stop_at:
                         saver.checkpoint(plan.run)  # paused at a rung of successive halving: resumable from last.pt
-                    elif report["status"] == "running":
+                    elif report["status"] == Status.RUNNING:
                         going_on.append(plan)
                     else:
                         finish(plan, report["status"])
