@@ -7,6 +7,7 @@ import pytest
 
 from tests.helpers import cli, tiny
 
+
 @pytest.fixture
 def ckpts(fake_dataset, tmp_path):
     a, s = tmp_path / "a", tmp_path / "s"
@@ -132,7 +133,7 @@ def test_denoising_autoencoder_trains_and_resumes(fake_dataset, tmp_path):
     assert cli("train", *args, "--epochs", "3", "--run-dir", full).exit_code == 0
     assert cli("train", *args, "--epochs", "1", "--run-dir", part).exit_code == 0
     assert cli("train", *args, "--epochs", "3", "--run-dir", part, "--resume").exit_code == 0
-    strip = lambda p: [l.rsplit(",", 1)[0] for l in (p / "metrics.csv").read_text().splitlines()]  # noqa: E731
+    strip = lambda p: [line.rsplit(",", 1)[0] for line in (p / "metrics.csv").read_text().splitlines()]  # noqa: E731
     assert strip(full) == strip(part)
     cfg = json.loads((full / "config.json").read_text())["config"]
     assert cfg["noise"] == {"kind": "image-gaussian", "sigma": 0.5}
