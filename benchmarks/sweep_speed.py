@@ -1,6 +1,7 @@
 """The report's 12-cell SGD grid, three ways in one process, then whole `fmae sweep` processes.
 
-    python benchmarks/sweep_speed.py [--epochs 2] [--recipe-epochs 1] [--optim sgd] [--part all|inprocess|executors|ceiling] [--repeat 1]
+    python benchmarks/sweep_speed.py [--epochs 2] [--recipe-epochs 1] [--optim sgd]
+        [--part all|inprocess|executors|ceiling] [--repeat 1]
 
 In one process:
 1. fmae's sweep (in-process executor, files written per epoch);
@@ -35,7 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    command_line, epoch_flops, matmul_rate, raw_copy_for_torchvision, torchvision_epoch_seconds,
+    command_line,
+    epoch_flops,
+    matmul_rate,
+    raw_copy_for_torchvision,
+    torchvision_epoch_seconds,
 )
 from fmae import data, engine, executors, runs, saving  # noqa: E402
 from fmae.sweeps import directory as sweep_dirs  # noqa: E402
@@ -54,17 +59,18 @@ def main() -> None:
     if args.part in ("all", "inprocess"):
         in_process(args)
     if args.part in ("all", "executors"):
-        executors(args)
+        whole_processes(args)
     if args.part == "ceiling":
         ceiling()
     print(f"reproduce: {command_line()}")
 
 
-def executors(args: argparse.Namespace) -> None:
+def whole_processes(args: argparse.Namespace) -> None:
     """Whole `fmae sweep` processes, one after another, on this machine as it is (say if it is shared)."""
     grid = ["--optim", args.optim, "--lr", *map(str, REPORT_LRS), "--hidden", *map(str, REPORT_HIDDEN),
             "--epochs", str(args.epochs), "-q", "--json"]
-    ways = [("--jobs 1", ["--jobs", "1"]), ("--jobs 2", ["--jobs", "2"]), ("--executor ray (local)", ["--executor", "ray"])]
+    ways = [("--jobs 1", ["--jobs", "1"]), ("--jobs 2", ["--jobs", "2"]),
+            ("--executor ray (local)", ["--executor", "ray"])]
     print(f"whole processes: fmae sweep {' '.join(grid)} ...  ({os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f} before)")
     print("way | wall s | speed-up over --jobs 1")
@@ -98,7 +104,8 @@ from pathlib import Path
 import torch
 from fmae import data, engine
 from fmae.config import ModelConfig, TrainConfig
-threads, hidden, barrier, name, count = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+threads, hidden, barrier = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+name, count = sys.argv[4], int(sys.argv[5])
 torch.set_num_threads(threads)
 dataset = data.load(data.locate(None, download=False))
 config = TrainConfig(optim="sgd", lr=0.1, model=ModelConfig(hidden=hidden), epochs=1)

@@ -20,7 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    command_line, epoch_flops, matmul_rate, raw_copy_for_torchvision, torchvision_epoch_seconds,
+    command_line,
+    epoch_flops,
+    matmul_rate,
+    raw_copy_for_torchvision,
+    torchvision_epoch_seconds,
 )
 from fmae import data, engine  # noqa: E402
 from fmae.config import ModelConfig, TrainConfig  # noqa: E402
@@ -57,7 +61,8 @@ def main() -> None:
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for r in rows:
-        print(f"{r[0]} | {r[1]} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:.1f}x | {r[5]:.0f} | {r[6]:.3f} | {r[7]:.2f} | {r[8]:.5f}")
+        print(f"{r[0]} | {r[1]} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:.1f}x | {r[5]:.0f} | {r[6]:.3f} | "
+              f"{r[7]:.2f} | {r[8]:.5f}")
     for hidden in args.hidden:
         if (hidden, "fp32") in final and (hidden, "bf16") in final:
             fp32 = next(r for r in rows if r[:2] == (hidden, "fp32"))

@@ -200,6 +200,12 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def metrics_losses(path: Path) -> list[str]:
+    """The lines of a metrics.csv without their last column (seconds, which varies): the header and
+    each epoch's losses as written."""
+    return [line.rsplit(",", 1)[0] for line in path.read_text().splitlines()]
+
+
 def state_dict(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 

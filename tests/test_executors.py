@@ -164,7 +164,8 @@ def test_raylet_reports_never_reach_stdout_even_after_the_sweep_closed(tiny_data
 
 
 def plan(hidden: int, epochs: int, start: int = 0) -> SimpleNamespace:
-    return SimpleNamespace(config=SimpleNamespace(model=SimpleNamespace(hidden=hidden), epochs=epochs), start_epoch=start)
+    config = SimpleNamespace(model=SimpleNamespace(hidden=hidden), epochs=epochs)
+    return SimpleNamespace(config=config, start_epoch=start)
 
 
 def test_several_slots_take_the_largest_work_first_so_that_no_large_cell_ends_alone():

@@ -31,7 +31,8 @@ def test_all_says_why_it_skipped_compare_and_seeds():
     sweep = {"s": ("sweep", [record("sgd", lr, 8, 0.03) for lr in (0.1, 0.01)])}
     choice = figure_choice.plot_kinds({"all"}, sweep)
     assert choice.kinds == ["curves", "recon", "heatmap"]
-    assert choice.skipped == {"compare": "needs finished SGD and Adam runs", "seeds": "needs a sweep with several seeds"}
+    assert choice.skipped == {"compare": "needs finished SGD and Adam runs",
+                              "seeds": "needs a sweep with several seeds"}
     assert figure_choice.plot_kinds({"curves"}, sweep).skipped == {}  # asked for by name: nothing to explain
 
 

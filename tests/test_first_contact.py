@@ -13,6 +13,7 @@ from fmae.cli import ui
 from fmae.figures import plots
 from tests.helpers import cli, tiny
 
+
 def test_bare_fmae_prints_the_help_as_help():
     result = cli()
     assert result.exit_code == 0 and result.stderr == ""
@@ -23,7 +24,8 @@ def test_bare_fmae_prints_the_help_as_help():
 @pytest.mark.parametrize(("command", "shown"), [
     ("eval", ["--ckpt PATH..."]),
     ("denoise", ["--ckpt PATH...", "--sigma FLOAT...", "--index INT..."]),
-    ("plot", ["Usage: fmae plot [OPTIONS] PATH...", "  PATH...  ", "--kind [all|curves|recon|heatmap|compare|seeds]..."]),
+    ("plot", ["Usage: fmae plot [OPTIONS] PATH...", "  PATH...  ",
+              "--kind [all|curves|recon|heatmap|compare|seeds]..."]),
     ("sweep", ["--optim [adam|sgd]...", "--lr FLOAT...", "--hidden INT...", "--seed INT..."]),
 ])
 def test_help_placeholders_name_what_to_type(command, shown):
@@ -36,13 +38,13 @@ def test_help_placeholders_name_what_to_type(command, shown):
 @pytest.mark.parametrize("command", ["eval", "denoise", "plot"])
 def test_device_help_says_what_the_command_does_with_it(command):
     out = cli(command, "--help", env={"COLUMNS": "200"}).stdout
-    line = next(l for l in out.splitlines() if "--device" in l)
+    line = next(x for x in out.splitlines() if "--device" in x)
     assert "Where to run the models" in line and "train" not in line
 
 
 def test_train_device_help_is_unchanged():
     out = cli("train", "--help", env={"COLUMNS": "200"}).stdout
-    assert "Where to train" in next(l for l in out.splitlines() if "--device" in l)
+    assert "Where to train" in next(x for x in out.splitlines() if "--device" in x)
 
 
 @pytest.mark.parametrize("kind", ["missing", "file", "incomplete"])
@@ -78,7 +80,7 @@ def test_the_sweep_table_drops_columns_but_never_cuts_a_number(monkeypatch, caps
     monkeypatch.setattr(ui, "stdout_console", lambda: console)
     _print_sweep(sweep_doc())
     text = capsys.readouterr().out
-    assert "…" not in text and max(len(l) for l in text.splitlines()) <= width
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= width
     assert all(f"{0.00412345 + i:.6f}" in text for i in range(6))  # every test loss in full
     assert text.splitlines()[0].strip() == "fmae sweep runs/report/adam: 6 cells, best marked *"
 
@@ -87,7 +89,8 @@ def test_a_table_too_wide_even_after_dropping_wraps_cells_instead_of_cutting(cap
     console = Console(file=io.StringIO(), width=30, force_terminal=False)
     ui.print_table("t", ["setting", "a", "b", "c"], [["MSE", "0.123456", "0.234567", "0.345678"]], console=console)
     text = capsys.readouterr().out
-    assert "…" not in text and "5678" in text and max(len(l) for l in text.splitlines()) <= 30  # folded, all digits
+    assert "…" not in text and "5678" in text  # folded, all digits
+    assert max(len(line) for line in text.splitlines()) <= 30
 
 
 def test_a_long_title_is_one_line_and_seconds_have_one_decimal(capsys):
@@ -119,8 +122,8 @@ def test_the_cells_bar_names_the_cell_in_training(fake_dataset, tmp_path, monkey
 @pytest.fixture
 def sweeps(fake_dataset, tmp_path):
     s, a = tmp_path / "sgd", tmp_path / "adam"
-    assert cli("sweep", "--optim", "sgd", "--lr", "0.1", "--hidden", "4", *tiny(1, hidden=None), "--run-dir", s).exit_code == 0
-    assert cli("sweep", "--optim", "adam", "--lr", "0.01", "--hidden", "4", *tiny(1, hidden=None), "--run-dir", a).exit_code == 0
+    assert cli("sweep", "--optim", "sgd", "--lr", "0.1", *tiny(1, hidden=4), "--run-dir", s).exit_code == 0
+    assert cli("sweep", "--optim", "adam", "--lr", "0.01", *tiny(1, hidden=4), "--run-dir", a).exit_code == 0
     return s, a
 
 

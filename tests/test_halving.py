@@ -23,7 +23,8 @@ def test_rungs_end_at_the_epochs(epochs, eta, min_epochs, rungs):
     assert PruneConfig(eta=eta, min_epochs=min_epochs).rungs(epochs) == rungs
 
 
-@pytest.mark.parametrize("kwargs,message", [({"eta": 1}, "eta must be >= 2"), ({"min_epochs": 0}, "min-epochs must be >= 1")])
+@pytest.mark.parametrize("kwargs,message", [({"eta": 1}, "eta must be >= 2"),
+                                            ({"min_epochs": 0}, "min-epochs must be >= 1")])
 def test_bad_prune_settings(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         PruneConfig(**kwargs)
@@ -44,7 +45,8 @@ def test_halving_finds_the_full_grids_best_at_a_fraction_and_pruned_cells_resume
     assert (p["best"]["lr"], p["best"]["hidden"]) == (f["best"]["lr"], f["best"]["hidden"])
     assert p["best"]["final_test_loss"] == f["best"]["final_test_loss"]  # a promoted cell resumes exactly
     statuses = sorted(c["status"] for c in p["cells"])
-    assert statuses == ["completed"] + ["pruned"] * 5 and all(c["rank"] is None for c in p["cells"] if c["status"] == "pruned")
+    assert statuses == ["completed"] + ["pruned"] * 5
+    assert all(c["rank"] is None for c in p["cells"] if c["status"] == "pruned")
     epochs = sorted(c["epochs_run"] for c in p["cells"])
     assert epochs == [1, 1, 1, 1, 3, 9] and p["cell_epochs"] == {"trained": 16, "full_grid": 54, "fraction": 0.2963}
     assert f["cell_epochs"]["trained"] == 54

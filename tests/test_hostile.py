@@ -10,8 +10,8 @@ import os
 import pytest
 import torch
 
-from fmae import model as fmae_model
 from fmae import atomic, checkpoints, runs
+from fmae import model as fmae_model
 from fmae.config import ModelConfig, TrainConfig
 from fmae.errors import CheckpointError
 from tests.helpers import cli, ctrl_c_at_save, one_error_line, tiny

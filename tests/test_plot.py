@@ -106,7 +106,8 @@ def _record(optim, lr, test):
 
 def test_compare_note_says_from_when_adam_stays_in_the_band():
     adam = [1.0, 0.5, 0.104, 0.121, 0.103, 0.09, 0.102, 0.099, 0.1]
-    fig = plots.compare([_record("sgd", 0.1, [2.0, 1.5, 1.2, 1.1, 1.0, 0.9, 0.8, 0.75, 0.7]), _record("adam", 0.001, adam)])
+    sgd = [2.0, 1.5, 1.2, 1.1, 1.0, 0.9, 0.8, 0.75, 0.7]
+    fig = plots.compare([_record("sgd", 0.1, sgd), _record("adam", 0.001, adam)])
     (note,) = [t.get_text() for t in fig.axes[0].texts]
     assert "within 5% of its final loss from epoch 7 on (first inside at epoch 3, then out again)" in note
     assert [line.get_xdata()[0] for line in fig.axes[0].lines if line.get_linestyle() == ":"][0] == 7

@@ -4,7 +4,6 @@ ran there, each from the epoch the driver saved last, and the sweep ends equal t
 import threading
 import time
 
-
 from tests.helpers import assert_same_sweep, cli
 
 GRID = ["sweep", "--optim", "sgd", "adam", "--lr", "0.1", "--hidden", "4", "8", "--batch-size", "16",

@@ -85,7 +85,8 @@ def test_case6_sigterm_while_the_ray_driver_waits_exits_143(tmp_path, ray_cluste
     assert marker.read_text() == "returned"  # the signal ended the driver's ray.wait
     assert proc.returncode == 143, err
     # no epoch finished (the task sleeps): the line says so, and names SIGTERM
-    assert one_error_line(err).startswith("error: sweep interrupted by SIGTERM; it was interrupted before any epoch"), err
+    line = one_error_line(err)
+    assert line.startswith("error: sweep interrupted by SIGTERM; it was interrupted before any epoch"), err
 
 
 # ---------------------------------------------------------------- case 7: an address where no Ray runs
@@ -157,7 +158,8 @@ def _bomb(model_pt: Path, target: Path, nbytes: int) -> None:
         torch.save({**obj, "extra": torch.empty(nbytes // 4)}, declared)  # untouched pages: no memory
     real = io.BytesIO()
     torch.save({**obj, "extra": torch.zeros(1)}, real)
-    with zipfile.ZipFile(io.BytesIO(declared.getvalue())) as meta, zipfile.ZipFile(io.BytesIO(real.getvalue())) as src, \
+    with zipfile.ZipFile(io.BytesIO(declared.getvalue())) as meta, \
+            zipfile.ZipFile(io.BytesIO(real.getvalue())) as src, \
             zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:
         last = max(int(n.rsplit("/", 1)[1]) for n in meta.namelist() if "/data/" in n)
         for name in meta.namelist():

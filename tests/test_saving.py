@@ -11,8 +11,8 @@ from fmae import runs, saving
 from fmae.config import ModelConfig, TrainConfig
 from fmae.errors import RunDirError
 from fmae.executors import worker
-from fmae.training import cells
 from fmae.model import build
+from fmae.training import cells
 from tests.helpers import cli
 
 CONFIG = TrainConfig(optim="sgd", epochs=10, model=ModelConfig(hidden=2))

@@ -144,7 +144,8 @@ def test_the_printed_train_command_resumes_to_the_uninterrupted_run(fake_dataset
 
 
 def test_interrupted_before_any_epoch_does_not_claim_saved_epochs(fake_dataset, tmp_path):
-    for command in (["train", "--run-dir", str(tmp_path / "r")], ["sweep", "--lr", "0.1", "--run-dir", str(tmp_path / "s")]):
+    for command in (["train", "--run-dir", str(tmp_path / "r")],
+                    ["sweep", "--lr", "0.1", "--run-dir", str(tmp_path / "s")]):
         with ctrl_c_at_save(1, saved=False):
             cut = cli(*command, *tiny(hidden=4))
         assert cut.exit_code == 130, cut.stderr

@@ -19,7 +19,7 @@ def heavy_modules_after(code: str) -> list[str]:
         f"print('MODULES:' + ','.join(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
-    line = [l for l in out.stdout.splitlines() if l.startswith("MODULES:")][-1]
+    line = [x for x in out.stdout.splitlines() if x.startswith("MODULES:")][-1]
     return [m for m in line[len("MODULES:"):].split(",") if m]
 
 
@@ -110,7 +110,8 @@ def test_one_shot_commands_import_nothing_slow(tmp_path, real_data_dir):
     """train, eval and denoise (no figure) never import torch._dynamo (torch.optim's first use),
     torchmetrics or torchvision (1.7 s), scipy or matplotlib."""
     probe = ("import os, sys\nos.environ['FMAE_DATA_DIR'] = sys.argv[1]\nsys.argv = ['fmae', *sys.argv[2:]]\n"
-             "from fmae.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+             "from fmae.cli import main\ntry:\n    main()\n"
+             "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
              f"print('SLOW:' + ','.join(sorted(m for m in sys.modules if m.startswith({SLOW_IMPORTS!r}))))")
     run_dir = tmp_path / "r"
     commands = [["train", "--hidden", "8", "--epochs", "1", "--run-dir", str(run_dir), "-q"],

@@ -7,17 +7,13 @@ import pytest
 from fmae import checkpoints, engine, runs
 from fmae.cli.parsing import expand_multi_values
 from fmae.errors import ConfigError
-from tests.helpers import cli, ctrl_c_at_save
+from tests.helpers import cli, ctrl_c_at_save, metrics_losses
 
 SHARED = ["--batch-size", "16", "--epochs", "2", "-q"]
 
 
 def sweep(tmp_path, *args, name="s"):
     return cli("sweep", *args, *SHARED, "--run-dir", str(tmp_path / name))
-
-
-def losses(path):
-    return [line.rsplit(",", 1)[0] for line in path.read_text().splitlines()]
 
 
 @pytest.mark.parametrize("args", [
@@ -74,7 +70,7 @@ def test_cell_equals_fmae_train(fake_dataset, tmp_path):
     result = cli("train", "--optim", "sgd", "--lr", "0.01", "--hidden", "8", *SHARED,
                  "--run-dir", str(tmp_path / "alone"))
     assert result.exit_code == 0
-    assert losses(tmp_path / "s" / "cells" / "sgd-lr0.01-h8-s0" / "metrics.csv") == losses(
+    assert metrics_losses(tmp_path / "s" / "cells" / "sgd-lr0.01-h8-s0" / "metrics.csv") == metrics_losses(
         tmp_path / "alone" / "metrics.csv")
 
 
@@ -114,8 +110,8 @@ def test_more_epochs_continue_every_cell_exactly(fake_dataset, tmp_path):
                          for c in json.loads(doc.stdout)["cells"]]
     assert strip(grown) == strip(at_once) and all(c["epochs_run"] == 4 for c in strip(grown))
     for cell in ("sgd-lr0.1-h4-s0", "sgd-lr0.1-h8-s0"):
-        assert losses(tmp_path / "grow" / "cells" / cell / "metrics.csv") == \
-            losses(tmp_path / "once" / "cells" / cell / "metrics.csv")
+        assert metrics_losses(tmp_path / "grow" / "cells" / cell / "metrics.csv") == \
+            metrics_losses(tmp_path / "once" / "cells" / cell / "metrics.csv")
     assert json.loads((tmp_path / "grow" / "sweep.json").read_text())["shared"]["epochs"] == 4
 
 
@@ -136,7 +132,8 @@ def test_interrupted_sweep_resumes_to_the_same_results(fake_dataset, tmp_path):
         assert sweep(tmp_path, *args).exit_code == 130
     assert sweep(tmp_path, *args).exit_code == 0
     for cell in (tmp_path / "ref" / "cells").iterdir():
-        assert losses(cell / "metrics.csv") == losses(tmp_path / "s" / "cells" / cell.name / "metrics.csv")
+        resumed = tmp_path / "s" / "cells" / cell.name
+        assert metrics_losses(cell / "metrics.csv") == metrics_losses(resumed / "metrics.csv")
 
 
 def test_a_failed_cell_exits_1_and_fail_fast_stops(fake_dataset, tmp_path, monkeypatch):
@@ -206,7 +203,7 @@ def test_a_kill_between_last_pt_and_metrics_csv_is_repaired(fake_dataset, tmp_pa
     assert sweep(tmp_path, *args).exit_code == 130
     monkeypatch.setattr(runs.RunDir, "write_metrics", original)
     cell = "adam-lr0.01-h4-s0"
-    assert len(losses(tmp_path / "s" / "cells" / cell / "metrics.csv")) == 2  # header + epoch 1
+    assert len(metrics_losses(tmp_path / "s" / "cells" / cell / "metrics.csv")) == 2  # header + epoch 1
     assert sweep(tmp_path, *args).exit_code == 0
-    assert losses(tmp_path / "s" / "cells" / cell / "metrics.csv") == losses(
+    assert metrics_losses(tmp_path / "s" / "cells" / cell / "metrics.csv") == metrics_losses(
         tmp_path / "ref" / "cells" / cell / "metrics.csv")

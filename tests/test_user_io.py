@@ -11,7 +11,6 @@ from fmae.cli import ui
 from fmae.errors import DataError, FmaeError
 from fmae.images import read_user_images
 
-
 # ---------------------------------------------------------------- 5: images
 
 
