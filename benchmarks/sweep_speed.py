@@ -27,9 +27,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from types import SimpleNamespace
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -43,9 +43,9 @@ from benchmarks.common import (  # noqa: E402
     torchvision_epoch_seconds,
 )
 from fmae import data, engine, executors, runs, saving  # noqa: E402
+from fmae.config import CHECKPOINT_EVERY, REPORT_HIDDEN, REPORT_LRS, ExecutorConfig, SharedSettings, SweepConfig  # noqa: E402
 from fmae.sweeps import directory as sweep_dirs  # noqa: E402
 from fmae.sweeps import run as sweep_run  # noqa: E402
-from fmae.config import CHECKPOINT_EVERY, REPORT_HIDDEN, REPORT_LRS, ExecutorConfig, SharedSettings, SweepConfig  # noqa: E402
 
 
 def main() -> None:

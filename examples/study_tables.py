@@ -225,6 +225,11 @@ def curve(d: Path) -> list[str]:
     return out
 
 
+def _spread(values: list[float], fmt: str) -> str:
+    mean, std, _ = stats.spread(values)
+    return f"{fmt.format(mean)} ± {fmt.format(std)} ({len(values)})"
+
+
 def denoise100(d: Path) -> list[str]:
     """PSNR and SSIM of each optimizer's best model over its 5 seeds, per sigma, Adam - SGD by Welch's t."""
     path = "seeds100/denoise.json"
@@ -250,12 +255,9 @@ def denoise100(d: Path) -> list[str]:
             s = [o[metric] for o in by[(sigma, "sgd")]]
             a = [o[metric] for o in by[(sigma, "adam")]]
             w = stats.welch(a, s)
-
-            def spread(v: list[float]) -> str:
-                mean, std, _ = stats.spread(v)
-                return f"{fmt.format(mean)} ± {fmt.format(std)} ({len(v)})"
-            out.append(f"| {sigma:g} | {metric.upper()} | {fmt.format(noisy[sigma][metric])} | {spread(s)} | {spread(a)} | "
-                       f"{fmt.format(w['diff'])} | [{fmt.format(w['low'])}, {fmt.format(w['high'])}] | {p_text(w['p'])} |")
+            low, high = fmt.format(w["low"]), fmt.format(w["high"])
+            out.append(f"| {sigma:g} | {metric.upper()} | {fmt.format(noisy[sigma][metric])} | {_spread(s, fmt)} | "
+                       f"{_spread(a, fmt)} | {fmt.format(w['diff'])} | [{low}, {high}] | {p_text(w['p'])} |")
     return out
 
 

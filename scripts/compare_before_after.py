@@ -65,7 +65,8 @@ COMMANDS: list[list[str]] = [
     ["sweep", "--optim", "sgd", "--lr", "0.1", "0.1", "--run-dir", "runs/x"],
     ["sweep", *GRID, "--epochs", "3", "--run-dir", "runs/s"],  # other shared settings: epochs may grow
     ["sweep", *GRID, "--dropout", "0.2", "--run-dir", "runs/s"],
-    ["sweep", "--optim", "sgd", "--lr", "1e6", "0.1", *GRID[5:], "--run-dir", "runs/sd", "--fail-on", "diverged", "collapsed"],
+    ["sweep", "--optim", "sgd", "--lr", "1e6", "0.1", *GRID[5:], "--run-dir", "runs/sd",
+     "--fail-on", "diverged", "collapsed"],
     ["sweep", *GRID, "--run-dir", "runs/a"],  # a training run, not a sweep
     # eval, denoise, plot
     ["eval", "--ckpt", "runs/s/best.pt", "runs/a/model.pt"],

@@ -75,8 +75,9 @@ def test_the_installed_wheel_runs_fmae_help(wheel, tmp_path):
     deps = {sysconfig.get_paths()["purelib"], *(p for p in sys.path if p.endswith("-packages"))}
     Path(purelib, "_fmae_test_deps.pth").write_text("\n".join(sorted(deps)) + "\n")
     subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], check=True)
-    where = subprocess.run([str(py), "-c", "import fmae.cli, fmae.sweeps, fmae.figures, fmae; print(fmae.__file__)"], cwd=tmp_path,
-                           capture_output=True, text=True, check=True).stdout.strip()
+    probe = "import fmae.cli, fmae.sweeps, fmae.figures, fmae; print(fmae.__file__)"
+    where = subprocess.run([str(py), "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                           check=True).stdout.strip()
     assert Path(where).is_relative_to(env_dir), f"fmae was imported from {where}, not from the wheel"
     out = subprocess.run([str(env_dir / "bin" / "fmae"), "--help"], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from fmae import engine, runs
-from fmae.sweeps.directory import CellPlan
-from fmae.sweeps.run import groups
 from fmae.config import ExecutorConfig, ModelConfig
 from fmae.errors import ConfigError
 from fmae.model import SeededDropout, dropout_bits, dropout_mask
+from fmae.sweeps.directory import CellPlan
+from fmae.sweeps.run import groups
 from tests.helpers import assert_close_histories, cli, close, layout, states_at, tiny, tiny_config
 
 CPU = torch.device("cpu")
