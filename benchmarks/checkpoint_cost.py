@@ -48,11 +48,11 @@ def one_checkpoint(args: argparse.Namespace) -> None:
     print("--- | --- | --- | --- | ---")
     with tempfile.TemporaryDirectory() as tmp:
         for hidden in args.hidden:
-            config = TrainConfig(optim=args.optim, epochs=1, model=ModelConfig(hidden=hidden)).resolved()
+            config = TrainConfig(optim=args.optim, epochs=1, model=ModelConfig(hidden=hidden))
             states = []
             t0 = time.perf_counter()
             engine.train(config, dataset, torch.device("cpu"),
-                         on_epoch=lambda cell, m, rng: states.append(cell.resume_state(rng)))
+                         on_epoch=lambda cell, m, rng, states=states: states.append(cell.resume_state(rng)))
             epoch_s = time.perf_counter() - t0
             run = runs.RunDir(Path(tmp) / str(hidden))
             times = []
@@ -68,7 +68,8 @@ def one_checkpoint(args: argparse.Namespace) -> None:
 def whole_sweeps(args: argparse.Namespace) -> None:
     grid = ["--optim", args.optim, "--lr", "0.01", "--hidden", *map(str, args.hidden), "--epochs", str(args.epochs),
             "-q", "--json"]
-    ways = [(f"--checkpoint-every {CHECKPOINT_EVERY:g} (default)", []), ("--checkpoint-every 0", ["--checkpoint-every", "0"])]
+    ways = [(f"--checkpoint-every {CHECKPOINT_EVERY:g} (default)", []),
+            ("--checkpoint-every 0", ["--checkpoint-every", "0"])]
     print(f"\nwhole processes: fmae sweep {' '.join(grid)} ...")
     print("way | wall s (median) | runs")
     print("--- | --- | ---")
@@ -76,7 +77,8 @@ def whole_sweeps(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeat):
             for name, extra in ways:
-                cmd = [sys.executable, "-m", "fmae", "sweep", *grid, *extra, "--run-dir", str(Path(tmp) / f"{r}{len(extra)}")]
+                cmd = [sys.executable, "-m", "fmae", "sweep", *grid, *extra,
+                       "--run-dir", str(Path(tmp) / f"{r}{len(extra)}")]
                 t0 = time.perf_counter()
                 done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                 if done.returncode != 0:

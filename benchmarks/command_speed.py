@@ -23,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 EXTRAS = ("mlflow", "tensorboard")  # the optional trackers (pip install 'fmae-cli[mlflow]', ...)
 
 
@@ -69,7 +68,7 @@ def main() -> None:
             "fmae --help": ([fmae, "--help"], None, 0.3),
         }
         times: dict[str, list[float]] = {name: [] for name in cases}
-        for name, (cmd, _, _) in cases.items():  # warm the page cache and .pyc files
+        for cmd, _, _ in cases.values():  # warm the page cache and .pyc files
             timed(cmd, env)
         for _ in range(args.runs):
             for name, (cmd, _, _) in cases.items():

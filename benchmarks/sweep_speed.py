@@ -1,6 +1,7 @@
 """The report's 12-cell SGD grid, three ways in one process, then whole `fmae sweep` processes.
 
-    python benchmarks/sweep_speed.py [--epochs 2] [--recipe-epochs 1] [--optim sgd] [--part all|inprocess|executors|ceiling] [--repeat 1]
+    python benchmarks/sweep_speed.py [--epochs 2] [--recipe-epochs 1] [--optim sgd]
+        [--part all|inprocess|executors|ceiling] [--repeat 1]
 
 In one process:
 1. fmae's sweep (in-process executor, files written per epoch);
@@ -28,17 +29,23 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    command_line, epoch_flops, matmul_rate, raw_copy_for_torchvision, torchvision_epoch_seconds,
+    command_line,
+    epoch_flops,
+    matmul_rate,
+    raw_copy_for_torchvision,
+    torchvision_epoch_seconds,
 )
 from fmae import data, engine, executors, runs, saving  # noqa: E402
-from fmae import sweep as sweeps  # noqa: E402
-from fmae.config import CHECKPOINT_EVERY, REPORT_HIDDEN, REPORT_LRS, ExecutorConfig, SweepConfig, TrainConfig  # noqa: E402
+from fmae.config import CHECKPOINT_EVERY, REPORT_HIDDEN, REPORT_LRS, ExecutorConfig, SharedSettings, SweepConfig  # noqa: E402
+from fmae.sweeps import directory as sweep_dirs  # noqa: E402
+from fmae.sweeps import run as sweep_run  # noqa: E402
 
 
 def main() -> None:
@@ -52,17 +59,18 @@ def main() -> None:
     if args.part in ("all", "inprocess"):
         in_process(args)
     if args.part in ("all", "executors"):
-        executors(args)
+        whole_processes(args)
     if args.part == "ceiling":
         ceiling()
     print(f"reproduce: {command_line()}")
 
 
-def executors(args: argparse.Namespace) -> None:
+def whole_processes(args: argparse.Namespace) -> None:
     """Whole `fmae sweep` processes, one after another, on this machine as it is (say if it is shared)."""
     grid = ["--optim", args.optim, "--lr", *map(str, REPORT_LRS), "--hidden", *map(str, REPORT_HIDDEN),
             "--epochs", str(args.epochs), "-q", "--json"]
-    ways = [("--jobs 1", ["--jobs", "1"]), ("--jobs 2", ["--jobs", "2"]), ("--executor ray (local)", ["--executor", "ray"])]
+    ways = [("--jobs 1", ["--jobs", "1"]), ("--jobs 2", ["--jobs", "2"]),
+            ("--executor ray (local)", ["--executor", "ray"])]
     print(f"whole processes: fmae sweep {' '.join(grid)} ...  ({os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f} before)")
     print("way | wall s | speed-up over --jobs 1")
@@ -96,7 +104,8 @@ from pathlib import Path
 import torch
 from fmae import data, engine
 from fmae.config import ModelConfig, TrainConfig
-threads, hidden, barrier, name, count = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+threads, hidden, barrier = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+name, count = sys.argv[4], int(sys.argv[5])
 torch.set_num_threads(threads)
 dataset = data.load(data.locate(None, download=False))
 config = TrainConfig(optim="sgd", lr=0.1, model=ModelConfig(hidden=hidden), epochs=1)
@@ -138,21 +147,22 @@ def in_process(args: argparse.Namespace) -> None:
     device = torch.device("cpu")
     dataset = data.load(data.locate(None, download=False), device)
     grid = SweepConfig(optims=(args.optim,), lrs=REPORT_LRS, hiddens=REPORT_HIDDEN,
-                       base=TrainConfig(optim="sgd", epochs=args.epochs))
-    cells = [c.resolved() for c in grid.cells()]
+                       base=SharedSettings(epochs=args.epochs))
+    cells = [c for c in grid.cells()]
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"grid: {len(cells)} cells ({args.optim}), {args.epochs} epochs")
 
     with tempfile.TemporaryDirectory() as tmp:
-        where = sweeps.SweepDir(Path(tmp) / "sweep")
+        where = sweep_dirs.SweepDir(Path(tmp) / "sweep")
         where.reset(False)
         plans = where.plan(grid)
         env = runs.environment(str(device), dataset.source, dataset.sha256)
         t0 = time.perf_counter()
         options = ExecutorConfig()
         with saving.Saver(CHECKPOINT_EVERY) as saver, executors.Session(options, dataset, device) as session:
-            sweeps.run(plans, session, saver, env, options, device=device, on_start=lambda *a: None,
-                       on_epoch=lambda *a: None, on_cell=lambda *a: None)
+            quiet = SimpleNamespace(cell_started=lambda *a: None, cell_epoch=lambda *a: None,
+                                    cell_ended=lambda *a: None)
+            sweep_run.run(plans, session, saver, env, options, device=device, progress=quiet)
         sweep_s = (time.perf_counter() - t0) / args.epochs
 
     t0 = time.perf_counter()
@@ -161,7 +171,7 @@ def in_process(args: argparse.Namespace) -> None:
     alone_s = (time.perf_counter() - t0) / args.epochs
 
     root = raw_copy_for_torchvision()
-    recipe_s = sum(torchvision_epoch_seconds(root, c.model.hidden, c.optim, c.learning_rate, args.recipe_epochs)
+    recipe_s = sum(torchvision_epoch_seconds(root, c.model.hidden, c.optim, c.lr, args.recipe_epochs)
                    for c in cells)
 
     rates = {h: matmul_rate(h) for h in REPORT_HIDDEN}

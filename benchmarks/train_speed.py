@@ -20,7 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    command_line, epoch_flops, matmul_rate, raw_copy_for_torchvision, torchvision_epoch_seconds,
+    command_line,
+    epoch_flops,
+    matmul_rate,
+    raw_copy_for_torchvision,
+    torchvision_epoch_seconds,
 )
 from fmae import data, engine  # noqa: E402
 from fmae.config import ModelConfig, TrainConfig  # noqa: E402
@@ -44,7 +48,7 @@ def main() -> None:
         recipe = torchvision_epoch_seconds(root, hidden, "adam", 0.001, args.recipe_epochs)
         for precision in args.precision:
             config = TrainConfig(model=ModelConfig(hidden=hidden), optim="adam", epochs=args.epochs,
-                                 precision=precision).resolved()
+                                 precision=precision)
             result = engine.train(config, dataset, device)
             per_epoch = statistics.median(m.seconds for m in result.history[1:] or result.history)
             rate = matmul_rate(hidden, torch.float32 if precision == "fp32" else torch.bfloat16)
@@ -57,7 +61,8 @@ def main() -> None:
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for r in rows:
-        print(f"{r[0]} | {r[1]} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:.1f}x | {r[5]:.0f} | {r[6]:.3f} | {r[7]:.2f} | {r[8]:.5f}")
+        print(f"{r[0]} | {r[1]} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:.1f}x | {r[5]:.0f} | {r[6]:.3f} | "
+              f"{r[7]:.2f} | {r[8]:.5f}")
     for hidden in args.hidden:
         if (hidden, "fp32") in final and (hidden, "bf16") in final:
             fp32 = next(r for r in rows if r[:2] == (hidden, "fp32"))

@@ -10,7 +10,8 @@
 #    denoising comparison, the evaluation, their figures and report.md.
 # 2. The seeds study at 30 epochs (3 seeds) and the report's grids with successive halving (1 thread).
 # 3. The seeds study at 100 epochs (5 seeds) for Adam lr 0.001 and SGD lr 0.1 at h 256 and 512, and the
-#    learning rates beyond the grid's edges at h 512 (SGD 0.2 0.5 1.0, Adam 0.0003 0.0001; 3 seeds), 1 thread.
+#    learning rates beyond the grid's edges at h 512 (SGD 0.2 0.5 1.0, Adam 0.0003 0.0001; 3 seeds), 1 thread;
+#    the denoising comparison of the 5 seeds of each optimizer's best model (h 512).
 # 4. The CSVs, per-epoch curves and figures of whatever RUN_DIR holds copied into DOCS_DIR, then the
 #    generated tables of DOCS_DIR/README.md rewritten from those files (examples/study_tables.py).
 #
@@ -82,6 +83,14 @@ if has_step 3; then
   grow seeds100-adam --optim adam --lr 0.001 --hidden 256 512 --seed 0 1 2 3 4 $S
   # shellcheck disable=SC2086
   grow seeds100-sgd --optim sgd --lr 0.1 --hidden 256 512 --seed 0 1 2 3 4 $S
+  # each optimizer's best denoiser (h = 512), its 5 seeds, at the report's noise and four constants
+  if [ "$REUSE" = 1 ] && [ -f "$RUN_DIR/denoise100.json" ]; then
+    echo "reusing $RUN_DIR/denoise100.json" >&2
+  else
+    $FMAE denoise --ckpt "$RUN_DIR"/seeds100-sgd/cells/sgd-lr0.1-h512-s*/model.pt \
+      "$RUN_DIR"/seeds100-adam/cells/adam-lr0.001-h512-s*/model.pt --sigma 0.25 0.5 0.75 1 --quiet --json \
+      > "$RUN_DIR/denoise100.json"
+  fi
   # shellcheck disable=SC2086
   run edge-sgd --optim sgd --lr 0.2 0.5 1.0 --hidden 512 --seed 0 1 2 $S
   # shellcheck disable=SC2086
@@ -126,6 +135,9 @@ for optim in adam sgd; do
     copy_csv "$RUN_DIR/edge-$optim/results_groups.csv" "$DOCS_DIR/edge/$optim-groups.csv"
   fi
 done
+if [ -f "$RUN_DIR/denoise100.json" ]; then
+  copy_csv "$RUN_DIR/denoise100.json" "$DOCS_DIR/seeds100/denoise.json"
+fi
 # plot NAME SWEEP...: `fmae plot` of the seeds (and curves) of these sweeps into RUN_DIR/study-figures/NAME
 plot() {
   name=$1

@@ -63,7 +63,8 @@ def losses(cells: Sequence[dict[str, Any]], lr: float, hidden: int) -> list[floa
 # ---- the blocks -------------------------------------------------------------------------------------------
 
 def grid100(d: Path) -> list[str]:
-    out = ["| optimizer | lr | h = 64 | 128 | 256 | 512 | status in the file |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    out = ["| optimizer | lr | h = 64 | 128 | 256 | 512 | status in the file |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
     for optim in ("sgd", "adam"):
         cells = rows(d / f"{optim}-results.csv")
         for lr in sorted({r["lr"] for r in cells}, reverse=True):
@@ -94,7 +95,8 @@ def denoise(d: Path) -> list[str]:
     for r in doc["results"]:
         by_sigma.setdefault(r["sigma"], {})[optim[r["checkpoint"]]] = r
     out = [f"{doc['noise']} noise, {doc['images']} test images, noise seed {doc['seed']}; PSNR in dB:", "",
-           "| sigma | noisy PSNR | sgd PSNR | adam PSNR | higher PSNR | noisy SSIM | sgd SSIM | adam SSIM | higher SSIM |",
+           "| sigma | noisy PSNR | sgd PSNR | adam PSNR | higher PSNR | noisy SSIM | sgd SSIM | adam SSIM "
+           "| higher SSIM |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for sigma, m in sorted(by_sigma.items()):
         s, a = m["sgd"], m["adam"]
@@ -185,8 +187,10 @@ def edge(d: Path) -> list[str]:
     pending = _pending(d, files)
     if pending:
         return pending
-    out = _groups_table(d, "edge", [("sgd", lr, 512) for lr in (1.0, 0.5, 0.2)] + [("adam", lr, 512) for lr in (0.0003, 0.0001)])
-    out += ["", "Each learning rate beyond the edge against the grid's best one at h = 512 (100-epoch seeds above):", ""]
+    edge = [("sgd", lr, 512) for lr in (1.0, 0.5, 0.2)] + [("adam", lr, 512) for lr in (0.0003, 0.0001)]
+    out = _groups_table(d, "edge", edge)
+    out += ["", "Each learning rate beyond the edge against the grid's best one at h = 512 (100-epoch seeds above):",
+            ""]
     tests = ["| comparison (a - b) | mean a - mean b | 95% CI of the difference | Welch t | df | p | CI excludes 0 |",
              "| --- " * 7 + "|"]
     for optim, best_lr, lrs in (("sgd", 0.1, (0.2, 0.5, 1.0)), ("adam", 0.001, (0.0003, 0.0001))):
@@ -198,7 +202,8 @@ def edge(d: Path) -> list[str]:
             except ValueError as e:  # fewer than 2 usable seeds (diverged, collapsed), or no spread at all
                 tests.append(f"| {optim} lr {lr:g} - lr {best_lr:g} | {e} |" + " - |" * 5)
                 continue
-            tests.append(f"| {optim} lr {lr:g} - lr {best_lr:g} | {w['diff']:.6f} | [{w['low']:.6f}, {w['high']:.6f}] | "
+            tests.append(f"| {optim} lr {lr:g} - lr {best_lr:g} | {w['diff']:.6f} | "
+                         f"[{w['low']:.6f}, {w['high']:.6f}] | "
                          f"{w['t']:.2f} | {w['df']:.2f} | {p_text(w['p'])} | "
                          f"{'yes' if w['high'] < 0 or w['low'] > 0 else 'no'} |")
     return out + tests
@@ -206,7 +211,8 @@ def edge(d: Path) -> list[str]:
 
 def curve(d: Path) -> list[str]:
     adam, sgd = "seeds100/curves/adam-lr0.001-h512-s0.csv", "seeds100/curves/sgd-lr0.1-h512-s0.csv"
-    out = ["| cell (seed 0, 100 epochs) | epoch 1 | epoch 30 | epoch 50 | epoch 100 | first epoch within 5% of the final | "
+    out = ["| cell (seed 0, 100 epochs) | epoch 1 | epoch 30 | epoch 50 | epoch 100 | "
+           "first epoch within 5% of the final | "
            "within 5% from epoch ... on |", "| --- " * 7 + "|"]
     for path in (adam, sgd):
         if not (d / path).exists():
@@ -219,9 +225,46 @@ def curve(d: Path) -> list[str]:
     return out
 
 
+def _spread(values: list[float], fmt: str) -> str:
+    mean, std, _ = stats.spread(values)
+    return f"{fmt.format(mean)} ± {fmt.format(std)} ({len(values)})"
+
+
+def denoise100(d: Path) -> list[str]:
+    """PSNR and SSIM of each optimizer's best model over its 5 seeds, per sigma, Adam - SGD by Welch's t."""
+    path = "seeds100/denoise.json"
+    pending = _pending(d, [path])
+    if pending:
+        return pending
+    doc = json.loads((d / path).read_text())
+    cell = re.compile(r"(?P<optim>sgd|adam)-lr[^/]*-s(?P<seed>\d+)/model\.pt$")
+    by: dict[tuple[float, str], list[dict[str, Any]]] = {}
+    noisy: dict[float, dict[str, float]] = {}
+    for r in doc["results"]:
+        m = cell.search(r["checkpoint"])
+        if m is None:
+            raise SystemExit(f"error: {path}: cannot tell the optimizer of {r['checkpoint']!r}")
+        by.setdefault((r["sigma"], m["optim"]), []).append(r["output"])
+        noisy[r["sigma"]] = r["noisy"]
+    out = [f"{doc['noise']} noise, {doc['images']} test images, noise seed {doc['seed']}; each model's mean over the "
+           "images, then mean ± std over the models' seeds; Adam - SGD by the rule above:", "",
+           "| sigma | metric | noisy | sgd (n) | adam (n) | adam - sgd | 95% CI of the difference | Welch p |",
+           "| --- " * 8 + "|"]
+    for sigma in sorted(noisy):
+        for metric, fmt in (("psnr", "{:.2f}"), ("ssim", "{:.4f}")):
+            s = [o[metric] for o in by[(sigma, "sgd")]]
+            a = [o[metric] for o in by[(sigma, "adam")]]
+            w = stats.welch(a, s)
+            low, high = fmt.format(w["low"]), fmt.format(w["high"])
+            out.append(f"| {sigma:g} | {metric.upper()} | {fmt.format(noisy[sigma][metric])} | {_spread(s, fmt)} | "
+                       f"{_spread(a, fmt)} | {fmt.format(w['diff'])} | [{low}, {high}] | {p_text(w['p'])} |")
+    return out
+
+
 def halving(d: Path) -> list[str]:
     per_cell_epoch_per_h = TRAIN_SAMPLES * TRAIN_FLOPS_PER_H + TEST_SAMPLES * TEST_FLOPS_PER_H
-    out = ["| optimizer | run | cell-epochs | FLOPs (x 10^12) | sum of the cells' seconds | threads | best cell: final test MSE |",
+    out = ["| optimizer | run | cell-epochs | FLOPs (x 10^12) | sum of the cells' seconds | threads "
+           "| best cell: final test MSE |",
            "| --- " * 7 + "|"]
     for optim in ("sgd", "adam"):
         full, pruned = rows(d / f"{optim}-results.csv"), rows(d / "seeds" / f"halving-{optim}-cells.csv")
@@ -235,7 +278,8 @@ def halving(d: Path) -> list[str]:
             out.append(f"| {optim} | {name} | {epochs:,} | {flops / 1e12:,.1f} | {seconds:,.0f} | {threads} | "
                        f"lr {b['lr']:g}, h {b['hidden']}: {b['final_test_loss']:.9f} |")
         (e0, f0, s0), (e1, f1, s1) = numbers
-        out.append(f"| {optim} | halving / full grid | {100 * e1 / e0:.1f}% | {100 * f1 / f0:.1f}% | {s1 / s0:.2f}x | | |")
+        out.append(f"| {optim} | halving / full grid | {100 * e1 / e0:.1f}% | {100 * f1 / f0:.1f}% | "
+                   f"{s1 / s0:.2f}x | | |")
     return out
 
 
@@ -256,6 +300,7 @@ def compute(d: Path) -> list[str]:
 BLOCKS: dict[str, Callable[[Path], list[str]]] = {
     "grid100": grid100, "best": best, "denoise": denoise, "seeds30": seeds30, "seeds30-tests": seeds30_tests,
     "halving": halving, "curve100": curve, "seeds100": seeds100, "seeds100-tests": seeds100_tests, "edge": edge,
+    "denoise100": denoise100,
     "compute": compute,
 }
 

@@ -12,11 +12,11 @@ import json
 import os
 import re
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fmae import faults
 from fmae.errors import RunDirError
 
 # `.<name>.<8 random characters>.tmp`: what write_bytes leaves when killed mid-write
@@ -41,7 +41,7 @@ def write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        _test_write_delay()
+        faults.write_delay()  # test-only: widens the window a kill test lands SIGKILL in
         os.replace(tmp, path)
     except OSError as exc:
         unlink_quietly(tmp)
@@ -55,14 +55,6 @@ def _temp_prefix(name: str) -> str:
     """`.<name>.`, the name cut so that the whole temporary name fits in NAME_MAX bytes."""
     room = NAME_MAX - len(". .12345678.tmp")
     return "." + name.encode()[:room].decode(errors="ignore") + "."
-
-
-def _test_write_delay() -> None:
-    """FMAE_TEST_WRITE_DELAY=seconds widens the window between writing and renaming, so the
-    kill tests can land SIGKILL in the middle of checkpoint writes. Never set outside tests."""
-    delay = os.environ.get("FMAE_TEST_WRITE_DELAY")
-    if delay:
-        time.sleep(float(delay))
 
 
 def _umask() -> int:

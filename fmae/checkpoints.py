@@ -191,7 +191,7 @@ def check_belongs(path: Path, state: dict[str, Any], config: TrainConfig, ignore
     group = state["optimizer"]["param_groups"][0]
     plain = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
     diff += [f"optimizer {k} {group.get(k)!r} -> {v!r}"
-             for k, v in settings(config.optim, config.learning_rate, config.momentum).items()
+             for k, v in settings(config.optim, config.lr, config.momentum).items()
              if k not in group or plain(group[k]) != plain(v)]
     if diff:
         raise CheckpointError(f"{path} is not this run's: saved with other settings (saved -> this run: {', '.join(diff)})",

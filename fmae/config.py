@@ -10,6 +10,7 @@ from typing import Any
 
 from fmae.checks import choice, finite, int_at_least, int_at_most
 from fmae.errors import ConfigError
+from fmae.status import FAIL_ON  # noqa: F401 - a vocabulary the configs accept, with the others
 
 INPUT_DIM = 784
 OPTIMIZERS = ("adam", "sgd")
@@ -21,9 +22,7 @@ ENGINES = ("auto", "stacked", "cells")  # the trainers fmae.engine chooses betwe
 # The report's best learning rate for each optimizer; used when --lr is not given.
 DEFAULT_LR = {"adam": 0.001, "sgd": 0.1}
 NOISES = ("image-gaussian", "gaussian", "salt-pepper", "speckle")  # fmae.noise implements them
-# The statuses `--fail-on` may name: a run or cell ending in one of them exits 3 (failed exits 1 already).
-FAIL_ON = ("diverged", "collapsed", "stopped_early", "pruned")
-PLOT_KINDS = ("curves", "recon", "heatmap", "compare", "seeds")  # fmae.plots draws them, in this order
+PLOT_KINDS = ("curves", "recon", "heatmap", "compare", "seeds")  # fmae.figures.plots draws them, in this order
 FIGURE_FORMATS = ("png", "svg", "pdf")
 
 
@@ -55,7 +54,7 @@ class NoiseConfig:
 
 
 SEED_MAX = 2**63 - 1  # torch's generators take seeds up to this
-# Rows of the figures --examples sets (`plot --kind recon`, `denoise --out`): at fmae.plots' 120 dpi
+# Rows of the figures --examples sets (`plot --kind recon`, `denoise --out`): at fmae.figures.plots' 120 dpi
 # the taller of the two (denoise's 1.7 in a row) stays below the 2**16 pixels matplotlib can render.
 MAX_EXAMPLES = 300
 
@@ -81,7 +80,8 @@ def check_seed(seed: int) -> int:
 @dataclass(frozen=True)
 class DenoiseConfig:
     """`fmae denoise` on the first `limit` test images: one noise kind at several sigmas, noise and
-    example images drawn from `seed`; `index` picks the `grid` figure's rows; `curve`: PSNR(sigma)."""
+    example images drawn from `seed`; `index` picks the `grid` figure's rows; `curve`: PSNR(sigma).
+    With `input`, the user's own images through the one checkpoint instead. Everything denoise uses."""
 
     kind: str = "image-gaussian"
     sigmas: tuple[float, ...] = (0.5,)
@@ -91,6 +91,12 @@ class DenoiseConfig:
     index: tuple[int, ...] = ()
     grid: Path | None = None
     curve: Path | None = None
+    ckpts: tuple[Path, ...] = ()  # the checkpoints compared (--input: exactly one)
+    input: Path | None = None  # the user's own images instead of the test set
+    output: Path | None = None  # where --input's result goes; None: <input>.denoised<ext>
+    device: str = "auto"
+    data_dir: Path | None = None
+    download: bool = True
 
     def __post_init__(self) -> None:
         for sigma in self.sigmas:
@@ -125,55 +131,120 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         int_at_least("hidden", self.hidden, 1, 1_000_000)
-        dropout = finite("dropout", self.dropout)
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}",
-                              "e.g. 0.1 (the report's); 0 turns it off")
-        choice("activation", self.activation, ACTIVATIONS)
+        _check_layers(self.dropout, self.activation)
+
+
+def _check_layers(dropout: float, activation: str) -> None:
+    """The model settings a sweep's cells share: dropout and the output activation."""
+    if not 0.0 <= finite("dropout", dropout) < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout}", "e.g. 0.1 (the report's); 0 turns it off")
+    choice("activation", activation, ACTIVATIONS)
+
+
+def _check_training(c: Any, optim: str | None = None, seed: int | None = None) -> None:
+    """The training settings of a run (`optim` and `seed` given) or those a sweep's cells share, in
+    the order their errors are reported."""
+    momentum = finite("momentum", c.momentum)
+    if not 0.0 <= momentum < 1.0:
+        raise ConfigError(f"momentum must be in [0, 1), got {c.momentum}", "e.g. --momentum 0.9; 0 turns it off")
+    if momentum and optim not in (None, "sgd"):
+        raise ConfigError("momentum applies to --optim sgd only", "drop --momentum, or add --optim sgd")
+    int_at_least("epochs", c.epochs, 1, 1_000_000)
+    int_at_least("batch_size", c.batch_size, 1, 10_000_000)
+    if seed is not None:
+        int_at_least("seed", seed, 0, SEED_MAX)
+    choice("precision", c.precision, PRECISIONS)
+    int_at_least("patience", c.patience, 0, 1_000_000)
+    if finite("min_delta", c.min_delta) < 0:
+        raise ConfigError(f"min_delta must be >= 0, got {c.min_delta}", "e.g. --min-delta 0.001 (a relative change)")
+
+
+@dataclass(frozen=True)
+class SharedSettings:
+    """The settings every cell of a sweep shares (sweep.json's `shared`): all of a TrainConfig but
+    the grid's optimizer, learning rate, hidden size and seed."""
+
+    dropout: float = ModelConfig.dropout
+    activation: str = ModelConfig.activation
+    momentum: float = 0.0  # SGD's cells only; Adam's train without
+    epochs: int = 100
+    batch_size: int = 1000
+    precision: str = "fp32"
+    patience: int = 0
+    min_delta: float = 0.001
+    noise: NoiseConfig | None = None
+
+    def __post_init__(self) -> None:
+        _check_layers(self.dropout, self.activation)
+        _check_training(self)
+
+    @classmethod
+    def of(cls, *, dropout: float, activation: str, noise: str | None, noise_sigma: float,
+           **training: Any) -> SharedSettings:
+        """From the flags of `fmae sweep`, checked in the order `fmae train` checks them."""
+        _check_layers(dropout, activation)
+        return cls(dropout=dropout, activation=activation, noise=NoiseConfig.training(noise, noise_sigma), **training)
+
+    def to_dict(self) -> dict[str, Any]:
+        """As sweep.json records it (and as it was when a TrainConfig carried it)."""
+        return {"model": {"dropout": self.dropout, "activation": self.activation}, "momentum": self.momentum,
+                "epochs": self.epochs, "batch_size": self.batch_size, "precision": self.precision,
+                "patience": self.patience, "min_delta": self.min_delta,
+                "noise": dataclasses.asdict(self.noise) if self.noise is not None else None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SharedSettings:
+        try:
+            fields = dict(data)
+            model = fields.pop("model")
+            noise = fields.pop("noise", None)
+            return cls(**model, noise=NoiseConfig(**noise) if noise is not None else None, **fields)
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise ConfigError(f"not a valid training config: {exc}") from None
+
+    def to_args(self) -> list[str]:
+        """The flags of these settings, every one spelled out (the printed resume commands are built from them)."""
+        args = ["--epochs", str(self.epochs), "--batch-size", str(self.batch_size), "--dropout", repr(self.dropout),
+                "--activation", self.activation, "--precision", self.precision, "--patience", str(self.patience),
+                "--min-delta", repr(self.min_delta)]
+        if self.momentum:
+            args += ["--momentum", repr(self.momentum)]
+        if self.noise is not None:
+            args += ["--noise", self.noise.kind, "--noise-sigma", repr(self.noise.sigma)]
+        return args
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: str = "adam"
-    lr: float | None = None
-    momentum: float = 0.0
-    epochs: int = 100
-    batch_size: int = 1000
+    lr: float | None = None  # None: the optimizer's DEFAULT_LR, filled in when the config is built
+    momentum: float = SharedSettings.momentum
+    epochs: int = SharedSettings.epochs
+    batch_size: int = SharedSettings.batch_size
     seed: int = 0
-    precision: str = "fp32"
-    patience: int = 0
-    min_delta: float = 0.001
+    precision: str = SharedSettings.precision
+    patience: int = SharedSettings.patience
+    min_delta: float = SharedSettings.min_delta
     noise: NoiseConfig | None = None  # a denoising autoencoder: noisy input, clean target
 
     def __post_init__(self) -> None:
         choice("optim", self.optim, OPTIMIZERS)
         if self.lr is not None and finite("lr", self.lr) <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}", "e.g. --lr 0.001 for adam, --lr 0.1 for sgd")
-        momentum = finite("momentum", self.momentum)
-        if not 0.0 <= momentum < 1.0:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}", "e.g. --momentum 0.9; 0 turns it off")
-        if momentum and self.optim != "sgd":
-            raise ConfigError("momentum applies to --optim sgd only", "drop --momentum, or add --optim sgd")
-        int_at_least("epochs", self.epochs, 1, 1_000_000)
-        int_at_least("batch_size", self.batch_size, 1, 10_000_000)
-        int_at_least("seed", self.seed, 0, SEED_MAX)
-        choice("precision", self.precision, PRECISIONS)
-        int_at_least("patience", self.patience, 0, 1_000_000)
-        if finite("min_delta", self.min_delta) < 0:
-            raise ConfigError(f"min_delta must be >= 0, got {self.min_delta}",
-                              "e.g. --min-delta 0.001 (a relative change)")
+        _check_training(self, self.optim, self.seed)
+        # fully resolved: no lr is left unset once a config is built (the optimizer's default fills it)
+        object.__setattr__(self, "lr", float(DEFAULT_LR[self.optim] if self.lr is None else self.lr))
 
-    def resolved(self) -> TrainConfig:
-        """The same config with the optimizer's default learning rate filled in."""
-        return self if self.lr is not None else dataclasses.replace(self, lr=DEFAULT_LR[self.optim])
-
-    @property
-    def learning_rate(self) -> float:
-        return float(self.lr if self.lr is not None else DEFAULT_LR[self.optim])
+    def shared(self) -> SharedSettings:
+        """The settings a sweep's cells share, as this run has them."""
+        m = self.model
+        return SharedSettings(dropout=m.dropout, activation=m.activation, momentum=self.momentum, epochs=self.epochs,
+                              batch_size=self.batch_size, precision=self.precision, patience=self.patience,
+                              min_delta=self.min_delta, noise=self.noise)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.resolved())
+        return dataclasses.asdict(self)
 
     def flags(self) -> dict[str, Any]:
         """The settings by the name of their flag: {"hidden": 64, "optim": "sgd", "noise": None, ...}."""
@@ -188,20 +259,11 @@ class TrainConfig:
         show = lambda v: "none" if v is None else str(v) if isinstance(v, str) else repr(v)  # noqa: E731
         return [f"{k} {show(mine[k])} -> {show(theirs[k])}" for k in mine if k not in ignore and mine[k] != theirs[k]]
 
-    def to_args(self, *, cell: bool = True) -> list[str]:
+    def to_args(self) -> list[str]:
         """The `fmae train` flags that give this config, every setting spelled out (the printed
-        resume commands are built from them); `cell=False`: only those a sweep's cells share."""
-        m = self.model
-        args = (["--optim", self.optim, "--lr", repr(self.learning_rate), "--hidden", str(m.hidden),
-                 "--seed", str(self.seed)] if cell else [])
-        args += ["--epochs", str(self.epochs), "--batch-size", str(self.batch_size), "--dropout", repr(m.dropout),
-                 "--activation", m.activation, "--precision", self.precision, "--patience", str(self.patience),
-                 "--min-delta", repr(self.min_delta)]
-        if self.momentum:
-            args += ["--momentum", repr(self.momentum)]
-        if self.noise is not None:
-            args += ["--noise", self.noise.kind, "--noise-sigma", repr(self.noise.sigma)]
-        return args
+        resume commands are built from them)."""
+        return ["--optim", self.optim, "--lr", repr(self.lr), "--hidden", str(self.model.hidden),
+                "--seed", str(self.seed), *self.shared().to_args()]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -265,7 +327,7 @@ class SweepConfig:
     lrs: tuple[float, ...] = REPORT_LRS
     hiddens: tuple[int, ...] = REPORT_HIDDEN
     seeds: tuple[int, ...] = (0,)
-    base: TrainConfig = field(default_factory=TrainConfig)
+    base: SharedSettings = field(default_factory=SharedSettings)
 
     def __post_init__(self) -> None:
         for name, values in (("optim", self.optims), ("lr", self.lrs), ("hidden", self.hiddens), ("seed", self.seeds)):
@@ -277,27 +339,23 @@ class SweepConfig:
         self.cells()  # validates every value
 
     def cells(self) -> list[TrainConfig]:
+        b = self.base
         return [
-            dataclasses.replace(
-                self.base, optim=optim, lr=float(lr), seed=seed,
-                momentum=self.base.momentum if optim == "sgd" else 0.0,
-                model=dataclasses.replace(self.base.model, hidden=hidden),
-            )
+            TrainConfig(model=ModelConfig(hidden=hidden, dropout=b.dropout, activation=b.activation), optim=optim,
+                        lr=float(lr), momentum=b.momentum if optim == "sgd" else 0.0, epochs=b.epochs,
+                        batch_size=b.batch_size, seed=seed, precision=b.precision, patience=b.patience,
+                        min_delta=b.min_delta, noise=b.noise)
             for optim in self.optims for lr in self.lrs for hidden in self.hiddens for seed in self.seeds
         ]
 
     def to_args(self) -> list[str]:
         """The `fmae sweep` flags of this grid and its shared settings (one flag, several values)."""
         return ["--optim", *self.optims, "--lr", *(repr(float(v)) for v in self.lrs),
-                "--hidden", *map(str, self.hiddens), "--seed", *map(str, self.seeds), *self.base.to_args(cell=False)]
+                "--hidden", *map(str, self.hiddens), "--seed", *map(str, self.seeds), *self.base.to_args()]
 
     def shared(self) -> dict[str, Any]:
         """The settings every cell shares: an existing sweep directory must agree on them."""
-        d = self.base.to_dict()
-        for key in ("optim", "lr", "seed"):
-            d.pop(key)
-        d["model"].pop("hidden")
-        return d
+        return self.base.to_dict()
 
 
 EXECUTORS = ("local", "ray")
@@ -421,3 +479,73 @@ class TrackerConfig:
         return [*(["--tensorboard", str(self.tensorboard)] if self.tensorboard is not None else []),
                 *(["--mlflow", self.mlflow] if self.mlflow is not None else []),
                 *(["--mlflow-artifacts"] if self.artifacts else [])]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """All of one `fmae train`: the run's config, where it trains and reads its data, and how it runs.
+    `explicit`: the flags the user gave (with --resume, only --epochs, --patience, --min-delta may
+    differ from the run's own). `to_args(config)` is the command that resumes it."""
+
+    config: TrainConfig
+    run_dir: Path | None = None  # None: runs/<optim>-lr<lr>-h<hidden>-s<seed>
+    device: str = "auto"
+    engine: str = "auto"
+    threads: int | None = None
+    data_dir: Path | None = None
+    download: bool = True
+    checkpoint_every: float = CHECKPOINT_EVERY
+    resume: bool = False
+    overwrite: bool = False
+    explicit: tuple[str, ...] = ()
+    trackers: TrackerConfig = field(default_factory=TrackerConfig)  # --tensorboard, --mlflow
+
+    def to_args(self, config: TrainConfig, run_dir: Path) -> list[str]:
+        """The `fmae train` line that resumes the run of `config` in `run_dir`: every setting that must
+        match, spelled out."""
+        return ["fmae", "train", "--run-dir", str(run_dir), *config.to_args(),
+                *(["--threads", str(self.threads)] if self.threads is not None else []),
+                *given_args(self.device, self.data_dir, self.download), *self.trackers.to_args(), "--resume"]
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """All of one `fmae sweep`: the grid and its shared settings, the executor, the pruning, where the
+    sweep and its data are, and how it runs. `to_args()` is the command that resumes it."""
+
+    grid: SweepConfig
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    pruning: PruneConfig | None = None
+    run_dir: Path | None = None  # None: runs/sweep-<optims>
+    device: str = "auto"
+    data_dir: Path | None = None
+    download: bool = True
+    overwrite: bool = False
+    fail_fast: bool = False
+    checkpoint_every: float = CHECKPOINT_EVERY
+    trackers: TrackerConfig = field(default_factory=TrackerConfig)  # --tensorboard, --mlflow
+
+    def __post_init__(self) -> None:
+        if self.pruning is not None:
+            self.pruning.rungs(self.grid.base.epochs)  # min-epochs at most --epochs
+        check_checkpoint_every(self.checkpoint_every)
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir if self.run_dir is not None else Path("runs") / ("sweep-" + "-".join(self.grid.optims))
+
+    def to_args(self) -> list[str]:
+        """The `fmae sweep` line that resumes this sweep: the grid, the shared settings, the executor,
+        the pruning, where it trains and reads its data; every setting that must match spelled out."""
+        return ["fmae", "sweep", "--run-dir", str(self.path), *self.grid.to_args(), *self.executor.to_args(),
+                *(self.pruning.to_args() if self.pruning is not None else []),
+                *given_args(self.device, self.data_dir, self.download), *(["--fail-fast"] if self.fail_fast else []),
+                *self.trackers.to_args()]
+
+
+def given_args(device: str, data_dir: Path | None, download: bool) -> list[str]:
+    """Where to train and where the data is, as given (not settings of the run, but the command's)."""
+    return [*(["--device", device] if device != "auto" else []),
+            *(["--data-dir", str(data_dir)] if data_dir is not None else []),
+            *(["--no-download"] if not download else [])]
+

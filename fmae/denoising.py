@@ -13,9 +13,9 @@ import torch
 
 from fmae import metrics
 from fmae.checkpoints import Loaded
-from fmae.engine import derive_seed
 from fmae.evaluation import reconstruct, to_float
 from fmae.noise import add_noise
+from fmae.seeds import derive_seed
 
 
 def noisy_test_images(clean: torch.Tensor, kind: str, sigma: float, seed: int) -> torch.Tensor:

@@ -74,7 +74,7 @@ def train_many(
     "stacked" (auto on cuda and mps): any configs; those of one `stack_key` train as one stack.
     `on_epoch(index, cell, metrics, data_rng)` is called after each finished epoch of each model;
     `cell.resume_state(data_rng)` is what to save to resume. With `max_epochs`, stop after that
-    many epochs: unfinished models come back with status "running", and their last resume state
+    many epochs: unfinished models come back with status RUNNING, and their last resume state
     continues them exactly (the sweep executors run a cell one epoch per task this way).
     """
     trainer = train_stacked if resolve_engine(engine, device) == "stacked" else train_cells

@@ -100,7 +100,7 @@ def evaluate_checkpoint(loaded: Loaded, images: torch.Tensor, labels: torch.Tens
         "recorded_test_loss": loaded.recorded_test_loss,
         "hidden": loaded.checkpoint["config"].model.hidden,
         "optim": loaded.checkpoint["config"].optim,
-        "lr": loaded.checkpoint["config"].learning_rate,
+        "lr": loaded.checkpoint["config"].lr,
     }
 
 

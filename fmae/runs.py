@@ -24,7 +24,7 @@ from fmae.config import TrainConfig
 from fmae.errors import ConfigError, FmaeError, RunDirError
 from fmae.locks import LOCK_NAME
 from fmae.manifest import remove_stale_temporaries  # noqa: F401 - runs.remove_stale_temporaries, as before
-from fmae.stats import WITH_MODEL
+from fmae.status import LOST, WITH_MODEL, Status
 
 SCHEMA_VERSION = 1
 RUN_FILES = ("config.json", "metrics.csv", "model.pt", "last.pt", "summary.json")
@@ -270,7 +270,7 @@ class RunDir:
                    status: str, env: dict[str, Any]) -> None:
         atomic.torch_save(self.file("model.pt"), checkpoint("model", config, {
             "state_dict": to_cpu(state_dict),
-            "status": status,
+            "status": str(status),  # a plain string: torch loads no enum
             "metrics": {f: [getattr(m, f) for m in history] for f in METRIC_FIELDS},
             "environment": env,
         }))
@@ -287,7 +287,7 @@ class RunDir:
         """The end of a run, after its last.pt: metrics.csv from the full history (it may have run
         ahead of last.pt, see fmae.saving), model.pt unless diverged, summary.json last; returns the summary."""
         self.write_metrics(history)
-        if status != "diverged":
+        if status != Status.DIVERGED:
             self.save_model(config, model_state, history, status, env)
         summary = summarize(config, status, history, run_dir=self.path, device=device, wall_seconds=wall_seconds)
         self.write_summary(summary)
@@ -359,7 +359,7 @@ def refuse_foreign(directory: Path, targets: Sequence[str]) -> None:
 def cell_name(config: TrainConfig) -> str:
     """`<optim>-lr<lr>-h<hidden>-s<seed>[-<noise><sigma>]`: a sweep cell's directory, `fmae train`'s default."""
     # repr, not :g, so that two learning rates never share a directory (0.0012345671 vs ...72)
-    name = f"{config.optim}-lr{config.learning_rate!r}-h{config.model.hidden}-s{config.seed}"
+    name = f"{config.optim}-lr{config.lr!r}-h{config.model.hidden}-s{config.seed}"
     return name if config.noise is None else f"{name}-{config.noise.kind}{config.noise.sigma!r}"
 
 
@@ -377,7 +377,7 @@ class RunRecord:
 
     @property
     def final_test_loss(self) -> float | None:
-        if not self.metrics or self.status in ("diverged", "collapsed"):
+        if not self.metrics or self.status in LOST:
             return None
         return finite_or_none(self.metrics[-1]["test_loss"])
 
@@ -385,7 +385,7 @@ class RunRecord:
 def read_run(path: Path) -> RunRecord:
     run = RunDir(Path(path))
     summary = read_json(run.file("summary.json")) if run.file("summary.json").exists() else {}
-    return RunRecord(run.path, run.saved_config(), tuple(run.read_metrics()), summary.get("status", "unfinished"))
+    return RunRecord(run.path, run.saved_config(), tuple(run.read_metrics()), summary.get("status", Status.UNFINISHED))
 
 
 def read_source(path: str | Path) -> tuple[str, list[RunRecord]]:

@@ -9,8 +9,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-RANKABLE = ("completed", "stopped_early")  # the statuses a cell is ranked with
-WITH_MODEL = (*RANKABLE, "collapsed")  # the statuses whose run directory holds a model.pt
+from fmae.status import RANKABLE
+
 GROUP_FIELDS = ("rank", "optim", "lr", "hidden", "n", "n_used", "mean_final_test_loss", "std_final_test_loss",
                 "ci95_final_test_loss", "statuses")
 

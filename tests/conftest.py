@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fmae import data
+from fmae import data, faults
 from tests.helpers import locate_real_data, write_dataset
 
 
@@ -40,9 +40,7 @@ REAL_DATA = frozenset({"real_data_dir", "real_data", "small_real"})
 def _an_idle_machine(monkeypatch):
     """The busy-machine hint reads this load, not the test machine's own (which varies); the
     environment carries it into the `fmae` processes tests start. A test may set another."""
-    from fmae.executors import TEST_LOAD
-
-    monkeypatch.setenv(TEST_LOAD, "0")
+    monkeypatch.setenv(faults.LOAD, "0")
 
 
 @pytest.fixture(autouse=True)

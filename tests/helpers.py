@@ -1,21 +1,131 @@
-"""Plain functions the tests share (fixtures live in conftest.py): a tiny Fashion-MNIST look-alike,
-where the real dataset is, the environment for running the installed `fmae`, and sweep comparison."""
+"""Plain functions the tests share (fixtures live in conftest.py): `fmae` in this process and the
+arguments of a tiny run, Ctrl-C at a save, the one error line; a tiny config, resume states after
+n epochs and the trainers' tolerance; a tiny Fashion-MNIST look-alike, where the real dataset is,
+the environment for running the installed `fmae`, reaping a child, and sweep comparison."""
 
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import json
 import os
 import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner, Result
 
 from fmae import data, runs
+from fmae import engine as engines
+from fmae.config import ModelConfig, TrainConfig
 
 STEMS = list(data.CHECKSUMS)
+
+
+def cli(*args: object, **kw) -> Result:
+    """`fmae ARGS` in this process through Typer's CliRunner (stdout and stderr apart, exceptions
+    caught into the result); each argument goes through str(), so paths and numbers pass as they
+    are. `kw`: CliRunner.invoke's own (env, input, ...)."""
+    from fmae.cli import app  # the tests' one name for where the CLI lives
+
+    return CliRunner().invoke(app, [str(a) for a in args], **kw)
+
+
+def tiny(epochs: int = 2, *, hidden: int | None = 8, quiet: bool = True) -> list[str]:
+    """The arguments of a run small enough for the tiny dataset: `--hidden 8 --batch-size 16
+    --epochs 2 -q`. hidden=None leaves --hidden out (a sweep names its own list)."""
+    return [*(["--hidden", str(hidden)] if hidden is not None else []), "--batch-size", "16",
+            "--epochs", str(epochs), *(["-q"] if quiet else [])]
+
+
+@contextmanager
+def ctrl_c_at_save(n: int, *, saved: bool = True) -> Iterator[None]:
+    """Ctrl-C (a KeyboardInterrupt in the main thread) at the n-th finished epoch the driver hands
+    to its saver, counting every cell's and every command's in the block: right after that epoch is
+    saved, or with saved=False instead of saving it; every later one is refused too. Undone when
+    the block ends."""
+    from fmae import saving
+
+    save, calls = saving.Saver.epoch, 0  # the driver's one door for a finished epoch
+
+    def interrupting(self, *args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls > n or (calls == n and not saved):
+            raise KeyboardInterrupt
+        history = save(self, *args, **kwargs)
+        if calls == n:
+            raise KeyboardInterrupt
+        return history
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(saving.Saver, "epoch", interrupting)
+        yield
+
+
+def one_error_line(stderr: str, needle: str = "", stdout: str = "") -> str:
+    """The one line a failed command printed: `error: ...` holding `needle`, with neither a
+    traceback nor "unexpected" anywhere in its output."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], stderr
+    assert "unexpected" not in stderr + stdout and "Traceback" not in stderr + stdout, stderr + stdout
+    return lines[0]
+
+
+def tiny_config(**kw) -> TrainConfig:
+    """A resolved TrainConfig for the tiny dataset: hidden 8, Adam, 3 epochs, batch 16, seed 0,
+    unless `kw` says otherwise."""
+    return TrainConfig(**{"model": ModelConfig(hidden=8), "optim": "adam", "epochs": 3, "batch_size": 16,
+                          "seed": 0, **kw})
+
+
+def states_at(configs, data, epochs: int, engine: str) -> list[dict]:
+    """Each config's resume state after `epochs` epochs with `engine` (copies, as a saver keeps
+    them): what last.pt holds when a kill lands there."""
+    states: list[dict | None] = [None] * len(configs)
+    cpu = torch.device("cpu")
+
+    def keep(index, cell, metrics, data_rng):
+        states[index] = copy.deepcopy(cell.resume_state(data_rng))
+
+    if engine == "stacked":
+        engines.train_many(configs, data, cpu, engine=engine, on_epoch=keep, max_epochs=epochs)
+    else:  # the per-cell engine trains cells of one seed together only: one by one
+        for i, config in enumerate(configs):
+            engines.train_many([config], data, cpu, engine=engine, max_epochs=epochs,
+                               on_epoch=lambda _i, cell, m, rng, i=i: keep(i, cell, m, rng))
+    return states
+
+
+STACKED_REL = 1e-5  # the stacked trainer against the per-cell loop: float summation order only
+
+
+def close(a: float, b: float, rel: float = STACKED_REL) -> bool:
+    return abs(a - b) <= rel * abs(b)
+
+
+def assert_close_histories(stacked, alone, rel: float = STACKED_REL) -> None:
+    """The same status and epochs, and each epoch's losses within `rel` (two TrainResults)."""
+    assert stacked.status == alone.status and len(stacked.history) == len(alone.history)
+    for s, a in zip(stacked.history, alone.history):
+        assert close(s.train_loss, a.train_loss, rel) and close(s.test_loss, a.test_loss, rel), (s, a)
+
+
+def layout(obj):
+    """Keys, shapes, dtypes, devices and plain types of a nest of tensors: what must match between
+    the resume states, checkpoints and optimizer states of two trainers."""
+    if isinstance(obj, dict):
+        return {k: layout(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [layout(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return (tuple(obj.shape), obj.dtype, obj.device.type)
+    return type(obj).__name__
 
 
 def idx_bytes(images: bool, count: int, seed: int = 0) -> bytes:
@@ -78,9 +188,22 @@ def installed_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def reap(proc: subprocess.Popen) -> None:
+    """Kill a child still running and wait for it: a failed test leaves no process behind."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def default_sigint() -> None:
     """In the child: Ctrl-C's default action, which a shell without job control (CI) sets to ignore."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def metrics_losses(path: Path) -> list[str]:
+    """The lines of a metrics.csv without their last column (seconds, which varies): the header and
+    each epoch's losses as written."""
+    return [line.rsplit(",", 1)[0] for line in path.read_text().splitlines()]
 
 
 def state_dict(path: Path) -> dict:

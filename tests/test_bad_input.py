@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from fmae.cli import app
+from tests.helpers import cli, tiny
 
 BAD_INT = ["-1", "nan", "inf", "1.5", "abc", "", "99999999999999999999999"]
 BAD_POSITIVE_INT = ["0", *BAD_INT]
@@ -76,9 +75,8 @@ def shared_workspace(tmp_path_factory):
         mp.setattr(data, "CHECKSUMS", sums)
         mp.setenv("FMAE_DATA_DIR", str(root / "tiny"))
         mp.chdir(root)
-        tiny = ["--hidden", "4", "--batch-size", "16", "--epochs", "1", "-q"]
-        assert CliRunner().invoke(app, ["train", *tiny, "--run-dir", "r"]).exit_code == 0
-        assert CliRunner().invoke(app, ["sweep", *tiny, "--lr", "0.01", "--run-dir", "s"]).exit_code == 0
+        assert cli("train", *tiny(1, hidden=4), "--run-dir", "r").exit_code == 0
+        assert cli("sweep", *tiny(1, hidden=4), "--lr", "0.01", "--run-dir", "s").exit_code == 0
     return root, sums
 
 
@@ -109,10 +107,6 @@ def own_workspace(shared_workspace, tmp_path, monkeypatch):
     return tmp_path / "ws"
 
 
-def invoke(args):
-    return CliRunner().invoke(app, args)
-
-
 @pytest.mark.parametrize("command,option,value", CASES, ids=[f"{c} {o} {v!r}" for c, o, v in CASES])
 def test_invalid_value(workspace, command, option, value):
     before = snapshot(workspace)  # the shared workspace: a test that wrote anything would fail here
@@ -125,7 +119,7 @@ def test_invalid_value(workspace, command, option, value):
         args = [command, "--ckpt", "r/model.pt", option, *values]
     else:
         args = ["plot", "s", "--out", "figs", option, *values]
-    result = invoke(args)
+    result = cli(*args)
     assert result.exit_code == 2, (result.exit_code, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
@@ -150,7 +144,7 @@ def test_invalid_value(workspace, command, option, value):
 ])
 def test_runtime_failures_exit_1(workspace, args, needle):
     before = snapshot(workspace)
-    result = invoke(args)
+    result = cli(*args)
     assert result.exit_code == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.output
@@ -169,20 +163,20 @@ def test_hostile_checkpoint_refused_by_every_loader(own_workspace):
     torch.save({"format": "fmae-checkpoint", "version": 1, "kind": "model", "x": Payload()}, workspace / "evil.pt")
     for args in (["eval", "--ckpt", "evil.pt"], ["denoise", "--ckpt", "evil.pt"],
                  ["denoise", "--ckpt", "evil.pt", "--input", "x.npy"]):
-        result = invoke(args)
+        result = cli(*args)
         assert result.exit_code == 1 and "refused" in result.stderr, result.stderr
     # as the resume state of a run
     (workspace / "r" / "last.pt").write_bytes((workspace / "evil.pt").read_bytes())
-    result = invoke(["train", "--hidden", "4", "--batch-size", "16", "--epochs", "2", "--run-dir", "r", "--resume"])
+    result = cli("train", *tiny(hidden=4, quiet=False), "--run-dir", "r", "--resume")
     assert result.exit_code == 1 and "refused" in result.stderr
     assert not marker.exists()
 
 
 def test_paths_with_spaces_and_unicode(own_workspace):
     target = "runs/my run ñ/ü ß"
-    result = invoke(["train", "--hidden", "4", "--batch-size", "16", "--epochs", "1", "-q", "--run-dir", target])
+    result = cli("train", *tiny(1, hidden=4), "--run-dir", target)
     assert result.exit_code == 0, result.stderr
-    assert invoke(["eval", "--ckpt", f"{target}/model.pt", "--json"]).exit_code == 0
+    assert cli("eval", "--ckpt", f"{target}/model.pt", "--json").exit_code == 0
 
 
 def test_full_disk_keeps_every_earlier_file(own_workspace, monkeypatch):
@@ -193,8 +187,7 @@ def test_full_disk_keeps_every_earlier_file(own_workspace, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", no_space)
-    result = invoke(["train", "--hidden", "4", "--batch-size", "16", "--epochs", "2", "--run-dir", "r", "--resume",
-                     "-q"])
+    result = cli("train", *tiny(hidden=4), "--run-dir", "r", "--resume")
     assert result.exit_code == 1 and "No space left on device" in result.stderr
     after = snapshot(workspace)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing written before was lost
@@ -208,7 +201,7 @@ def test_unwritable_directory(own_workspace, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(tempfile, "mkstemp", denied)
-    result = invoke(["train", "--hidden", "4", "--batch-size", "16", "--epochs", "1", "--run-dir", "new", "-q"])
+    result = cli("train", *tiny(1, hidden=4), "--run-dir", "new")
     assert result.exit_code == 1 and "Permission denied" in result.stderr and "hint:" in result.stderr
 
 

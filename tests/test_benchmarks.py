@@ -18,7 +18,8 @@ def test_gpu_check_rehearses_on_the_cpu(tmp_path):
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(f"import fmae.data\nfmae.data.CHECKSUMS = {sums!r}\n")
-    env = {**os.environ, "PYTHON": sys.executable, "FMAE_DATA_DIR": str(tmp_path / "tiny"), "OUT": str(tmp_path / "out"),
+    env = {**os.environ, "PYTHON": sys.executable, "FMAE_DATA_DIR": str(tmp_path / "tiny"),
+           "OUT": str(tmp_path / "out"),
            "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "DEVICE": "cpu", "EPOCHS": "2", "CELL_EPOCHS": "1", "HIDDEN": "8", "TRAIN_HIDDEN": "8", "REF_EPOCHS": "2",
            "DEVICE_TESTS": "0"}

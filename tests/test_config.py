@@ -10,7 +10,7 @@ def test_default_is_the_report_setup():
     config = TrainConfig()
     assert (config.model.hidden, config.model.dropout, config.model.activation) == (512, 0.1, "relu")
     assert (config.epochs, config.batch_size) == (100, 1000)
-    assert TrainConfig(optim="adam").learning_rate == 0.001 and TrainConfig(optim="sgd").learning_rate == 0.1
+    assert TrainConfig(optim="adam").lr == 0.001 and TrainConfig(optim="sgd").lr == 0.1
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -32,7 +32,7 @@ def test_train_config_rejects(kwargs):
 
 
 def test_config_round_trip():
-    config = TrainConfig(model=ModelConfig(hidden=64), optim="sgd", momentum=0.5).resolved()
+    config = TrainConfig(model=ModelConfig(hidden=64), optim="sgd", momentum=0.5)
     assert TrainConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError):
         TrainConfig.from_dict({"model": {"hidden": 3}, "bogus": 1})

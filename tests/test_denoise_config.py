@@ -6,7 +6,12 @@ from pathlib import Path
 import pytest
 
 from fmae.config import (
-    FIGURE_FORMATS, DenoiseConfig, NoiseConfig, PruneConfig, check_examples, figure_format,
+    FIGURE_FORMATS,
+    DenoiseConfig,
+    NoiseConfig,
+    PruneConfig,
+    check_examples,
+    figure_format,
 )
 from fmae.errors import ConfigError
 

@@ -7,12 +7,10 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from fmae import engine
-from fmae.cli import app
 from fmae.config import ModelConfig, TrainConfig
-from tests.helpers import assert_same_sweep
+from tests.helpers import assert_same_sweep, cli
 
 pytestmark = pytest.mark.device
 
@@ -33,11 +31,11 @@ def test_lockstep_losses_equal_solo_losses_on_the_device(tiny_data, device):
 def test_a_sweep_on_the_device_equals_its_jobs_2_run(fake_dataset, tmp_path, device):
     grid = ["sweep", "--optim", "sgd", "adam", "--lr", "0.1", "--hidden", "4", "8", "--batch-size", "16",
             "--epochs", "3", "--threads", "1", "--device", device.type, "--engine", "cells", "-q", "--json"]
-    one = CliRunner().invoke(app, [*grid, "--run-dir", str(tmp_path / "one")])
+    one = cli(*grid, "--run-dir", str(tmp_path / "one"))
     assert one.exit_code == 0, one.stderr
     statuses = [c["status"] for c in json.loads(one.stdout)["cells"]]
     assert "completed" in statuses and set(statuses) <= {"completed", "collapsed"}  # Adam lr 0.1 may kill h=4
-    two = CliRunner().invoke(app, [*grid, "--jobs", "2", "--run-dir", str(tmp_path / "two")])
+    two = cli(*grid, "--jobs", "2", "--run-dir", str(tmp_path / "two"))
     assert two.exit_code == 0, two.stderr
     assert_same_sweep(tmp_path / "one", tmp_path / "two")
     env = json.loads((tmp_path / "two" / "cells" / "adam-lr0.1-h8-s0" / "config.json").read_text())["environment"]

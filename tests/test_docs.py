@@ -1,8 +1,8 @@
 """The README and docs/ point only at what the repository holds, and docs/options.md names every option.
 
 A reader of a clone has nothing but the clone: every relative link (markdown links and images)
-must name a file or folder in it (and a heading of the page, when it names an anchor), and no page may send the reader to a
-path outside it (`shared/...`, `../shared`, a `design.md` the repository lacks).
+must name a file or folder in it (and a heading of the page, when it names an anchor), and no page may send
+the reader to a path outside it (`shared/...`, `../shared`, a `design.md` the repository lacks).
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def test_the_link_finder_sees_links_and_images_and_skips_code():
     page = ("See [a](docs/a.md#part), ![img](fig/x.png \"title\"), [web](https://x.org/y), [here](#top).\n"
             "`[not](a-link.md)` and\n```sh\necho '[no](code.md)'\n```\n[ref]: <docs/ref.md>\n")
     assert links(page) == [("docs/a.md", "part"), ("fig/x.png", ""), ("", "top"), ("docs/ref.md", "")]
-    assert anchors("# fmae\n## `fmae sweep --json`\n## Parallel cells: `--jobs`\n```\n# not\n```\n## Seeds\n## Seeds\n") == {
-        "fmae", "fmae-sweep---json", "parallel-cells---jobs", "seeds", "seeds-1"}
+    headings = "# fmae\n## `fmae sweep --json`\n## Parallel cells: `--jobs`\n```\n# not\n```\n## Seeds\n## Seeds\n"
+    assert anchors(headings) == {"fmae", "fmae-sweep---json", "parallel-cells---jobs", "seeds", "seeds-1"}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=IDS)
@@ -122,3 +122,18 @@ def test_options_md_names_every_option_of_every_command():
         allowed = [common, own] + ([by_heading["`fmae train`"]] if name == "sweep" else [])
         missing += [f"fmae {name} {o}" for o in options(command) if not any(documented(s, o) for s in allowed)]
     assert not missing, f"docs/options.md lacks: {missing}"
+
+
+REPO_PATH = re.compile(r"`((?:fmae|tests|docs|completions|benchmarks|scripts)/[\w./-]*|pyproject\.toml)`")
+
+
+def test_architecture_md_names_only_paths_that_exist():
+    """docs/architecture.md names the code by path: each one is in the repository (a moved module
+    fails here until the page follows), and README.md and docs/README.md link the page."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(REPO_PATH.findall(text))
+    assert len(named) > 40, sorted(named)  # the page names the wings' modules, not a handful
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert not missing, f"docs/architecture.md names paths the repository lacks: {missing}"
+    assert "(docs/architecture.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "(architecture.md)" in (ROOT / "docs" / "README.md").read_text(encoding="utf-8")

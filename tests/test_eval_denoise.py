@@ -4,27 +4,20 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from fmae.cli import app
-
-TINY = ["--hidden", "8", "--batch-size", "16", "--epochs", "2", "-q"]
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
+from tests.helpers import cli, metrics_losses, tiny
 
 
 @pytest.fixture
 def ckpts(fake_dataset, tmp_path):
     a, s = tmp_path / "a", tmp_path / "s"
-    assert run("train", *TINY, "--run-dir", a).exit_code == 0
-    assert run("train", *TINY, "--optim", "sgd", "--run-dir", s).exit_code == 0
+    assert cli("train", *tiny(), "--run-dir", a).exit_code == 0
+    assert cli("train", *tiny(), "--optim", "sgd", "--run-dir", s).exit_code == 0
     return a / "model.pt", s / "model.pt"
 
 
 def test_eval_json_mse_equals_training_log(ckpts):
-    result = run("eval", "--ckpt", *ckpts, "--baseline", "pca", "--json")
+    result = cli("eval", "--ckpt", *ckpts, "--baseline", "pca", "--json")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["schema_version"] == 1 and doc["split"] == "test" and doc["images"] == 16
@@ -36,7 +29,7 @@ def test_eval_json_mse_equals_training_log(ckpts):
 
 
 def test_eval_table_has_one_column_per_checkpoint(ckpts):
-    result = run("eval", "--ckpt", *ckpts, "--split", "train")
+    result = cli("eval", "--ckpt", *ckpts, "--split", "train")
     assert result.exit_code == 0
     header = result.stdout.splitlines()[2]
     assert "a" in header and "s" in header and "PSNR (dB)" in result.stdout and "MSE Trouser" in result.stdout
@@ -45,10 +38,10 @@ def test_eval_table_has_one_column_per_checkpoint(ckpts):
 def test_denoise_exactly_as_written_and_json(ckpts, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "best.pt").write_bytes(ckpts[0].read_bytes())
-    result = run("denoise", "--ckpt", "best.pt", "--sigma", "0.5")
+    result = cli("denoise", "--ckpt", "best.pt", "--sigma", "0.5")
     assert result.exit_code == 0, result.stderr
     assert "noisy PSNR" in result.stdout
-    result = run("denoise", "--ckpt", *ckpts, "--sigma", "0.25", "0.5", "--noise", "gaussian", "--json")
+    result = cli("denoise", "--ckpt", *ckpts, "--sigma", "0.25", "0.5", "--noise", "gaussian", "--json")
     doc = json.loads(result.stdout)
     assert doc["schema_version"] == 1 and doc["noise"] == "gaussian" and len(doc["results"]) == 4
     r = doc["results"][0]
@@ -62,31 +55,31 @@ def test_denoise_exactly_as_written_and_json(ckpts, tmp_path, monkeypatch):
 
 
 def test_denoise_same_seed_same_numbers(ckpts):
-    a = json.loads(run("denoise", "--ckpt", ckpts[0], "--seed", "3", "--json").stdout)
-    b = json.loads(run("denoise", "--ckpt", ckpts[0], "--seed", "3", "--json").stdout)
-    c = json.loads(run("denoise", "--ckpt", ckpts[0], "--seed", "4", "--json").stdout)
+    a = json.loads(cli("denoise", "--ckpt", ckpts[0], "--seed", "3", "--json").stdout)
+    b = json.loads(cli("denoise", "--ckpt", ckpts[0], "--seed", "3", "--json").stdout)
+    c = json.loads(cli("denoise", "--ckpt", ckpts[0], "--seed", "4", "--json").stdout)
     assert a["results"] == b["results"] and a["results"] != c["results"]
 
 
 def test_denoise_figures(ckpts, tmp_path):
     out, curve = tmp_path / "fig4.png", tmp_path / "curve.svg"
-    result = run("denoise", "--ckpt", *ckpts, "--sigma", "0.25", "0.5", "--out", out, "--curve", curve,
+    result = cli("denoise", "--ckpt", *ckpts, "--sigma", "0.25", "0.5", "--out", out, "--curve", curve,
                  "--examples", "3", "--json")
     assert result.exit_code == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
     assert curve.read_text().lstrip().startswith("<?xml")
     first = out.read_bytes()
-    assert run("denoise", "--ckpt", *ckpts, "--sigma", "0.25", "0.5", "--out", out, "--examples", "3").exit_code == 0
+    assert cli("denoise", "--ckpt", *ckpts, "--sigma", "0.25", "0.5", "--out", out, "--examples", "3").exit_code == 0
     assert out.read_bytes() == first  # deterministic bytes
-    assert run("denoise", "--ckpt", ckpts[0], "--out", out, "--index", "0", "5", "15").exit_code == 0
-    bad = run("denoise", "--ckpt", ckpts[0], "--out", out, "--index", "99")
+    assert cli("denoise", "--ckpt", ckpts[0], "--out", out, "--index", "0", "5", "15").exit_code == 0
+    bad = cli("denoise", "--ckpt", ckpts[0], "--out", out, "--index", "99")
     assert bad.exit_code == 2 and "outside" in bad.stderr
 
 
 def test_denoise_user_images(ckpts, tmp_path):
     arr = (np.random.default_rng(0).random((3, 28, 28)) * 255).astype(np.uint8)
     np.save(tmp_path / "mine.npy", arr)
-    result = run("denoise", "--ckpt", ckpts[0], "--input", tmp_path / "mine.npy", "--json")
+    result = cli("denoise", "--ckpt", ckpts[0], "--input", tmp_path / "mine.npy", "--json")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     out = np.load(doc["output"])
@@ -95,7 +88,7 @@ def test_denoise_user_images(ckpts, tmp_path):
     from PIL import Image
 
     Image.fromarray(np.concatenate(list(arr), axis=1)).save(tmp_path / "strip.png")
-    result = run("denoise", "--ckpt", ckpts[0], "--input", tmp_path / "strip.png", "--output", tmp_path / "o.png")
+    result = cli("denoise", "--ckpt", ckpts[0], "--input", tmp_path / "strip.png", "--output", tmp_path / "o.png")
     assert result.exit_code == 0 and Image.open(tmp_path / "o.png").size == (84, 28)
 
 
@@ -107,7 +100,7 @@ def test_denoise_user_images(ckpts, tmp_path):
 ])
 def test_denoise_bad_input_files(ckpts, tmp_path, make, needle):
     make(tmp_path)
-    result = run("denoise", "--ckpt", ckpts[0], "--input", tmp_path / "x.npy")
+    result = cli("denoise", "--ckpt", ckpts[0], "--input", tmp_path / "x.npy")
     assert result.exit_code == 1 and needle in result.stderr and "Traceback" not in result.output
 
 
@@ -118,29 +111,28 @@ def test_denoise_bad_input_files(ckpts, tmp_path, make, needle):
     (["--out", "fig.gif"], 2, "unknown figure format"),
 ])
 def test_denoise_bad_values(ckpts, args, code, needle):
-    result = run("denoise", "--ckpt", ckpts[0], *args)
+    result = cli("denoise", "--ckpt", ckpts[0], *args)
     assert result.exit_code == code and needle in result.stderr
 
 
 def test_missing_directory_and_foreign_checkpoints(fake_dataset, tmp_path):
     for cmd in ("eval", "denoise"):
-        result = run(cmd, "--ckpt", tmp_path / "nope.pt")
+        result = cli(cmd, "--ckpt", tmp_path / "nope.pt")
         assert result.exit_code == 1 and "does not exist" in result.stderr
-        result = run(cmd, "--ckpt", tmp_path)
+        result = cli(cmd, "--ckpt", tmp_path)
         assert result.exit_code == 1 and "is a directory" in result.stderr
         (tmp_path / "foreign.pt").write_bytes(b"not a checkpoint")
-        result = run(cmd, "--ckpt", tmp_path / "foreign.pt")
+        result = cli(cmd, "--ckpt", tmp_path / "foreign.pt")
         assert result.exit_code == 1 and "error:" in result.stderr and "Traceback" not in result.output
-    assert run("eval").exit_code == 2
+    assert cli("eval").exit_code == 2
 
 
 def test_denoising_autoencoder_trains_and_resumes(fake_dataset, tmp_path):
     args = ["--hidden", "8", "--batch-size", "16", "--noise", "image-gaussian", "--noise-sigma", "0.5", "-q"]
     full, part = tmp_path / "full", tmp_path / "part"
-    assert run("train", *args, "--epochs", "3", "--run-dir", full).exit_code == 0
-    assert run("train", *args, "--epochs", "1", "--run-dir", part).exit_code == 0
-    assert run("train", *args, "--epochs", "3", "--run-dir", part, "--resume").exit_code == 0
-    strip = lambda p: [l.rsplit(",", 1)[0] for l in (p / "metrics.csv").read_text().splitlines()]  # noqa: E731
-    assert strip(full) == strip(part)
+    assert cli("train", *args, "--epochs", "3", "--run-dir", full).exit_code == 0
+    assert cli("train", *args, "--epochs", "1", "--run-dir", part).exit_code == 0
+    assert cli("train", *args, "--epochs", "3", "--run-dir", part, "--resume").exit_code == 0
+    assert metrics_losses(full / "metrics.csv") == metrics_losses(part / "metrics.csv")
     cfg = json.loads((full / "config.json").read_text())["config"]
     assert cfg["noise"] == {"kind": "image-gaussian", "sigma": 0.5}

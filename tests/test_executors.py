@@ -9,12 +9,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from typer.testing import CliRunner
 
-from fmae import executors
-from fmae.cli import app
+from fmae import executors, faults
 from fmae.executors import worker
-from tests.helpers import assert_same_sweep
+from tests.helpers import assert_same_sweep, cli, ctrl_c_at_save
 
 GRID = ["--optim", "sgd", "adam", "--lr", "0.1", "--hidden", "4", "8", "--batch-size", "16", "--epochs", "3",
         "--threads", "1", "-q", "--json"]
@@ -22,7 +20,7 @@ DIES = "adam-lr0.1-h8-s0"
 
 
 def sweep(path: Path, *extra: str):
-    return CliRunner().invoke(app, ["sweep", *GRID, *extra, "--run-dir", str(path)])
+    return cli("sweep", *GRID, *extra, "--run-dir", str(path))
 
 
 @pytest.fixture
@@ -58,8 +56,8 @@ def test_ray_equals_jobs_1(reference, tmp_path, ray_cluster):
 
 def die_once(monkeypatch, tmp_path: Path, epoch: int = 2) -> Path:
     marker = tmp_path / "died"
-    monkeypatch.setenv(worker.TEST_DIE_AFTER_EPOCH, f"{DIES}:{epoch}")
-    monkeypatch.setenv(worker.TEST_DIE_MARKER, str(marker))
+    monkeypatch.setenv(faults.DIE_AFTER_EPOCH, f"{DIES}:{epoch}")
+    monkeypatch.setenv(faults.DIE_MARKER, str(marker))
     return marker
 
 
@@ -102,17 +100,17 @@ def test_ray_gives_up_after_max_retries_and_the_sweep_goes_on(fake_dataset, tmp_
     (["--executor", "ray", "--device", "cuda"], "not --device cuda"),
 ])
 def test_bad_executor_options_exit_2(fake_dataset, tmp_path, args, needle):
-    result = CliRunner().invoke(app, ["sweep", "--hidden", "4", *args, "--run-dir", str(tmp_path / "s")])
+    result = cli("sweep", "--hidden", "4", *args, "--run-dir", str(tmp_path / "s"))
     assert result.exit_code == 2 and needle in result.stderr, result.stderr
     assert not (tmp_path / "s").exists()
 
 
 def test_train_threads_are_recorded(fake_dataset, tmp_path):
-    result = CliRunner().invoke(app, ["train", "--hidden", "4", "--epochs", "1", "--batch-size", "16", "--threads",
-                                      "1", "-q", "--run-dir", str(tmp_path / "r")])
+    result = cli("train", "--hidden", "4", "--epochs", "1", "--batch-size", "16", "--threads",
+                 "1", "-q", "--run-dir", str(tmp_path / "r"))
     assert result.exit_code == 0, result.stderr
     assert json.loads((tmp_path / "r" / "config.json").read_text())["environment"]["threads"] == 1
-    bad = CliRunner().invoke(app, ["train", "--threads", "0", "--run-dir", str(tmp_path / "b")])
+    bad = cli("train", "--threads", "0", "--run-dir", str(tmp_path / "b"))
     assert bad.exit_code == 2 and "threads must be between 1 and 4096, got 0" in bad.stderr
 
 
@@ -166,7 +164,8 @@ def test_raylet_reports_never_reach_stdout_even_after_the_sweep_closed(tiny_data
 
 
 def plan(hidden: int, epochs: int, start: int = 0) -> SimpleNamespace:
-    return SimpleNamespace(config=SimpleNamespace(model=SimpleNamespace(hidden=hidden), epochs=epochs), start_epoch=start)
+    config = SimpleNamespace(model=SimpleNamespace(hidden=hidden), epochs=epochs)
+    return SimpleNamespace(config=config, start_epoch=start)
 
 
 def test_several_slots_take_the_largest_work_first_so_that_no_large_cell_ends_alone():
@@ -211,8 +210,8 @@ def test_a_halving_sweep_opens_one_executor_for_all_its_rungs(fake_dataset, tmp_
     monkeypatch.setattr(executors, "make_backend", counted)
     pids = tmp_path / "pids"
     pids.mkdir()
-    monkeypatch.setenv(worker.TEST_WORKER_PIDS, str(pids))
-    result = CliRunner().invoke(app, ["sweep", *HALVING, "--jobs", jobs, "--run-dir", str(tmp_path / "s")])
+    monkeypatch.setenv(faults.WORKER_PIDS, str(pids))
+    result = cli("sweep", *HALVING, "--jobs", jobs, "--run-dir", str(tmp_path / "s"))
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["prune"]["rungs"] == [1, 3, 9]
     assert len(made) == 1 and closed == [{"interrupted": False}]
@@ -222,14 +221,12 @@ def test_a_halving_sweep_opens_one_executor_for_all_its_rungs(fake_dataset, tmp_
 
 def test_nothing_to_train_starts_no_executor(fake_dataset, tmp_path, monkeypatch):
     args = ["sweep", *GRID, "--epochs", "1", "--run-dir", str(tmp_path / "s")]
-    assert CliRunner().invoke(app, args).exit_code == 0
+    assert cli(*args).exit_code == 0
     monkeypatch.setattr(executors, "make_backend", None)  # the rerun of a finished sweep makes none
-    assert CliRunner().invoke(app, args).exit_code == 0
+    assert cli(*args).exit_code == 0
 
 
 def test_an_interrupted_sweep_closes_its_executor_as_interrupted(fake_dataset, tmp_path, monkeypatch):
-    from fmae import saving
-
     closed = []
     make_backend = executors.make_backend
 
@@ -239,12 +236,9 @@ def test_an_interrupted_sweep_closes_its_executor_as_interrupted(fake_dataset, t
         backend.close = lambda **kw: (closed.append(kw), close(**kw))[1]
         return backend
 
-    def interrupt(*a, **k):
-        raise KeyboardInterrupt
-
     monkeypatch.setattr(executors, "make_backend", counted)
-    monkeypatch.setattr(saving.Saver, "epoch", interrupt)
-    result = CliRunner().invoke(app, ["sweep", *GRID, "--run-dir", str(tmp_path / "s")])
+    with ctrl_c_at_save(1, saved=False):
+        result = cli("sweep", *GRID, "--run-dir", str(tmp_path / "s"))
     assert result.exit_code == 130 and closed == [{"interrupted": True}]
 
 
@@ -257,7 +251,7 @@ def test_pool_workers_spread_over_the_gpus(device, index, gpus, expected):
 
 
 def test_ray_groups_are_cut_into_as_many_tasks_as_run_at_once():
-    from fmae.sweep import split
+    from fmae.sweeps.run import split
 
     assert split(list(range(24)), 4) == [list(range(i, i + 6)) for i in range(0, 24, 6)]
     assert split(list(range(5)), 2) == [[0, 1, 2], [3, 4]]

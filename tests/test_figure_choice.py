@@ -7,9 +7,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fmae import checkpoints, figure_choice, runs
+from fmae import checkpoints, runs
 from fmae.config import PLOT_KINDS, ModelConfig, TrainConfig
 from fmae.errors import ConfigError
+from fmae.figures import choice as figure_choice
 
 
 def record(optim: str, lr: float, hidden: int, loss: float | None, *, seed: int = 0, model: bool = True):
@@ -30,7 +31,8 @@ def test_all_says_why_it_skipped_compare_and_seeds():
     sweep = {"s": ("sweep", [record("sgd", lr, 8, 0.03) for lr in (0.1, 0.01)])}
     choice = figure_choice.plot_kinds({"all"}, sweep)
     assert choice.kinds == ["curves", "recon", "heatmap"]
-    assert choice.skipped == {"compare": "needs finished SGD and Adam runs", "seeds": "needs a sweep with several seeds"}
+    assert choice.skipped == {"compare": "needs finished SGD and Adam runs",
+                              "seeds": "needs a sweep with several seeds"}
     assert figure_choice.plot_kinds({"curves"}, sweep).skipped == {}  # asked for by name: nothing to explain
 
 
@@ -82,7 +84,7 @@ def test_to_cpu_detaches_every_tensor_of_a_nest():
 def test_load_models_loads_a_path_given_twice_once(tmp_path):
     from fmae.model import build
 
-    config = TrainConfig(model=ModelConfig(hidden=4)).resolved()
+    config = TrainConfig(model=ModelConfig(hidden=4))
     run = runs.RunDir(tmp_path / "r")
     run.save_model(config, build(config.model).state_dict(), [], "completed", {})
     path = run.file("model.pt")

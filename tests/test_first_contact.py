@@ -7,20 +7,15 @@ import json
 
 import pytest
 from rich.console import Console
-from typer.testing import CliRunner
 
-from fmae import checkpoints, plots, runs, ui
-from fmae.cli import app
-
-TINY = ["--hidden", "8", "--batch-size", "16", "--epochs", "1", "-q"]
-
-
-def run(*args, **kw):
-    return CliRunner().invoke(app, [str(a) for a in args], **kw)
+from fmae import checkpoints, runs
+from fmae.cli import ui
+from fmae.figures import plots
+from tests.helpers import cli, tiny
 
 
 def test_bare_fmae_prints_the_help_as_help():
-    result = run()
+    result = cli()
     assert result.exit_code == 0 and result.stderr == ""
     assert result.stdout.startswith("Usage: fmae [OPTIONS] COMMAND") and "train" in result.stdout
     assert "error:" not in result.stdout
@@ -29,11 +24,12 @@ def test_bare_fmae_prints_the_help_as_help():
 @pytest.mark.parametrize(("command", "shown"), [
     ("eval", ["--ckpt PATH..."]),
     ("denoise", ["--ckpt PATH...", "--sigma FLOAT...", "--index INT..."]),
-    ("plot", ["Usage: fmae plot [OPTIONS] PATH...", "  PATH...  ", "--kind [all|curves|recon|heatmap|compare|seeds]..."]),
+    ("plot", ["Usage: fmae plot [OPTIONS] PATH...", "  PATH...  ",
+              "--kind [all|curves|recon|heatmap|compare|seeds]..."]),
     ("sweep", ["--optim [adam|sgd]...", "--lr FLOAT...", "--hidden INT...", "--seed INT..."]),
 ])
 def test_help_placeholders_name_what_to_type(command, shown):
-    out = run(command, "--help", env={"COLUMNS": "200"}).stdout
+    out = cli(command, "--help", env={"COLUMNS": "200"}).stdout
     for text in shown:
         assert text in out
     assert "list[" not in out and "{" not in out and "Path>" not in out
@@ -41,14 +37,14 @@ def test_help_placeholders_name_what_to_type(command, shown):
 
 @pytest.mark.parametrize("command", ["eval", "denoise", "plot"])
 def test_device_help_says_what_the_command_does_with_it(command):
-    out = run(command, "--help", env={"COLUMNS": "200"}).stdout
-    line = next(l for l in out.splitlines() if "--device" in l)
+    out = cli(command, "--help", env={"COLUMNS": "200"}).stdout
+    line = next(x for x in out.splitlines() if "--device" in x)
     assert "Where to run the models" in line and "train" not in line
 
 
 def test_train_device_help_is_unchanged():
-    out = run("train", "--help", env={"COLUMNS": "200"}).stdout
-    assert "Where to train" in next(l for l in out.splitlines() if "--device" in l)
+    out = cli("train", "--help", env={"COLUMNS": "200"}).stdout
+    assert "Where to train" in next(x for x in out.splitlines() if "--device" in x)
 
 
 @pytest.mark.parametrize("kind", ["missing", "file", "incomplete"])
@@ -59,13 +55,13 @@ def test_an_explicit_data_dir_is_refused_not_passed_over(fake_dataset, tmp_path,
     elif kind == "incomplete":
         target.mkdir()
         (target / "train-images-idx3-ubyte.gz").write_bytes((fake_dataset / "train-images-idx3-ubyte.gz").read_bytes())
-    result = run("train", *TINY, "--run-dir", tmp_path / "r", "--data-dir", target)
+    result = cli("train", *tiny(1), "--run-dir", tmp_path / "r", "--data-dir", target)
     assert result.exit_code == 1, result.output  # the fake dataset in $FMAE_DATA_DIR would have worked
     assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"error: --data-dir {target}: ")
     assert {"missing": "no such directory", "file": "not a directory",
             "incomplete": "missing train-labels-idx1-ubyte[.gz], t10k-images"}[kind] in result.stderr
     assert not (tmp_path / "r" / "model.pt").exists()
-    assert run("train", *TINY, "--run-dir", tmp_path / "ok", "--data-dir", fake_dataset).exit_code == 0
+    assert cli("train", *tiny(1), "--run-dir", tmp_path / "ok", "--data-dir", fake_dataset).exit_code == 0
 
 
 def sweep_doc(n: int = 6) -> dict:
@@ -78,13 +74,13 @@ def sweep_doc(n: int = 6) -> dict:
 
 @pytest.mark.parametrize("width", [80, 60])
 def test_the_sweep_table_drops_columns_but_never_cuts_a_number(monkeypatch, capsys, width):
-    from fmae.commands.training import _print_sweep
+    from fmae.cli.training import _print_sweep
 
     console = Console(file=io.StringIO(), width=width, force_terminal=False)  # a terminal this wide
     monkeypatch.setattr(ui, "stdout_console", lambda: console)
     _print_sweep(sweep_doc())
     text = capsys.readouterr().out
-    assert "…" not in text and max(len(l) for l in text.splitlines()) <= width
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= width
     assert all(f"{0.00412345 + i:.6f}" in text for i in range(6))  # every test loss in full
     assert text.splitlines()[0].strip() == "fmae sweep runs/report/adam: 6 cells, best marked *"
 
@@ -93,7 +89,8 @@ def test_a_table_too_wide_even_after_dropping_wraps_cells_instead_of_cutting(cap
     console = Console(file=io.StringIO(), width=30, force_terminal=False)
     ui.print_table("t", ["setting", "a", "b", "c"], [["MSE", "0.123456", "0.234567", "0.345678"]], console=console)
     text = capsys.readouterr().out
-    assert "…" not in text and "5678" in text and max(len(l) for l in text.splitlines()) <= 30  # folded, all digits
+    assert "…" not in text and "5678" in text  # folded, all digits
+    assert max(len(line) for line in text.splitlines()) <= 30
 
 
 def test_a_long_title_is_one_line_and_seconds_have_one_decimal(capsys):
@@ -114,7 +111,7 @@ def test_the_cells_bar_names_the_cell_in_training(fake_dataset, tmp_path, monkey
 
     monkeypatch.setattr(ui.Feedback, "advance", advance)
     monkeypatch.setattr(ui.Feedback, "info", lambda self, key, info: seen.append((None, info)))
-    result = run("sweep", "--optim", "sgd", "--lr", "0.1", "--hidden", "4", "8", "16", *TINY[2:],
+    result = cli("sweep", "--optim", "sgd", "--lr", "0.1", "--hidden", "4", "8", "16", *tiny(1, hidden=None),
                  "--run-dir", tmp_path / "s")
     assert result.exit_code == 0, result.output
     # a cell is named from its start to its end, never before it starts (--jobs 1: one at a time)
@@ -125,8 +122,8 @@ def test_the_cells_bar_names_the_cell_in_training(fake_dataset, tmp_path, monkey
 @pytest.fixture
 def sweeps(fake_dataset, tmp_path):
     s, a = tmp_path / "sgd", tmp_path / "adam"
-    assert run("sweep", "--optim", "sgd", "--lr", "0.1", "--hidden", "4", *TINY[2:], "--run-dir", s).exit_code == 0
-    assert run("sweep", "--optim", "adam", "--lr", "0.01", "--hidden", "4", *TINY[2:], "--run-dir", a).exit_code == 0
+    assert cli("sweep", "--optim", "sgd", "--lr", "0.1", *tiny(1, hidden=4), "--run-dir", s).exit_code == 0
+    assert cli("sweep", "--optim", "adam", "--lr", "0.01", *tiny(1, hidden=4), "--run-dir", a).exit_code == 0
     return s, a
 
 
@@ -144,13 +141,13 @@ def test_figure_titles_write_sgd_and_adam(sweeps):
 def test_the_denoise_grid_with_one_model_names_it_and_keeps_its_title(sweeps, tmp_path):
     s, _ = sweeps
     out = tmp_path / "fig.png"
-    result = run("denoise", "--ckpt", s / "best.pt", "--sigma", "0.5", "--out", out, "--json", "-q")
+    result = cli("denoise", "--ckpt", s / "best.pt", "--sigma", "0.5", "--out", out, "--json", "-q")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["figures"] == {"grid": str(out)}
     import torch
 
-    from fmae.figure_choice import figure_labels as _figure_labels
     from fmae.checkpoints import Loaded
+    from fmae.figures.choice import figure_labels as _figure_labels
 
     model, ckpt = checkpoints.load_model(s / "best.pt")
     one = Loaded(str(s / "best.pt"), model, ckpt)
@@ -166,7 +163,7 @@ def test_the_denoise_grid_with_one_model_names_it_and_keeps_its_title(sweeps, tm
 
 def test_help_examples_name_paths_the_readme_creates():
     """`runs/sgd/best.pt` exists after the README's sweep example; a bare `best.pt` only inside it."""
-    out = run("denoise", "--help", env={"COLUMNS": "200"}).stdout
+    out = cli("denoise", "--help", env={"COLUMNS": "200"}).stdout
     assert "fmae denoise --ckpt runs/sgd/best.pt" in out and " best.pt " not in out
     readme = (__import__("pathlib").Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert "fmae sweep --optim sgd --lr 0.1 0.01 0.001 --hidden 64 128 256 512 --run-dir runs/sgd\n" in readme

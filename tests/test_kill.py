@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmae import checkpoints, runs
-from fmae.executors import worker
+from fmae import checkpoints, faults, runs
 from fmae.locks import LOCK_NAME
 from tests.helpers import default_sigint, installed_env, state_dict
 
@@ -35,7 +34,7 @@ LONG = ["--checkpoint-every", "3600"]  # after the option above: the later value
 def env(data_dir: Path, delay: float = 0.0) -> dict:
     e = installed_env(FMAE_DATA_DIR=str(data_dir))
     if delay:
-        e["FMAE_TEST_WRITE_DELAY"] = str(delay)
+        e[faults.WRITE_DELAY] = str(delay)
     return e
 
 
@@ -189,7 +188,7 @@ def start_jobs(tmp_path: Path, data_dir: Path, *extra: str, wait_for: str = "las
     pids = tmp_path / "pids"
     pids.mkdir(exist_ok=True)
     proc = subprocess.Popen([*JOBS, "--jobs", "2", *extra, "--run-dir", "s"], cwd=tmp_path,
-                            env={**env(data_dir), worker.TEST_WORKER_PIDS: str(pids)},
+                            env={**env(data_dir), faults.WORKER_PIDS: str(pids)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and not (len(list(pids.iterdir())) == 2

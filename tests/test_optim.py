@@ -99,7 +99,7 @@ g = torch.Generator().manual_seed(0)
 x, y = torch.randint(0, 256, (300, 784), dtype=torch.uint8, generator=g), torch.randint(0, 10, (300,), generator=g)
 data = FashionMNIST(x, y, x[:100], y[:100], "synthetic", {})
 for optim in ("sgd", "adam"):
-    config = TrainConfig(model=ModelConfig(hidden=8), optim=optim, epochs=2, batch_size=100, momentum=0.0).resolved()
+    config = TrainConfig(model=ModelConfig(hidden=8), optim=optim, epochs=2, batch_size=100, momentum=0.0)
     result = engine.train(config, data, torch.device("cpu"))
     result_state = engine.new_cell(config, torch.device("cpu")).optimizer.state_dict()
 if STOCK:

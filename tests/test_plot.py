@@ -5,24 +5,20 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from fmae import plots, runs
-from fmae.cli import app
+from fmae import runs
+from fmae.figures import plots
+from tests.helpers import cli
 
 SHARED = ["--batch-size", "16", "--epochs", "3", "-q"]
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture
 def sweeps(fake_dataset, tmp_path):
     s, a = tmp_path / "sgd", tmp_path / "adam"
-    assert run("sweep", "--optim", "sgd", "--lr", "1e6", "0.5", "0.1", "--hidden", "4", "8", "--activation",
+    assert cli("sweep", "--optim", "sgd", "--lr", "1e6", "0.5", "0.1", "--hidden", "4", "8", "--activation",
                "identity", *SHARED, "--run-dir", s).exit_code == 0
-    assert run("sweep", "--optim", "adam", "--lr", "0.01", "0.001", "--hidden", "4", "8", "--activation", "identity",
+    assert cli("sweep", "--optim", "adam", "--lr", "0.01", "0.001", "--hidden", "4", "8", "--activation", "identity",
                *SHARED, "--run-dir", a).exit_code == 0
     return s, a
 
@@ -35,7 +31,7 @@ def not_blank(path):
 
 
 def test_all_kinds_from_two_sweeps_deterministic(sweeps, tmp_path):
-    result = run("plot", *sweeps, "--out", tmp_path / "figs", "--json")
+    result = cli("plot", *sweeps, "--out", tmp_path / "figs", "--json")
     assert result.exit_code == 0, result.stderr
     figures = json.loads(result.stdout)["figures"]
     assert set(figures) == {"curves", "recon", "heatmap", "compare"}
@@ -45,37 +41,37 @@ def test_all_kinds_from_two_sweeps_deterministic(sweeps, tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, kind
         assert not_blank(path), kind
         first[kind] = data
-    assert run("plot", *sweeps, "--out", tmp_path / "figs", "-q").exit_code == 0
+    assert cli("plot", *sweeps, "--out", tmp_path / "figs", "-q").exit_code == 0
     for kind, path in figures.items():
         assert open(path, "rb").read() == first[kind], f"{kind} is not deterministic"
 
 
 def test_sources_are_never_changed(sweeps, tmp_path):
     before = {p: p.stat().st_mtime_ns for s in sweeps for p in s.rglob("*")}
-    assert run("plot", *sweeps, "--out", tmp_path / "figs", "-q").exit_code == 0
+    assert cli("plot", *sweeps, "--out", tmp_path / "figs", "-q").exit_code == 0
     assert before == {p: p.stat().st_mtime_ns for s in sweeps for p in s.rglob("*")}
 
 
 @pytest.mark.parametrize("fmt", ["svg", "pdf"])
 def test_other_formats(sweeps, tmp_path, fmt):
-    result = run("plot", sweeps[0], "--kind", "heatmap", "curves", "--format", fmt, "--out", tmp_path / "f", "--json")
+    result = cli("plot", sweeps[0], "--kind", "heatmap", "curves", "--format", fmt, "--out", tmp_path / "f", "--json")
     assert result.exit_code == 0, result.stderr
     paths = json.loads(result.stdout)["figures"]
     assert set(paths) == {"heatmap", "curves"}
     head = open(paths["heatmap"], "rb").read(5)
     assert head == (b"<?xml" if fmt == "svg" else b"%PDF-")
     first = open(paths["curves"], "rb").read()
-    run("plot", sweeps[0], "--kind", "curves", "--format", fmt, "--out", tmp_path / "f")
+    cli("plot", sweeps[0], "--kind", "curves", "--format", fmt, "--out", tmp_path / "f")
     assert open(paths["curves"], "rb").read() == first
 
 
 def test_best_lr_selection_skips_diverged(sweeps):
     _, records = runs.read_source(sweeps[0])
-    statuses = {r.config.learning_rate: r.status for r in records}
+    statuses = {r.config.lr: r.status for r in records}
     assert statuses[1e6] == "diverged"
     best = plots.best_record(records, "sgd")
     finals = [r.final_test_loss for r in records if r.final_test_loss is not None]
-    assert best.final_test_loss == min(finals) and plots.best_lr(records, "sgd") == best.config.learning_rate
+    assert best.final_test_loss == min(finals) and plots.best_lr(records, "sgd") == best.config.lr
     assert plots.best_lr(records, "adam") is None
 
 
@@ -103,14 +99,15 @@ def test_within_is_from_epoch_e_on_not_the_first_entry():
 
 
 def _record(optim, lr, test):
-    config = SimpleNamespace(optim=optim, learning_rate=lr, model=SimpleNamespace(hidden=8), seed=0)
+    config = SimpleNamespace(optim=optim, lr=lr, model=SimpleNamespace(hidden=8), seed=0)
     return SimpleNamespace(config=config, final_test_loss=test[-1], status="completed",
                            metrics=[{"epoch": i, "test_loss": v} for i, v in enumerate(test, 1)])
 
 
 def test_compare_note_says_from_when_adam_stays_in_the_band():
     adam = [1.0, 0.5, 0.104, 0.121, 0.103, 0.09, 0.102, 0.099, 0.1]
-    fig = plots.compare([_record("sgd", 0.1, [2.0, 1.5, 1.2, 1.1, 1.0, 0.9, 0.8, 0.75, 0.7]), _record("adam", 0.001, adam)])
+    sgd = [2.0, 1.5, 1.2, 1.1, 1.0, 0.9, 0.8, 0.75, 0.7]
+    fig = plots.compare([_record("sgd", 0.1, sgd), _record("adam", 0.001, adam)])
     (note,) = [t.get_text() for t in fig.axes[0].texts]
     assert "within 5% of its final loss from epoch 7 on (first inside at epoch 3, then out again)" in note
     assert [line.get_xdata()[0] for line in fig.axes[0].lines if line.get_linestyle() == ":"][0] == 7
@@ -118,20 +115,20 @@ def test_compare_note_says_from_when_adam_stays_in_the_band():
 
 def test_single_run_and_errors(fake_dataset, tmp_path):
     r = tmp_path / "r"
-    assert run("train", "--hidden", "4", *SHARED, "--run-dir", r).exit_code == 0
-    result = run("plot", r, "--out", tmp_path / "f", "--json")
+    assert cli("train", "--hidden", "4", *SHARED, "--run-dir", r).exit_code == 0
+    result = cli("plot", r, "--out", tmp_path / "f", "--json")
     assert result.exit_code == 0 and set(json.loads(result.stdout)["figures"]) == {"curves", "recon"}
-    bad = run("plot", r, "--kind", "heatmap", "--out", tmp_path / "f")
+    bad = cli("plot", r, "--kind", "heatmap", "--out", tmp_path / "f")
     assert bad.exit_code == 2 and "heatmap: needs a sweep directory" in bad.stderr
-    neither = run("plot", tmp_path / "f", "--out", tmp_path / "g")
+    neither = cli("plot", tmp_path / "f", "--out", tmp_path / "g")
     assert neither.exit_code == 1 and "neither a training run nor a sweep" in neither.stderr
-    assert run("plot", r / "model.pt").exit_code == 1
+    assert cli("plot", r / "model.pt").exit_code == 1
 
 
 @pytest.fixture
 def seeded(fake_dataset, tmp_path):
     s = tmp_path / "seeded"
-    assert run("sweep", "--optim", "sgd", "--lr", "0.5", "0.1", "--hidden", "4", "8", "--seed", "0", "1", "2",
+    assert cli("sweep", "--optim", "sgd", "--lr", "0.5", "0.1", "--hidden", "4", "8", "--seed", "0", "1", "2",
                "--activation", "identity", *SHARED, "--run-dir", s).exit_code == 0
     return s
 
@@ -141,10 +138,10 @@ def _texts(fig):
 
 
 def test_several_seeds_give_bands_group_means_and_the_seeds_figure(seeded, tmp_path):
-    from fmae.plots_seeds import seeds as seeds_figure
+    from fmae.figures.seeds import seeds as seeds_figure
 
     _, records = runs.read_source(seeded)
-    group = [r.final_test_loss for r in records if r.config.learning_rate == 0.5 and r.config.model.hidden == 8]
+    group = [r.final_test_loss for r in records if r.config.lr == 0.5 and r.config.model.hidden == 8]
     assert len(group) == 3 and len(set(group)) == 3  # the seeds really differ
     assert f"{np.mean(group):.4f}" in _texts(plots.heatmap(records))  # the group mean, not the best seed
     curves = plots.curves({"seeded": records})
@@ -152,14 +149,14 @@ def test_several_seeds_give_bands_group_means_and_the_seeds_figure(seeded, tmp_p
     fig = seeds_figure(records)
     dots = [line for line in fig.axes[0].lines if line.get_marker() == "o"]
     assert sorted(v for line in dots for v in line.get_ydata()) == sorted(r.final_test_loss for r in records)
-    result = run("plot", seeded, "--kind", "seeds", "heatmap", "curves", "--out", tmp_path / "f", "--json")
+    result = cli("plot", seeded, "--kind", "seeds", "heatmap", "curves", "--out", tmp_path / "f", "--json")
     assert result.exit_code == 0, result.stderr
     for path in json.loads(result.stdout)["figures"].values():
         assert not_blank(path)
 
 
 def test_seeds_figure_needs_several_seeds(sweeps, tmp_path):
-    result = run("plot", sweeps[0], "--kind", "seeds", "--out", tmp_path / "f")
+    result = cli("plot", sweeps[0], "--kind", "seeds", "--out", tmp_path / "f")
     assert result.exit_code == 2 and "needs a sweep with several seeds" in result.stderr
 
 
@@ -167,7 +164,7 @@ def test_heatmap_names_collapsed_and_pruned_cells(seeded):
     import dataclasses
 
     _, records = runs.read_source(seeded)
-    marked = [dataclasses.replace(r, status="collapsed" if r.config.learning_rate == 0.5 else "pruned")
+    marked = [dataclasses.replace(r, status="collapsed" if r.config.lr == 0.5 else "pruned")
               if r.config.model.hidden == 4 else r for r in records]
     texts = _texts(plots.heatmap(marked))
     assert texts.count("collapsed") == 1 and texts.count("pruned") == 1
@@ -176,11 +173,11 @@ def test_heatmap_names_collapsed_and_pruned_cells(seeded):
 def test_seeds_figure_marks_lost_set_ups_and_labels_its_axis(seeded):
     import dataclasses
 
-    from fmae.plots_seeds import seeds as seeds_figure
+    from fmae.figures.seeds import seeds as seeds_figure
 
     _, records = runs.read_source(seeded)
     # read back, a collapsed run has no final loss: the whole h=4, lr=0.5 set-up has no usable seed
-    lost = [dataclasses.replace(r, status="collapsed") if (r.config.learning_rate, r.config.model.hidden)
+    lost = [dataclasses.replace(r, status="collapsed") if (r.config.lr, r.config.model.hidden)
             == (0.5, 4) else r for r in records]
     assert sum(r.final_test_loss is None for r in lost) == 3
     fig = seeds_figure(lost)
@@ -209,14 +206,14 @@ def test_two_optimizer_heatmap_has_a_colour_scale_per_panel(sweeps):
 
 
 def test_plot_all_says_why_it_skipped_compare_and_seeds(sweeps, tmp_path):
-    result = run("plot", sweeps[0], "--out", tmp_path / "f", "--json")
+    result = cli("plot", sweeps[0], "--out", tmp_path / "f", "--json")
     assert result.exit_code == 0, result.stderr
     assert set(json.loads(result.stdout)["figures"]) == {"curves", "recon", "heatmap"}
     skips = [line for line in result.stderr.splitlines() if "skipped" in line]
     assert skips == ["plot: compare skipped: it needs finished SGD and Adam runs among the sources",
                      "plot: seeds skipped: it needs a sweep with several seeds among the sources"]
-    quiet = run("plot", sweeps[0], "--out", tmp_path / "f", "-q")
+    quiet = cli("plot", sweeps[0], "--out", tmp_path / "f", "-q")
     assert quiet.exit_code == 0 and "skipped" not in quiet.stderr
-    both = run("plot", *sweeps, "--out", tmp_path / "f")
+    both = cli("plot", *sweeps, "--out", tmp_path / "f")
     assert both.exit_code == 0 and [line for line in both.stderr.splitlines() if "skipped" in line] == [
         "plot: seeds skipped: it needs a sweep with several seeds among the sources"]

@@ -4,10 +4,7 @@ ran there, each from the epoch the driver saved last, and the sweep ends equal t
 import threading
 import time
 
-from typer.testing import CliRunner
-
-from fmae.cli import app
-from tests.helpers import assert_same_sweep
+from tests.helpers import assert_same_sweep, cli
 
 GRID = ["sweep", "--optim", "sgd", "adam", "--lr", "0.1", "--hidden", "4", "8", "--batch-size", "16",
         "--epochs", "25", "--threads", "1", "-q", "--json"]
@@ -17,7 +14,7 @@ def test_a_node_removed_mid_sweep_costs_nothing_but_time(fake_dataset, tmp_path,
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    ref = CliRunner().invoke(app, [*GRID, "--run-dir", str(tmp_path / "one")])
+    ref = cli(*GRID, "--run-dir", str(tmp_path / "one"))
     assert ref.exit_code == 0, ref.stderr
 
     node = ray_cluster.add_node(num_cpus=2)
@@ -46,7 +43,7 @@ def test_a_node_removed_mid_sweep_costs_nothing_but_time(fake_dataset, tmp_path,
     remover = threading.Thread(target=remove_the_node_mid_sweep)
     remover.start()
     try:
-        result = CliRunner().invoke(app, [*GRID, "--executor", "ray", "--run-dir", str(tmp_path / "two")])
+        result = cli(*GRID, "--executor", "ray", "--run-dir", str(tmp_path / "two"))
     finally:
         remover.join(timeout=180)
     assert seen.get("removed") and seen["finished_before"] < 4, seen

@@ -16,16 +16,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from fmae import executors, runs
-from fmae.cli import app
 from fmae.config import MAX_EXAMPLES, ModelConfig, TrainConfig
 from fmae.executors.ray_cluster import CONNECT_TIMEOUT
-from tests.helpers import default_sigint, write_dataset
+from tests.helpers import cli, default_sigint, one_error_line, reap, tiny, write_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--lr", "0.1", "--hidden", "4", "--batch-size", "16", "-q"]
+ONE_EPOCH = ["--lr", "0.1", *tiny(1, hidden=4)]
 
 
 def fmae_script(tmp_path: Path, args: list[str], prelude: str = "") -> str:
@@ -46,13 +44,6 @@ def child_env(**extra: str) -> dict[str, str]:
 def run_fmae(tmp_path: Path, args: list[str], prelude: str = "", timeout: float = 60, **env: str):
     return subprocess.run([sys.executable, "-c", fmae_script(tmp_path, args, prelude)], cwd=tmp_path,
                           env=child_env(**env), capture_output=True, text=True, timeout=timeout)
-
-
-def one_error_line(stderr: str) -> str:
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
-    assert "unexpected" not in stderr and "Traceback" not in stderr, stderr
-    return lines[0]
 
 
 # ---------------------------------------------------------------- case 6: SIGTERM while the Ray driver waits
@@ -77,7 +68,7 @@ worker.run_in_ray, ray.wait = run_in_ray, wait
 
 def test_case6_sigterm_while_the_ray_driver_waits_exits_143(tmp_path, ray_cluster):
     marker = tmp_path / "in-ray-wait"
-    code = fmae_script(tmp_path, ["sweep", *TINY, "--epochs", "1", "--executor", "ray", "--address",
+    code = fmae_script(tmp_path, ["sweep", *ONE_EPOCH, "--executor", "ray", "--address",
                                   ray_cluster.address, "--run-dir", "s"], SLOW_RAY_TASKS.format(marker=str(marker)))
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=child_env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -90,13 +81,12 @@ def test_case6_sigterm_while_the_ray_driver_waits_exits_143(tmp_path, ray_cluste
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     assert marker.read_text() == "returned"  # the signal ended the driver's ray.wait
     assert proc.returncode == 143, err
     # no epoch finished (the task sleeps): the line says so, and names SIGTERM
-    assert one_error_line(err).startswith("error: sweep interrupted by SIGTERM; it was interrupted before any epoch"), err
+    line = one_error_line(err)
+    assert line.startswith("error: sweep interrupted by SIGTERM; it was interrupted before any epoch"), err
 
 
 # ---------------------------------------------------------------- case 7: an address where no Ray runs
@@ -104,7 +94,7 @@ def test_case6_sigterm_while_the_ray_driver_waits_exits_143(tmp_path, ray_cluste
 
 def test_case7_an_address_without_ray_ends_in_the_documented_error_within_the_deadline(tmp_path, monkeypatch):
     started = time.perf_counter()
-    done = run_fmae(tmp_path, ["sweep", *TINY, "--epochs", "1", "--executor", "ray", "--address", "nohost:1234",
+    done = run_fmae(tmp_path, ["sweep", *ONE_EPOCH, "--executor", "ray", "--address", "nohost:1234",
                                "--run-dir", "s"], timeout=60, **{CONNECT_TIMEOUT: "3"})
     assert done.returncode == 1, done.stderr
     line = one_error_line(done.stderr)  # Ray's own "Failed to connect to GCS" lines are not shown
@@ -112,8 +102,8 @@ def test_case7_an_address_without_ray_ends_in_the_documented_error_within_the_de
     assert done.stdout == ""
     assert time.perf_counter() - started < 60  # the hang it was: > 400 s
     monkeypatch.setenv(CONNECT_TIMEOUT, "soon")
-    bad = CliRunner().invoke(app, ["sweep", "--executor", "ray", "--address", "nohost:1", "--run-dir",
-                                   str(tmp_path / "b")])
+    bad = cli("sweep", "--executor", "ray", "--address", "nohost:1", "--run-dir",
+              str(tmp_path / "b"))
     assert bad.exit_code == 2 and f"{CONNECT_TIMEOUT} must be whole seconds" in bad.stderr, bad.stderr
 
 
@@ -123,7 +113,7 @@ def test_case7_an_address_without_ray_ends_in_the_documented_error_within_the_de
 @pytest.mark.parametrize("request_", [["--cpus-per-cell", "1000"], ["--cpus-per-cell", "2.5"],
                                       ["--gpus-per-cell", "1"]])
 def test_case8_a_request_the_cluster_can_never_meet_is_refused_before_submission(tmp_path, ray_cluster, request_):
-    done = run_fmae(tmp_path, ["sweep", *TINY, "--epochs", "1", "--executor", "ray", "--address",
+    done = run_fmae(tmp_path, ["sweep", *ONE_EPOCH, "--executor", "ray", "--address",
                                ray_cluster.address, *request_, "--run-dir", "s"])
     assert done.returncode == 1, done.stderr
     line = one_error_line(done.stderr)
@@ -138,7 +128,7 @@ def test_case8_a_request_the_cluster_can_never_meet_is_refused_before_submission
 def _legit_run(tmp_path: Path, optim: str = "adam") -> runs.RunDir:
     from fmae import engine
 
-    config = TrainConfig(model=ModelConfig(hidden=8), optim=optim, momentum=0.9 if optim == "sgd" else 0.0).resolved()
+    config = TrainConfig(model=ModelConfig(hidden=8), optim=optim, momentum=0.9 if optim == "sgd" else 0.0)
     cell = engine.new_cell(config, torch.device("cpu"))
     x = torch.rand(4, 784)
     ((cell.model(x) - x) ** 2).mean().backward()
@@ -168,7 +158,8 @@ def _bomb(model_pt: Path, target: Path, nbytes: int) -> None:
         torch.save({**obj, "extra": torch.empty(nbytes // 4)}, declared)  # untouched pages: no memory
     real = io.BytesIO()
     torch.save({**obj, "extra": torch.zeros(1)}, real)
-    with zipfile.ZipFile(io.BytesIO(declared.getvalue())) as meta, zipfile.ZipFile(io.BytesIO(real.getvalue())) as src, \
+    with zipfile.ZipFile(io.BytesIO(declared.getvalue())) as meta, \
+            zipfile.ZipFile(io.BytesIO(real.getvalue())) as src, \
             zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:
         last = max(int(n.rsplit("/", 1)[1]) for n in meta.namelist() if "/data/" in n)
         for name in meta.namelist():
@@ -231,15 +222,15 @@ def test_case9_compressed_or_foreign_checkpoints_are_refused_before_anything_inf
 
 
 def test_case10_examples_are_bounded_by_what_a_figure_can_hold(fake_dataset, tmp_path, monkeypatch):
-    from fmae import plots
+    from fmae.figures import plots
 
-    done = CliRunner().invoke(app, ["train", *TINY, "--epochs", "1", "--run-dir", str(tmp_path / "r")])
+    done = cli("train", *ONE_EPOCH, "--run-dir", str(tmp_path / "r"))
     assert done.exit_code == 0, done.stderr
     too_many = str(MAX_EXAMPLES + 1)
     for args in (["plot", str(tmp_path / "r"), "--kind", "recon", "--out", str(tmp_path / "f"), "--examples", too_many],
                  ["denoise", "--ckpt", str(tmp_path / "r" / "model.pt"), "--out", str(tmp_path / "g.png"),
                   "--examples", too_many]):
-        result = CliRunner().invoke(app, args)
+        result = cli(*args)
         assert result.exit_code == 2, result.stderr
         line = one_error_line(result.stderr)
         assert f"examples must be at most {MAX_EXAMPLES}" in line and "--examples" in line, line
@@ -292,12 +283,12 @@ HUGE = str(2**64)
 ])
 def test_case13_every_integer_flag_is_bounded_with_exit_2_naming_it(fake_dataset, tmp_path, args, flag):
     run = tmp_path / "r"
-    done = CliRunner().invoke(app, ["train", *TINY, "--epochs", "1", "--run-dir", str(run)])
+    done = cli("train", *ONE_EPOCH, "--run-dir", str(run))
     assert done.exit_code == 0, done.stderr
     args = [str(run) if a == "RUN" else str(run / "model.pt") if a == "CKPT" else a for a in args]
     out = ["--run-dir", str(tmp_path / "x")] if args[0] in ("train", "sweep") else \
         ["--out", str(tmp_path / "f")] if args[0] == "plot" else []
-    result = CliRunner().invoke(app, [*args, *out])
+    result = cli(*args, *out)
     assert result.exit_code == 2, result.stderr
     assert flag in one_error_line(result.stderr), result.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "f").exists()
@@ -319,7 +310,7 @@ torch.UntypedStorage._share_fd_cpu_ = _share_fd_cpu_
 
 def test_case15_jobs_2_with_a_full_dev_shm_says_so_and_points_at_jobs_1(tmp_path):
     marker = tmp_path / "shm-tried"
-    done = run_fmae(tmp_path, ["sweep", *TINY, "--hidden", "8", "--epochs", "1", "--jobs", "2", "--run-dir", "s"],
+    done = run_fmae(tmp_path, ["sweep", *ONE_EPOCH, "--hidden", "8", "--jobs", "2", "--run-dir", "s"],
                     SHM_FULL.format(marker=str(marker)))
     assert marker.read_text() == "tried"  # the dataset was on its way to shared memory for a worker
     assert done.returncode == 1, done.stderr
@@ -336,18 +327,18 @@ def test_case16_ray_sizes_are_refused_on_the_local_executor_and_threads_are_boun
                          (["--gpus-per-cell", "0"], "--gpus-per-cell applies to --executor ray only"),
                          (["--jobs", "2", "--cpus-per-cell", "2", "--gpus-per-cell", "0.5"],
                           "--cpus-per-cell and --gpus-per-cell apply to --executor ray only")):
-        result = CliRunner().invoke(app, ["sweep", *TINY, "--epochs", "1", *args, "--run-dir", str(tmp_path / "s")])
+        result = cli("sweep", *ONE_EPOCH, *args, "--run-dir", str(tmp_path / "s"))
         assert result.exit_code == 2 and needle in one_error_line(result.stderr), result.stderr
         assert not (tmp_path / "s").exists()
     cores = executors.cores()
     for command in ("train", "sweep"):
-        result = CliRunner().invoke(app, [command, *TINY, "--epochs", "1", "--threads", str(4 * cores + 1),
-                                          "--run-dir", str(tmp_path / command)])
+        result = cli(command, *ONE_EPOCH, "--threads", str(4 * cores + 1),
+                     "--run-dir", str(tmp_path / command))
         assert result.exit_code == 2, result.stderr
         assert f"threads must be at most {4 * cores}" in one_error_line(result.stderr), result.stderr
         assert not (tmp_path / command).exists()
-    result = CliRunner().invoke(app, ["train", *TINY, "--epochs", "1", "--threads", str(cores), "--run-dir",
-                                      str(tmp_path / "ok")])
+    result = cli("train", *ONE_EPOCH, "--threads", str(cores), "--run-dir",
+                 str(tmp_path / "ok"))
     assert result.exit_code == 0, result.stderr
 
 
@@ -358,7 +349,7 @@ def test_case17_three_ctrl_c_during_a_jobs_2_sweep_exit_130_with_one_line_and_le
     for attempt in range(2):
         private = tmp_path / f"tmp{attempt}"
         private.mkdir()
-        code = fmae_script(tmp_path, ["sweep", *TINY, "--hidden", "8", "--epochs", "100000", "--jobs", "2",
+        code = fmae_script(tmp_path, ["sweep", "--lr", "0.1", *tiny(100000, hidden=4), "--hidden", "8", "--jobs", "2",
                                       "--run-dir", f"s{attempt}"])
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=child_env(TMPDIR=str(private)),
                                 text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,

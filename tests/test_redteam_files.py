@@ -16,13 +16,12 @@ import sys
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from fmae import data, runs
-from fmae.cli import app
+from tests.helpers import cli, one_error_line, tiny
 
-TINY = ["--hidden", "8", "--batch-size", "16", "--epochs", "1", "-q"]
-SWEEP = ["--optim", "sgd", "--lr", "0.1", "0.01", "--hidden", "4", "--batch-size", "16", "--epochs", "1", "-q"]
+LRS = ["--optim", "sgd", "--lr", "0.1", "0.01"]
+SWEEP = [*LRS, *tiny(1, hidden=4)]
 HALVING = ["--optim", "sgd", "--lr", "0.5", "0.1", "0.01", "--hidden", "4", "--activation", "identity",
            "--batch-size", "16", "--epochs", "3", "--threads", "1", "--prune", "halving", "-q", "--json"]
 
@@ -38,17 +37,10 @@ app(sys.argv[1:], prog_name="fmae")
 """
 
 
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
 def one_line(result, needle: str, code: int = 1) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert result.exit_code == code and len(lines) == 1 and lines[0].startswith("error: "), \
-        (result.exit_code, result.stderr)
-    assert needle in lines[0], lines[0]
-    assert "unexpected" not in result.stderr + result.stdout and "Traceback" not in result.stderr + result.stdout
-    return lines[0]
+    """The one error line of a command that exited with `code`."""
+    assert result.exit_code == code, (result.exit_code, result.stderr)
+    return one_error_line(result.stderr, needle, result.stdout)
 
 
 def killed(tmp_path, tiny_dir, hook: str, *args) -> None:
@@ -87,7 +79,7 @@ def strip(doc) -> dict:
 
 def test_18_1_overwrite_removes_only_what_fmae_recorded_never_through_a_link(fake_dataset, tmp_path):
     s = tmp_path / "s"
-    assert run("sweep", *SWEEP, "--run-dir", s).exit_code == 0
+    assert cli("sweep", *SWEEP, "--run-dir", s).exit_code == 0
     cell = s / "cells" / "sgd-lr0.1-h4-s0"
     mine = s / "cells" / "mine"  # a user's directory among the cells: a copy of a cell's files, fmae's record left out
     shutil.copytree(cell, mine)
@@ -104,7 +96,7 @@ def test_18_1_overwrite_removes_only_what_fmae_recorded_never_through_a_link(fak
     keep = {"mine": tree(mine), "outside": tree(outside), "odd": tree(odd),
             "top": {n: (s / n).read_bytes() for n in ("model.pt", "metrics.csv", "config.json", "notes.txt")}}
 
-    result = run("sweep", *SWEEP, "--seed", "1", "--run-dir", s, "--overwrite")
+    result = cli("sweep", *SWEEP, "--seed", "1", "--run-dir", s, "--overwrite")
     assert result.exit_code == 0, result.stderr
     assert tree(mine) == keep["mine"] and tree(outside) == keep["outside"] and tree(odd) == keep["odd"]
     assert (s / "cells" / "link").is_symlink() and os.readlink(s / "cells" / "link") == str(outside)
@@ -116,7 +108,7 @@ def test_18_1_overwrite_removes_only_what_fmae_recorded_never_through_a_link(fak
     (user / "sweep.json").write_text('{"grid": {}, "shared": {}}')
     (user / "results.csv").write_text("mine")
     before = tree(user)
-    one_line(run("sweep", *SWEEP, "--run-dir", user, "--overwrite"), "sweep.json: not an fmae sweep file")
+    one_line(cli("sweep", *SWEEP, "--run-dir", user, "--overwrite"), "sweep.json: not an fmae sweep file")
     assert tree(user) == before
 
 
@@ -124,8 +116,8 @@ def test_18_1_overwrite_removes_only_what_fmae_recorded_never_through_a_link(fak
 @pytest.mark.parametrize("rerun", [["--overwrite"], []], ids=["overwrite", "plain"])
 def test_18_2_an_overwrite_killed_midway_is_taken_up_again(fake_dataset, tiny_dir, tmp_path, command, rerun):
     d = tmp_path / "d"
-    args = TINY if command == "train" else SWEEP
-    assert run(command, *args, "--run-dir", d).exit_code == 0
+    args = tiny(1) if command == "train" else SWEEP
+    assert cli(command, *args, "--run-dir", d).exit_code == 0
     marker = "config.json" if command == "train" else "sweep.json"
     hook = f"""
 real_unlink = os.unlink
@@ -139,7 +131,7 @@ os.unlink = unlink
     left = "last.pt" if command == "train" else "cells/sgd-lr0.1-h4-s0/last.pt"
     assert not (d / marker).exists() and (d / left).is_file()  # killed between the marker and the rest
 
-    result = run(command, *args, "--seed", "1", "--run-dir", d, *rerun)
+    result = cli(command, *args, "--seed", "1", "--run-dir", d, *rerun)
     assert result.exit_code == 0, result.stderr
     if command == "train":
         assert runs.RunDir(d).saved_config().seed == 1 and runs.RunDir(d).load_last()["config"].seed == 1
@@ -158,12 +150,12 @@ def test_18_3_a_starting_sweep_holds_its_cells_before_it_writes_anything(fake_da
         if not trains:  # the sweep's load (the train's own, when it is let through, loads as usual)
             assert not (s / "sweep.json").exists() and not (s / "cells").exists()
             trains.append(None)
-            trains[0] = run("train", "--optim", "sgd", "--lr", "0.1", "--hidden", "4", "--batch-size", "16",
+            trains[0] = cli("train", "--optim", "sgd", "--lr", "0.1", "--hidden", "4", "--batch-size", "16",
                             "--epochs", "1", "--run-dir", cell, "-q")
         return load(*args, **kwargs)
 
     monkeypatch.setattr(data, "find_and_load", loading)
-    result = run("sweep", *SWEEP, "--run-dir", s)
+    result = cli("sweep", *SWEEP, "--run-dir", s)
     assert result.exit_code == 0, result.stderr
     one_line(trains[0], f"{cell} is a cell of sweep {s}, which is in use by fmae process")
     assert json.loads((cell / "config.json").read_text())["environment"]["threads"] == \
@@ -176,24 +168,24 @@ def test_18_3_a_starting_sweep_holds_its_cells_before_it_writes_anything(fake_da
 def test_18_4_a_resume_state_of_another_run_is_refused(fake_dataset, tmp_path):
     base = ["--optim", "sgd", "--momentum", "0.9", "--hidden", "8", "--batch-size", "16", "--epochs", "1", "-q"]
     r, other = tmp_path / "r", tmp_path / "o"
-    assert run("train", *base, "--lr", "0.1", "--run-dir", r).exit_code == 0
-    assert run("train", *base, "--lr", "0.01", "--run-dir", other).exit_code == 0
+    assert cli("train", *base, "--lr", "0.1", "--run-dir", r).exit_code == 0
+    assert cli("train", *base, "--lr", "0.01", "--run-dir", other).exit_code == 0
     own = torch.load(r / "last.pt", weights_only=True)
     shutil.copy(other / "last.pt", r / "last.pt")  # another run's state, in this run
     resume = ["train", *base[:-3], "--lr", "0.1", "--epochs", "2", "--run-dir", r, "--resume"]  # every flag, as before
-    line = one_line(run(*resume), f"{r / 'last.pt'} is not this run's")
+    line = one_line(cli(*resume), f"{r / 'last.pt'} is not this run's")
     assert "lr 0.01 -> 0.1" in line and "optimizer lr 0.01 -> 0.1" in line
 
     own["optimizer"]["param_groups"][0].update(lr=0.01, momentum=0.5)  # this run's config, another optimizer
     torch.save(own, r / "last.pt")
-    line = one_line(run(*resume), "is not this run's")
+    line = one_line(cli(*resume), "is not this run's")
     assert "optimizer lr 0.01 -> 0.1" in line and "optimizer momentum 0.5 -> 0.9" in line
     assert len(runs.RunDir(r).read_metrics()) == 1  # nothing trained
 
     s = tmp_path / "s"
-    assert run("sweep", *SWEEP, "--run-dir", s).exit_code == 0
+    assert cli("sweep", *SWEEP, "--run-dir", s).exit_code == 0
     shutil.copy(s / "cells" / "sgd-lr0.01-h4-s0" / "last.pt", s / "cells" / "sgd-lr0.1-h4-s0" / "last.pt")
-    result = run("sweep", *SWEEP[:-3], "--epochs", "2", "--run-dir", s, "--json")
+    result = cli("sweep", *LRS, *tiny(hidden=4, quiet=False), "--run-dir", s, "--json")
     assert result.exit_code == 1 and "unexpected" not in result.stderr
     got = cells(json.loads(result.stdout))
     bad = got["sgd-lr0.1-h4-s0"]
@@ -204,7 +196,7 @@ def test_18_4_a_resume_state_of_another_run_is_refused(fake_dataset, tmp_path):
 
 def test_18_5_a_kill_between_last_pt_and_metrics_csv_changes_no_halving_decision(fake_dataset, tiny_dir, tmp_path):
     every = ("--checkpoint-every", "0")  # last.pt before metrics.csv after every epoch: the kill lands between
-    whole = run("sweep", *HALVING, *every, "--run-dir", tmp_path / "a")
+    whole = cli("sweep", *HALVING, *every, "--run-dir", tmp_path / "a")
     assert whole.exit_code == 0, whole.stderr
     doc = json.loads(whole.stdout)
     winner = next(name for name, c in cells(doc).items() if c["epochs_run"] == 3)
@@ -223,7 +215,7 @@ runs.RunDir.write_metrics = write_metrics
     cell = runs.RunDir(b / "cells" / winner)
     assert cell.load_last()["epoch"] == 1 and cell.read_metrics() == []  # killed between last.pt and metrics.csv
 
-    again = run("sweep", *HALVING, *every, "--run-dir", b)
+    again = cli("sweep", *HALVING, *every, "--run-dir", b)
     assert again.exit_code == 0, again.stderr
     redone = json.loads(again.stdout)
     assert strip(redone) == strip(doc) and redone["best"]["final_test_loss"] == doc["best"]["final_test_loss"]
@@ -236,21 +228,21 @@ runs.RunDir.write_metrics = write_metrics
 @pytest.mark.parametrize("command", ["train", "sweep"])
 def test_18_11_a_run_dir_that_is_not_utf8_is_refused_up_front(fake_dataset, tmp_path, command):
     d = tmp_path / os.fsdecode(b"runs-\xff")
-    line = one_line(run(command, *(TINY if command == "train" else SWEEP), "--run-dir", d), "not UTF-8", code=2)
+    line = one_line(cli(command, *(tiny(1) if command == "train" else SWEEP), "--run-dir", d), "not UTF-8", code=2)
     assert "runs-\\xff" in line and not d.exists()
 
 
 def test_18_12_malformed_files_fail_their_cell_or_command_naming_the_file(fake_dataset, tmp_path):
     s = tmp_path / "s"
     grid = ["--optim", "sgd", "--lr", "0.1", "0.01", "--hidden", "4", "8", "--batch-size", "16"]
-    assert run("sweep", *grid, "--epochs", "1", "--run-dir", s, "-q").exit_code == 0
+    assert cli("sweep", *grid, "--epochs", "1", "--run-dir", s, "-q").exit_code == 0
     c = lambda name: s / "cells" / name  # noqa: E731
     (c("sgd-lr0.1-h4-s0") / "metrics.csv").write_text("step,loss\n1,0.5\n")
     (c("sgd-lr0.1-h8-s0") / "summary.json").write_text(json.dumps({
         **json.loads((c("sgd-lr0.1-h8-s0") / "summary.json").read_text()), "epochs_run": "1"}))
     state = torch.load(c("sgd-lr0.01-h4-s0") / "last.pt", weights_only=True)
     torch.save({**state, "epoch": "one"}, c("sgd-lr0.01-h4-s0") / "last.pt")
-    result = run("sweep", *grid, "--epochs", "3", "--prune", "halving", "--run-dir", s, "--json", "-q")
+    result = cli("sweep", *grid, "--epochs", "3", "--prune", "halving", "--run-dir", s, "--json", "-q")
     assert result.exit_code == 1 and "unexpected" not in result.stderr + result.stdout, result.stderr
     got = cells(json.loads(result.stdout))
     assert len(got) == 4 and len(json.loads(result.stdout)["cells"]) == 4
@@ -260,21 +252,21 @@ def test_18_12_malformed_files_fail_their_cell_or_command_naming_the_file(fake_d
     assert got["sgd-lr0.01-h8-s0"]["status"] == "completed" and got["sgd-lr0.01-h8-s0"]["epochs_run"] == 3
 
     r = tmp_path / "r"
-    assert run("train", *TINY, "--run-dir", r).exit_code == 0
+    assert cli("train", *tiny(1), "--run-dir", r).exit_code == 0
     state = torch.load(r / "last.pt", weights_only=True)
     for field, value in (("history", "x"), ("epoch", 1.0), ("rng", {"data": 1}), ("optimizer", {"state": []})):
         torch.save({**state, field: value}, r / "last.pt")
-        line = one_line(run("train", "--run-dir", r, "--epochs", "2", "--resume"), f"{r / 'last.pt'}: ")
+        line = one_line(cli("train", "--run-dir", r, "--epochs", "2", "--resume"), f"{r / 'last.pt'}: ")
         assert "not a resume state" in line or "is not a" in line, line  # named, and why
 
     good = tmp_path / "good"
-    assert run("sweep", *SWEEP, "--run-dir", good).exit_code == 0
+    assert cli("sweep", *SWEEP, "--run-dir", good).exit_code == 0
     doc = json.loads((good / "sweep.json").read_text())
     for edit in ({"shared": {**doc["shared"], "epochs": "1"}}, {"shared": {**doc["shared"], "min_delta": -1}},
                  {"grid": {**doc["grid"], "lr": ["x"]}}, {"grid": {**doc["grid"], "hidden": [4, 4]}},
                  {"grid": {**doc["grid"], "seed": [-1]}}, {"grid": {**doc["grid"], "hidden": [4.0]}}):
         (good / "sweep.json").write_text(json.dumps({**doc, **edit}))
-        line = one_line(run("sweep", *SWEEP, "--run-dir", good), f"{good / 'sweep.json'}: not an fmae sweep file")
+        line = one_line(cli("sweep", *SWEEP, "--run-dir", good), f"{good / 'sweep.json'}: not an fmae sweep file")
         assert " --" not in line.split("(hint")[0], line  # no flag the user never typed is blamed
 
 
@@ -290,7 +282,7 @@ os.replace = replace
 """
     killed(tmp_path, tiny_dir, hook, "sweep", *HALVING, "--run-dir", s)
     assert len(list(s.glob("cells/*/.summary.json.*.tmp"))) == 1  # the kill left a pruned cell's temporary
-    again = run("sweep", *HALVING, "--run-dir", s)
+    again = cli("sweep", *HALVING, "--run-dir", s)
     assert again.exit_code == 0, again.stderr
     assert sorted(c["status"] for c in json.loads(again.stdout)["cells"]) == ["completed", "pruned", "pruned"]
     assert [p for p in s.rglob("*") if p.name.endswith(".tmp")] == []
@@ -301,14 +293,14 @@ os.replace = replace
 
 def test_19_3_resume_takes_the_runs_own_settings_and_names_the_flags_that_differ(fake_dataset, tmp_path):
     r = tmp_path / "R"
-    assert run("train", "--optim", "sgd", "--lr", "0.1", "--hidden", "64", "--epochs", "1", "--run-dir", r,
+    assert cli("train", "--optim", "sgd", "--lr", "0.1", "--hidden", "64", "--epochs", "1", "--run-dir", r,
                "-q").exit_code == 0
-    resumed = run("train", "--run-dir", r, "--epochs", "2", "--resume", "--json")
+    resumed = cli("train", "--run-dir", r, "--epochs", "2", "--resume", "--json")
     assert resumed.exit_code == 0, resumed.stderr
     doc = json.loads(resumed.stdout)
     assert doc["epochs_run"] == 2 and "resuming after epoch 1" in resumed.stderr
     assert (doc["config"]["optim"], doc["config"]["lr"], doc["config"]["model"]["hidden"]) == ("sgd", 0.1, 64)
-    line = one_line(run("train", "--run-dir", r, "--optim", "adam", "--hidden", "64", "--epochs", "3", "--resume"),
+    line = one_line(cli("train", "--run-dir", r, "--optim", "adam", "--hidden", "64", "--epochs", "3", "--resume"),
                     "holds a run with other settings (optim sgd -> adam)")
     assert "hidden" not in line
     assert json.loads((r / "summary.json").read_text())["epochs_run"] == 2
@@ -316,26 +308,26 @@ def test_19_3_resume_takes_the_runs_own_settings_and_names_the_flags_that_differ
 
 def test_19_4_resume_with_fewer_epochs_or_without_a_run_is_refused(fake_dataset, tmp_path):
     r = tmp_path / "r"
-    assert run("train", *TINY[:-3], "--epochs", "2", "--run-dir", r, "-q").exit_code == 0
+    assert cli("train", *tiny(), "--run-dir", r).exit_code == 0
     before = tree(r)
-    one_line(run("train", "--run-dir", r, "--epochs", "1", "--resume"), "--epochs 1 is fewer than the 2 epochs")
+    one_line(cli("train", "--run-dir", r, "--epochs", "1", "--resume"), "--epochs 1 is fewer than the 2 epochs")
     assert tree(r) == before
     typo = tmp_path / "typo"
-    one_line(run("train", "--run-dir", typo, "--resume"), f"{typo} holds no run to resume")
+    one_line(cli("train", "--run-dir", typo, "--resume"), f"{typo} holds no run to resume")
     assert not typo.exists()
 
 
 def test_18_1_runs_and_sweeps_made_before_the_record_stay_readable_resumable_and_replaceable(fake_dataset, tmp_path):
     r, s = tmp_path / "r", tmp_path / "s"
-    assert run("train", *TINY, "--run-dir", r).exit_code == 0
-    assert run("sweep", *SWEEP, "--run-dir", s).exit_code == 0
+    assert cli("train", *tiny(1), "--run-dir", r).exit_code == 0
+    assert cli("sweep", *SWEEP, "--run-dir", s).exit_code == 0
     for record in [r / ".fmae.json", s / ".fmae.json", *s.glob("cells/*/.fmae.json")]:
         record.unlink()  # as d1b459e left them: no record of fmae's
-    resumed = run("train", "--run-dir", r, "--epochs", "2", "--resume", "--json")
+    resumed = cli("train", "--run-dir", r, "--epochs", "2", "--resume", "--json")
     assert resumed.exit_code == 0 and json.loads(resumed.stdout)["epochs_run"] == 2, resumed.stderr
-    grown = run("sweep", *SWEEP[:-3], "--epochs", "2", "--run-dir", s, "--json")
+    grown = cli("sweep", *LRS, *tiny(hidden=4, quiet=False), "--run-dir", s, "--json")
     assert grown.exit_code == 0 and {c["epochs_run"] for c in json.loads(grown.stdout)["cells"]} == {2}
     assert (r / ".fmae.json").is_file() and (s / ".fmae.json").is_file()  # recorded from now on
     (s / "cells" / "sgd-lr0.01-h4-s0" / ".fmae.json").unlink()  # a cell still without one: known by its config
-    assert run("sweep", *SWEEP, "--seed", "1", "--run-dir", s, "--overwrite").exit_code == 0
+    assert cli("sweep", *SWEEP, "--seed", "1", "--run-dir", s, "--overwrite").exit_code == 0
     assert sorted(p.name for p in (s / "cells").iterdir()) == ["sgd-lr0.01-h4-s1", "sgd-lr0.1-h4-s1"]

@@ -6,7 +6,7 @@ import json
 import pytest
 from rich.console import Console
 
-from fmae import ui
+from fmae.cli import ui
 from fmae.engine import EpochMetrics
 
 

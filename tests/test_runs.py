@@ -9,7 +9,7 @@ from fmae import atomic, checkpoints, engine, evaluation, runs
 from fmae.config import ModelConfig, TrainConfig
 from fmae.errors import CheckpointError, RunDirError
 
-CONFIG = TrainConfig(model=ModelConfig(hidden=8), epochs=2).resolved()
+CONFIG = TrainConfig(model=ModelConfig(hidden=8), epochs=2)
 
 
 def trained(tiny_data):

@@ -6,17 +6,16 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from fmae import runs, saving
-from fmae.cli import app
 from fmae.config import ModelConfig, TrainConfig
 from fmae.errors import RunDirError
 from fmae.executors import worker
-from fmae.training import cells
 from fmae.model import build
+from fmae.training import cells
+from tests.helpers import cli
 
-CONFIG = TrainConfig(optim="sgd", epochs=10, model=ModelConfig(hidden=2)).resolved()
+CONFIG = TrainConfig(optim="sgd", epochs=10, model=ModelConfig(hidden=2))
 
 
 def state(epoch: int) -> dict:
@@ -115,7 +114,7 @@ def test_the_inline_sweep_keeps_its_models_and_checkpoints_only_when_due(fake_da
     docs = {}
     for every in ("3600", "0"):
         built.clear(), saved.clear()
-        result = CliRunner().invoke(app, [*GRID, "--checkpoint-every", every, "--run-dir", str(tmp_path / every)])
+        result = cli(*GRID, "--checkpoint-every", every, "--run-dir", str(tmp_path / every))
         assert result.exit_code == 0, result.stderr
         docs[every] = json.loads(result.stdout)
         assert len(built) == 4  # four cells, each built once for its three epochs
@@ -133,6 +132,6 @@ def test_the_inline_sweep_keeps_its_models_and_checkpoints_only_when_due(fake_da
 @pytest.mark.parametrize("value", ["-1", "nan"])
 def test_a_bad_checkpoint_interval_exits_2(fake_dataset, tmp_path, value):
     for command in (["train", "--hidden", "4"], ["sweep", "--hidden", "4"]):
-        result = CliRunner().invoke(app, [*command, "--checkpoint-every", value, "--run-dir", str(tmp_path / "x")])
+        result = cli(*command, "--checkpoint-every", value, "--run-dir", str(tmp_path / "x"))
         assert result.exit_code == 2 and "checkpoint_every must be" in result.stderr, result.stderr
         assert not (tmp_path / "x").exists()

@@ -26,12 +26,12 @@ fmae sweep --optim sgd --lr 0.1 0.01 --hidden 16 --epochs 1 --run-dir runs/s --j
 fmae eval --ckpt runs/a/model.pt runs/s/best.pt --json | python3 -c 'import json,sys; json.load(sys.stdin)'
 fmae denoise --ckpt runs/s/best.pt --sigma 0.5 --limit 200 --json > denoise.json
 fmae plot runs/s --kind heatmap curves --out figs --json > plot.json
-"""
+"""  # noqa: E501 - shell lines as a user types them
     result = sh(script, tmp_path, real_data_dir)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "fmae 0.1.0"  # every other result went to files
     assert "\x1b[" not in result.stderr  # no colour codes or bar frames without a terminal
-    epoch_lines = [l for l in result.stderr.splitlines() if " epoch 1/1 train_loss=" in l]
+    epoch_lines = [line for line in result.stderr.splitlines() if " epoch 1/1 train_loss=" in line]
     assert len(epoch_lines) == 3  # one plain line per epoch: the train run and two sweep cells
     assert json.loads((tmp_path / "sweep.json").read_text())["schema_version"] == 1
     assert len(json.loads((tmp_path / "denoise.json").read_text())["results"]) == 1

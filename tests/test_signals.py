@@ -10,12 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from fmae import runs, saving
-from fmae.cli import app
+from fmae import runs
 from fmae.config import ModelConfig, TrainConfig
-from tests.helpers import default_sigint, installed_env
+from tests.helpers import cli, ctrl_c_at_save, default_sigint, installed_env, reap, tiny
 
 
 def reading_dataset(pid: int, data_dir: Path) -> bool:
@@ -53,9 +51,7 @@ def signal_while_loading_data(cmd: list[str], cwd: Path, sig: int, data_dir: Pat
         proc.send_signal(signal.SIGCONT)
         out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
@@ -93,8 +89,8 @@ def test_a_signal_while_the_data_loads_exits_with_its_code_and_one_line(tmp_path
 
 
 def test_a_reader_that_goes_away_is_a_quiet_exit(fake_dataset, tmp_path):
-    assert CliRunner().invoke(app, ["train", "--hidden", "4", "--batch-size", "16", "--epochs", "2", "-q",
-                                    "--run-dir", str(tmp_path / "r")]).exit_code == 0
+    assert cli("train", "--hidden", "4", "--batch-size", "16", "--epochs", "2", "-q",
+               "--run-dir", str(tmp_path / "r")).exit_code == 0
     proc = subprocess.Popen(["fmae", "plot", "r", "--kind", "curves", "--out", "figs", "--json"], cwd=tmp_path,
                             env=installed_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdout.close()  # like `| head -0`: nobody reads the results
@@ -105,20 +101,6 @@ def test_a_reader_that_goes_away_is_a_quiet_exit(fake_dataset, tmp_path):
 
 
 # ---------------------------------------------------------------- the printed resume commands
-
-
-def ctrl_c_after_saves(monkeypatch, n: int) -> None:
-    """Ctrl-C lands right after the n-th epoch saved (n = 0: before the first one is)."""
-    saves = {"n": 0}
-    save = saving.Saver.epoch  # the driver's one door for a finished epoch (it runs in the main thread)
-
-    def save_then_interrupt(self, *args, **kwargs):
-        if saves["n"] >= n:
-            raise KeyboardInterrupt
-        saves["n"] += 1
-        return save(self, *args, **kwargs)
-
-    monkeypatch.setattr(saving.Saver, "epoch", save_then_interrupt)
 
 
 def printed_command(stderr: str) -> list[str]:
@@ -142,31 +124,30 @@ TRAIN_SETTINGS = ["--optim", "sgd", "--lr", "0.05", "--momentum", "0.5", "--hidd
                   "--threads", "1"]
 
 
-def test_the_printed_train_command_resumes_to_the_uninterrupted_run(fake_dataset, tmp_path, monkeypatch):
+def test_the_printed_train_command_resumes_to_the_uninterrupted_run(fake_dataset, tmp_path):
     """Run as printed, the resume line gives the run never interrupted: early stopping included
     (the line once left out --patience and --min-delta, so the resumed run trained on)."""
-    runner = CliRunner()
-    ref = runner.invoke(app, ["train", *TRAIN_SETTINGS, "--run-dir", str(tmp_path / "ref"), "--json"])
+    ref = cli("train", *TRAIN_SETTINGS, "--run-dir", str(tmp_path / "ref"), "--json")
     assert ref.exit_code == 0, ref.stderr
     assert json.loads(ref.stdout)["status"] == "stopped_early"  # what the resumed run must do too
-    with monkeypatch.context() as m:
-        ctrl_c_after_saves(m, 1)
-        cut = runner.invoke(app, ["train", *TRAIN_SETTINGS, "--run-dir", str(tmp_path / "r name"), "-q"])
+    with ctrl_c_at_save(2, saved=False):  # epoch 1 saved, then Ctrl-C
+        cut = cli("train", *TRAIN_SETTINGS, "--run-dir", str(tmp_path / "r name"), "-q")
     assert cut.exit_code == 130 and "finished epochs are saved" in cut.stderr, cut.stderr
     argv = printed_command(cut.stderr)
     for flag in ("--patience", "--min-delta", "--momentum", "--dropout", "--threads", "--batch-size"):
         assert flag in argv, argv
-    resumed = runner.invoke(app, argv)
+    resumed = cli(*argv)
     assert resumed.exit_code == 0, resumed.stderr
     assert "resuming after epoch 1" in resumed.stderr
     assert losses_of(tmp_path / "r name") == losses_of(tmp_path / "ref")
     assert json.loads((tmp_path / "r name" / "summary.json").read_text())["status"] == "stopped_early"
 
 
-def test_interrupted_before_any_epoch_does_not_claim_saved_epochs(fake_dataset, tmp_path, monkeypatch):
-    ctrl_c_after_saves(monkeypatch, 0)
-    for command in (["train", "--run-dir", str(tmp_path / "r")], ["sweep", "--lr", "0.1", "--run-dir", str(tmp_path / "s")]):
-        cut = CliRunner().invoke(app, [*command, "--hidden", "4", "--batch-size", "16", "--epochs", "2", "-q"])
+def test_interrupted_before_any_epoch_does_not_claim_saved_epochs(fake_dataset, tmp_path):
+    for command in (["train", "--run-dir", str(tmp_path / "r")],
+                    ["sweep", "--lr", "0.1", "--run-dir", str(tmp_path / "s")]):
+        with ctrl_c_at_save(1, saved=False):
+            cut = cli(*command, *tiny(hidden=4))
         assert cut.exit_code == 130, cut.stderr
         assert "before any epoch finished" in cut.stderr and "finished epochs are saved" not in cut.stderr, cut.stderr
 
@@ -176,15 +157,13 @@ SWEEP_SETTINGS = ["--optim", "sgd", "--lr", "0.1", "0.02", "--hidden", "4", "8",
                   "--min-delta", "0.01", "--prune", "halving", "--eta", "2", "--threads", "1"]
 
 
-def test_the_printed_sweep_command_resumes_to_the_uninterrupted_sweep(fake_dataset, tmp_path, monkeypatch):
+def test_the_printed_sweep_command_resumes_to_the_uninterrupted_sweep(fake_dataset, tmp_path):
     """The sweep's Ctrl-C line is the whole command (it said "the same fmae sweep command"): run as
     printed, it ends with the results of a sweep never interrupted."""
-    runner = CliRunner()
-    ref = runner.invoke(app, ["sweep", *SWEEP_SETTINGS, "--run-dir", str(tmp_path / "ref"), "-q"])
+    ref = cli("sweep", *SWEEP_SETTINGS, "--run-dir", str(tmp_path / "ref"), "-q")
     assert ref.exit_code == 0, ref.stderr
-    with monkeypatch.context() as m:
-        ctrl_c_after_saves(m, 5)
-        cut = runner.invoke(app, ["sweep", *SWEEP_SETTINGS, "--run-dir", str(tmp_path / "s"), "-q"])
+    with ctrl_c_at_save(6, saved=False):  # 5 cell-epochs saved, then Ctrl-C
+        cut = cli("sweep", *SWEEP_SETTINGS, "--run-dir", str(tmp_path / "s"), "-q")
     assert cut.exit_code == 130 and "finished epochs are saved" in cut.stderr, cut.stderr
     argv = printed_command(cut.stderr)
     assert argv[0] == "sweep" and "the same fmae sweep command" not in cut.stderr
@@ -192,7 +171,7 @@ def test_the_printed_sweep_command_resumes_to_the_uninterrupted_sweep(fake_datas
         if flag.startswith("--"):
             assert flag in argv, (flag, argv)
     assert argv[argv.index("--lr") + 1:argv.index("--lr") + 3] == ["0.1", "0.02"]
-    resumed = runner.invoke(app, [*argv, "-q"])
+    resumed = cli(*argv, "-q")
     assert resumed.exit_code == 0, resumed.stderr
     for cell in (tmp_path / "ref" / "cells").iterdir():
         assert losses_of(tmp_path / "s" / "cells" / cell.name) == losses_of(cell), cell.name

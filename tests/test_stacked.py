@@ -1,8 +1,9 @@
 """The stacked trainer against the per-cell one, on tiny synthetic data (CPU): the numbers promise
 (final test loss within 1e-5 relative), mixed seeds and learning rates in one stack, cells leaving
-the stack, resume across engines, the per-cell layout of a stacked cell's files, and --engine."""
+the stack, the per-cell layout of a stacked sweep's files, and --engine. What both trainers
+promise alike (resume state, statuses, exact resume, resume across engines) is
+tests/test_trainer_contract.py's."""
 
-import copy
 import json
 import subprocess
 import sys
@@ -10,41 +11,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from fmae import engine, runs
-from fmae import sweep as sweeps
-from fmae.cli import app
-from fmae.config import ExecutorConfig, ModelConfig, TrainConfig
+from fmae.config import ExecutorConfig, ModelConfig
 from fmae.errors import ConfigError
 from fmae.model import SeededDropout, dropout_bits, dropout_mask
-from fmae.training.contract import RESUME_KEYS, RNG_STREAMS
+from fmae.sweeps.directory import CellPlan
+from fmae.sweeps.run import groups
+from tests.helpers import assert_close_histories, cli, close, layout, states_at, tiny, tiny_config
 
 CPU = torch.device("cpu")
-REL = 1e-5
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cfg(**kw) -> TrainConfig:
-    base = dict(model=ModelConfig(hidden=8), optim="adam", epochs=3, batch_size=16, seed=0)
-    base.update(kw)
-    return TrainConfig(**base).resolved()
-
-
-def close(a: float, b: float, rel: float = REL) -> bool:
-    return abs(a - b) <= rel * abs(b)
-
-
-def assert_close_histories(stacked, alone, rel: float = REL) -> None:
-    assert stacked.status == alone.status and len(stacked.history) == len(alone.history)
-    for s, a in zip(stacked.history, alone.history):
-        assert close(s.train_loss, a.train_loss, rel) and close(s.test_loss, a.test_loss, rel), (s, a)
-
-
 GRIDS = {
-    "sgd-momentum": [cfg(optim="sgd", lr=lr, momentum=m, seed=s) for lr, m, s in
+    "sgd-momentum": [tiny_config(optim="sgd", lr=lr, momentum=m, seed=s) for lr, m, s in
                      ((0.1, 0.9, 0), (0.05, 0.0, 1), (0.2, 0.5, 2), (0.1, 0.9, 1))],
-    "adam": [cfg(optim="adam", lr=lr, seed=s) for lr, s in ((0.001, 0), (0.01, 1), (0.003, 2), (0.01, 0))],
+    "adam": [tiny_config(optim="adam", lr=lr, seed=s) for lr, s in ((0.001, 0), (0.01, 1), (0.003, 2), (0.01, 0))],
 }
 
 
@@ -69,14 +52,15 @@ def test_noise_sigmoid_and_no_dropout_in_a_stack(tiny_data):
     from fmae.config import NoiseConfig
 
     model = ModelConfig(hidden=8, dropout=0.0, activation="sigmoid")
-    configs = [cfg(model=model, lr=0.01, noise=NoiseConfig("gaussian", 0.3)), cfg(model=model, lr=0.01, seed=1),
-               cfg(model=model, lr=0.003, noise=NoiseConfig("salt-pepper", 0.2), seed=2)]
+    configs = [tiny_config(model=model, lr=0.01, noise=NoiseConfig("gaussian", 0.3)),
+               tiny_config(model=model, lr=0.01, seed=1),
+               tiny_config(model=model, lr=0.003, noise=NoiseConfig("salt-pepper", 0.2), seed=2)]
     for config, result in zip(configs, engine.train_many(configs, tiny_data, CPU, engine="stacked")):
         assert_close_histories(result, engine.train(config, tiny_data, CPU, engine="cells"))
 
 
 def test_bf16_stacks_run_close_to_per_cell(tiny_data):
-    configs = [cfg(precision="bf16", lr=0.001, seed=s) for s in (0, 1)]
+    configs = [tiny_config(precision="bf16", lr=0.001, seed=s) for s in (0, 1)]
     for config, result in zip(configs, engine.train_many(configs, tiny_data, CPU, engine="stacked")):
         alone = engine.train(config, tiny_data, CPU, engine="cells")
         assert result.status == alone.status
@@ -85,8 +69,8 @@ def test_bf16_stacks_run_close_to_per_cell(tiny_data):
 
 def test_adam_cells_at_different_steps_share_a_stack(tiny_data):
     """Start epochs may differ within a stack (per-cell step counts): each cell still its own numbers."""
-    configs = [cfg(lr=0.01, epochs=4, seed=s) for s in (0, 1)]
-    state = _states_at(configs[:1], tiny_data, 2, "cells")[0]
+    configs = [tiny_config(lr=0.01, epochs=4, seed=s) for s in (0, 1)]
+    state = states_at(configs[:1], tiny_data, 2, "cells")[0]
     resumed = engine.train_many(configs, tiny_data, CPU, engine="stacked", resume=[state, None])
     for config, result in zip(configs, resumed):
         assert_close_histories(result, engine.train(config, tiny_data, CPU, engine="cells"))
@@ -94,7 +78,7 @@ def test_adam_cells_at_different_steps_share_a_stack(tiny_data):
 
 def test_cpu_default_engine_is_the_per_cell_loop(tiny_data):
     """auto on the CPU is cells, bit for bit; on cuda and mps it is stacked."""
-    config = cfg()
+    config = tiny_config()
     assert engine.resolve_engine("auto", CPU) == "cells"
     assert engine.resolve_engine("auto", torch.device("cuda")) == "stacked"
     assert engine.resolve_engine("auto", torch.device("mps")) == "stacked"
@@ -128,11 +112,11 @@ def test_cells_leave_the_stack_and_the_others_equal_their_alone_numbers(tiny_dat
     paused by max_epochs leave the stack; the others go on, each equal to its alone-trained run."""
     linear = ModelConfig(hidden=8, activation="identity")
     configs = [
-        cfg(optim="sgd", lr=1e6, model=linear, epochs=5),                       # diverges
-        cfg(optim="sgd", lr=0.05, model=linear, epochs=5, patience=1, min_delta=0.9),  # stops early at epoch 2
-        cfg(optim="sgd", lr=0.05, model=linear, epochs=2, seed=1),              # completes at 2
-        cfg(optim="sgd", lr=0.02, momentum=0.9, model=linear, epochs=5, seed=2),  # goes on to 5
-        cfg(optim="sgd", lr=0.05, model=linear, epochs=5, seed=3),               # goes on to 5
+        tiny_config(optim="sgd", lr=1e6, model=linear, epochs=5),                       # diverges
+        tiny_config(optim="sgd", lr=0.05, model=linear, epochs=5, patience=1, min_delta=0.9),  # stops early at epoch 2
+        tiny_config(optim="sgd", lr=0.05, model=linear, epochs=2, seed=1),              # completes at 2
+        tiny_config(optim="sgd", lr=0.02, momentum=0.9, model=linear, epochs=5, seed=2),  # goes on to 5
+        tiny_config(optim="sgd", lr=0.05, model=linear, epochs=5, seed=3),               # goes on to 5
     ]
     stacked = engine.train_many(configs, tiny_data, CPU, engine="stacked")
     assert [r.status for r in stacked] == ["diverged", "stopped_early", "completed", "completed", "completed"]
@@ -148,69 +132,6 @@ def test_cells_leave_the_stack_and_the_others_equal_their_alone_numbers(tiny_dat
     assert [r.status for r in paused] == ["running", "running"] and [len(r.history) for r in paused] == [2, 2]
 
 
-def _states_at(configs, data, epochs, trainer):
-    """Each cell's resume state after `epochs` epochs (copies, as a saver would keep them)."""
-    states = [None] * len(configs)
-
-    def keep(index, cell, metrics, data_rng):
-        states[index] = copy.deepcopy(cell.resume_state(data_rng))
-
-    if trainer == "stacked":
-        engine.train_many(configs, data, CPU, engine=trainer, on_epoch=keep, max_epochs=epochs)
-    else:  # the per-cell engine trains cells of one seed together only: one by one
-        for i, config in enumerate(configs):
-            engine.train_many([config], data, CPU, engine=trainer, max_epochs=epochs,
-                              on_epoch=lambda _i, cell, m, rng, i=i: keep(i, cell, m, rng))
-    return states
-
-
-@pytest.mark.parametrize("optim", ["sgd", "adam"])
-def test_a_stacked_run_resumes_with_either_engine(tiny_data, optim):
-    """Stopped at max_epochs (as a kill leaves last.pt), resumed stacked and resumed per cell: both
-    end where the uninterrupted stacked run ends."""
-    configs = [cfg(optim=optim, lr=0.05 if optim == "sgd" else 0.01, momentum=0.9 if optim == "sgd" else 0.0,
-                   epochs=4, seed=s) for s in (0, 1)]
-    full = engine.train_many(configs, tiny_data, CPU, engine="stacked")
-    states = _states_at(configs, tiny_data, 2, "stacked")
-    assert [s["epoch"] for s in states] == [2, 2] and [s["status"] for s in states] == ["running", "running"]
-    again = engine.train_many(configs, tiny_data, CPU, engine="stacked", resume=copy.deepcopy(states))
-    for a, b in zip(again, full):  # the same stack from the same state: the same numbers
-        assert [(m.train_loss, m.test_loss) for m in a.history] == [(m.train_loss, m.test_loss) for m in b.history]
-    for config, state, whole in zip(configs, states, full):
-        per_cell = engine.train(config, tiny_data, CPU, engine="cells", resume=copy.deepcopy(state))
-        assert_close_histories(per_cell, whole)
-    cell_states = _states_at(configs, tiny_data, 2, "cells")  # and a per-cell run resumes stacked
-    resumed = engine.train_many(configs, tiny_data, CPU, engine="stacked", resume=cell_states)
-    for config, result in zip(configs, resumed):
-        assert_close_histories(result, engine.train(config, tiny_data, CPU, engine="cells"))
-
-
-def _layout(obj):
-    """Keys, shapes, dtypes and plain values of a nest: what must match between the engines."""
-    if isinstance(obj, dict):
-        return {k: _layout(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_layout(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return (tuple(obj.shape), obj.dtype, obj.device.type)
-    return type(obj).__name__
-
-
-@pytest.mark.parametrize("kw", [dict(optim="sgd", lr=0.1), dict(optim="sgd", lr=0.1, momentum=0.9),
-                                dict(optim="adam", lr=0.01)])
-def test_a_stacked_cells_resume_state_has_the_per_cell_layout(tiny_data, kw):
-    config = cfg(**kw, epochs=2)
-    (stacked,), (alone,) = (_states_at([config, cfg(**kw, epochs=2, seed=5)], tiny_data, 1, "stacked")[:1],
-                            _states_at([config], tiny_data, 1, "cells"))
-    assert tuple(stacked) == RESUME_KEYS == tuple(alone) and tuple(stacked["rng"]) == RNG_STREAMS
-    assert _layout(stacked) == _layout(alone)
-    assert stacked["optimizer"]["param_groups"] == alone["optimizer"]["param_groups"]
-    assert all(torch.equal(stacked["rng"][k], alone["rng"][k]) for k in RNG_STREAMS)  # the same draws
-    if kw["optim"] == "adam":
-        assert [s["step"].item() for s in stacked["optimizer"]["state"].values()] == [4.0] * 4  # 64 / 16 steps
-    assert stacked["optimizer"]["state"].keys() == alone["optimizer"]["state"].keys()
-
-
 def test_stacked_training_never_imports_torch_dynamo():
     """The stacked optimizers are torch's update rules by hand: no torch.optim, no 1.5 s dynamo import."""
     probe = (
@@ -218,7 +139,7 @@ def test_stacked_training_never_imports_torch_dynamo():
         "from fmae.data import FashionMNIST\n"
         "x = torch.randint(0, 256, (64, 784), dtype=torch.uint8); y = torch.zeros(64, dtype=torch.long)\n"
         "data = FashionMNIST(x, y, x[:16], y[:16], 'synthetic', {})\n"
-        "configs = [TrainConfig(model=ModelConfig(hidden=8), optim=o, epochs=1, batch_size=16).resolved()"
+        "configs = [TrainConfig(model=ModelConfig(hidden=8), optim=o, epochs=1, batch_size=16)"
         " for o in ('sgd', 'adam')]\n"
         "engine.train_many(configs, data, torch.device('cpu'), engine='stacked')\n"
         "print('DYNAMO' if 'torch._dynamo' in sys.modules else 'NO-DYNAMO')\n")
@@ -228,37 +149,33 @@ def test_stacked_training_never_imports_torch_dynamo():
 
 def test_groups_form_stacks_across_seeds(tmp_path):
     def plan(i, **kw):
-        return sweeps.CellPlan(cfg(**kw), runs.RunDir(tmp_path / str(i)))
+        return CellPlan(tiny_config(**kw), runs.RunDir(tmp_path / str(i)))
 
     plans = [plan(0, lr=0.01, seed=0), plan(1, lr=0.001, seed=1), plan(2, optim="sgd", lr=0.1, seed=0),
              plan(3, model=ModelConfig(hidden=16)), plan(4, lr=0.1, seed=2)]
     plans[4].resume = {"epoch": 1}
-    stacked = [[p.run.path.name for p in g] for g in sweeps.groups(plans, stacked=True)]
+    stacked = [[p.run.path.name for p in g] for g in groups(plans, stacked=True)]
     assert stacked == [["0", "1"], ["2"], ["3"], ["4"]]
-    lockstep = [[p.run.path.name for p in g] for g in sweeps.groups(plans)]
+    lockstep = [[p.run.path.name for p in g] for g in groups(plans)]
     assert lockstep == [["0", "2", "3"], ["1"], ["4"]]
 
 
-TINY = ["--hidden", "8", "--batch-size", "16", "--lr", "0.01", "-q", "--json"]
-
-
 def test_train_engine_stacked_via_the_cli_and_resume_with_cells(fake_dataset, tmp_path):
-    runner = CliRunner()
-    stacked = runner.invoke(app, ["train", *TINY, "--epochs", "2", "--engine", "stacked", "--run-dir",
-                                  str(tmp_path / "s")])
+    stacked = cli("train", *tiny(2), "--lr", "0.01", "--json", "--engine", "stacked", "--run-dir",
+                  str(tmp_path / "s"))
     assert stacked.exit_code == 0, stacked.stderr
     env = json.loads((tmp_path / "s" / "config.json").read_text())["environment"]
     assert env["engine"] == "stacked"
-    more = runner.invoke(app, ["train", *TINY, "--epochs", "3", "--engine", "cells", "--resume", "--run-dir",
-                               str(tmp_path / "s")])
+    more = cli("train", *tiny(3), "--lr", "0.01", "--json", "--engine", "cells", "--resume", "--run-dir",
+               str(tmp_path / "s"))
     assert more.exit_code == 0, more.stderr
     assert json.loads((tmp_path / "s" / "config.json").read_text())["environment"]["engine"] == "cells"
-    cells = runner.invoke(app, ["train", *TINY, "--epochs", "3", "--run-dir", str(tmp_path / "c")])
+    cells = cli("train", *tiny(3), "--lr", "0.01", "--json", "--run-dir", str(tmp_path / "c"))
     assert cells.exit_code == 0, cells.stderr
     assert json.loads((tmp_path / "c" / "config.json").read_text())["environment"]["engine"] == "cells"  # auto, CPU
     a, b = json.loads(more.stdout), json.loads(cells.stdout)
     assert a["epochs_run"] == b["epochs_run"] == 3 and close(a["final_test_loss"], b["final_test_loss"])
-    bad = runner.invoke(app, ["train", *TINY, "--engine", "fused", "--run-dir", str(tmp_path / "x")])
+    bad = cli("train", *tiny(), "--engine", "fused", "--run-dir", str(tmp_path / "x"))
     assert bad.exit_code == 2 and "fused" in bad.stderr
 
 
@@ -266,10 +183,9 @@ def test_sweep_engine_stacked_through_the_executor_path(fake_dataset, tmp_path):
     """--jobs 1 with stacks of mixed seeds: the cells' files are those of a per-cell sweep, numbers within 1e-5."""
     grid = ["sweep", "--optim", "sgd", "adam", "--lr", "0.05", "0.01", "--hidden", "4", "--seed", "0", "1",
             "--batch-size", "16", "--epochs", "3", "--momentum", "0.5", "--threads", "1", "--jobs", "1", "-q", "--json"]
-    runner = CliRunner()
-    stacked = runner.invoke(app, [*grid, "--engine", "stacked", "--run-dir", str(tmp_path / "s")])
+    stacked = cli(*grid, "--engine", "stacked", "--run-dir", str(tmp_path / "s"))
     assert stacked.exit_code == 0, stacked.stderr
-    cells = runner.invoke(app, [*grid, "--engine", "cells", "--run-dir", str(tmp_path / "c")])
+    cells = cli(*grid, "--engine", "cells", "--run-dir", str(tmp_path / "c"))
     assert cells.exit_code == 0, cells.stderr
     rows = lambda out: {(r["optim"], r["lr"], r["seed"]): r for r in json.loads(out)["cells"]}  # noqa: E731
     s, c = rows(stacked.stdout), rows(cells.stdout)
@@ -282,13 +198,13 @@ def test_sweep_engine_stacked_through_the_executor_path(fake_dataset, tmp_path):
         assert json.loads((cell / "config.json").read_text())["environment"]["engine"] == "stacked"
         assert sorted(p.name for p in cell.iterdir()) == sorted(p.name for p in other.iterdir())
         ls, lc = runs.RunDir(cell).load_last(), runs.RunDir(other).load_last()
-        assert _layout({k: v for k, v in ls.items() if k != "config"}) == \
-            _layout({k: v for k, v in lc.items() if k != "config"})
+        assert layout({k: v for k, v in ls.items() if k != "config"}) == \
+            layout({k: v for k, v in lc.items() if k != "config"})
         ms = torch.load(cell / "model.pt", map_location="cpu", weights_only=True)
         mc = torch.load(other / "model.pt", map_location="cpu", weights_only=True)
-        assert _layout(ms["state_dict"]) == _layout(mc["state_dict"]) and ms.keys() == mc.keys()
-    pool = runner.invoke(app, [*grid[:-4], "--jobs", "2", "-q", "--json", "--engine", "stacked",
-                               "--run-dir", str(tmp_path / "p")])
+        assert layout(ms["state_dict"]) == layout(mc["state_dict"]) and ms.keys() == mc.keys()
+    pool = cli(*grid[:-4], "--jobs", "2", "-q", "--json", "--engine", "stacked",
+               "--run-dir", str(tmp_path / "p"))
     assert pool.exit_code == 0, pool.stderr
     p = rows(pool.stdout)  # the same stacks in pool workers: the same numbers, bit for bit
     assert {k: (r["status"], r["final_test_loss"]) for k, r in p.items()} == \

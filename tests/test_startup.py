@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import cli
+
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "torchvision", "matplotlib", "torchmetrics", "numpy", "ray", "mlflow", "tensorboard")
 
@@ -17,7 +19,7 @@ def heavy_modules_after(code: str) -> list[str]:
         f"print('MODULES:' + ','.join(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
-    line = [l for l in out.stdout.splitlines() if l.startswith("MODULES:")][-1]
+    line = [x for x in out.stdout.splitlines() if x.startswith("MODULES:")][-1]
     return [m for m in line[len("MODULES:"):].split(",") if m]
 
 
@@ -26,7 +28,7 @@ def test_importing_the_cli_is_light():
 
 
 def test_the_local_executors_import_no_ray():
-    assert "ray" not in heavy_modules_after("import fmae.executors, fmae.executors.local, fmae.sweep")
+    assert "ray" not in heavy_modules_after("import fmae.executors, fmae.executors.local, fmae.sweeps.run")
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["train", "--help"], ["sweep", "--help"],
@@ -50,11 +52,7 @@ def test_command_help_skips_pydantic(command):
 
 
 def test_typers_completion_installer_is_hidden():
-    from typer.testing import CliRunner
-
-    from fmae.cli import app
-
-    out = CliRunner().invoke(app, ["--help"])
+    out = cli("--help")
     assert out.exit_code == 0 and "--install-completion" not in out.output and "--show-completion" not in out.output
 
 
@@ -113,7 +111,8 @@ def test_one_shot_commands_import_nothing_slow(tmp_path, real_data_dir):
     """train, eval and denoise (no figure) never import torch._dynamo (torch.optim's first use),
     torchmetrics or torchvision (1.7 s), scipy or matplotlib."""
     probe = ("import os, sys\nos.environ['FMAE_DATA_DIR'] = sys.argv[1]\nsys.argv = ['fmae', *sys.argv[2:]]\n"
-             "from fmae.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+             "from fmae.cli import main\ntry:\n    main()\n"
+             "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
              f"print('SLOW:' + ','.join(sorted(m for m in sys.modules if m.startswith({SLOW_IMPORTS!r}))))")
     run_dir = tmp_path / "r"
     commands = [["train", "--hidden", "8", "--epochs", "1", "--run-dir", str(run_dir), "-q"],

@@ -6,11 +6,10 @@ import statistics
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from fmae import evaluation, model, stats
-from fmae.cli import app
 from fmae.config import ModelConfig
+from tests.helpers import cli
 
 
 @pytest.mark.parametrize("df,expected", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (30, 2.0423)])
@@ -61,12 +60,14 @@ def _row(optim, lr, hidden, seed, loss, status="completed"):
 def test_groups_rank_by_mean_and_never_rank_a_group_with_a_lost_seed():
     rows = [_row("adam", 0.001, 16, s, v) for s, v in enumerate([0.03, 0.031, 0.032])]
     rows += [_row("adam", 0.001, 32, s, v) for s, v in enumerate([0.02, 0.021, 0.022])]
-    rows += [_row("adam", 0.1, 16, 0, 0.2065, "collapsed"), _row("adam", 0.1, 16, 1, 0.01), _row("adam", 0.1, 16, 2, 0.01)]
+    rows += [_row("adam", 0.1, 16, 0, 0.2065, "collapsed"), _row("adam", 0.1, 16, 1, 0.01),
+             _row("adam", 0.1, 16, 2, 0.01)]
     groups = stats.groups(rows)
     assert [(g["hidden"], g["lr"], g["rank"]) for g in groups] == [(32, 0.001, 1), (16, 0.001, 2), (16, 0.1, None)]
     lost = groups[2]
     assert lost["n"] == 3 and lost["n_used"] == 2 and lost["statuses"] == {"collapsed": 1, "completed": 2}
-    assert groups[0]["mean_final_test_loss"] == pytest.approx(0.021) and groups[0]["std_final_test_loss"] == pytest.approx(0.001)
+    assert groups[0]["mean_final_test_loss"] == pytest.approx(0.021)
+    assert groups[0]["std_final_test_loss"] == pytest.approx(0.001)
     assert stats.has_seeds(rows) and not stats.has_seeds([r for r in rows if r["seed"] == 0])
 
 
@@ -92,8 +93,8 @@ def test_seed_groups_and_collapsed_cells_on_real_data(monkeypatch, tmp_path, rea
     """The issue's example: Adam lr 0.001 and 0.1 x h 16, 32 x seeds 0 1 2, 2 epochs."""
     monkeypatch.setenv("FMAE_DATA_DIR", str(real_data_dir))
     out = tmp_path / "s"
-    result = CliRunner().invoke(app, ["sweep", "--optim", "adam", "--lr", "0.001", "0.1", "--hidden", "16", "32",
-                                      "--seed", "0", "1", "2", "--epochs", "2", "-q", "--json", "--run-dir", str(out)])
+    result = cli("sweep", "--optim", "adam", "--lr", "0.001", "0.1", "--hidden", "16", "32",
+                 "--seed", "0", "1", "2", "--epochs", "2", "-q", "--json", "--run-dir", str(out))
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     cells, groups = doc["cells"], doc["groups"]
@@ -113,4 +114,5 @@ def test_seed_groups_and_collapsed_cells_on_real_data(monkeypatch, tmp_path, rea
     assert saved["groups"] == groups
     lines = (out / "results_groups.csv").read_text().splitlines()
     assert lines[0].startswith("rank,optim,lr,hidden,n,") and len(lines) == 5
-    assert (out / "best.pt").read_bytes() == (out / "cells" / "adam-lr0.001-h32-s{}".format(doc["best"]["seed"]) / "model.pt").read_bytes()
+    best_cell = out / "cells" / "adam-lr0.001-h32-s{}".format(doc["best"]["seed"])
+    assert (out / "best.pt").read_bytes() == (best_cell / "model.pt").read_bytes()

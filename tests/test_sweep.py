@@ -3,21 +3,17 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from fmae import checkpoints, engine, runs
-from fmae.cli import app, expand_multi_values
+from fmae.cli.parsing import expand_multi_values
 from fmae.errors import ConfigError
+from tests.helpers import cli, ctrl_c_at_save, metrics_losses
 
 SHARED = ["--batch-size", "16", "--epochs", "2", "-q"]
 
 
 def sweep(tmp_path, *args, name="s"):
-    return CliRunner().invoke(app, ["sweep", *args, *SHARED, "--run-dir", str(tmp_path / name)])
-
-
-def losses(path):
-    return [line.rsplit(",", 1)[0] for line in path.read_text().splitlines()]
+    return cli("sweep", *args, *SHARED, "--run-dir", str(tmp_path / name))
 
 
 @pytest.mark.parametrize("args", [
@@ -48,8 +44,8 @@ def test_expand_multi_values_keeps_other_arguments():
 
 
 def test_layout_results_json_and_best(fake_dataset, tmp_path):
-    result = CliRunner().invoke(app, ["sweep", "--optim", "sgd", "adam", "--lr", "0.1", "0.01", "--hidden", "4", "8",
-                                      "--seed", "0", "1", *SHARED, "--json", "--run-dir", str(tmp_path / "s")])
+    result = cli("sweep", "--optim", "sgd", "adam", "--lr", "0.1", "0.01", "--hidden", "4", "8",
+                 "--seed", "0", "1", *SHARED, "--json", "--run-dir", str(tmp_path / "s"))
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["schema_version"] == 1 and len(doc["cells"]) == 16
@@ -71,10 +67,10 @@ def test_layout_results_json_and_best(fake_dataset, tmp_path):
 
 def test_cell_equals_fmae_train(fake_dataset, tmp_path):
     assert sweep(tmp_path, "--optim", "sgd", "--lr", "0.1", "0.01", "--hidden", "4", "8").exit_code == 0
-    result = CliRunner().invoke(app, ["train", "--optim", "sgd", "--lr", "0.01", "--hidden", "8", *SHARED,
-                                      "--run-dir", str(tmp_path / "alone")])
+    result = cli("train", "--optim", "sgd", "--lr", "0.01", "--hidden", "8", *SHARED,
+                 "--run-dir", str(tmp_path / "alone"))
     assert result.exit_code == 0
-    assert losses(tmp_path / "s" / "cells" / "sgd-lr0.01-h8-s0" / "metrics.csv") == losses(
+    assert metrics_losses(tmp_path / "s" / "cells" / "sgd-lr0.01-h8-s0" / "metrics.csv") == metrics_losses(
         tmp_path / "alone" / "metrics.csv")
 
 
@@ -92,36 +88,36 @@ def test_rerun_skips_and_added_values_add_only_new_cells(fake_dataset, tmp_path)
 
 def test_conflicting_setting_refused_unless_overwrite(fake_dataset, tmp_path):
     assert sweep(tmp_path, "--lr", "0.01", "--hidden", "4").exit_code == 0
-    result = CliRunner().invoke(app, ["sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "16", "--epochs", "1",
-                                      "--run-dir", str(tmp_path / "s")])
+    result = cli("sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "16", "--epochs", "1",
+                 "--run-dir", str(tmp_path / "s"))
     assert result.exit_code == 1
     assert "other shared settings (epochs 2 -> 1)" in result.stderr and "--epochs may only grow" in result.stderr
-    result = CliRunner().invoke(app, ["sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "8", "--epochs", "2",
-                                      "--run-dir", str(tmp_path / "s")])
+    result = cli("sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "8", "--epochs", "2",
+                 "--run-dir", str(tmp_path / "s"))
     assert result.exit_code == 1 and "(batch_size 16 -> 8)" in result.stderr and "--overwrite" in result.stderr
-    result = CliRunner().invoke(app, ["sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "16", "--epochs", "1",
-                                      "--run-dir", str(tmp_path / "s"), "--overwrite", "--json"])
+    result = cli("sweep", "--lr", "0.01", "--hidden", "4", "--batch-size", "16", "--epochs", "1",
+                 "--run-dir", str(tmp_path / "s"), "--overwrite", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["cells"][0]["epochs_run"] == 1
 
 
 def test_more_epochs_continue_every_cell_exactly(fake_dataset, tmp_path):
     grid = ["--optim", "sgd", "--lr", "0.1", "--hidden", "4", "8", "--batch-size", "16", "-q", "--json"]
-    assert CliRunner().invoke(app, ["sweep", *grid, "--epochs", "2", "--run-dir", str(tmp_path / "grow")]).exit_code == 0
-    grown = CliRunner().invoke(app, ["sweep", *grid, "--epochs", "4", "--run-dir", str(tmp_path / "grow")])
-    at_once = CliRunner().invoke(app, ["sweep", *grid, "--epochs", "4", "--run-dir", str(tmp_path / "once")])
+    assert cli("sweep", *grid, "--epochs", "2", "--run-dir", str(tmp_path / "grow")).exit_code == 0
+    grown = cli("sweep", *grid, "--epochs", "4", "--run-dir", str(tmp_path / "grow"))
+    at_once = cli("sweep", *grid, "--epochs", "4", "--run-dir", str(tmp_path / "once"))
     assert grown.exit_code == 0 and at_once.exit_code == 0, grown.stderr
     strip = lambda doc: [{k: v for k, v in c.items() if k not in ("seconds", "model")}  # noqa: E731
                          for c in json.loads(doc.stdout)["cells"]]
     assert strip(grown) == strip(at_once) and all(c["epochs_run"] == 4 for c in strip(grown))
     for cell in ("sgd-lr0.1-h4-s0", "sgd-lr0.1-h8-s0"):
-        assert losses(tmp_path / "grow" / "cells" / cell / "metrics.csv") == \
-            losses(tmp_path / "once" / "cells" / cell / "metrics.csv")
+        assert metrics_losses(tmp_path / "grow" / "cells" / cell / "metrics.csv") == \
+            metrics_losses(tmp_path / "once" / "cells" / cell / "metrics.csv")
     assert json.loads((tmp_path / "grow" / "sweep.json").read_text())["shared"]["epochs"] == 4
 
 
 def test_diverged_cell_is_recorded_and_the_sweep_goes_on(fake_dataset, tmp_path):
-    result = CliRunner().invoke(app, ["sweep", "--optim", "sgd", "--lr", "1e6", "0.01", "--hidden", "4",
-                                      "--activation", "identity", *SHARED, "--json", "--run-dir", str(tmp_path / "s")])
+    result = cli("sweep", "--optim", "sgd", "--lr", "1e6", "0.01", "--hidden", "4",
+                 "--activation", "identity", *SHARED, "--json", "--run-dir", str(tmp_path / "s"))
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     by_lr = {c["lr"]: c for c in doc["cells"]}
@@ -129,26 +125,15 @@ def test_diverged_cell_is_recorded_and_the_sweep_goes_on(fake_dataset, tmp_path)
     assert by_lr[0.01]["status"] == "completed" and doc["best"]["lr"] == 0.01
 
 
-def test_interrupted_sweep_resumes_to_the_same_results(fake_dataset, tmp_path, monkeypatch):
+def test_interrupted_sweep_resumes_to_the_same_results(fake_dataset, tmp_path):
     args = ["--lr", "0.01", "0.001", "--hidden", "4", "8", "--seed", "0", "1", "--epochs", "3"]
     assert sweep(tmp_path, *args, name="ref").exit_code == 0
-    from fmae import saving
-
-    calls = {"n": 0}
-    original = saving.Saver.epoch
-
-    def kill_midway(self, run_dir, config, state):
-        calls["n"] += 1
-        if calls["n"] == 7:  # the seventh cell-epoch: the third cell's first epoch
-            raise KeyboardInterrupt
-        return original(self, run_dir, config, state)
-
-    monkeypatch.setattr(saving.Saver, "epoch", kill_midway)
-    assert sweep(tmp_path, *args).exit_code == 130
-    monkeypatch.setattr(saving.Saver, "epoch", original)
+    with ctrl_c_at_save(7, saved=False):  # the seventh cell-epoch: the third cell's first epoch
+        assert sweep(tmp_path, *args).exit_code == 130
     assert sweep(tmp_path, *args).exit_code == 0
     for cell in (tmp_path / "ref" / "cells").iterdir():
-        assert losses(cell / "metrics.csv") == losses(tmp_path / "s" / "cells" / cell.name / "metrics.csv")
+        resumed = tmp_path / "s" / "cells" / cell.name
+        assert metrics_losses(cell / "metrics.csv") == metrics_losses(resumed / "metrics.csv")
 
 
 def test_a_failed_cell_exits_1_and_fail_fast_stops(fake_dataset, tmp_path, monkeypatch):
@@ -162,13 +147,13 @@ def test_a_failed_cell_exits_1_and_fail_fast_stops(fake_dataset, tmp_path, monke
         return original(configs, *a, **k)
 
     monkeypatch.setattr(engine, "train_many", failing)
-    result = CliRunner().invoke(app, ["sweep", "--optim", "sgd", "--lr", "0.1", "--hidden", "4", "--seed", "0", "1",
-                                      *SHARED, "--json", "--run-dir", str(tmp_path / "s")])
+    result = cli("sweep", "--optim", "sgd", "--lr", "0.1", "--hidden", "4", "--seed", "0", "1",
+                 *SHARED, "--json", "--run-dir", str(tmp_path / "s"))
     assert result.exit_code == 1
     status = {c["seed"]: c["status"] for c in json.loads(result.stdout)["cells"]}
     assert status == {0: "failed", 1: "completed"}
-    result = CliRunner().invoke(app, ["sweep", "--lr", "0.01", "--hidden", "4", "--seed", "0", "1", *SHARED,
-                                      "--fail-fast", "--run-dir", str(tmp_path / "f")])
+    result = cli("sweep", "--lr", "0.01", "--hidden", "4", "--seed", "0", "1", *SHARED,
+                 "--fail-fast", "--run-dir", str(tmp_path / "f"))
     assert result.exit_code == 1 and "disk full" in result.stderr
     assert not (tmp_path / "f" / "cells" / "adam-lr0.01-h4-s1" / "model.pt").exists()
 
@@ -187,18 +172,19 @@ def test_bad_grids_exit_2(fake_dataset, tmp_path, args, needle):
 
 
 def test_grouping_lockstep_by_seed_and_epoch_or_one_by_one(tmp_path):
-    from fmae import sweep as sweeps
-    from fmae.config import ModelConfig, SweepConfig, TrainConfig
+    from fmae.config import SharedSettings, SweepConfig
+    from fmae.sweeps.directory import CellPlan
+    from fmae.sweeps.run import groups
 
     grid = SweepConfig(optims=("sgd", "adam"), lrs=(0.1, 0.01), hiddens=(4,), seeds=(0, 1),
-                       base=TrainConfig(optim="sgd", model=ModelConfig()))
-    plans = [sweeps.CellPlan(c.resolved(), runs.RunDir(tmp_path / str(i))) for i, c in enumerate(grid.cells())]
+                       base=SharedSettings())
+    plans = [CellPlan(c, runs.RunDir(tmp_path / str(i))) for i, c in enumerate(grid.cells())]
     plans[0].resume = {"epoch": 3}
     plans[1].done = True
-    together = sweeps.groups(plans, lockstep=True)
+    together = groups(plans, lockstep=True)
     assert sorted(len(g) for g in together) == [1, 3, 3]  # seed 0 at epoch 0, seed 1, and the resumed cell
     assert all(len({p.config.seed for p in g}) == 1 for g in together)
-    assert [len(g) for g in sweeps.groups(plans, lockstep=False)] == [1] * 7
+    assert [len(g) for g in groups(plans, lockstep=False)] == [1] * 7
 
 
 def test_a_kill_between_last_pt_and_metrics_csv_is_repaired(fake_dataset, tmp_path, monkeypatch):
@@ -217,7 +203,7 @@ def test_a_kill_between_last_pt_and_metrics_csv_is_repaired(fake_dataset, tmp_pa
     assert sweep(tmp_path, *args).exit_code == 130
     monkeypatch.setattr(runs.RunDir, "write_metrics", original)
     cell = "adam-lr0.01-h4-s0"
-    assert len(losses(tmp_path / "s" / "cells" / cell / "metrics.csv")) == 2  # header + epoch 1
+    assert len(metrics_losses(tmp_path / "s" / "cells" / cell / "metrics.csv")) == 2  # header + epoch 1
     assert sweep(tmp_path, *args).exit_code == 0
-    assert losses(tmp_path / "s" / "cells" / cell / "metrics.csv") == losses(
+    assert metrics_losses(tmp_path / "s" / "cells" / cell / "metrics.csv") == metrics_losses(
         tmp_path / "ref" / "cells" / cell / "metrics.csv")

@@ -19,11 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from fmae import runs
-from fmae.cli import app
-from tests.helpers import installed_env
+from tests.helpers import cli, installed_env
 
 try:
     from mlflow.tracking import MlflowClient
@@ -188,7 +186,8 @@ def check_sweep_in_mlflow(uri: str, experiment: str, sweep: Path, epochs: int = 
         for key, column in (("test_loss", "test_loss"), ("train_loss", "train_loss"), ("epoch_seconds", "seconds")):
             assert run["steps"][key] == list(range(1, epochs + 1)), (name, key, run["steps"][key])
             if key != "epoch_seconds" or seconds:
-                assert run["values"][key] == pytest.approx([r[column] for r in rows], rel=1e-12, abs=6e-5)  # s: 4 places
+                # seconds: 4 decimal places in metrics.csv
+                assert run["values"][key] == pytest.approx([r[column] for r in rows], rel=1e-12, abs=6e-5)
     return {"parent": parent, **found}
 
 
@@ -216,8 +215,8 @@ def test_the_issues_sweep_logs_one_parent_four_children_and_four_tensorboard_run
     """`fmae sweep --optim sgd adam --lr 0.1 0.001 --hidden 16 --epochs 3 --mlflow sqlite:///m.db
     --tensorboard tb`, as the issue writes it (relative paths, in the working directory)."""
     monkeypatch.chdir(tmp_path)
-    out = CliRunner().invoke(app, ["sweep", *GRID, "--mlflow", "sqlite:///m.db", "--tensorboard", "tb",
-                                   "--run-dir", "sw", "-q"])
+    out = cli("sweep", *GRID, "--mlflow", "sqlite:///m.db", "--tensorboard", "tb",
+                                   "--run-dir", "sw", "-q")
     assert out.exit_code == 0, out.output
     assert "warning" not in out.stderr and "INFO" not in out.stderr  # MLflow's own log lines stay off stderr
     found = check_sweep_in_mlflow("sqlite:///m.db", request.node.name, tmp_path / "sw")
@@ -287,7 +286,8 @@ def test_kill_9_mid_sweep_then_the_rerun_leaves_each_epoch_once_in_both(fake_dat
     def ahead() -> list[str]:
         """The cells whose epochs both trackers hold beyond what their last.pt saved: the rerun trains
         those epochs again (a cell without last.pt starts anew)."""
-        found = {n: len(r["steps"].get("test_loss", [])) for n, r in mlflow_runs(mlflow_server, request.node.name).items()}
+        found = {n: len(r["steps"].get("test_loss", []))
+                 for n, r in mlflow_runs(mlflow_server, request.node.name).items()}
         tb = {n.split("/")[-1]: len(r["steps"].get("test_loss", [])) for n, r in tb_runs(tmp_path / "tb").items()}
         saved = {c.name: runs.RunDir(c).load_last()["epoch"] if (c / "last.pt").exists() else 0
                  for c in (tmp_path / "sw" / "cells").glob("*")}
@@ -314,13 +314,13 @@ def test_kill_9_mid_sweep_then_the_rerun_leaves_each_epoch_once_in_both(fake_dat
 def test_export_mlflow_of_a_sweep_twice_gives_the_same_runs_without_duplicates(fake_dataset, tmp_path, monkeypatch,
                                                                               request):
     monkeypatch.chdir(tmp_path)
-    assert CliRunner().invoke(app, ["sweep", *GRID, "--run-dir", "sw", "-q"]).exit_code == 0
+    assert cli("sweep", *GRID, "--run-dir", "sw", "-q").exit_code == 0
     assert not (tmp_path / "sw" / "trackers.json").exists()  # made before (or without) the flags
-    first = CliRunner().invoke(app, ["export", "mlflow", "sw", "--to", "sqlite:///m.db", "--json"])
+    first = cli("export", "mlflow", "sw", "--to", "sqlite:///m.db", "--json")
     assert first.exit_code == 0, first.output
     assert json.loads(first.stdout)["exported"] == [{"path": "sw", "kind": "sweep", "runs": 4, "epochs": 12}]
     once = check_sweep_in_mlflow("sqlite:///m.db", request.node.name, tmp_path / "sw")
-    again = CliRunner().invoke(app, ["export", "mlflow", "sw", "--to", "sqlite:///m.db"])
+    again = cli("export", "mlflow", "sw", "--to", "sqlite:///m.db")
     assert again.exit_code == 0, again.output
     twice = check_sweep_in_mlflow("sqlite:///m.db", request.node.name, tmp_path / "sw")
     assert {n: r["id"] for n, r in twice.items()} == {n: r["id"] for n, r in once.items()}
@@ -329,10 +329,10 @@ def test_export_mlflow_of_a_sweep_twice_gives_the_same_runs_without_duplicates(f
 
 def test_export_tensorboard_twice_writes_nothing_the_second_time(fake_dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert CliRunner().invoke(app, ["sweep", *GRID, "--run-dir", "sw", "-q"]).exit_code == 0
-    assert CliRunner().invoke(app, ["export", "tensorboard", "sw", "--to", "tb"]).exit_code == 0
+    assert cli("sweep", *GRID, "--run-dir", "sw", "-q").exit_code == 0
+    assert cli("export", "tensorboard", "sw", "--to", "tb").exit_code == 0
     files = {p: p.stat().st_size for p in (tmp_path / "tb").rglob("*")}
-    out = CliRunner().invoke(app, ["export", "tensorboard", "sw", "--to", "tb"])
+    out = cli("export", "tensorboard", "sw", "--to", "tb")
     assert out.exit_code == 0, out.output
     assert {p: p.stat().st_size for p in (tmp_path / "tb").rglob("*")} == files
     check_sweep_in_tensorboard(tmp_path / "tb", tmp_path / "sw")
@@ -340,18 +340,18 @@ def test_export_tensorboard_twice_writes_nothing_the_second_time(fake_dataset, t
 
 def test_export_of_a_training_run_twice_and_of_what_is_not_one(fake_dataset, tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)
-    assert CliRunner().invoke(app, ["train", "--hidden", "4", "--epochs", "2", "--run-dir", "r", "-q"]).exit_code == 0
+    assert cli("train", "--hidden", "4", "--epochs", "2", "--run-dir", "r", "-q").exit_code == 0
     (tmp_path / "r" / "trackers.json").write_text('{"uid": "x\' OR 1=1", "mlflow": []}')  # not fmae's: replaced
     for _ in range(2):
         for kind, to in (("mlflow", "sqlite:///m.db"), ("tensorboard", "tb")):
-            out = CliRunner().invoke(app, ["export", kind, "r", "--to", to])
+            out = cli("export", kind, "r", "--to", to)
             assert out.exit_code == 0, out.output
     found = mlflow_runs("sqlite:///m.db", request.node.name)
     assert list(found) == ["r"] and found["r"]["parent"] is None and found["r"]["steps"]["test_loss"] == [1, 2]
     assert found["r"]["tags"]["fmae.kind"] == "run" and found["r"]["status"] == "FINISHED"
     assert tb_runs(tmp_path / "tb")["r"]["steps"]["test_loss"] == [1, 2]
     (tmp_path / "empty").mkdir()
-    out = CliRunner().invoke(app, ["export", "mlflow", "empty", "--to", "sqlite:///m.db"])
+    out = cli("export", "mlflow", "empty", "--to", "sqlite:///m.db")
     assert out.exit_code == 1 and out.stderr.startswith("error: empty is neither a training run nor a sweep")
 
 
@@ -359,11 +359,11 @@ def test_live_then_export_is_one_layout_and_adds_nothing(fake_dataset, tmp_path,
     """Live logging and the export give the same runs: an export after a live sweep adds nothing."""
     monkeypatch.chdir(tmp_path)
     live = ["--mlflow", "sqlite:///m.db", "--tensorboard", "tb"]
-    assert CliRunner().invoke(app, ["sweep", *GRID, "--run-dir", "sw", "-q", *live]).exit_code == 0
+    assert cli("sweep", *GRID, "--run-dir", "sw", "-q", *live).exit_code == 0
     before = mlflow_runs("sqlite:///m.db", request.node.name)
     files = sorted((tmp_path / "tb").rglob("*"))
     for kind, to in (("mlflow", "sqlite:///m.db"), ("tensorboard", "tb")):
-        assert CliRunner().invoke(app, ["export", kind, "sw", "--to", to]).exit_code == 0
+        assert cli("export", kind, "sw", "--to", to).exit_code == 0
     assert mlflow_runs("sqlite:///m.db", request.node.name) == before
     assert sorted((tmp_path / "tb").rglob("*")) == files
 
@@ -374,9 +374,9 @@ def test_live_then_export_is_one_layout_and_adds_nothing(fake_dataset, tmp_path,
 def test_a_real_mlflow_server_gets_every_cell_parameter_and_epoch_once(fake_dataset, tmp_path, mlflow_server,
                                                                        request):
     """Two seeds (so the seed groups' statistics go to the parent), model.pt and best.pt uploaded."""
-    out = CliRunner().invoke(app, ["sweep", "--optim", "sgd", "--lr", "0.1", "--hidden", "8", "16", "--seed", "0",
+    out = cli("sweep", "--optim", "sgd", "--lr", "0.1", "--hidden", "8", "16", "--seed", "0",
                                    "1", "--epochs", "2", "--run-dir", str(tmp_path / "sw"), "--mlflow", mlflow_server,
-                                   "--mlflow-artifacts", "-q", "--json"])
+                                   "--mlflow-artifacts", "-q", "--json")
     assert out.exit_code == 0, out.output
     doc = json.loads(out.stdout)
     found = mlflow_runs(mlflow_server, request.node.name)
@@ -403,16 +403,16 @@ def test_train_resume_continues_the_same_runs_and_overwrite_starts_new_ones(fake
                                                                             request):
     base = ["train", "--hidden", "8", "--run-dir", str(tmp_path / "r"), "--mlflow", mlflow_server,
             "--tensorboard", str(tmp_path / "tb")]
-    assert CliRunner().invoke(app, [*base, "--epochs", "2"]).exit_code == 0
+    assert cli(*base, "--epochs", "2").exit_code == 0
     first = mlflow_runs(mlflow_server, request.node.name)
     assert list(first) == ["r"] and first["r"]["parent"] is None and first["r"]["steps"]["test_loss"] == [1, 2]
-    out = CliRunner().invoke(app, [*base, "--epochs", "3", "--resume"])
+    out = cli(*base, "--epochs", "3", "--resume")
     assert out.exit_code == 0, out.output
     resumed = mlflow_runs(mlflow_server, request.node.name)
     assert resumed["r"]["id"] == first["r"]["id"] and resumed["r"]["steps"]["test_loss"] == [1, 2, 3]
     assert resumed["r"]["steps"]["final_test_loss"] == [2, 3] and resumed["r"]["status"] == "FINISHED"
     assert tb_runs(tmp_path / "tb")["r"]["steps"]["test_loss"] == [1, 2, 3]
-    out = CliRunner().invoke(app, [*base, "--epochs", "1", "--overwrite"])
+    out = cli(*base, "--epochs", "1", "--overwrite")
     assert out.exit_code == 0, out.output
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name(request.node.name).experiment_id
@@ -426,7 +426,7 @@ def test_train_resume_continues_the_same_runs_and_overwrite_starts_new_ones(fake
 def test_tensorboard_serves_the_scalars_and_the_hparams(fake_dataset, tmp_path, monkeypatch):
     """The cells train in worker processes (--jobs 2): the driver logs them all the same."""
     monkeypatch.chdir(tmp_path)
-    out = CliRunner().invoke(app, ["sweep", *GRID, "--run-dir", "sw", "--tensorboard", "tb", "--jobs", "2", "-q"])
+    out = cli("sweep", *GRID, "--run-dir", "sw", "--tensorboard", "tb", "--jobs", "2", "-q")
     assert out.exit_code == 0, out.output
     port = free_port()
     proc = subprocess.Popen([tool("tensorboard"), "--logdir", str(tmp_path / "tb"), "--host", "127.0.0.1", "--port",
@@ -484,7 +484,7 @@ def test_an_mlflow_server_gone_mid_sweep_is_one_warning_and_export_catches_up(fa
     assert len(json.loads((tmp_path / "sw" / "results.json").read_text())["cells"]) == 4  # the sweep went on
     partial = mlflow_runs(mlflow_server, request.node.name)
     assert sum(len(r["steps"].get("test_loss", [])) for r in partial.values()) < 12  # the fault did happen
-    out = CliRunner().invoke(app, ["export", "mlflow", str(tmp_path / "sw"), "--to", mlflow_server])
+    out = cli("export", "mlflow", str(tmp_path / "sw"), "--to", mlflow_server)
     assert out.exit_code == 0, out.output
     found = check_sweep_in_mlflow(mlflow_server, request.node.name, tmp_path / "sw")
     assert all(found[n]["id"] == r["id"] for n, r in partial.items() if n != "sw")  # the same runs, caught up
@@ -492,7 +492,7 @@ def test_an_mlflow_server_gone_mid_sweep_is_one_warning_and_export_catches_up(fa
 
 def test_an_unreachable_mlflow_uri_is_one_error_line_before_any_training(fake_dataset, tmp_path):
     port = free_port()  # nothing listens there
-    out = CliRunner().invoke(app, ["train", "--run-dir", str(tmp_path / "r"), "--mlflow", f"http://127.0.0.1:{port}"])
+    out = cli("train", "--run-dir", str(tmp_path / "r"), "--mlflow", f"http://127.0.0.1:{port}")
     assert out.exit_code == 1
     assert out.stderr.startswith(f"error: --mlflow http://127.0.0.1:{port}: cannot open the tracking store")
     assert not (tmp_path / "r" / "metrics.csv").exists()
@@ -514,11 +514,13 @@ def test_a_missing_package_is_one_error_line_naming_the_extra(tmp_path, flag, va
 
 def test_training_without_the_flags_imports_neither_package(fake_dataset, tmp_path):
     code = (RUNNER.replace("main()\n", "try:\n    main()\nexcept SystemExit:\n    pass\n")
-            + "print('MODULES:' + ','.join(sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'tensorboard'})))")
+            + "print('MODULES:' + ','.join(sorted({m.split('.')[0] for m in sys.modules}\n"
+              "                                       & {'mlflow', 'tensorboard'})))")
     (tmp_path / "probe.py").write_text(code)
     from fmae import data
 
-    out = subprocess.run([sys.executable, "probe.py", "train", "--hidden", "4", "--epochs", "1", "--run-dir", "r2", "-q"],
+    out = subprocess.run([sys.executable, "probe.py", "train", "--hidden", "4", "--epochs", "1", "--run-dir", "r2",
+                          "-q"],
                          cwd=tmp_path, capture_output=True, text=True, check=False,
                          env=installed_env(FMAE_DATA_DIR=str(fake_dataset), TEST_SUMS=json.dumps(data.CHECKSUMS)))
     assert out.returncode == 0, out.stderr
@@ -527,12 +529,12 @@ def test_training_without_the_flags_imports_neither_package(fake_dataset, tmp_pa
 
 
 def test_mlflow_artifacts_needs_mlflow(tmp_path):
-    out = CliRunner().invoke(app, ["train", "--run-dir", str(tmp_path / "r"), "--mlflow-artifacts"])
+    out = cli("train", "--run-dir", str(tmp_path / "r"), "--mlflow-artifacts")
     assert out.exit_code == 2 and "--mlflow-artifacts" in out.stderr and "--mlflow URI" in out.stderr
 
 
 def test_every_end_of_a_run_is_an_hparams_status_that_exists():
-    from fmae.sweep import FINISHED
+    from fmae.status import FINISHED
     from fmae.trackers.mlflow import TERMINAL
     from fmae.trackers.tensorboard import STATUS
 

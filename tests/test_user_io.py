@@ -7,10 +7,9 @@ import pty
 import numpy as np
 import pytest
 
-from fmae import ui
+from fmae.cli import ui
 from fmae.errors import DataError, FmaeError
 from fmae.images import read_user_images
-
 
 # ---------------------------------------------------------------- 5: images
 

@@ -24,8 +24,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from fmae import faults
 from fmae.config import THREADS_PER_CORE, ExecutorConfig, check_threads
 from fmae.errors import ConfigError, FmaeError, out_of_memory
+from fmae.status import Status
 
 EPOCHS_PER_TASK = 1  # in a worker: what a dead worker may cost; a task's overhead (model rebuilt from its state) is ~ms
 
@@ -45,13 +47,11 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-TEST_LOAD = "FMAE_TEST_LOAD"  # tests: the load busy_hint sees (their machine's own load varies)
-
-
 def load_average() -> float | None:
     """The machine's load over the last minute (None where the system does not say)."""
     try:
-        return float(os.environ[TEST_LOAD]) if TEST_LOAD in os.environ else os.getloadavg()[0]
+        test = faults.load()
+        return test if test is not None else os.getloadavg()[0]
     except (OSError, AttributeError):
         return None
 
@@ -161,10 +161,10 @@ def drive(backend: Any, groups: list[list[Any]], *, saver: Any, device: str, env
     cells). Returns once every write asked for is on disk.
     """
     from fmae import runs
-    from fmae.executors.worker import Task, test_fault, unpack
+    from fmae.executors.worker import Task, unpack
 
     inline = getattr(backend, "inline", False)
-    fault = test_fault() if not inline else None
+    fault = faults.death() if not inline else None
     if backend.slots > 1:
         groups = longest_first(groups, stop_at)
     pending: deque[tuple[list[Any], int]] = deque((g, 0) for g in groups)
@@ -175,7 +175,7 @@ def drive(backend: Any, groups: list[list[Any]], *, saver: Any, device: str, env
         exc = out_of_memory(exc, group[0].config) or exc
         for plan in group:
             plan.error = str(exc) or type(exc).__name__
-            on_cell(plan, "failed")
+            on_cell(plan, Status.FAILED)
         if fail_fast:
             raise exc if isinstance(exc, FmaeError) else CellFailed(str(exc)) from None
 
@@ -232,9 +232,9 @@ def drive(backend: Any, groups: list[list[Any]], *, saver: Any, device: str, env
                 for plan, report in zip(group, outcome):
                     for blob in report["states"]:  # from a worker; the inline backend handed them over already
                         epoch_done(plan, unpack(blob))
-                    if report["status"] == "running" and stop_at is not None and plan.start_epoch >= stop_at:
+                    if report["status"] == Status.RUNNING and stop_at is not None and plan.start_epoch >= stop_at:
                         saver.checkpoint(plan.run)  # paused at a rung of successive halving: resumable from last.pt
-                    elif report["status"] == "running":
+                    elif report["status"] == Status.RUNNING:
                         going_on.append(plan)
                     else:
                         finish(plan, report["status"])

@@ -22,6 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Callable
 from typing import Any
 
+from fmae import faults
 from fmae.errors import FmaeError
 from fmae.executors import WorkerLost
 from fmae.executors import worker
@@ -124,7 +125,7 @@ class PoolBackend:
         # stops them, or dies, even by SIGKILL) every worker reads EOF and leaves.
         self._lifeline, self._alive = self._context.Pipe(duplex=False)
         self._initargs = (worker.dataset_arrays(dataset), device, self._lifeline,
-                          os.environ.get(worker.TEST_WORKER_PIDS), self._context.Value("i", 0))
+                          faults.worker_pids(), self._context.Value("i", 0))
         self._pool: cf.ProcessPoolExecutor | None = None
         self._owner: dict[cf.Future, cf.ProcessPoolExecutor] = {}
 

@@ -18,14 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from fmae import faults
+
 # A pool worker's own process state, set once by `init_pool_worker` in that process; the driver
 # never touches it (ProcessPoolExecutor's initializer offers no other place to keep the dataset).
 _POOL: dict[str, Any] = {}
-
-TEST_DIE_AFTER_EPOCH = "FMAE_TEST_DIE_AFTER_EPOCH"  # "<cell name>:<epoch>": os._exit once, after that epoch
-TEST_DIE_MARKER = "FMAE_TEST_DIE_MARKER"  # a file the dying worker creates first: it dies only once
-TEST_WORKER_PIDS = "FMAE_TEST_WORKER_PIDS"  # a folder where pool workers leave a file named by their pid
-
 
 @dataclass(frozen=True)
 class Task:
@@ -35,7 +32,7 @@ class Task:
     device: str
     threads: int | None
     epochs: int | None = 1  # None: until every cell of the task has ended
-    fault: tuple[str, str] | None = None  # test-only: (cell:epoch, marker path), see TEST_DIE_AFTER_EPOCH
+    fault: tuple[str, str] | None = None  # test-only: (cell:epoch, marker path), see fmae.faults.death
     engine: str = "cells"  # the trainer, resolved (fmae.engine.resolve_engine): stacked or cells
 
 
@@ -51,25 +48,6 @@ def unpack(blob: bytes) -> Any:
     import torch
 
     return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-
-
-def test_fault() -> tuple[str, str] | None:
-    """The test-only fault hook, read in the driver and carried by each task (Ray nodes need no env)."""
-    where = os.environ.get(TEST_DIE_AFTER_EPOCH)
-    return (where, os.environ.get(TEST_DIE_MARKER, "")) if where else None
-
-
-def _maybe_die(fault: tuple[str, str] | None, name: str, epoch: int) -> None:
-    if fault is None or fault[0] != f"{name}:{epoch}":
-        return
-    marker = fault[1]
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # only the first worker to get here dies
-    except FileExistsError:
-        return
-    os.write(fd, f"{os.getpid()}\n".encode())
-    os.close(fd)
-    os._exit(70)
 
 
 def run_task(task: Task, dataset: Any, on_state: Callable[[int, dict[str, Any]], None] | None = None,
@@ -91,7 +69,7 @@ def run_task(task: Task, dataset: Any, on_state: Callable[[int, dict[str, Any]],
             on_state(index, cloned(cell.resume_state(data_rng)))
         else:  # packed: a copy too
             states[index].append(pack(cell.resume_state(data_rng)))
-        _maybe_die(task.fault, task.names[index], metrics.epoch)
+        faults.maybe_die(task.fault, task.names[index], metrics.epoch)
 
     results = engine.train_many(configs, dataset, torch.device(task.device),
                                 resume=[unpack(r) if isinstance(r, bytes) else r for r in task.resume],
@@ -130,7 +108,7 @@ def init_pool_worker(dataset: dict[str, Any], device: str, lifeline: Any, pids: 
     driver closed it to stop the workers, or died: a SIGKILLed driver cannot say goodbye, and a
     worker forked by the fork server is not the driver's child, so its parent pid tells nothing).
     `counter`: shared by the pool's workers, each takes the next index (its GPU, see worker_device).
-    `pids`: the test-only TEST_WORKER_PIDS folder, read in the driver (the fork server's
+    `pids`: the test-only fmae.faults.worker_pids folder, read in the driver (the fork server's
     environment is that of its start); each worker leaves a file named by its pid holding its index."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the whole group: the driver decides
 

@@ -125,7 +125,7 @@ class Target:
         run, so a replaced run is a new run in the trackers); its stale temporaries removed."""
         record = manifest.read(self.path)
         if record is None:  # a directory made before fmae kept records (checked to be fmae's by the caller)
-            from fmae.sweep import SWEEP_FILES
+            from fmae.sweeps.directory import SWEEP_FILES
 
             kind, files = ("sweep", SWEEP_FILES) if self.kind == "sweep" else ("run", RUN_FILES)
             manifest.write(self.path, kind, (*files, TRACKER_IDS))
@@ -143,7 +143,7 @@ def params(config: TrainConfig, environment: dict[str, Any]) -> dict[str, Any]:
     """A run's hyper-parameters as the trackers show them (numbers stay numbers)."""
     noise = config.noise
     return {
-        "optim": config.optim, "lr": float(config.learning_rate), "hidden": config.model.hidden,
+        "optim": config.optim, "lr": float(config.lr), "hidden": config.model.hidden,
         "seed": config.seed, "batch_size": config.batch_size, "dropout": float(config.model.dropout),
         "activation": config.model.activation, "momentum": float(config.momentum),
         "noise": "none" if noise is None else f"{noise.kind}:{noise.sigma!r}",
@@ -233,7 +233,7 @@ class Trackers:
         self._each(lambda b: b.log_run(target, values, pts, summary, self._sweep, running))
 
     def end_sweep(self, doc: dict[str, Any]) -> None:
-        """A sweep's results (fmae.results.document): the best cell and the seed groups' statistics."""
+        """A sweep's results (fmae.sweeps.results.document): the best cell and the seed groups' statistics."""
         if self._backends and self._sweep is not None:
             sweep = self._sweep
             self._each(lambda b: b.end_sweep(sweep, doc))

@@ -25,7 +25,7 @@ def log_cells(trackers: Trackers, sweep_dir: Path, finished_only: bool = False) 
     returns the epochs they hold. `finished_only`: cells that have a summary (a live sweep's start:
     the unfinished ones catch up when they resume). A cell without one is not training now (it
     failed, or waits for a rerun)."""
-    from fmae.sweep import SweepDir, summary_or_none
+    from fmae.sweeps.directory import SweepDir, summary_or_none
 
     epochs = 0
     if not trackers:
@@ -64,7 +64,7 @@ def export(paths: Sequence[Path], config: TrackerConfig, on_warning: Callable[[s
                     doc = runs.read_json(results) if results.exists() else {"cells": [], "best": None}
                     end_sweep(trackers, Path(path), doc if isinstance(doc, dict) else {"cells": [], "best": None})
                 else:
-                    from fmae.sweep import summary_or_none
+                    from fmae.sweeps.directory import summary_or_none
 
                     trackers.log(records[0].path, records[0].config, records[0].metrics,
                                  summary_or_none(runs.RunDir(records[0].path)), running=False)

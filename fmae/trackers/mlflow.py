@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fmae.status import Status
 from fmae.trackers import Point, Target, TrackerError, finite
 
 EXPERIMENT = "fmae"  # the experiment, unless MLFLOW_EXPERIMENT_NAME names one
-TERMINAL = {"completed": "FINISHED", "stopped_early": "FINISHED", "pruned": "FINISHED", "diverged": "FAILED",
-            "collapsed": "FAILED", "failed": "FAILED", "interrupted": "KILLED"}
+TERMINAL = {Status.COMPLETED: "FINISHED", Status.STOPPED_EARLY: "FINISHED", Status.PRUNED: "FINISHED",
+            Status.DIVERGED: "FAILED", Status.COLLAPSED: "FAILED", Status.FAILED: "FAILED",
+            Status.INTERRUPTED: "KILLED"}
 # a server that is gone costs seconds, not MLflow's default minutes of retries; MLflow's INFO lines
 # ("Creating initial MLflow database tables...") stay off fmae's stderr (the user's settings win)
 SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
@@ -106,7 +108,8 @@ class Mlflow:
         self._runs[target.path] = state
         return state
 
-    def _log(self, run: _Run, metrics: Sequence[Any] = (), params: Sequence[Any] = (), tags: Sequence[Any] = ()) -> None:
+    def _log(self, run: _Run, metrics: Sequence[Any] = (), params: Sequence[Any] = (),
+             tags: Sequence[Any] = ()) -> None:
         metrics = list(metrics)
         for i in range(0, max(len(metrics), 1), BATCH):
             chunk = metrics[i:i + BATCH]
@@ -179,8 +182,8 @@ class Mlflow:
         self._log(run, metrics, tags=[self._Tag("fmae.best_cell", cell)])
         self._upload(run, sweep.path / "best.pt")
         statuses = [r.get("status") for r in doc.get("cells", ())]
-        self._status(run, "FAILED" if "failed" in statuses
-                     else "FINISHED" if all(s in TERMINAL and s != "interrupted" for s in statuses) else "KILLED")
+        self._status(run, "FAILED" if Status.FAILED in statuses
+                     else "FINISHED" if all(s in TERMINAL and s != Status.INTERRUPTED for s in statuses) else "KILLED")
 
     def close(self) -> None:
         pass

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fmae.status import Status
 from fmae.trackers import PARAMS, STRINGS, Point, Target, TrackerError, finite
 
 # a run's end as an HParams session status (there are four: unknown, success, failure, running)
-STATUS = {"completed": "STATUS_SUCCESS", "stopped_early": "STATUS_SUCCESS", "pruned": "STATUS_SUCCESS",
-          "interrupted": "STATUS_UNKNOWN", "diverged": "STATUS_FAILURE", "collapsed": "STATUS_FAILURE",
-          "failed": "STATUS_FAILURE"}
+STATUS = {Status.COMPLETED: "STATUS_SUCCESS", Status.STOPPED_EARLY: "STATUS_SUCCESS", Status.PRUNED: "STATUS_SUCCESS",
+          Status.INTERRUPTED: "STATUS_UNKNOWN", Status.DIVERGED: "STATUS_FAILURE", Status.COLLAPSED: "STATUS_FAILURE",
+          Status.FAILED: "STATUS_FAILURE"}
 METRICS = ("test_loss", "train_loss", "epoch_seconds", "final_test_loss")
 
 

@@ -1,7 +1,9 @@
 """The per-cell trainer: each model on its own, one after another on each minibatch.
 
 Models that share a seed and a batch size may be trained in lockstep: each minibatch is gathered
-and converted once, then fed to every model, so a sweep pays for the data once. Each model keeps
+and converted once, then fed to every model. A sweep groups cells so only on an accelerator
+(fmae.sweeps.run.groups): there the data is paid for once per group; on a CPU lockstep measured
+slower than one cell after another, so every cell is its own group and gathers its own. Each model keeps
 its own optimizer and dropout generator, so its losses are exactly those it would have had
 trained alone. It implements fmae.training.contract; this is the CPU's default engine.
 """
@@ -23,8 +25,10 @@ from fmae.data import FashionMNIST
 from fmae.evaluation import autocast, evaluate, to_float
 from fmae.model import Autoencoder, build
 from fmae.noise import add_noise
+from fmae.seeds import derive_seed
+from fmae.status import Status
 from fmae.training.contract import (
-    EpochMetrics, TrainResult, derive_seed, final_status, history_of_state, history_rows, stop_reason, training_loss,
+    EpochMetrics, TrainResult, final_status, history_of_state, history_rows, stop_reason, training_loss,
 )
 
 
@@ -38,7 +42,7 @@ class Cell:
     dropout_rng: torch.Generator
     noise_rng: torch.Generator
     history: list[EpochMetrics] = field(default_factory=list)
-    status: str = "running"
+    status: Status = Status.RUNNING
 
     def resume_state(self, data_rng: torch.Generator) -> dict[str, Any]:
         """Everything needed to continue exactly where this epoch ended (the contract's resume state)."""
@@ -49,7 +53,7 @@ class Cell:
             "rng": {"data": data_rng.get_state(), "dropout": self.dropout_rng.get_state(),
                     "noise": self.noise_rng.get_state()},
             "history": history_rows(self.history),
-            "status": self.status,
+            "status": str(self.status),  # a plain string: torch loads no enum
         }
 
 
@@ -58,8 +62,8 @@ OnEpoch = Callable[[int, Cell, EpochMetrics, torch.Generator], None]
 
 def _make_optimizer(config: TrainConfig, model: Autoencoder) -> optim.SGD | optim.Adam:
     if config.optim == "sgd":
-        return optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum)
-    return optim.Adam(model.parameters(), lr=config.learning_rate)
+        return optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    return optim.Adam(model.parameters(), lr=config.lr)
 
 
 def new_cell(config: TrainConfig, device: torch.device, resume: dict[str, Any] | None = None) -> Cell:
@@ -114,14 +118,14 @@ def train_cells(
         if state is not None:
             data_rng.set_state(state["rng"]["data"])
         if cell.history:  # a resumed run may be finished already, or may go on to more epochs
-            cell.status = stop_reason(cell.config, cell.history) or "running"
+            cell.status = stop_reason(cell.config, cell.history) or Status.RUNNING
 
     train_x, test_x = data.train_images, data.test_images
     n, batch = train_x.shape[0], first.batch_size
     epochs_left = max_epochs if max_epochs is not None else math.inf
-    while epochs_left > 0 and any(c.status == "running" for c in cells):
+    while epochs_left > 0 and any(c.status == Status.RUNNING for c in cells):
         epochs_left -= 1
-        active = [c for c in cells if c.status == "running"]
+        active = [c for c in cells if c.status == Status.RUNNING]
         order = torch.randperm(n, generator=data_rng).to(train_x.device)
         losses = [torch.zeros((), device=device) for _ in active]
         spent = [0.0] * len(active)
@@ -150,7 +154,7 @@ def train_cells(
                 seconds=spent[k] + time.perf_counter() - t0,
             )
             cell.history.append(metrics)
-            cell.status = stop_reason(cell.config, cell.history) or "running"
+            cell.status = stop_reason(cell.config, cell.history) or Status.RUNNING
             if on_epoch is not None:
                 on_epoch(cells.index(cell), cell, metrics, data_rng)
     for cell in cells:

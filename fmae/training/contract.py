@@ -6,7 +6,7 @@ parameters shaped [C, ...]). fmae.engine chooses between them (`--engine auto|st
 everything outside the training wing (runs, checkpoints, executors, eval, plot) sees cells only.
 Both trainers implement this contract:
 
-Seeds. A cell's user seed s gives independent generators, `derive_seed(s, purpose)`: "init"
+Seeds. A cell's user seed s gives independent generators, `fmae.seeds.derive_seed(s, purpose)`: "init"
 (the weights, drawn on the CPU), "data" (the minibatch order: one `torch.randperm` of the
 training set per epoch, on the CPU), "dropout" (the dropout masks, on the training device,
 drawn by fmae.model.dropout_mask) and "train-noise" (the noise of a denoising run, fmae.noise,
@@ -19,13 +19,13 @@ fused form, whose gradient is made in the forward pass). A cell's train loss of 
 mean of its minibatch losses weighted by minibatch size; its test loss is
 fmae.evaluation.evaluate over the test set in eval mode (no dropout), in the run's precision.
 
-Statuses. "running" while a cell has epochs to go; after each epoch `stop_reason` decides, in
-this order: "diverged" (a non-finite train or test loss), "stopped_early" (with patience p > 0
-and more than p epochs, the test loss fell by less than min_delta, relatively, over the last p
-epochs), "completed" (epochs reached). A cell stopped by `max_epochs` stays "running" and is
-resumable. When training ends, a "completed" or "stopped_early" cell whose model gives every test
-image the same output (fmae.evaluation.is_collapsed) becomes "collapsed". A sweep adds "pruned"
-(successive halving), "failed" and "interrupted"; no trainer sets those.
+Statuses (fmae.status). RUNNING while a cell has epochs to go; after each epoch `stop_reason`
+decides, in this order: DIVERGED (a non-finite train or test loss), STOPPED_EARLY (with patience
+p > 0 and more than p epochs, the test loss fell by less than min_delta, relatively, over the last
+p epochs), COMPLETED (epochs reached). A cell stopped by `max_epochs` stays RUNNING and is
+resumable. When training ends, a COMPLETED or STOPPED_EARLY cell whose model gives every test
+image the same output (fmae.evaluation.is_collapsed) becomes COLLAPSED. A sweep adds PRUNED
+(successive halving), FAILED and INTERRUPTED; no trainer sets those.
 
 The resume state (last.pt holds it with the config), after each finished epoch of a cell:
     epoch      the number of finished epochs (== len(history))
@@ -36,14 +36,13 @@ The resume state (last.pt holds it with the config), after each finished epoch o
                {"step" (a CPU scalar tensor), "exp_avg", "exp_avg_sq"}; one param_group
     rng        {"data", "dropout", "noise"}: the states of the cell's three generators
     history    [[epoch, train_loss, test_loss, seconds], ...], one row per finished epoch
-    status     as above
+    status     as above, the plain string (str(Status))
 It continues the cell exactly with the trainer that wrote it, and within the stacked trainer's
 tolerance with the other: a run may resume with either engine.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -53,11 +52,12 @@ import torch
 from fmae.config import TrainConfig
 from fmae.evaluation import is_collapsed
 from fmae.model import Autoencoder
-from fmae.stats import RANKABLE
+from fmae.seeds import derive_seed  # noqa: F401 - the trainers' seeds, with the contract
+from fmae.status import RANKABLE, TRAINER, Status
 
 RESUME_KEYS = ("epoch", "model", "optimizer", "rng", "history", "status")
 RNG_STREAMS = ("data", "dropout", "noise")
-STATUSES = ("running", "completed", "stopped_early", "diverged", "collapsed")
+STATUSES = TRAINER
 
 
 @dataclass(frozen=True)
@@ -71,19 +71,13 @@ class EpochMetrics:
 @dataclass(frozen=True)
 class TrainResult:
     config: TrainConfig
-    status: str  # completed | stopped_early | diverged | collapsed (running: stopped by max_epochs)
+    status: Status  # COMPLETED, STOPPED_EARLY, DIVERGED or COLLAPSED (RUNNING: stopped by max_epochs)
     history: tuple[EpochMetrics, ...]
     model: Autoencoder
 
     @property
     def epochs_run(self) -> int:
         return len(self.history)
-
-
-def derive_seed(seed: int, purpose: str) -> int:
-    """Independent generator seeds for init, data order and dropout from one user seed."""
-    digest = hashlib.sha256(f"fmae:{seed}:{purpose}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def history_rows(history: list[EpochMetrics]) -> list[list[float]]:
@@ -94,25 +88,25 @@ def history_of_state(state: dict[str, Any]) -> list[EpochMetrics]:
     return [EpochMetrics(int(e), float(a), float(b), float(s)) for e, a, b, s in state["history"]]
 
 
-def stop_reason(config: TrainConfig, history: list[EpochMetrics]) -> str | None:
+def stop_reason(config: TrainConfig, history: list[EpochMetrics]) -> Status | None:
     """The status a cell takes after its last epoch in `history`, or None to go on."""
     last = history[-1]
     if not (math.isfinite(last.train_loss) and math.isfinite(last.test_loss)):
-        return "diverged"
+        return Status.DIVERGED
     patience = config.patience
     if patience and len(history) > patience:
         before = history[-1 - patience].test_loss
         if (before - last.test_loss) / before < config.min_delta:
-            return "stopped_early"
+            return Status.STOPPED_EARLY
     if len(history) >= config.epochs:
-        return "completed"
+        return Status.COMPLETED
     return None
 
 
-def final_status(status: str, model: Autoencoder, test_images: torch.Tensor, precision: str) -> str:
-    """The collapse check when training ends: a ranked status becomes "collapsed" for a constant model."""
+def final_status(status: Status, model: Autoencoder, test_images: torch.Tensor, precision: str) -> Status:
+    """The collapse check when training ends: a ranked status becomes COLLAPSED for a constant model."""
     if status in RANKABLE and is_collapsed(model, test_images, precision):
-        return "collapsed"
+        return Status.COLLAPSED
     return status
 
 

@@ -37,6 +37,7 @@ from fmae.data import FashionMNIST
 from fmae.evaluation import autocast, evaluate, to_float
 from fmae.model import dropout_bits, dropout_mask
 from fmae.noise import add_noise
+from fmae.status import Status
 from fmae.training.cells import Cell, OnEpoch, data_generator, new_cell
 from fmae.training.contract import EpochMetrics, TrainResult, final_status, output_loss, stop_reason
 
@@ -60,7 +61,7 @@ class _Stack:
         self.optim, self.model = first.optim, first.model
         per_cell = [list(cell.model.parameters()) for cell in cells]
         self.params = [torch.stack([p[i].detach() for p in per_cell]).requires_grad_() for i in range(4)]
-        lrs = torch.tensor([c.config.learning_rate for c in cells], device=device)
+        lrs = torch.tensor([c.config.lr for c in cells], device=device)
         self.neg_lr = [(-lrs).view(-1, *[1] * (p.dim() - 1)) for p in self.params]
         if self.optim == "sgd":
             momenta = torch.tensor([c.config.momentum for c in cells], device=device)
@@ -210,10 +211,10 @@ def _train_stack(stack: _Stack, data: FashionMNIST, device: torch.device, max_ep
             metrics = EpochMetrics(epoch=len(cell.history) + 1, train_loss=totals[k] / n, test_loss=test_loss,
                                    seconds=spent / len(stack.members) + time.perf_counter() - t0)
             cell.history.append(metrics)
-            cell.status = stop_reason(cell.config, cell.history) or "running"
+            cell.status = stop_reason(cell.config, cell.history) or Status.RUNNING
             if on_epoch is not None:
                 on_epoch(index, cell, metrics, data_rng)
-            if cell.status == "running":
+            if cell.status == Status.RUNNING:
                 going_on.append(k)
         stack.keep(going_on)
 
@@ -235,8 +236,8 @@ def train_stacked(
     stacks: dict[tuple[Any, ...], list[tuple[int, Cell, torch.Generator]]] = {}
     for index, (cell, data_rng) in enumerate(zip(cells, data_rngs)):
         if cell.history:  # a resumed run may be finished already, or may go on to more epochs
-            cell.status = stop_reason(cell.config, cell.history) or "running"
-        if cell.status == "running":
+            cell.status = stop_reason(cell.config, cell.history) or Status.RUNNING
+        if cell.status == Status.RUNNING:
             stacks.setdefault(stack_key(cell.config), []).append((index, cell, data_rng))
     for members in stacks.values():
         _train_stack(_Stack(members, device), data, device, max_epochs, on_epoch)

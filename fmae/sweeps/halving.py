@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 
 from fmae import runs
 from fmae.errors import FmaeError
-from fmae.sweep import CellPlan, summary_or_none
+from fmae.status import LOST, Status
+from fmae.sweeps.directory import CellPlan, summary_or_none
 
 
 def _losses(plan: CellPlan) -> list[float]:
@@ -41,7 +42,7 @@ def successive_halving(plans: Sequence[CellPlan], rungs: Sequence[int], eta: int
         at_rung = []
         for plan in contenders:
             losses = [] if plan.error else _losses(plan)
-            lost = plan.done and (summary_or_none(plan.run) or {}).get("status") in ("diverged", "collapsed")
+            lost = plan.done and (summary_or_none(plan.run) or {}).get("status") in LOST
             if len(losses) >= rung and runs.finite_or_none(losses[rung - 1]) is not None and not lost:
                 at_rung.append((losses[rung - 1], plan.name, plan))
         ranked = [plan for _, _, plan in sorted(at_rung, key=lambda t: t[:2])]
@@ -55,6 +56,6 @@ def successive_halving(plans: Sequence[CellPlan], rungs: Sequence[int], eta: int
 
 def prune(plan: CellPlan, device: str) -> None:
     """Record a cell left behind by successive halving: status `pruned`, its files kept."""
-    plan.run.write_summary(runs.summarize(plan.config, "pruned", runs.history_of(plan.resume), run_dir=plan.run.path,
+    plan.run.write_summary(runs.summarize(plan.config, Status.PRUNED, runs.history_of(plan.resume), run_dir=plan.run.path,
                                           device=device, wall_seconds=0.0))
     plan.done = True

@@ -139,6 +139,57 @@ class Feedback:
             self.console.print(text, markup=False, soft_wrap=True)
 
 
+class TrainFeedback(Feedback):
+    """A training run's progress (fmae.train_run.TrainProgress): one bar of epochs."""
+
+    def begin(self, label: str, epochs: int, done: int) -> None:
+        self.label, self.epochs = label, epochs
+        self.task("epochs", label, epochs, done)
+
+    def epoch_done(self, m: Any) -> None:
+        self.epoch("epochs", self.label, m, self.epochs)
+
+
+class SweepFeedback(Feedback):
+    """A sweep's progress (fmae.sweeps.run.SweepProgress): the cells bar, naming the cells in
+    training, and a bar per cell in training with its epoch and last losses."""
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        super().__init__(quiet=quiet)
+        self.training: dict[str, None] = {}  # the cells in training now, in the order they started
+        self.total = self.finished = self.epochs = 0
+
+    def _training_now(self) -> str:
+        names = list(self.training)
+        return f"training {', '.join(names[:2])}" + (f" +{len(names) - 2}" if len(names) > 2 else "") if names else ""
+
+    def begin(self, total: int, finished: int, epochs: int) -> None:
+        self.total, self.finished, self.epochs = total, finished, epochs
+        self.task("cells", "cells", total, finished)
+
+    def cell_started(self, plan: Any) -> None:
+        self.training[plan.name] = None
+        self.task(plan.name, plan.name, self.epochs, plan.start_epoch)
+        self.info("cells", self._training_now())
+
+    def cell_epoch(self, plan: Any, m: Any) -> None:
+        self.epoch(plan.name, plan.name, m, self.epochs)
+
+    def cell_ended(self, plan: Any, status: str) -> None:
+        self.training.pop(plan.name, None)
+        self.finished += 1
+        self.remove(plan.name)
+        self.advance("cells", self.finished, self.total, self._training_now(),
+                     f"cell {self.finished}/{self.total} {plan.name} {status}" + (f": {plan.error}" if plan.error else ""))
+
+    def paused(self, plans: Sequence[Any]) -> None:
+        for plan in plans:
+            if plan.name in self.training:
+                del self.training[plan.name]
+                self.remove(plan.name)
+        self.info("cells", self._training_now())
+
+
 def fmt_seconds(value: float | None) -> str:
     """Seconds in tables: one decimal, always (a column of them lines up)."""
     return "-" if value is None else f"{value:.1f}"

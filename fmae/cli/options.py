@@ -9,15 +9,16 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from fmae.config import (  # noqa: F401 - CHECKPOINT_EVERY: the commands' default, with the option
-    ACTIVATIONS, CHECKPOINT_EVERY, DEVICES, ENGINES, EXECUTORS, FAIL_ON, NOISES, OPTIMIZERS, PLOT_KINDS, PRECISIONS,
-    ExecutorConfig, ModelConfig, NoiseConfig, SweepConfig, TrainConfig,
+    ACTIVATIONS, CHECKPOINT_EVERY, DEFAULT_LR, DEVICES, ENGINES, EXECUTORS, FAIL_ON, NOISES, OPTIMIZERS, PLOT_KINDS,
+    PRECISIONS, ExecutorConfig, ModelConfig, NoiseConfig, PruneConfig, SweepConfig, TrainConfig,
 )
 
 M, T, N, S, E = ModelConfig(), TrainConfig(), NoiseConfig(), SweepConfig(), ExecutorConfig()
 
 Optim = Annotated[Literal[OPTIMIZERS], typer.Option(help="Optimizer.")]
-Lr = Annotated[Optional[float], typer.Option(help="Learning rate [default: 0.001 for adam, 0.1 for sgd].",
-                                             show_default=False)]
+Lr = Annotated[Optional[float], typer.Option(
+    help=f"Learning rate [default: {', '.join(f'{lr:g} for {o}' for o, lr in DEFAULT_LR.items())}].",
+    show_default=False)]
 Hidden = Annotated[int, typer.Option(help="Hidden units h of the 784 -> h -> 784 autoencoder.")]
 Momentum = Annotated[float, typer.Option(help="SGD momentum.")]
 Dropout = Annotated[float, typer.Option(help="Dropout probability after the hidden ReLU, in [0, 1).")]
@@ -46,8 +47,8 @@ TrainNoiseSigma = Annotated[float, typer.Option(help="Noise scale for --noise.")
 Prune = Annotated[Optional[Literal["halving"]], typer.Option(
     help="Successive halving: every cell trains to the first rung, the best 1/eta go on to the next "
          "(eta times more epochs), up to --epochs; the rest stop as `pruned` (resumable).", show_default=False)]
-Eta = Annotated[Optional[int], typer.Option(help="--prune halving: keep the best 1/eta at each rung [default: 3].",
-                                            show_default=False)]
+Eta = Annotated[Optional[int], typer.Option(
+    help=f"--prune halving: keep the best 1/eta at each rung [default: {PruneConfig.eta}].", show_default=False)]
 MinEpochs = Annotated[Optional[int], typer.Option(
     help="--prune halving: epochs of the first rung, at least [default: epochs // eta^2, at least 1].",
     show_default=False)]
@@ -77,7 +78,7 @@ MaxRetries = Annotated[int, typer.Option(
 OptimizerName = Enum("OptimizerName", {o: o for o in OPTIMIZERS}, type=str)  # typer: lists need Enum, not Literal
 SWEEP_LISTS = ("--optim", "--lr", "--hidden", "--seed", "--fail-on")
 
-FailOnStatus = Enum("FailOnStatus", {s: s for s in FAIL_ON}, type=str)
+FailOnStatus = Enum("FailOnStatus", {s.value: s.value for s in FAIL_ON}, type=str)
 FailOn = Annotated[Optional[list[FailOnStatus]], typer.Option(
     "--fail-on", metavar=f"[{'|'.join(FAIL_ON)}]...",
     help="Exit 3 (after printing the results) when a run ends in one of these statuses, "

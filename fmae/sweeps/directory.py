@@ -1,25 +1,22 @@
-"""Sweeps: the sweep directory (checked, reset, planned into cells) and running its cells.
+"""The sweep directory: checked, reset, planned into cells; a cell's summary read back.
 
 A cell is a self-contained unit: a TrainConfig (and its resume state) in, a training run
-directory out. fmae.executors runs the cells (in this process, in a local process pool, or on
-Ray) and the driver writes every file. Successive halving is fmae.halving's; the ranked results
-and their files are fmae.results'. This module never prints: progress flows through callbacks.
+directory out. Running the cells is fmae.sweeps.run's; successive halving is
+fmae.sweeps.halving's; the ranked results and their files are fmae.sweeps.results'.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fmae import atomic, manifest, runs
-from fmae.config import ExecutorConfig, SweepConfig, TrainConfig, check_device
+from fmae.config import SharedSettings, SweepConfig, TrainConfig
 from fmae.errors import ConfigError, FmaeError, RunDirError
 from fmae.locks import LOCK_NAME
-from fmae.stats import RANKABLE
+from fmae.status import FINISHED, Status
 
-FINISHED = (*RANKABLE, "diverged", "collapsed")
 SWEEP_FILES = ("sweep.json", "results.csv", "results.json", "results_groups.csv", "best.pt", runs.TRACKER_IDS)
 GRID_KEYS = {"optim": (str,), "lr": (float, int), "hidden": (int,), "seed": (int,)}  # sweep.json's grid
 
@@ -110,7 +107,7 @@ class SweepDir:
                 and all(isinstance(v, list) for v in grid.values()) and isinstance(shared.get("model"), dict)):
             raise RunDirError(f"{path}: not an fmae sweep file (expected grid lists and shared settings)", hint)
         try:
-            base = TrainConfig.from_dict({**shared, "model": {**shared["model"], "hidden": 1}, "optim": "sgd"})
+            base = SharedSettings.from_dict(shared)
             for name, values in grid.items():
                 bad = [v for v in values if isinstance(v, bool) or not isinstance(v, GRID_KEYS[name])]
                 if bad:
@@ -179,7 +176,7 @@ class SweepDir:
                 if record is not None:
                     ours = record[0] == "run"
                 else:
-                    ours = run.exists and runs.cell_name(run.saved_config().resolved()) == entry.name
+                    ours = run.exists and runs.cell_name(run.saved_config()) == entry.name
             except FmaeError:
                 ours = False
             if ours:
@@ -203,7 +200,7 @@ class SweepDir:
         (checked to be the cell's), their metrics.csv repaired from it; fmae's stale temporaries go."""
         plans = []
         for config in sweep.cells():
-            config = config.resolved()
+            config = config
             run = runs.RunDir(self.cells_dir / runs.cell_name(config))
             plan = CellPlan(config, run)
             try:
@@ -221,7 +218,7 @@ class SweepDir:
                     summary = read_summary(run) or {}
                     status, trained = summary.get("status"), summary.get("epochs_run", 0)
                     plan.saved_status = status
-                    plan.done = status in FINISHED and not (status == "completed" and trained < config.epochs)
+                    plan.done = status in FINISHED and not (status == Status.COMPLETED and trained < config.epochs)
                     run.read_metrics()  # names a metrics.csv fmae did not write
                     if not plan.done and run.file("last.pt").exists():
                         plan.resume = run.load_last(config)
@@ -271,108 +268,3 @@ def summary_or_none(run: runs.RunDir) -> dict[str, Any] | None:
     except RunDirError:
         return None
 
-
-def groups(plans: Sequence[CellPlan], *, lockstep: bool = True, stacked: bool = False) -> list[list[CellPlan]]:
-    """Cells to train together, each group one task.
-
-    Stacked (the stacked engine): a stack, cells of one fmae.engine.stack_key (hidden size, batch
-    size, dropout, activation, precision, optimizer) at the same epoch, whatever their seeds.
-    Lockstep (the per-cell engine on an accelerator): same seed and batch size (so the same
-    minibatches), same epoch reached. Otherwise every cell is its own group: on a 2-core CPU,
-    lockstep measured 4% slower than one cell after another (each model's weights leave the cache
-    between minibatches) and the shared batch conversion is too cheap to pay for that; on a GPU,
-    where one model cannot fill the device, training cells together is what pays.
-    """
-    from fmae.engine import stack_key
-
-    out: dict[tuple[Any, ...], list[CellPlan]] = {}
-    for i, p in enumerate(plans):
-        if not p.done and p.error is None:
-            key = ((*stack_key(p.config), p.start_epoch) if stacked
-                   else (p.config.seed, p.config.batch_size, p.start_epoch) if lockstep else (i, 0, 0))
-            out.setdefault(key, []).append(p)
-    return list(out.values())
-
-
-OnEpoch = Callable[[CellPlan, Any], None]
-OnCell = Callable[[CellPlan, str], None]
-
-
-def cell_device(options: ExecutorConfig, device: str) -> Any:
-    """Where the cells train. On Ray (checked to be installed, before any data is read), the
-    workers' device, which the driver need not have: cuda when --gpus-per-cell > 0, else cpu."""
-    from fmae import engine
-
-    if options.executor != "ray":
-        return engine.resolve_device(device)
-    check_device(device)
-    from fmae.executors.ray_cluster import import_ray
-
-    import_ray(options.address)
-    import torch
-
-    wanted = "cuda" if options.gpus_per_cell > 0 else "cpu"
-    if device not in ("auto", wanted):
-        raise ConfigError(f"--executor ray with --gpus-per-cell {options.gpus_per_cell:g} trains on {wanted}, "
-                          f"not --device {device}", "leave --device auto; --gpus-per-cell > 0 means cuda")
-    return torch.device(wanted)
-
-
-def cell_engine(options: ExecutorConfig, device: Any) -> str:
-    """The trainer the cells train with (stacked or cells; recorded in config.json's environment)."""
-    from fmae import engine
-
-    return engine.resolve_engine(options.engine, device)
-
-
-def cell_threads(options: ExecutorConfig) -> int:
-    """The torch threads each cell trains with (recorded in config.json: they change the float sums)."""
-    from fmae import executors
-
-    threads = options.worker_threads(executors.cores())
-    if threads is None:
-        import torch
-
-        threads = torch.get_num_threads()
-    return threads
-
-
-def split(group: list[CellPlan], parts: int) -> list[list[CellPlan]]:
-    """A group cut into `parts` near-equal groups (in order), none empty."""
-    parts = max(1, min(parts, len(group)))
-    size, extra = divmod(len(group), parts)
-    cuts = [i * size + min(i, extra) for i in range(parts + 1)]
-    return [group[a:b] for a, b in zip(cuts, cuts[1:])]
-
-
-def run(plans: Sequence[CellPlan], session: Any, saver: Any, env: dict[str, Any], options: ExecutorConfig, *,
-        device: Any, on_start: Callable[[CellPlan], None], on_epoch: OnEpoch, on_cell: OnCell,
-        fail_fast: bool = False, stop_at: int | None = None) -> None:
-    """Train the unfinished cells on the sweep's executor (`session`, an executors.Session opened
-    once per sweep), every epoch to the driver's writer `saver` (fmae.saving).
-
-    With the stacked engine (`options.engine`; auto: on cuda and mps) a task is a stack of cells
-    (fmae.engine.stack_key). With the per-cell engine, on a CPU every cell is a task of its own; on
-    an accelerator same-seed cells train together (a task is a group). With Ray and
-    --gpus-per-cell, each task asks for that many GPUs and the groups are cut so that there are as
-    many tasks as the cluster runs at once. With `stop_at`, cells train up to that epoch and those
-    not finished then stay unfinished (resumable), as successive halving needs between its rungs.
-    """
-    from fmae import executors
-
-    trainer = cell_engine(options, device)
-    for plan in plans:
-        if plan.error is not None and not plan.done:  # refused while planning (say, a damaged last.pt)
-            on_cell(plan, "failed")
-            if fail_fast:
-                raise FmaeError(plan.error)
-    todo = groups([p for p in plans if stop_at is None or p.start_epoch < stop_at],
-                  lockstep=getattr(device, "type", "cpu") != "cpu", stacked=trainer == "stacked")
-    if not todo:
-        return
-    backend = session.backend
-    if options.executor == "ray" and options.gpus_per_cell > 0:
-        todo = [part for g in todo for part in split(g, backend.slots)]
-    executors.drive(backend, todo, saver=saver, device=str(device), env=env, threads=cell_threads(options),
-                    max_retries=options.max_retries, on_start=on_start, on_epoch=on_epoch, on_cell=on_cell,
-                    fail_fast=fail_fast, stop_at=stop_at, engine=trainer)

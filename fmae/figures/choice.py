@@ -1,7 +1,7 @@
 """What a figure shows, chosen from the sources: the plot kinds that `fmae plot`'s run and sweep
 directories allow, the models its recon figure shows (each optimizer's best learning rate), the
 seeded choice of example images, and the rows, models and labels of `fmae denoise`'s figures.
-Drawing is fmae.plots'; this room decides what goes in (and imports matplotlib only to draw).
+Drawing is fmae.figures.plots'; this room decides what goes in (and imports matplotlib only to draw).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def plot_kinds(wanted: Collection[str], sources: Sources) -> PlotChoice:
     """The figures to draw, in PLOT_KINDS order: with `all`, every kind the sources allow, and the
     compare and seeds figures it skips with what they need; a kind asked for by name that they do not
     allow is a ConfigError that says what it needs."""
-    from fmae import plots
+    from fmae.figures import plots
 
     records = _records(sources)
     allowed = {
@@ -70,13 +70,13 @@ def plot_kinds(wanted: Collection[str], sources: Sources) -> PlotChoice:
 def recon_models(sources: Sources) -> dict[str, Path]:
     """The recon figure's rows: for each source and optimizer, every hidden size at the best
     learning rate, as {label: model.pt}."""
-    from fmae import plots
+    from fmae.figures import plots
 
     rows = {}
     for name, (_, records) in sources.items():
         for optim in plots.optimizers(records):
             lr = plots.best_lr(records, optim)
-            chosen = [r for r in records if r.config.optim == optim and r.config.learning_rate == lr
+            chosen = [r for r in records if r.config.optim == optim and r.config.lr == lr
                       and r.file_exists("model.pt")]
             for r in sorted(chosen, key=lambda r: r.config.model.hidden):
                 label = f"{optim_label(optim)} h={r.config.model.hidden}"
@@ -89,7 +89,7 @@ def recon_models(sources: Sources) -> dict[str, Path]:
 def draw(kind: str, sources: Sources, *, train: bool, overlay: bool,
          reconstructions: Callable[[], tuple[Any, Mapping[str, Any]]]) -> Any:
     """The figure of one plot kind; `reconstructions()`: (originals, {label: outputs}) for recon."""
-    from fmae import plots
+    from fmae.figures import plots
 
     records = _records(sources)
     if kind == "curves":
@@ -99,7 +99,7 @@ def draw(kind: str, sources: Sources, *, train: bool, overlay: bool,
     if kind == "compare":
         return plots.compare(records)
     if kind == "seeds":
-        from fmae.plots_seeds import seeds
+        from fmae.figures.seeds import seeds
 
         return seeds(records)
     return plots.recon(*reconstructions())
@@ -119,7 +119,7 @@ def figure_labels(models: Sequence[Any], names: Mapping[str, str]) -> dict[str, 
     """What each model is (`SGD h=512`), with its learning rate, then its short name, where that is ambiguous."""
     def label(m: Any, lr: bool) -> str:
         config = m.checkpoint["config"]
-        return f"{optim_label(config.optim)} h={config.model.hidden}" + (f" lr={config.learning_rate:g}" if lr else "")
+        return f"{optim_label(config.optim)} h={config.model.hidden}" + (f" lr={config.lr:g}" if lr else "")
 
     for lr in (False, True):
         labels = {m.path: label(m, lr) for m in models}
@@ -133,7 +133,7 @@ def denoise_grid(result: Any, labels: Mapping[str, str], config: DenoiseConfig) 
     `config.index` names, else `config.examples` seeded ones."""
     import torch
 
-    from fmae import plots
+    from fmae.figures import plots
 
     n = result.clean.shape[0]
     if config.index:

@@ -1,7 +1,7 @@
 """`fmae eval`, `fmae denoise` and `fmae plot`: checkpoints and run directories in, tables and figures out.
 
 Each command is its signature, its calls into the library (fmae.evaluation, fmae.denoising,
-fmae.figure_choice, fmae.plots) and its render.
+fmae.figures) and its render.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal, Optional
 
 import typer
 
+from fmae.cli.options import Ckpts, DataDir, Json, N, NoDownload, PlotKind, Quiet, RunDevice
 from fmae.config import FIGURE_FORMATS, NOISES, PLOT_KINDS, DenoiseConfig
-from fmae.options import N, Ckpts, DataDir, Json, NoDownload, PlotKind, Quiet, RunDevice
 
 D = DenoiseConfig()
 
@@ -35,7 +35,7 @@ def eval_(
     """
     from fmae import data, engine, evaluation, runs
     from fmae.checkpoints import load_models
-    from fmae.ui import Feedback, emit
+    from fmae.cli.ui import Feedback, emit
 
     torch_device = engine.resolve_device(device)
     models = load_models(ckpt, torch_device)
@@ -55,9 +55,9 @@ def eval_(
 
 
 def _print_eval(doc: dict[str, Any]) -> None:
+    from fmae.cli.ui import fmt_loss, print_table
     from fmae.data import CLASS_NAMES
-    from fmae.figure_choice import short_names
-    from fmae.ui import fmt_loss, print_table
+    from fmae.figures.choice import short_names
 
     rows = doc["checkpoints"]
     names = short_names([r["checkpoint"] for r in rows])
@@ -104,40 +104,43 @@ def denoise(
 
     Example: fmae denoise --ckpt runs/sgd/best.pt --sigma 0.5
     """
-    from fmae import data, denoising, engine, figure_choice, runs
+    from fmae import data, denoising, engine, runs
     from fmae.checkpoints import load_models
-    from fmae.ui import Feedback, emit
+    from fmae.cli.ui import Feedback, emit
+    from fmae.figures import choice as figure_choice
 
-    config = DenoiseConfig(noise, tuple(sigma), seed, limit, examples, tuple(index or ()), out, curve)
-    torch_device = engine.resolve_device(device)
-    if input_ is not None:
-        _denoise_input(ckpt, input_, output, torch_device, json_out)
+    config = DenoiseConfig(noise, tuple(sigma), seed, limit, examples, tuple(index or ()), out, curve,
+                           ckpts=tuple(ckpt), input=input_, output=output, device=device, data_dir=data_dir,
+                           download=not no_download)
+    torch_device = engine.resolve_device(config.device)
+    if config.input is not None:
+        _denoise_input(config, torch_device, json_out)
         return
-    models = load_models(ckpt, torch_device)
+    models = load_models(list(config.ckpts), torch_device)
     with Feedback(quiet=quiet) as feedback:
-        dataset = data.find_and_load(data_dir, download=not no_download, device=torch_device, splits=("test",),
-                                     on_found=feedback.message)
-        images = dataset.test_images[:limit] if limit else dataset.test_images
-        result = denoising.denoise(models, images, noise, config.sigmas, seed)
+        dataset = data.find_and_load(config.data_dir, download=config.download, device=torch_device,
+                                     splits=("test",), on_found=feedback.message)
+        images = dataset.test_images[:config.limit] if config.limit else dataset.test_images
+        result = denoising.denoise(models, images, config.kind, config.sigmas, config.seed)
         labels = figure_choice.figure_labels(models, figure_choice.short_names([m.path for m in models]))
         figures = {}
-        if out is not None or curve is not None:
-            from fmae import plots  # matplotlib only when there is a figure to draw
-        if out is not None:
-            figures["grid"] = str(out)
-            plots.save(figure_choice.denoise_grid(result, labels, config), out)
-        if curve is not None:
-            figures["curve"] = str(curve)
-            plots.save(plots.psnr_curve(result.rows, labels, noise=noise), curve)
+        if config.grid is not None or config.curve is not None:
+            from fmae.figures import plots  # matplotlib only when there is a figure to draw
+        if config.grid is not None:
+            figures["grid"] = str(config.grid)
+            plots.save(figure_choice.denoise_grid(result, labels, config), config.grid)
+        if config.curve is not None:
+            figures["curve"] = str(config.curve)
+            plots.save(plots.psnr_curve(result.rows, labels, noise=config.kind), config.curve)
         for path in figures.values():
             feedback.message(f"wrote {path}")
-    emit({"schema_version": runs.SCHEMA_VERSION, "noise": noise, "seed": seed, "images": int(images.shape[0]),
-          "results": result.rows, "figures": figures}, json_out, _print_denoise)
+    emit({"schema_version": runs.SCHEMA_VERSION, "noise": config.kind, "seed": config.seed,
+          "images": int(images.shape[0]), "results": result.rows, "figures": figures}, json_out, _print_denoise)
 
 
 def _print_denoise(doc: dict[str, Any]) -> None:
-    from fmae.figure_choice import short_names
-    from fmae.ui import fmt_loss, print_table
+    from fmae.cli.ui import fmt_loss, print_table
+    from fmae.figures.choice import short_names
 
     names = short_names(list(dict.fromkeys(r["checkpoint"] for r in doc["results"])))
     print_table(f"fmae denoise: {doc['noise']} noise, {doc['images']} test images, seed {doc['seed']}",
@@ -150,16 +153,17 @@ def _print_denoise(doc: dict[str, Any]) -> None:
                 droppable=("noisy MSE", "output MSE", "noisy SSIM", "output SSIM"))
 
 
-def _denoise_input(ckpt: list[Path], input_: Path, output: Optional[Path], device: Any, json_out: bool) -> None:
+def _denoise_input(config: DenoiseConfig, device: Any, json_out: bool) -> None:
     from fmae import atomic, denoising, runs
     from fmae.checkpoints import load_models
+    from fmae.cli.ui import emit, write_stdout
     from fmae.errors import ConfigError
-    from fmae.ui import emit, write_stdout
 
-    if len(ckpt) != 1:
+    if len(config.ckpts) != 1:
         raise ConfigError("--input takes exactly one --ckpt")
-    (loaded,) = load_models(ckpt, device)
-    target = output or denoising.default_output(input_)
+    (loaded,) = load_models(list(config.ckpts), device)
+    input_ = config.input
+    target = config.output or denoising.default_output(input_)
     count, data = denoising.denoise_file(loaded, input_, target, device)
     atomic.write_bytes(target, data)
     emit({"schema_version": runs.SCHEMA_VERSION, "checkpoint": loaded.path, "input": str(input_),
@@ -189,9 +193,11 @@ def plot(
 
     Example: fmae plot runs/sgd runs/adam --out runs/figures
     """
-    from fmae import data, evaluation, figure_choice, plots, runs
+    from fmae import data, evaluation, runs
+    from fmae.cli.ui import Feedback, emit, write_stdout
     from fmae.config import check_examples, check_seed
-    from fmae.ui import Feedback, emit, write_stdout
+    from fmae.figures import choice as figure_choice
+    from fmae.figures import plots
 
     check_examples(examples)
     check_seed(seed)

@@ -1,4 +1,5 @@
-"""`fmae export`: runs and sweeps that exist, logged to TensorBoard or MLflow (fmae.trackers.export)."""
+"""`fmae export`: runs and sweeps that exist, logged to TensorBoard or MLflow (fmae.trackers.export):
+signature -> one library call -> render."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from fmae.options import Json, MlflowArtifacts, Quiet
+from fmae.cli.options import Json, MlflowArtifacts, Quiet
 
 
 def export(
@@ -27,9 +28,9 @@ def export(
     The same layout as live logging; exporting again adds only what is new.
     Example: fmae export mlflow runs/sweep-sgd-adam --to sqlite:///mlflow.db
     """
+    from fmae.cli.ui import Feedback, emit
     from fmae.config import TrackerConfig
     from fmae.trackers.export import export as run_export
-    from fmae.ui import Feedback, emit
 
     config = (TrackerConfig(tensorboard=Path(to), artifacts=mlflow_artifacts) if tracker == "tensorboard"
               else TrackerConfig(mlflow=to, artifacts=mlflow_artifacts))
@@ -39,7 +40,7 @@ def export(
 
 
 def _print_export(doc: dict[str, Any]) -> None:
-    from fmae.ui import print_table
+    from fmae.cli.ui import print_table
 
     print_table(f"fmae export {doc['tracker']} -> {doc['to']}", ["path", "kind", "runs", "epochs"],
                 [[r["path"], r["kind"], r["runs"], r["epochs"]] for r in doc["exported"]])

@@ -13,8 +13,8 @@ from fmae import atomic, runs, stats
 from fmae.checkpoints import load_checkpoint
 from fmae.config import SweepConfig
 from fmae.errors import FmaeError
-from fmae.stats import RANKABLE, WITH_MODEL
-from fmae.sweep import CellPlan, SweepDir, summary_or_none
+from fmae.status import RANKABLE, WITH_MODEL, Status
+from fmae.sweeps.directory import CellPlan, SweepDir, summary_or_none
 
 RESULT_FIELDS = ("rank", "optim", "lr", "hidden", "seed", "status", "epochs_run", "final_train_loss",
                  "final_test_loss", "best_test_loss", "best_epoch", "seconds", "model")
@@ -32,13 +32,13 @@ def collect(sweep_dir: SweepDir, sweep: SweepConfig, plans: Sequence[CellPlan] =
     errors = {p.name: p.error for p in plans if p.error}
     rows = []
     for config in sweep.cells():
-        config = config.resolved()
+        config = config
         run = runs.RunDir(sweep_dir.cells_dir / runs.cell_name(config))
         summary = summary_or_none(run) if run.exists else None
-        status = "failed" if run.path.name in errors else (summary or {}).get("status", "pending")
+        status = Status.FAILED if run.path.name in errors else (summary or {}).get("status", Status.PENDING)
         model = run.file("model.pt")
         rows.append({
-            "rank": None, "optim": config.optim, "lr": config.learning_rate, "hidden": config.model.hidden,
+            "rank": None, "optim": config.optim, "lr": config.lr, "hidden": config.model.hidden,
             "seed": config.seed, "status": status,
             "epochs_run": (summary or {}).get("epochs_run", _saved_epochs(run)),
             "final_train_loss": (summary or {}).get("final_train_loss"),
@@ -123,7 +123,7 @@ def _checked_best(rows: list[dict[str, Any]]) -> bytes | None:
             return best_bytes
         except (OSError, FmaeError) as exc:
             why = exc.message if isinstance(exc, FmaeError) else f"cannot read {rows[0]['model']}: {exc.strerror}"
-            rows[0].update(status="failed", model=None, error=f"{why} (hint: to redo only this cell, remove "
+            rows[0].update(status=Status.FAILED, model=None, error=f"{why} (hint: to redo only this cell, remove "
                            f"{Path(rows[0]['model']).parent} and run the same fmae sweep command again)")
             _rank(rows)
     return None

@@ -2,7 +2,7 @@
 curves, grid heatmaps, the SGD-Adam comparison, reconstructions, and denoising's grid and curve.
 
 Saving is separate (`figure_bytes`, `save`), with fixed metadata so the same inputs give the same
-bytes. What each figure shows, chosen from the sources, is fmae.figure_choice's.
+bytes. What each figure shows, chosen from the sources, is fmae.figures.choice's.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from matplotlib.figure import Figure
 
 from fmae.config import figure_format, optim_label
 from fmae.stats import within
+from fmae.status import MARKED, Status
 
-MARKED = ("diverged", "collapsed", "pruned")  # cells a heatmap names instead of ranking
 
 
 def _image(ax: Any, flat: Any, title: str | None = None) -> None:
@@ -100,7 +100,7 @@ def best_record(records: Sequence[Any], optim: str | None = None) -> Any | None:
 
 def _rows(records: Sequence[Any]) -> list[dict[str, Any]]:
     """Records as the result rows that `stats.groups` takes."""
-    return [{"optim": r.config.optim, "lr": r.config.learning_rate, "hidden": r.config.model.hidden,
+    return [{"optim": r.config.optim, "lr": r.config.lr, "hidden": r.config.model.hidden,
              "seed": r.config.seed, "status": r.status if r.final_test_loss is not None else "lost",
              "final_test_loss": r.final_test_loss} for r in records]
 
@@ -114,7 +114,7 @@ def best_lr(records: Sequence[Any], optim: str) -> float | None:
         ranked = [g for g in stats.groups(_rows(mine)) if g["mean_final_test_loss"] is not None]
         return min(ranked, key=lambda g: g["mean_final_test_loss"])["lr"] if ranked else None
     best = best_record(records, optim)
-    return best.config.learning_rate if best else None
+    return best.config.lr if best else None
 
 
 def has_seeds(records: Sequence[Any]) -> bool:
@@ -140,7 +140,7 @@ def curves(sources: Mapping[str, Sequence[Any]], *, train: bool = False, overlay
     for name, records in sources.items():
         for optim in optimizers(records):
             lr = best_lr(records, optim)
-            chosen = [r for r in records if r.config.optim == optim and r.config.learning_rate == lr] if lr else []
+            chosen = [r for r in records if r.config.optim == optim and r.config.lr == lr] if lr else []
             if chosen:
                 what = f"{optim_label(optim)}, lr = {lr:g}"
                 panels.append((what if name.lower() == optim else f"{name}: {what}", name, chosen))
@@ -198,19 +198,19 @@ def heatmap(records: Sequence[Any], *, title: str = "") -> Figure:
     axes = fig.subplots(1, len(opts), squeeze=False)[0]
     for ax, optim in zip(axes, opts):
         mine = [r for r in records if r.config.optim == optim]
-        lrs = sorted({r.config.learning_rate for r in mine}, reverse=True)
+        lrs = sorted({r.config.lr for r in mine}, reverse=True)
         hs = sorted({r.config.model.hidden for r in mine})
         grid = np.full((len(lrs), len(hs)), np.nan)
         for i, lr in enumerate(lrs):
             for j, h in enumerate(hs):
-                here = [r for r in mine if r.config.learning_rate == lr and r.config.model.hidden == h]
+                here = [r for r in mine if r.config.lr == lr and r.config.model.hidden == h]
                 losses = [r.final_test_loss for r in here if r.final_test_loss is not None]
                 lost = sorted({r.status for r in here if r.status in MARKED})
                 if losses:  # the mean over seeds; cells lost for some seeds are named below it
                     grid[i, j] = float(np.mean(losses))
                 if lost:
                     ax.text(j, i + (0.28 if losses else 0), "\n".join(lost), ha="center", va="center", fontsize=7,
-                            color="red" if lost != ["pruned"] else "0.35")
+                            color="red" if lost != [Status.PRUNED] else "0.35")
         finite = grid[~np.isnan(grid)]
         vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (1e-3, 1.0)
         image = ax.imshow(grid, cmap="viridis_r", norm=LogNorm(vmin=vmin, vmax=max(vmax, vmin * 1.0001)),
@@ -243,7 +243,7 @@ def compare(records: Sequence[Any]) -> Figure:
         test = [m["test_loss"] for m in r.metrics]
         drawn[optim] = test
         ax.plot([m["epoch"] for m in r.metrics], test, color=colour,
-                label=f"{optim_label(optim)} lr = {r.config.learning_rate:g}, h = {r.config.model.hidden}: "
+                label=f"{optim_label(optim)} lr = {r.config.lr:g}, h = {r.config.model.hidden}: "
                       f"final {test[-1]:.4f}")
     notes = []
     if "adam" in drawn:

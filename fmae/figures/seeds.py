@@ -9,26 +9,27 @@ from matplotlib.figure import Figure
 
 from fmae import stats
 from fmae.config import optim_label
-from fmae.plots import MARKED, optimizers
+from fmae.figures.plots import optimizers
+from fmae.status import MARKED, RANKABLE
 
 
 def seeds(records: Sequence[Any]) -> Figure:
     """Each seed's final test loss per (optimizer, learning rate, hidden size), with the mean ± std of
     its usable seeds; a set-up lost for some seed (diverged, collapsed, pruned) is named at its tick."""
     opts = optimizers(records)
-    points = max(len({(r.config.learning_rate, r.config.model.hidden) for r in records if r.config.optim == o})
+    points = max(len({(r.config.lr, r.config.model.hidden) for r in records if r.config.optim == o})
                  for o in opts)
     fig = Figure(figsize=(max(4.4, 0.8 * points + 1.6) * len(opts), 4.6), layout="constrained")
     axes = fig.subplots(1, len(opts), squeeze=False, sharey=True)[0]
     any_lost = False
     for ax, optim in zip(axes, opts):
         mine = [r for r in records if r.config.optim == optim]
-        keys = sorted({(r.config.learning_rate, r.config.model.hidden) for r in mine}, key=lambda k: (-k[0], k[1]))
+        keys = sorted({(r.config.lr, r.config.model.hidden) for r in mine}, key=lambda k: (-k[0], k[1]))
         for x, (lr, h) in enumerate(keys):
-            here = [r for r in mine if (r.config.learning_rate, r.config.model.hidden) == (lr, h)]
+            here = [r for r in mine if (r.config.lr, r.config.model.hidden) == (lr, h)]
             losses = [r.final_test_loss for r in here if r.final_test_loss is not None]
             ax.plot([x] * len(losses), losses, "o", color="tab:blue", alpha=0.6, ms=4)
-            usable = [r.final_test_loss for r in here if r.status in stats.RANKABLE and r.final_test_loss is not None]
+            usable = [r.final_test_loss for r in here if r.status in RANKABLE and r.final_test_loss is not None]
             mean, std, _ = stats.spread(usable)
             if mean is not None:
                 ax.errorbar([x + 0.18], [mean], yerr=[std or 0.0], fmt="_", color="black", capsize=3, ms=10)

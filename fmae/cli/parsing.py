@@ -1,0 +1,91 @@
+"""Multi-value options: `--lr 0.1 0.01 0.001`, rewritten to the repeated form before click parses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from typer.core import TyperCommand
+
+
+class MultiValueCommand(TyperCommand):
+    """Lets list options take several values after one flag: `--lr 0.1 0.01 0.001`.
+
+    Also accepted: the flag repeated (`--lr 0.1 --lr 0.01`) and comma lists (`--lr 0.1,0.01`).
+    The arguments are rewritten to the repeated form before click parses them, so click's own
+    validation, help and completion keep working.
+    """
+
+    multi_value_options: tuple[str, ...] = ()
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        strict = not ctx.resilient_parsing  # shell completion parses half-typed lines
+        return super().parse_args(ctx, expand_multi_values(args, self.multi_value_options, strict=strict))
+
+    # Typer names a list argument by its Python type (`{sources}...`, `sources... <list[Path]>`);
+    # an argument with a metavar (`PATH...`) is shown as exactly that, in the usage line and the help.
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            named = param.param_type_name == "argument" and param.metavar
+            pieces.extend([param.metavar] if named else param.get_usage_pieces(ctx))
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {"argument": [], "option": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None and param.param_type_name in sections:
+                named = param.param_type_name == "argument" and param.metavar
+                sections[param.param_type_name].append((param.metavar, record[1]) if named else record)
+        for title, kind in (("Arguments", "argument"), ("Options", "option")):
+            if sections[kind]:
+                with formatter.section(title):
+                    formatter.write_dl(sections[kind])
+
+
+def expand_multi_values(args: list[str], options: tuple[str, ...], *, strict: bool = True) -> list[str]:
+    out: list[str] = []
+    current: str | None = None  # the list option whose values are being read
+    got = 0
+
+    def close() -> None:
+        if current is not None and got == 0 and not strict:
+            out.append(current)
+        elif current is not None and got == 0:
+            from fmae.errors import ConfigError
+
+            raise ConfigError(f"{current} needs at least one value", f"e.g. {current} 1 2 3")
+
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        if flag in options:
+            close()
+            current, got = flag, 0
+            if eq:
+                out += [x for v in value.split(",") for x in (flag, v)]
+                got = 1
+            continue
+        if current is not None and arg != "--" and not _looks_like_flag(arg):
+            out += [x for v in arg.split(",") for x in (current, v)]
+            got += 1
+            continue
+        close()
+        current = None
+        out.append(arg)
+    close()
+    return out
+
+
+def _looks_like_flag(arg: str) -> bool:
+    if not arg.startswith("-") or arg == "-":
+        return False
+    try:
+        float(arg.split(",")[0])  # a negative number is a value (and will be refused as such)
+        return False
+    except ValueError:
+        return True
+
+
+def multi_value(*options: str) -> type[MultiValueCommand]:
+    return type("MultiValue", (MultiValueCommand,), {"multi_value_options": options})

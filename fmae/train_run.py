@@ -1,0 +1,102 @@
+"""One training run (`fmae train`): settings in, the run directory written, its summary out.
+
+It locks and checks the run directory (or resumes its run), trains with the engine, every epoch
+through the driver's writer (fmae.saving), and ends the run (model.pt, summary.json). It never
+prints: progress flows through one TrainProgress object.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from fmae.config import TrainSettings
+from fmae.status import Status
+
+
+class TrainProgress(Protocol):
+    """What a training run reports as it goes (fmae.cli.ui.TrainFeedback draws it). A context
+    manager, entered once the run directory is locked."""
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def message(self, text: str) -> None:
+        """A line for the user (stderr): the data found, what trains where, a hint."""
+
+    def begin(self, label: str, epochs: int, done: int) -> None:
+        """The run `label` trains to `epochs`, `done` of them already (resumed)."""
+
+    def epoch_done(self, metrics: Any) -> None: ...
+
+
+def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any]:
+    """Train one run and return its summary (`fmae train --json`). Ctrl-C and SIGTERM write
+    summary.json (status interrupted) after the latest state and raise Interrupted naming the
+    command that resumes the run; a failure before any epoch leaves no run behind."""
+    from fmae import data, executors, runs, saving
+    from fmae import engine as engines
+    from fmae.checkpoints import cloned
+    from fmae.config import check_checkpoint_every, check_engine, check_threads
+    from fmae.errors import out_of_memory
+    from fmae.interrupts import interrupted
+    from fmae.locks import lock_run_dir
+    from fmae.trackers import open_trackers, require
+
+    config = settings.config
+    run = runs.RunDir(settings.run_dir or Path("runs") / runs.cell_name(config))
+    torch_device = engines.resolve_device(settings.device)
+    trainer = engines.resolve_engine(check_engine(settings.engine), torch_device)
+    engines.set_threads(check_threads(settings.threads, executors.cores()))
+    every = check_checkpoint_every(settings.checkpoint_every)
+    require(settings.trackers)  # a missing package: one error, before anything is written
+    started = time.perf_counter()
+    with lock_run_dir(run.path), progress, open_trackers(settings.trackers, progress.message) as trackers, \
+            saving.Saver(every, trackers=trackers) as saver:
+        hint = executors.busy_hint("train") if settings.threads is None else None
+        if hint:
+            progress.message(hint)
+        if settings.resume:  # the run's own settings; of the flags given, only --epochs, --patience, --min-delta may differ
+            config = run.resumed_config(config, settings.explicit)
+        state = run.check(config, overwrite=settings.overwrite, resume=settings.resume)
+        runs.remove_stale_temporaries(run.path, runs.RUN_FILES)
+        dataset = data.find_and_load(settings.data_dir, download=settings.download, device=torch_device,
+                                     on_found=progress.message)
+        env = runs.environment(str(torch_device), dataset.source, dataset.sha256, engine=trainer)
+        if settings.overwrite or not run.exists:
+            run.reset()
+        run.write_config(config, env)
+        if state is not None:
+            saver.resumed(run, config, state)
+        done = int(state["epoch"]) if state else 0
+        label = runs.cell_name(config)
+        progress.message(f"training {label} on {torch_device} ({config.precision}) -> {run.path}"
+                         + (f", resuming after epoch {done}" if done else ""))
+        progress.begin(label, config.epochs, done)
+        history: list[Any] = runs.history_of(state) if state else []
+
+        def on_epoch(cell: Any, m: Any, data_rng: Any) -> None:  # a copy: training goes on in place
+            history[:] = saver.epoch(run, config, cloned(cell.resume_state(data_rng)))
+            progress.epoch_done(m)
+
+        try:
+            result = engines.train(config, dataset, torch_device, resume=state, on_epoch=on_epoch, engine=trainer)
+        except KeyboardInterrupt as exc:
+            saver.close()  # the latest state first: summary.json last
+            summary = runs.summarize(config, Status.INTERRUPTED, history, run_dir=run.path,
+                                     device=str(torch_device), wall_seconds=time.perf_counter() - started)
+            run.write_summary(summary)
+            trackers.log(run.path, config, history, summary)
+            saved = ("finished epochs are saved" if history or state
+                     else "it was interrupted before any epoch finished")
+            raise interrupted(exc, "training", saved,
+                              f"resume with: {shlex.join(settings.to_args(config, run.path))}") from None
+        except (MemoryError, RuntimeError) as exc:
+            if not history and state is None:  # nothing trained: leave no run that would "already hold" one
+                run.abandon()
+            raise out_of_memory(exc, config) or exc
+        return saver.finish(run, config, result.status, result.history, result.model.state_dict(), env,
+                            device=str(torch_device), wall_seconds=time.perf_counter() - started)

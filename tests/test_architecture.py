@@ -1,0 +1,145 @@
+"""The architecture as docs/architecture.md states it: layers, no circles, the CLI wing imported only by
+__main__, one status vocabulary, thin commands. Read from the source (ast), nothing is imported."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FMAE = ROOT / "fmae"
+
+# Lowest first: a module may import from its own layer or a lower one, never from a higher one.
+# docs/architecture.md states the same order (test_the_layer_order_is_the_documented_one).
+LAYERS = (
+    ("foundation", ("fmae", "fmae.errors", "fmae.checks", "fmae.status", "fmae.seeds", "fmae.faults", "fmae.atomic",
+                    "fmae.manifest", "fmae.locks", "fmae.config", "fmae.interrupts", "fmae.stats")),
+    ("data and models", ("fmae.data", "fmae.images", "fmae.model", "fmae.noise", "fmae.metrics", "fmae.optim",
+                         "fmae.checkpoints", "fmae.evaluation")),
+    ("training", ("fmae.training", "fmae.training.*", "fmae.engine", "fmae.denoising")),
+    ("runs", ("fmae.runs", "fmae.saving")),
+    ("executors", ("fmae.executors", "fmae.executors.*")),
+    ("workflows", ("fmae.train_run", "fmae.sweeps", "fmae.sweeps.*", "fmae.trackers", "fmae.trackers.*",
+                   "fmae.figures", "fmae.figures.*")),
+    ("cli", ("fmae.cli", "fmae.cli.*")),
+    ("entry point", ("fmae.__main__",)),
+)
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(FMAE.rglob("*.py")) if "__pycache__" not in p.parts}
+
+
+def layer_of(module: str) -> int:
+    for i, (_, members) in enumerate(LAYERS):
+        for member in members:
+            if module == member or (member.endswith(".*") and module.startswith(member[:-1])):
+                return i
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS here and to docs/architecture.md")
+
+
+def imports(module: str) -> set[str]:
+    """The fmae modules `module` imports, at module level or inside functions (lazy imports count)."""
+    out = set()
+    for node in ast.walk(ast.parse(MODULES[module].read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "fmae"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "fmae":
+            for alias in node.names:  # `from fmae.sweeps import run` imports the module fmae.sweeps.run
+                sub = f"{node.module}.{alias.name}"
+                out.add(sub if sub in MODULES else node.module)
+    return out - {module}
+
+
+GRAPH = {m: imports(m) for m in MODULES}
+
+
+def test_every_import_names_a_module_and_every_module_has_a_layer():
+    for module, targets in GRAPH.items():
+        layer_of(module)
+        assert targets <= set(MODULES), (module, targets - set(MODULES))
+
+
+def test_no_import_goes_up_a_layer():
+    up = [f"{m} ({LAYERS[layer_of(m)][0]}) imports {t} ({LAYERS[layer_of(t)][0]})"
+          for m, targets in GRAPH.items() for t in targets if layer_of(t) > layer_of(m)]
+    assert not up, "\n".join(up)
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of `graph`, each as a path that ends where it began."""
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    found: list[list[str]] = []
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for t in sorted(graph.get(m, ())):
+            if state.get(t) == 1:
+                found.append([*path[path.index(t):], t])
+            elif t not in state:
+                visit(t, [*path, t])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    return found
+
+
+def test_no_circles():
+    """A submodule importing its own package (`from fmae.executors import worker`) is how Python
+    reaches it, not a circle: such edges are left out; every other circle is named."""
+    graph = {m: {t for t in targets if not m.startswith(t + ".")} for m, targets in GRAPH.items()}
+    assert not circles(graph), "\n".join(" -> ".join(c) for c in circles(graph))
+
+
+def test_the_cli_wing_is_imported_only_by_main():
+    outside = [(m, t) for m, targets in GRAPH.items() for t in targets
+               if (t == "fmae.cli" or t.startswith("fmae.cli.")) and not (m == "fmae.cli" or m.startswith("fmae.cli."))]
+    assert outside == [("fmae.__main__", "fmae.cli")]
+
+
+def test_the_checker_sees_circles_and_layers():
+    """The checks above can fail: the circle this layout removed (the CLI and its training
+    commands importing each other) is found, and a module in no layer is refused."""
+    old = {"fmae.cli": {"fmae.commands.training"}, "fmae.commands.training": {"fmae.cli", "fmae.config"}}
+    assert circles(old) == [["fmae.cli", "fmae.commands.training", "fmae.cli"]]
+    assert sum(len(t) for t in GRAPH.values()) > 100  # the imports were read
+    assert "fmae.engine" in GRAPH["fmae.runs"]  # lazy ones too
+    assert layer_of("fmae.cli.training") > layer_of("fmae.sweeps.run") > layer_of("fmae.runs")
+    assert layer_of("fmae.status") == 0
+    with pytest.raises(AssertionError):
+        layer_of("fmae.nowhere")
+
+
+def test_the_layer_order_is_the_documented_one():
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    positions = [text.find(f"**{name}**") for name, _ in LAYERS]
+    assert -1 not in positions, [name for (name, _), p in zip(LAYERS, positions) if p == -1]
+    assert positions == sorted(positions)
+
+
+def test_no_status_is_spelled_outside_the_status_module():
+    from fmae.status import Status
+
+    values = {s.value for s in Status}
+    found = [f"{module}:{node.lineno} {node.value!r}" for module, path in MODULES.items() if module != "fmae.status"
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in values]
+    assert not found, found
+
+
+@pytest.mark.parametrize("module, command", [("fmae.cli.training", "train"), ("fmae.cli.training", "sweep")])
+def test_commands_are_thin(module, command):
+    """Signature, one library call with one progress object, render: at most 30 lines of body."""
+    tree = ast.parse(MODULES[module].read_text())
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == command)
+    body = fn.body[1:] if isinstance(fn.body[0], ast.Expr) and isinstance(fn.body[0].value, ast.Constant) else fn.body
+    lines = body[-1].end_lineno - body[0].lineno + 1
+    assert lines <= 30, f"{module}.{command}: {lines} lines of body"
