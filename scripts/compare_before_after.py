@@ -60,7 +60,7 @@ COMMANDS: list[list[str]] = [
     ["sweep", "--optim", "sgd", "--lr", "0.1", "--hidden", "4", "--seed", "0", "1", "2", *GRID[9:],
      "--momentum", "0.5", "--run-dir", "runs/seeds"],
     ["sweep", *GRID, "--epochs", "4", "--prune", "halving", "--eta", "2", "--run-dir", "runs/h"],
-    ["sweep", *GRID, "--jobs", "2", "--run-dir", "runs/j", "--json"],
+    ["sweep", *GRID, "--jobs", "2", "--run-dir", "runs/j", "--json", "-q"],  # -q: two workers interleave stderr
     ["sweep", *GRID, "--eta", "2", "--run-dir", "runs/x"],
     ["sweep", "--optim", "sgd", "--lr", "0.1", "0.1", "--run-dir", "runs/x"],
     ["sweep", *GRID, "--epochs", "3", "--run-dir", "runs/s"],  # other shared settings: epochs may grow
