@@ -24,6 +24,8 @@ DEFAULT_LR = {"adam": 0.001, "sgd": 0.1}
 NOISES = ("image-gaussian", "gaussian", "salt-pepper", "speckle")  # fmae.noise implements them
 PLOT_KINDS = ("curves", "recon", "heatmap", "compare", "seeds")  # fmae.figures.plots draws them, in this order
 FIGURE_FORMATS = ("png", "svg", "pdf")
+SPLITS = ("test", "train")  # the splits `fmae eval` evaluates on
+BASELINES = ("pca",)  # what `fmae eval --baseline` puts beside the checkpoints
 
 
 def optim_label(optim: str) -> str:
@@ -121,6 +123,50 @@ class DenoiseConfig:
 def figure_format(path: str | Path) -> str | None:
     suffix = Path(path).suffix.lower().lstrip(".")
     return suffix if suffix in FIGURE_FORMATS else None
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """All of one `fmae eval`: the checkpoints, the split they are evaluated on, the baseline beside
+    them (None, or "pca": PCA with k = h fitted on the training set), where it runs and reads its data."""
+
+    ckpts: tuple[Path, ...] = ()
+    split: str = "test"
+    baseline: str | None = None
+    device: str = "auto"
+    data_dir: Path | None = None
+    download: bool = True
+
+    def __post_init__(self) -> None:
+        choice("split", self.split, SPLITS)
+        if self.baseline is not None:
+            choice("baseline", self.baseline, BASELINES)
+
+
+@dataclass(frozen=True)
+class PlotSettings:
+    """All of one `fmae plot`: the run and sweep directories read, where the figures go and in which
+    format, the kinds wanted ("all": every kind the sources allow), the curves' options, the recon
+    figure's examples (a seeded choice), where it runs and reads its data."""
+
+    sources: tuple[Path, ...] = ()
+    out: Path = Path("figures")
+    kinds: tuple[str, ...] = ("all",)
+    fmt: str = "png"
+    train: bool = False  # curves: train loss too
+    overlay: bool = False  # curves: all sources on one axis
+    examples: int = 3
+    seed: int = 0
+    device: str = "auto"
+    data_dir: Path | None = None
+    download: bool = True
+
+    def __post_init__(self) -> None:
+        check_examples(self.examples)
+        check_seed(self.seed)
+        for kind in self.kinds:
+            choice("kind", kind, ("all", *PLOT_KINDS))
+        choice("format", self.fmt, FIGURE_FORMATS)
 
 
 @dataclass(frozen=True)

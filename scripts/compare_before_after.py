@@ -60,7 +60,7 @@ COMMANDS: list[list[str]] = [
     ["sweep", "--optim", "sgd", "--lr", "0.1", "--hidden", "4", "--seed", "0", "1", "2", *GRID[9:],
      "--momentum", "0.5", "--run-dir", "runs/seeds"],
     ["sweep", *GRID, "--epochs", "4", "--prune", "halving", "--eta", "2", "--run-dir", "runs/h"],
-    ["sweep", *GRID, "--jobs", "2", "--run-dir", "runs/j", "--json"],
+    ["sweep", *GRID, "--jobs", "2", "--run-dir", "runs/j", "--json", "-q"],  # -q: two workers interleave stderr
     ["sweep", *GRID, "--eta", "2", "--run-dir", "runs/x"],
     ["sweep", "--optim", "sgd", "--lr", "0.1", "0.1", "--run-dir", "runs/x"],
     ["sweep", *GRID, "--epochs", "3", "--run-dir", "runs/s"],  # other shared settings: epochs may grow
@@ -72,15 +72,28 @@ COMMANDS: list[list[str]] = [
     ["eval", "--ckpt", "runs/s/best.pt", "runs/a/model.pt"],
     ["eval", "--ckpt", "runs/s/best.pt", "--json"],
     ["eval", "--ckpt", "nothing.pt"],
+    ["eval", "--ckpt", "runs/a/model.pt", "--split", "train", "--baseline", "pca", "--json"],
+    ["eval", "--ckpt", "runs/a/model.pt", "--baseline", "pca", "-q"],
+    ["eval", "--ckpt", "runs/a/model.pt", "--device", "cuda"],
     ["denoise", "--ckpt", "runs/s/best.pt", "runs/b/model.pt", "--sigma", "0.25", "0.5", "--limit", "8",
      "--out", "fig/denoise.png", "--curve", "fig/psnr.png"],
     ["denoise", "--ckpt", "runs/s/best.pt", "--noise", "salt-pepper", "--sigma", "0.1", "--json"],
     ["denoise", "--ckpt", "runs/s/best.pt", "--input", "images.npy", "--output", "images.out.npy"],
     ["denoise", "--ckpt", "runs/s/best.pt", "runs/a/model.pt", "--input", "images.npy"],
+    ["denoise", "--ckpt", "runs/a/model.pt", "--input", "images.npy", "--json"],
+    ["denoise", "--ckpt", "runs/a/model.pt", "--input", "missing.png"],
+    ["denoise", "--ckpt", "runs/a/model.pt", "--index", "1", "2"],
+    ["denoise", "--ckpt", "runs/a/model.pt", "--index", "1", "2", "--out", "fig/idx.svg", "--limit", "8", "-q"],
+    ["denoise", "--ckpt", "runs/a/model.pt", "--out", "fig/x.gif"],
     ["plot", "runs/s", "runs/seeds", "runs/a", "--out", "fig/all"],
     ["plot", "runs/s", "--kind", "heatmap", "recon", "--format", "svg", "--out", "fig/svg", "--json"],
     ["plot", "runs/h", "--kind", "compare", "--out", "fig/c"],
     ["plot", "nowhere"],
+    ["plot", "runs/a", "--examples", "0"],
+    ["plot", "runs/a", "--seed", "-1"],
+    ["plot", "runs/a", "--kind", "heatmap"],
+    ["plot", "runs/a", "runs/b", "--kind", "curves", "recon", "--train", "--overlay", "--examples", "2", "--seed", "3",
+     "--out", "fig/r", "--json"],
 ]
 
 FINISHED_AT = re.compile(rb'"finished_at": "[0-9T:-]+Z"')

@@ -1,7 +1,8 @@
 """Plain functions the tests share (fixtures live in conftest.py): `fmae` in this process and the
 arguments of a tiny run, Ctrl-C at a save, the one error line; a tiny config, resume states after
 n epochs and the trainers' tolerance; a tiny Fashion-MNIST look-alike, where the real dataset is,
-the environment for running the installed `fmae`, reaping a child, and sweep comparison."""
+the environment for running the installed `fmae`, reaping a child, sweep comparison, and a progress
+object that records what a library call reports."""
 
 from __future__ import annotations
 
@@ -204,6 +205,24 @@ def metrics_losses(path: Path) -> list[str]:
     """The lines of a metrics.csv without their last column (seconds, which varies): the header and
     each epoch's losses as written."""
     return [line.rsplit(",", 1)[0] for line in path.read_text().splitlines()]
+
+
+class Recorder:
+    """A progress object (fmae.progress.Progress) that keeps what a library call reports."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.entered = self.left = 0
+
+    def __enter__(self) -> Recorder:
+        self.entered += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.left += 1
+
+    def message(self, text: str) -> None:
+        self.lines.append(text)
 
 
 def state_dict(path: Path) -> dict:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fmae.config import ModelConfig, TrainConfig
+from fmae.config import EvalSettings, ModelConfig, PlotSettings, TrainConfig
 from fmae.errors import ConfigError
 
 
@@ -36,3 +36,14 @@ def test_config_round_trip():
     assert TrainConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError):
         TrainConfig.from_dict({"model": {"hidden": 3}, "bogus": 1})
+
+
+@pytest.mark.parametrize("make", [
+    lambda: EvalSettings(split="validation"), lambda: EvalSettings(baseline="svd"),
+    lambda: PlotSettings(examples=0), lambda: PlotSettings(seed=-1), lambda: PlotSettings(kinds=("curves", "bars")),
+    lambda: PlotSettings(fmt="gif"),
+])
+def test_eval_and_plot_settings_reject(make):
+    with pytest.raises(ConfigError):
+        make()
+

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers import cli, metrics_losses, tiny
+from tests.helpers import Recorder, cli, metrics_losses, tiny
 
 
 @pytest.fixture
@@ -33,6 +33,26 @@ def test_eval_table_has_one_column_per_checkpoint(ckpts):
     assert result.exit_code == 0
     header = result.stdout.splitlines()[2]
     assert "a" in header and "s" in header and "PSNR (dB)" in result.stdout and "MSE Trouser" in result.stdout
+
+
+def test_run_eval_and_run_denoise_print_nothing_and_report_through_progress(ckpts, tmp_path, capsys):
+    """The library calls behind `fmae eval` and `fmae denoise`: a document back, lines through the one
+    progress object (entered once), nothing on stdout or stderr."""
+    from fmae.config import DenoiseConfig, EvalSettings
+    from fmae.denoise_run import run_denoise
+    from fmae.eval_run import run_eval
+
+    capsys.readouterr()
+    progress = Recorder()
+    doc = run_eval(EvalSettings(ckpts, baseline="pca"), progress)
+    assert [c["checkpoint"] for c in doc["checkpoints"]] == [str(p) for p in ckpts]
+    assert all(c["pca_mse"] >= 0 for c in doc["checkpoints"]) and doc["images"] == 16
+    assert progress.lines[-1] == "fitting PCA on the training set" and (progress.entered, progress.left) == (1, 1)
+    progress, curve = Recorder(), tmp_path / "curve.png"
+    doc = run_denoise(DenoiseConfig(sigmas=(0.25, 0.5), curve=curve, ckpts=ckpts), progress)
+    assert len(doc["results"]) == 4 and doc["figures"] == {"curve": str(curve)} and curve.stat().st_size > 0
+    assert progress.lines[-1] == f"wrote {curve}" and (progress.entered, progress.left) == (1, 1)
+    assert capsys.readouterr() == ("", "")
 
 
 def test_denoise_exactly_as_written_and_json(ckpts, tmp_path, monkeypatch):

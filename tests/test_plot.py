@@ -8,7 +8,7 @@ import pytest
 
 from fmae import runs
 from fmae.figures import plots
-from tests.helpers import cli
+from tests.helpers import Recorder, cli
 
 SHARED = ["--batch-size", "16", "--epochs", "3", "-q"]
 
@@ -44,6 +44,22 @@ def test_all_kinds_from_two_sweeps_deterministic(sweeps, tmp_path):
     assert cli("plot", *sweeps, "--out", tmp_path / "figs", "-q").exit_code == 0
     for kind, path in figures.items():
         assert open(path, "rb").read() == first[kind], f"{kind} is not deterministic"
+
+
+def test_run_plot_prints_nothing_and_reports_through_progress(sweeps, tmp_path, capsys):
+    """The library call behind `fmae plot`: the figures written, what `all` skipped and each figure
+    written reported through the one progress object (entered once), nothing on stdout or stderr."""
+    from fmae.config import PlotSettings
+    from fmae.figures.run import run_plot
+
+    capsys.readouterr()
+    progress = Recorder()
+    doc = run_plot(PlotSettings(sweeps, out=tmp_path / "f"), progress)
+    assert doc["figures"] == {k: str(tmp_path / "f" / f"{k}.png") for k in ("curves", "recon", "heatmap", "compare")}
+    assert progress.lines[0] == "plot: seeds skipped: it needs a sweep with several seeds among the sources"
+    wrote = [line for line in progress.lines if line.startswith("wrote ")]
+    assert wrote == [f"wrote {p}" for p in doc["figures"].values()]
+    assert (progress.entered, progress.left) == (1, 1) and capsys.readouterr() == ("", "")
 
 
 def test_sources_are_never_changed(sweeps, tmp_path):

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from fmae.cli.options import Json, MlflowArtifacts, Quiet
+from fmae.config import TrackerConfig
 
 
 def export(
@@ -29,14 +30,11 @@ def export(
     Example: fmae export mlflow runs/sweep-sgd-adam --to sqlite:///mlflow.db
     """
     from fmae.cli.ui import Feedback, emit
-    from fmae.config import TrackerConfig
-    from fmae.trackers.export import export as run_export
+    from fmae.trackers.export import run_export
 
     config = (TrackerConfig(tensorboard=Path(to), artifacts=mlflow_artifacts) if tracker == "tensorboard"
               else TrackerConfig(mlflow=to, artifacts=mlflow_artifacts))
-    with Feedback(quiet=quiet) as feedback:
-        doc = run_export(paths, config, feedback.message)
-    emit(doc, json_out, _print_export)
+    emit(run_export(tuple(paths), config, Feedback(quiet=quiet)), json_out, _print_export)
 
 
 def _print_export(doc: dict[str, Any]) -> None:

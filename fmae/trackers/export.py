@@ -5,12 +5,13 @@ nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fmae import runs
 from fmae.config import TrackerConfig
+from fmae.progress import Progress
 from fmae.trackers import TrackerError, Trackers, open_trackers
 
 
@@ -47,14 +48,15 @@ def end_sweep(trackers: Trackers, sweep_dir: Path, doc: dict[str, Any]) -> None:
         trackers.end_sweep(doc)
 
 
-def export(paths: Sequence[Path], config: TrackerConfig, on_warning: Callable[[str], None]) -> dict[str, Any]:
-    """Log each run or sweep directory in `paths` to the tracker `config` names (holding each
-    directory's lock: its trackers.json is written); returns what was exported. A tracker that
-    fails is a TrackerError, after the directories before it were exported."""
+def run_export(paths: Sequence[Path], config: TrackerConfig, progress: Progress) -> dict[str, Any]:
+    """`fmae export`: log each run or sweep directory in `paths` to the tracker `config` names
+    (holding each directory's lock: its trackers.json is written); returns what was exported (the
+    `--json` document). A tracker that fails is a TrackerError, after the directories before it
+    were exported."""
     from fmae.locks import lock_run_dir
 
     rows = []
-    with open_trackers(config, on_warning, live=False) as trackers:
+    with progress, open_trackers(config, progress.message, live=False) as trackers:
         for path in paths:
             kind, records = runs.read_source(path)
             with lock_run_dir(Path(path)):
