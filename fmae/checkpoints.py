@@ -177,8 +177,13 @@ def check_resume_state(path: Path, state: dict[str, Any]) -> None:
         for name, value in slots.items():
             if name == "momentum_buffer" and value is None:  # torch.optim.SGD's before a first step
                 continue
-            if not (isinstance(value, torch.Tensor) and (value.numel() == 1 if name == "step" else
-                                                         value.is_floating_point() and tuple(value.shape) == shapes[i])):
+            if not isinstance(value, torch.Tensor):
+                raise bad(f"optimizer state {name} of parameter {i}")
+            if name == "step":
+                fits = value.numel() == 1
+            else:
+                fits = value.is_floating_point() and tuple(value.shape) == shapes[i]
+            if not fits:
                 raise bad(f"optimizer state {name} of parameter {i}")
 
 
@@ -194,7 +199,8 @@ def check_belongs(path: Path, state: dict[str, Any], config: TrainConfig, ignore
              for k, v in settings(config.optim, config.lr, config.momentum).items()
              if k not in group or plain(group[k]) != plain(v)]
     if diff:
-        raise CheckpointError(f"{path} is not this run's: saved with other settings (saved -> this run: {', '.join(diff)})",
+        raise CheckpointError(f"{path} is not this run's: saved with other settings "
+                              f"(saved -> this run: {', '.join(diff)})",
                               "remove it (with metrics.csv) to train this run from its start, or use --overwrite")
 
 
@@ -350,8 +356,9 @@ def check_records(path: Path, skeleton: dict[str, Any], records: list[zipfile.Zi
         bound = largest if name.startswith("data/") else pickle_bytes if name == "data.pkl" else 4096
         stored += record.file_size if name.startswith("data/") else 0
         if record.file_size > bound or stored > total:
-            raise CheckpointError(f"{path}: refused: record {record.filename} holds {record.file_size} bytes, more "
-                                  f"than hidden {config.model.hidden} can need", "only load checkpoints written by fmae")
+            raise CheckpointError(f"{path}: refused: record {record.filename} holds {record.file_size} bytes, "
+                                  f"more than hidden {config.model.hidden} can need",
+                                  "only load checkpoints written by fmae")
 
 
 def _numel(shape: tuple[int, ...]) -> int:

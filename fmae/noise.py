@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+
 def image_gaussian(x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """The report's noise: eps ~ N(mu, s^2) per pixel, mu and s those of the image's own pixels."""
     mu = x.mean(dim=1, keepdim=True)

@@ -59,7 +59,8 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
         hint = executors.busy_hint("train") if settings.threads is None else None
         if hint:
             progress.message(hint)
-        if settings.resume:  # the run's own settings; of the flags given, only --epochs, --patience, --min-delta may differ
+        # resume: the run's own settings; of the flags given, only --epochs, --patience, --min-delta may differ
+        if settings.resume:
             config = run.resumed_config(config, settings.explicit)
         state = run.check(config, overwrite=settings.overwrite, resume=settings.resume)
         runs.remove_stale_temporaries(run.path, runs.RUN_FILES)
@@ -97,6 +98,9 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
         except (MemoryError, RuntimeError) as exc:
             if not history and state is None:  # nothing trained: leave no run that would "already hold" one
                 run.abandon()
-            raise out_of_memory(exc, config) or exc
+            oom = out_of_memory(exc, config)
+            if oom is None:
+                raise
+            raise oom from exc
         return saver.finish(run, config, result.status, result.history, result.model.state_dict(), env,
                             device=str(torch_device), wall_seconds=time.perf_counter() - started)

@@ -4,19 +4,34 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import typer
 
 from fmae.config import (  # noqa: F401 - CHECKPOINT_EVERY: the commands' default, with the option
-    ACTIVATIONS, CHECKPOINT_EVERY, DEFAULT_LR, DEVICES, ENGINES, EXECUTORS, FAIL_ON, NOISES, OPTIMIZERS, PLOT_KINDS,
-    PRECISIONS, ExecutorConfig, ModelConfig, NoiseConfig, PruneConfig, SweepConfig, TrainConfig,
+    ACTIVATIONS,
+    CHECKPOINT_EVERY,
+    DEFAULT_LR,
+    DEVICES,
+    ENGINES,
+    EXECUTORS,
+    FAIL_ON,
+    NOISES,
+    OPTIMIZERS,
+    PLOT_KINDS,
+    PRECISIONS,
+    ExecutorConfig,
+    ModelConfig,
+    NoiseConfig,
+    PruneConfig,
+    SweepConfig,
+    TrainConfig,
 )
 
 M, T, N, S, E = ModelConfig(), TrainConfig(), NoiseConfig(), SweepConfig(), ExecutorConfig()
 
 Optim = Annotated[Literal[OPTIMIZERS], typer.Option(help="Optimizer.")]
-Lr = Annotated[Optional[float], typer.Option(
+Lr = Annotated[float | None, typer.Option(
     help=f"Learning rate [default: {', '.join(f'{lr:g} for {o}' for o, lr in DEFAULT_LR.items())}].",
     show_default=False)]
 Hidden = Annotated[int, typer.Option(help="Hidden units h of the 784 -> h -> 784 autoencoder.")]
@@ -37,35 +52,35 @@ RunDevice = Annotated[Literal[DEVICES], typer.Option("--device", help="Where to 
 Patience = Annotated[int, typer.Option(help="Early stopping window in epochs; 0 turns early stopping off.")]
 MinDelta = Annotated[float, typer.Option(
     help="Early stopping: stop when the test loss fell by less than this fraction over --patience epochs.")]
-DataDir = Annotated[Optional[Path], typer.Option(help="Directory holding the Fashion-MNIST IDX files (.gz or raw).",
+DataDir = Annotated[Path | None, typer.Option(help="Directory holding the Fashion-MNIST IDX files (.gz or raw).",
                                                  show_default=False)]
 NoDownload = Annotated[bool, typer.Option("--no-download", help="Never download the dataset.")]
-TrainNoise = Annotated[Optional[Literal[NOISES]], typer.Option(
+TrainNoise = Annotated[Literal[NOISES] | None, typer.Option(
     "--noise", help="Train a denoising autoencoder: this noise on the input, the clean image as target.",
     show_default=False)]
 TrainNoiseSigma = Annotated[float, typer.Option(help="Noise scale for --noise.")]
-Prune = Annotated[Optional[Literal["halving"]], typer.Option(
+Prune = Annotated[Literal["halving"] | None, typer.Option(
     help="Successive halving: every cell trains to the first rung, the best 1/eta go on to the next "
          "(eta times more epochs), up to --epochs; the rest stop as `pruned` (resumable).", show_default=False)]
-Eta = Annotated[Optional[int], typer.Option(
+Eta = Annotated[int | None, typer.Option(
     help=f"--prune halving: keep the best 1/eta at each rung [default: {PruneConfig.eta}].", show_default=False)]
-MinEpochs = Annotated[Optional[int], typer.Option(
+MinEpochs = Annotated[int | None, typer.Option(
     help="--prune halving: epochs of the first rung, at least [default: epochs // eta^2, at least 1].",
     show_default=False)]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document with the results on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.")]
-Threads = Annotated[Optional[int], typer.Option(
+Threads = Annotated[int | None, typer.Option(
     help="Torch intra-op threads of each model in training [default: all cores; in a sweep, cores // N with "
          "--jobs N and --cpus-per-cell with Ray].", show_default=False)]
 Jobs = Annotated[int, typer.Option(help="Cells trained at once, each in a worker process on this machine.")]
 Executor = Annotated[Literal[EXECUTORS], typer.Option(
     help="local: this machine (see --jobs); ray: Ray tasks (pip install 'fmae-cli[ray]').")]
-Address = Annotated[Optional[str], typer.Option(
+Address = Annotated[str | None, typer.Option(
     help="--executor ray: auto or ray://host:port joins that cluster [default: a private local Ray instance].",
     show_default=False)]
-CpusPerCell = Annotated[Optional[float], typer.Option(help="--executor ray: CPUs each cell's task asks for [default: 1].",
+CpusPerCell = Annotated[float | None, typer.Option(help="--executor ray: CPUs each cell's task asks for [default: 1].",
                                                       show_default=False)]
-GpusPerCell = Annotated[Optional[float], typer.Option(
+GpusPerCell = Annotated[float | None, typer.Option(
     help="--executor ray: GPUs each task asks for, a task being a group of cells trained together (fractions "
          "share one GPU); > 0 trains on cuda [default: 0].", show_default=False)]
 CheckpointEvery = Annotated[float, typer.Option(
@@ -79,7 +94,7 @@ OptimizerName = Enum("OptimizerName", {o: o for o in OPTIMIZERS}, type=str)  # t
 SWEEP_LISTS = ("--optim", "--lr", "--hidden", "--seed", "--fail-on")
 
 FailOnStatus = Enum("FailOnStatus", {s.value: s.value for s in FAIL_ON}, type=str)
-FailOn = Annotated[Optional[list[FailOnStatus]], typer.Option(
+FailOn = Annotated[list[FailOnStatus] | None, typer.Option(
     "--fail-on", metavar=f"[{'|'.join(FAIL_ON)}]...",
     help="Exit 3 (after printing the results) when a run ends in one of these statuses, "
          "e.g. --fail-on diverged,collapsed.", show_default=False)]
@@ -93,10 +108,10 @@ PlotKind = Enum("PlotKind", {k: k for k in ("all", *PLOT_KINDS)}, type=str)
 
 
 
-TensorBoard = Annotated[Optional[Path], typer.Option(
+TensorBoard = Annotated[Path | None, typer.Option(
     "--tensorboard", metavar="DIR", help="Log each epoch to TensorBoard event files under DIR, and the "
     "hyper-parameters to its HParams view (pip install 'fmae-cli[tensorboard]').", show_default=False)]
-Mlflow = Annotated[Optional[str], typer.Option(
+Mlflow = Annotated[str | None, typer.Option(
     "--mlflow", metavar="URI", help="Log each epoch to MLflow at this tracking URI: sqlite:///mlflow.db, file:DIR "
     "or http://host:port; a sweep is a parent run with a child run per cell (pip install 'fmae-cli[mlflow]').",
     show_default=False)]

@@ -4,19 +4,65 @@ fmae.sweeps.run.run_sweep) with one progress object -> render."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from fmae.cli.options import (
-    CHECKPOINT_EVERY, E, N, T, Activation, Address, BatchSize, CheckpointEvery, CpusPerCell, DataDir, Device,
-    Dropout, Engine, Epochs, Eta, Executor, FailOn, GpusPerCell, Hidden, Jobs, Json, Lr, M, MaxRetries, MinDelta,
-    MinEpochs, Mlflow, MlflowArtifacts, Momentum, NoDownload, Optim, OptimizerName, Patience, Precision, Prune, Quiet,
-    S, Seed, TensorBoard, Threads, TrainNoise, TrainNoiseSigma,
+    CHECKPOINT_EVERY,
+    Activation,
+    Address,
+    BatchSize,
+    CheckpointEvery,
+    CpusPerCell,
+    DataDir,
+    Device,
+    Dropout,
+    E,
+    Engine,
+    Epochs,
+    Eta,
+    Executor,
+    FailOn,
+    GpusPerCell,
+    Hidden,
+    Jobs,
+    Json,
+    Lr,
+    M,
+    MaxRetries,
+    MinDelta,
+    MinEpochs,
+    Mlflow,
+    MlflowArtifacts,
+    Momentum,
+    N,
+    NoDownload,
+    Optim,
+    OptimizerName,
+    Patience,
+    Precision,
+    Prune,
+    Quiet,
+    S,
+    Seed,
+    T,
+    TensorBoard,
+    Threads,
+    TrainNoise,
+    TrainNoiseSigma,
 )
 from fmae.config import (
-    ExecutorConfig, ModelConfig, NoiseConfig, PruneConfig, SharedSettings, SweepConfig, SweepSettings, TrackerConfig,
-    TrainConfig, TrainSettings,
+    ExecutorConfig,
+    ModelConfig,
+    NoiseConfig,
+    PruneConfig,
+    SharedSettings,
+    SweepConfig,
+    SweepSettings,
+    TrackerConfig,
+    TrainConfig,
+    TrainSettings,
 )
 from fmae.errors import ConfigError, check_fail_on
 from fmae.status import Status
@@ -31,7 +77,7 @@ def _explicit(ctx: typer.Context) -> list[str]:
 
 def train(
     ctx: typer.Context,
-    run_dir: Annotated[Optional[Path], typer.Option(
+    run_dir: Annotated[Path | None, typer.Option(
         help="Directory for config.json, metrics.csv, model.pt, last.pt, summary.json "
              "[default: runs/<optim>-lr<lr>-h<hidden>-s<seed>].", show_default=False)] = None,
     optim: Optim = T.optim,
@@ -107,14 +153,17 @@ def _print_train(summary: dict[str, Any], feedback: Any) -> None:
 
 def sweep(
     optim: Annotated[list[OptimizerName], typer.Option(
-        metavar="[adam|sgd]...", help="Optimizers to sweep; several values after one flag, e.g. --optim sgd adam.")] = [
+        metavar="[adam|sgd]...",
+        help="Optimizers to sweep; several values after one flag, e.g. --optim sgd adam.")] = [
         OptimizerName(o) for o in S.optims],
     lr: Annotated[list[float], typer.Option(
-        metavar="FLOAT...", help="Learning rates, e.g. --lr 0.1 0.01 0.001 (or --lr 0.1,0.01 or --lr 0.1 --lr 0.01).")] = list(S.lrs),
-    hidden: Annotated[list[int], typer.Option(metavar="INT...", help="Hidden sizes, e.g. --hidden 64 128 256 512.")] = list(S.hiddens),
-    seed: Annotated[list[int], typer.Option(metavar="INT...", help="Seeds: every cell is repeated for each, e.g. --seed 0 1 2.")] = list(
-        S.seeds),
-    run_dir: Annotated[Optional[Path], typer.Option(
+        metavar="FLOAT...",
+        help="Learning rates, e.g. --lr 0.1 0.01 0.001 (or --lr 0.1,0.01 or --lr 0.1 --lr 0.01).")] = list(S.lrs),
+    hidden: Annotated[list[int], typer.Option(
+        metavar="INT...", help="Hidden sizes, e.g. --hidden 64 128 256 512.")] = list(S.hiddens),
+    seed: Annotated[list[int], typer.Option(
+        metavar="INT...", help="Seeds: every cell is repeated for each, e.g. --seed 0 1 2.")] = list(S.seeds),
+    run_dir: Annotated[Path | None, typer.Option(
         help="Sweep directory: sweep.json, results.csv/json, best.pt, cells/ [default: runs/sweep-<optims>].",
         show_default=False)] = None,
     epochs: Epochs = T.epochs,

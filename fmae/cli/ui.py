@@ -179,8 +179,8 @@ class SweepFeedback(Feedback):
         self.training.pop(plan.name, None)
         self.finished += 1
         self.remove(plan.name)
-        self.advance("cells", self.finished, self.total, self._training_now(),
-                     f"cell {self.finished}/{self.total} {plan.name} {status}" + (f": {plan.error}" if plan.error else ""))
+        line = f"cell {self.finished}/{self.total} {plan.name} {status}" + (f": {plan.error}" if plan.error else "")
+        self.advance("cells", self.finished, self.total, self._training_now(), line)
 
     def paused(self, plans: Sequence[Any]) -> None:
         for plan in plans:

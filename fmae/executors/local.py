@@ -18,14 +18,13 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import sys
-from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from fmae import faults
 from fmae.errors import FmaeError
-from fmae.executors import WorkerLost
-from fmae.executors import worker
+from fmae.executors import WorkerLost, worker
 
 
 class InlineBackend:

@@ -19,7 +19,6 @@ from fmae.stats import within
 from fmae.status import MARKED, Status
 
 
-
 def _image(ax: Any, flat: Any, title: str | None = None) -> None:
     ax.imshow(flat.reshape(28, 28).cpu().numpy(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_xticks([])
@@ -70,7 +69,6 @@ def psnr_curve(rows: Sequence[Mapping[str, Any]], names: Mapping[str, str], *, n
 def figure_bytes(fig: Figure, fmt: str) -> bytes:
     """Render with fixed metadata so the same figure gives the same bytes."""
     import matplotlib
-
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)

@@ -56,6 +56,7 @@ def successive_halving(plans: Sequence[CellPlan], rungs: Sequence[int], eta: int
 
 def prune(plan: CellPlan, device: str) -> None:
     """Record a cell left behind by successive halving: status `pruned`, its files kept."""
-    plan.run.write_summary(runs.summarize(plan.config, Status.PRUNED, runs.history_of(plan.resume), run_dir=plan.run.path,
+    history = runs.history_of(plan.resume)
+    plan.run.write_summary(runs.summarize(plan.config, Status.PRUNED, history, run_dir=plan.run.path,
                                           device=device, wall_seconds=0.0))
     plan.done = True

@@ -28,7 +28,13 @@ from fmae.noise import add_noise
 from fmae.seeds import derive_seed
 from fmae.status import Status
 from fmae.training.contract import (
-    EpochMetrics, TrainResult, final_status, history_of_state, history_rows, stop_reason, training_loss,
+    EpochMetrics,
+    TrainResult,
+    final_status,
+    history_of_state,
+    history_rows,
+    stop_reason,
+    training_loss,
 )
 
 
