@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fmae.config import EvalSettings
 from fmae.progress import Progress
+from fmae.settings import EvalSettings
 
 
 def run_eval(settings: EvalSettings, progress: Progress) -> dict[str, Any]:

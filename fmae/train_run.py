@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from fmae.config import TrainSettings
+from fmae.settings import TrainSettings
 from fmae.status import Status
 
 

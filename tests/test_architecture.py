@@ -15,7 +15,8 @@ FMAE = ROOT / "fmae"
 # docs/architecture.md states the same order (test_the_layer_order_is_the_documented_one).
 LAYERS = (
     ("foundation", ("fmae", "fmae.errors", "fmae.checks", "fmae.status", "fmae.seeds", "fmae.faults", "fmae.atomic",
-                    "fmae.manifest", "fmae.locks", "fmae.config", "fmae.interrupts", "fmae.stats", "fmae.progress")),
+                    "fmae.manifest", "fmae.locks", "fmae.config", "fmae.settings", "fmae.interrupts", "fmae.stats",
+                    "fmae.progress")),
     ("data and models", ("fmae.data", "fmae.images", "fmae.model", "fmae.noise", "fmae.metrics", "fmae.optim",
                          "fmae.checkpoints", "fmae.evaluation")),
     ("training", ("fmae.training", "fmae.training.*", "fmae.engine", "fmae.denoising")),
@@ -139,8 +140,8 @@ def test_no_status_is_spelled_outside_the_status_module():
 def library_calls(tree: ast.Module, fn: ast.FunctionDef) -> list[str]:
     """The calls in `fn` into the library below the CLI and above the foundation: to a name imported (in the
     module or in `fn`) from such a module, or to a function of such a module (`data.find_and_load(...)`).
-    Building settings (fmae.config), an error (fmae.errors) or a status is not a library call; nor is the CLI's
-    own rendering (fmae.cli)."""
+    Building settings (fmae.config, fmae.settings), an error (fmae.errors) or a status is not a library call;
+    nor is the CLI's own rendering (fmae.cli)."""
     bound = {}  # local name -> the fmae module it comes from
     for node in [*tree.body, *ast.walk(fn)]:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "fmae":
@@ -193,7 +194,7 @@ def test_the_thinness_check_counts_library_calls():
     """It can fail: a command that loads the data and evaluates in its own body (eval before issue 23)
     makes several library calls; settings, the progress object and the render are none."""
     fat = ast.parse("""
-from fmae.config import EvalSettings
+from fmae.settings import EvalSettings
 def eval_(ckpt, device):
     from fmae import data, engine, evaluation
     from fmae.checkpoints import load_models

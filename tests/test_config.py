@@ -2,8 +2,9 @@
 
 import pytest
 
-from fmae.config import EvalSettings, ModelConfig, PlotSettings, TrainConfig
+from fmae.config import ModelConfig, TrainConfig
 from fmae.errors import ConfigError
+from fmae.settings import EvalSettings, PlotSettings
 
 
 def test_default_is_the_report_setup():

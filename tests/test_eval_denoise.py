@@ -38,9 +38,10 @@ def test_eval_table_has_one_column_per_checkpoint(ckpts):
 def test_run_eval_and_run_denoise_print_nothing_and_report_through_progress(ckpts, tmp_path, capsys):
     """The library calls behind `fmae eval` and `fmae denoise`: a document back, lines through the one
     progress object (entered once), nothing on stdout or stderr."""
-    from fmae.config import DenoiseConfig, EvalSettings
+    from fmae.config import DenoiseConfig
     from fmae.denoise_run import run_denoise
     from fmae.eval_run import run_eval
+    from fmae.settings import EvalSettings
 
     capsys.readouterr()
     progress = Recorder()

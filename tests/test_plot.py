@@ -49,8 +49,8 @@ def test_all_kinds_from_two_sweeps_deterministic(sweeps, tmp_path):
 def test_run_plot_prints_nothing_and_reports_through_progress(sweeps, tmp_path, capsys):
     """The library call behind `fmae plot`: the figures written, what `all` skipped and each figure
     written reported through the one progress object (entered once), nothing on stdout or stderr."""
-    from fmae.config import PlotSettings
     from fmae.figures.run import run_plot
+    from fmae.settings import PlotSettings
 
     capsys.readouterr()
     progress = Recorder()

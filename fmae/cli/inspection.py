@@ -19,11 +19,10 @@ from fmae.config import (
     PLOT_KINDS,
     SPLITS,
     DenoiseConfig,
-    EvalSettings,
-    PlotSettings,
 )
+from fmae.settings import EvalSettings, PlotSettings
 
-D, V, P = DenoiseConfig(), EvalSettings(), PlotSettings()  # the defaults, written once in fmae.config
+D, V, P = DenoiseConfig(), EvalSettings(), PlotSettings()  # the defaults, written once in fmae.config/settings
 
 
 def eval_(

@@ -59,12 +59,11 @@ from fmae.config import (
     PruneConfig,
     SharedSettings,
     SweepConfig,
-    SweepSettings,
     TrackerConfig,
     TrainConfig,
-    TrainSettings,
 )
 from fmae.errors import ConfigError, check_fail_on
+from fmae.settings import SweepSettings, TrainSettings
 from fmae.status import Status
 
 

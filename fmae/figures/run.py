@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from fmae.config import PlotSettings
 from fmae.progress import Progress
+from fmae.settings import PlotSettings
 
 
 def run_plot(settings: PlotSettings, progress: Progress) -> dict[str, Any]:

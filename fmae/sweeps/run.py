@@ -10,8 +10,9 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from fmae.config import ExecutorConfig, SweepSettings, check_device
+from fmae.config import ExecutorConfig, check_device
 from fmae.errors import ConfigError, FmaeError
+from fmae.settings import SweepSettings
 from fmae.status import Status
 from fmae.sweeps.directory import CellPlan, SweepDir
 

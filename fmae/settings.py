@@ -1,0 +1,138 @@
+"""What one command asks for, typed and frozen: `fmae train`, `sweep`, `eval` and `plot`'s settings
+(the configs of fmae.config, plus where the command runs, reads its data and writes), and the
+resume lines they spell out (`to_args`). `fmae denoise`'s are fmae.config.DenoiseConfig."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fmae.checks import choice
+from fmae.config import (
+    BASELINES,
+    CHECKPOINT_EVERY,
+    FIGURE_FORMATS,
+    PLOT_KINDS,
+    SPLITS,
+    ExecutorConfig,
+    PruneConfig,
+    SweepConfig,
+    TrackerConfig,
+    TrainConfig,
+    check_checkpoint_every,
+    check_examples,
+    check_seed,
+)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """All of one `fmae eval`: the checkpoints, the split they are evaluated on, the baseline beside
+    them (None, or "pca": PCA with k = h fitted on the training set), where it runs and reads its data."""
+
+    ckpts: tuple[Path, ...] = ()
+    split: str = "test"
+    baseline: str | None = None
+    device: str = "auto"
+    data_dir: Path | None = None
+    download: bool = True
+
+    def __post_init__(self) -> None:
+        choice("split", self.split, SPLITS)
+        if self.baseline is not None:
+            choice("baseline", self.baseline, BASELINES)
+
+
+@dataclass(frozen=True)
+class PlotSettings:
+    """All of one `fmae plot`: the run and sweep directories read, where the figures go and in which
+    format, the kinds wanted ("all": every kind the sources allow), the curves' options, the recon
+    figure's examples (a seeded choice), where it runs and reads its data."""
+
+    sources: tuple[Path, ...] = ()
+    out: Path = Path("figures")
+    kinds: tuple[str, ...] = ("all",)
+    fmt: str = "png"
+    train: bool = False  # curves: train loss too
+    overlay: bool = False  # curves: all sources on one axis
+    examples: int = 3
+    seed: int = 0
+    device: str = "auto"
+    data_dir: Path | None = None
+    download: bool = True
+
+    def __post_init__(self) -> None:
+        check_examples(self.examples)
+        check_seed(self.seed)
+        for kind in self.kinds:
+            choice("kind", kind, ("all", *PLOT_KINDS))
+        choice("format", self.fmt, FIGURE_FORMATS)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """All of one `fmae train`: the run's config, where it trains and reads its data, and how it runs.
+    `explicit`: the flags the user gave (with --resume, only --epochs, --patience, --min-delta may
+    differ from the run's own). `to_args(config)` is the command that resumes it."""
+
+    config: TrainConfig
+    run_dir: Path | None = None  # None: runs/<optim>-lr<lr>-h<hidden>-s<seed>
+    device: str = "auto"
+    engine: str = "auto"
+    threads: int | None = None
+    data_dir: Path | None = None
+    download: bool = True
+    checkpoint_every: float = CHECKPOINT_EVERY
+    resume: bool = False
+    overwrite: bool = False
+    explicit: tuple[str, ...] = ()
+    trackers: TrackerConfig = field(default_factory=TrackerConfig)  # --tensorboard, --mlflow
+
+    def to_args(self, config: TrainConfig, run_dir: Path) -> list[str]:
+        """The `fmae train` line that resumes the run of `config` in `run_dir`: every setting that must
+        match, spelled out."""
+        return ["fmae", "train", "--run-dir", str(run_dir), *config.to_args(),
+                *(["--threads", str(self.threads)] if self.threads is not None else []),
+                *given_args(self.device, self.data_dir, self.download), *self.trackers.to_args(), "--resume"]
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """All of one `fmae sweep`: the grid and its shared settings, the executor, the pruning, where the
+    sweep and its data are, and how it runs. `to_args()` is the command that resumes it."""
+
+    grid: SweepConfig
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    pruning: PruneConfig | None = None
+    run_dir: Path | None = None  # None: runs/sweep-<optims>
+    device: str = "auto"
+    data_dir: Path | None = None
+    download: bool = True
+    overwrite: bool = False
+    fail_fast: bool = False
+    checkpoint_every: float = CHECKPOINT_EVERY
+    trackers: TrackerConfig = field(default_factory=TrackerConfig)  # --tensorboard, --mlflow
+
+    def __post_init__(self) -> None:
+        if self.pruning is not None:
+            self.pruning.rungs(self.grid.base.epochs)  # min-epochs at most --epochs
+        check_checkpoint_every(self.checkpoint_every)
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir if self.run_dir is not None else Path("runs") / ("sweep-" + "-".join(self.grid.optims))
+
+    def to_args(self) -> list[str]:
+        """The `fmae sweep` line that resumes this sweep: the grid, the shared settings, the executor,
+        the pruning, where it trains and reads its data; every setting that must match spelled out."""
+        return ["fmae", "sweep", "--run-dir", str(self.path), *self.grid.to_args(), *self.executor.to_args(),
+                *(self.pruning.to_args() if self.pruning is not None else []),
+                *given_args(self.device, self.data_dir, self.download), *(["--fail-fast"] if self.fail_fast else []),
+                *self.trackers.to_args()]
+
+
+def given_args(device: str, data_dir: Path | None, download: bool) -> list[str]:
+    """Where to train and where the data is, as given (not settings of the run, but the command's)."""
+    return [*(["--device", device] if device != "auto" else []),
+            *(["--data-dir", str(data_dir)] if data_dir is not None else []),
+            *(["--no-download"] if not download else [])]
