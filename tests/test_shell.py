@@ -56,13 +56,17 @@ def test_exit_codes_and_one_line_errors(tmp_path, script, code, needle):
 @pytest.mark.dataset
 def test_sigterm_saves_and_exits_143(tmp_path, real_data_dir):
     env = installed_env(FMAE_DATA_DIR=str(real_data_dir))
-    proc = subprocess.Popen(["fmae", "train", "--epochs", "50", "--hidden", "64", "--run-dir", "r"], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # last.pt after every epoch, and more epochs than any machine trains in the wait: the TERM lands mid-run
+    # (with the default --checkpoint-every 30, a fast machine finished all 50 epochs before the first last.pt)
+    proc = subprocess.Popen(["fmae", "train", "--epochs", "1000", "--hidden", "64", "--checkpoint-every", "0",
+                             "--run-dir", "r"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     import time
 
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "r" / "last.pt").exists():
         time.sleep(0.2)
+    assert proc.poll() is None  # still training: the signal below is the one under test
     proc.terminate()
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
