@@ -182,6 +182,7 @@ def test_a_closed_pool_backend_leaves_no_open_pipe(tiny_data):
     """A closed pool leaves nothing behind: both ends of its lifeline are closed."""
     from fmae.executors import local
 
+    local.PoolBackend(2, tiny_data, "cpu").close(interrupted=False)  # multiprocessing's shared heap: once a process
     fds = len(os.listdir("/proc/self/fd"))
     backend = local.PoolBackend(2, tiny_data, "cpu")
     assert len(os.listdir("/proc/self/fd")) == fds + 2  # the lifeline pipe
@@ -256,3 +257,33 @@ def test_ray_groups_are_cut_into_as_many_tasks_as_run_at_once():
     assert split(list(range(24)), 4) == [list(range(i, i + 6)) for i in range(0, 24, 6)]
     assert split(list(range(5)), 2) == [[0, 1, 2], [3, 4]]
     assert split([0, 1], 8) == [[0], [1]] and split([0, 1, 2], 1) == [[0, 1, 2]]
+
+
+def test_an_interrupted_pool_ends_its_threads_though_a_worker_died_mid_result(tiny_data):
+    """A worker that dies halfway through writing its result (the driver closed the lifeline as it
+    sent one) leaves the pool's manager thread waiting for the rest for ever, since the driver holds
+    the pipe's write end too; the interpreter's exit joins that thread, so an interrupted sweep hung
+    instead of exiting 130, one run in two (tests/test_redteam_exec.py, case 17). An interrupted close
+    lets the read end: here the torn message is written by hand, before the workers go."""
+    import struct
+    import time
+
+    from fmae.executors import local
+
+    backend = local.PoolBackend(2, tiny_data, "cpu")
+    pool = backend._current()
+    pool.submit(time.sleep, 60)  # a worker busy: the manager thread waits for results
+    results = pool._result_queue
+    try:
+        os.write(results._writer.fileno(), struct.pack("!i", 1 << 20) + b"x" * 100)  # 1 MB promised, 100 B sent
+        thread = pool._executor_manager_thread
+        deadline = time.time() + 10
+        while time.time() < deadline and results._reader.poll(0):
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert thread.is_alive() and not results._reader.poll(0)  # the fault: the thread is inside the torn read
+        backend.close(interrupted=True)
+        thread.join(timeout=20)
+        assert not thread.is_alive()
+    finally:
+        results._writer.close()  # without the fix, what lets this test's process exit

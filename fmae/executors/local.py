@@ -86,15 +86,23 @@ SHM = "/dev/shm"
 
 
 def _unblock_exit(pool: cf.ProcessPoolExecutor) -> None:
-    """Let the pool's threads end although its workers die with tasks still queued. Tasks carry
-    resume states (tens of kB): when the workers leave, the call queue's feeder thread can be
-    blocked for ever writing one into the full pipe that nobody reads any more, and the pool's
-    manager thread, then the interpreter's exit, wait for it (CPython 3.11; a second Ctrl-C was
-    the only way out, with "Exception ignored" tracebacks). What is queued then is dropped:
-    the driver runs it again, or not at all, from the states it saved."""
+    """Let the pool's threads end although its workers die mid-task. Two waits would never end:
+    - Tasks carry resume states (tens of kB): when the workers leave, the call queue's feeder
+      thread can be blocked for ever writing one into the full pipe that nobody reads any more,
+      and the pool's manager thread, then the interpreter's exit, wait for it (CPython 3.11; a
+      second Ctrl-C was the only way out, with "Exception ignored" tracebacks). What is queued then
+      is dropped: the driver runs it again, or not at all, from the states it saved.
+    - Results carry them too: a worker that leaves while it writes one (its lifeline closed as it
+      sent) leaves half a message in the result pipe, and the manager thread waits for the rest
+      for ever, since this process holds the pipe's write end as well (it never writes there).
+      Closed here, the pipe reads end-of-file once the workers are gone: the pool counts as
+      broken and its thread ends (an interrupted sweep hung at exit one run in two: issue 18)."""
     queue = getattr(pool, "_call_queue", None)
     if queue is not None:
         queue.cancel_join_thread()
+    results = getattr(pool, "_result_queue", None)
+    if results is not None:
+        results._writer.close()
 
 
 def shared_memory_error(exc: BaseException, jobs: int, arrays: dict[str, Any]) -> FmaeError | None:
