@@ -287,3 +287,46 @@ def test_an_interrupted_pool_ends_its_threads_though_a_worker_died_mid_result(ti
         assert not thread.is_alive()
     finally:
         results._writer.close()  # without the fix, what lets this test's process exit
+
+
+def test_a_worker_killed_mid_result_comes_back_lost_instead_of_never(tiny_data, monkeypatch):
+    """A kill -9 of a worker halfway through writing its result (the pipe was full) leaves the pool's
+    manager thread reading the rest for ever: the pool never learned of the death, and the sweep
+    waited for ever. The backend finds the dead worker at two looks and releases the pipe: every
+    task of that pool comes back lost (then retried from its last saved epoch)."""
+    import signal
+    import struct
+    import threading
+    import time
+
+    from fmae.executors import WorkerLost, local
+
+    monkeypatch.setattr(local.PoolBackend, "WATCH", 0.5)
+    backend = local.PoolBackend(2, tiny_data, "cpu")
+    pool = backend._current()
+    futures = [pool.submit(time.sleep, 60) for _ in range(2)]
+    for future in futures:
+        backend._owner[future] = pool
+    deadline = time.time() + 30
+    while time.time() < deadline and len(pool._processes) < 2:
+        time.sleep(0.05)
+    results, thread = pool._result_queue, pool._executor_manager_thread
+    os.write(results._writer.fileno(), struct.pack("!i", 1 << 20) + b"x" * 100)  # 1 MB promised, 100 B sent
+    while time.time() < deadline and results._reader.poll(0):
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert thread.is_alive() and not results._reader.poll(0)  # the manager thread is inside the torn read
+    os.kill(next(iter(pool._processes)), signal.SIGKILL)
+    time.sleep(0.5)
+    assert thread.is_alive() and not any(f.done() for f in futures)  # the fault: the death goes unnoticed
+    got = []
+    waiter = threading.Thread(target=lambda: got.extend(backend.wait(futures)), daemon=True)
+    waiter.start()
+    waiter.join(timeout=30)
+    try:
+        assert got and all(isinstance(outcome, WorkerLost) for _, outcome in got)
+        thread.join(timeout=20)
+        assert not thread.is_alive()
+    finally:
+        results._writer.close()  # without the fix, what lets this test's process exit
+        backend.close(interrupted=True)

@@ -86,23 +86,42 @@ SHM = "/dev/shm"
 
 
 def _unblock_exit(pool: cf.ProcessPoolExecutor) -> None:
-    """Let the pool's threads end although its workers die mid-task. Two waits would never end:
-    - Tasks carry resume states (tens of kB): when the workers leave, the call queue's feeder
-      thread can be blocked for ever writing one into the full pipe that nobody reads any more,
-      and the pool's manager thread, then the interpreter's exit, wait for it (CPython 3.11; a
-      second Ctrl-C was the only way out, with "Exception ignored" tracebacks). What is queued then
-      is dropped: the driver runs it again, or not at all, from the states it saved.
-    - Results carry them too: a worker that leaves while it writes one (its lifeline closed as it
-      sent) leaves half a message in the result pipe, and the manager thread waits for the rest
-      for ever, since this process holds the pipe's write end as well (it never writes there).
-      Closed here, the pipe reads end-of-file once the workers are gone: the pool counts as
-      broken and its thread ends (an interrupted sweep hung at exit one run in two: issue 18)."""
+    """Let the pool's threads end although its workers die mid-task. Tasks carry resume states
+    (tens of kB): when the workers leave, the call queue's feeder thread can be blocked for ever
+    writing one into the full pipe that nobody reads any more, and the pool's manager thread, then
+    the interpreter's exit, wait for it (CPython 3.11; a second Ctrl-C was the only way out, with
+    "Exception ignored" tracebacks). What is queued then is dropped: the driver runs it again, or
+    not at all, from the states it saved. Results carry them too: see _release_results."""
     queue = getattr(pool, "_call_queue", None)
     if queue is not None:
         queue.cancel_join_thread()
+    _release_results(pool)
+
+
+def _release_results(pool: cf.ProcessPoolExecutor) -> None:
+    """Close this process's write end of the pool's result pipe (it never writes there). A worker
+    that dies while it writes a result (its lifeline closed as it sent, or a kill -9 while the pipe
+    was full) leaves half a message, and the pool's manager thread waits for the rest for ever:
+    this process holds the write end as well, so the pipe never reads end-of-file. Closed, it does
+    once the workers are gone: the pool counts as broken, its futures fail and its thread ends (an
+    interrupted sweep hung at exit one run in two, tests/test_redteam_exec.py case 17). Only for a
+    pool that starts no more workers: one started later would inherit the closed end."""
     results = getattr(pool, "_result_queue", None)
     if results is not None:
         results._writer.close()
+
+
+def _break(pool: cf.ProcessPoolExecutor) -> None:
+    """End a pool whose manager thread hangs in a torn result: its other workers too (they hold the
+    pipe's write end; the pool would stop them anyway once broken), then this process's end."""
+    for process in dict(getattr(pool, "_processes", None) or {}).values():
+        process.kill()
+    _release_results(pool)
+
+
+def _dead_workers(pool: cf.ProcessPoolExecutor) -> set[int]:
+    """Pids of the pool's workers that have exited (none does while its pool lives)."""
+    return {pid for pid, p in dict(getattr(pool, "_processes", None) or {}).items() if p.exitcode is not None}
 
 
 def shared_memory_error(exc: BaseException, jobs: int, arrays: dict[str, Any]) -> FmaeError | None:
@@ -124,6 +143,7 @@ def shared_memory_error(exc: BaseException, jobs: int, arrays: dict[str, Any]) -
 
 class PoolBackend:
     inline = False
+    WATCH = 2.0  # seconds between two looks for a worker that died mid-result (see wait)
 
     def __init__(self, jobs: int, dataset: Any, device: str) -> None:
         self.slots = jobs
@@ -158,7 +178,19 @@ class PoolBackend:
         return future
 
     def wait(self, handles: list[cf.Future]) -> list[tuple[cf.Future, Any]]:
-        done, _ = cf.wait(handles, return_when=cf.FIRST_COMPLETED)
+        """At least one finished task. A worker found dead twice, WATCH seconds apart, while its pool's
+        tasks still wait, died mid-result (the pool notices any other death at once): that pool is
+        ended (_break), so that its tasks come back lost, and are retried, instead of never."""
+        dead: dict[cf.ProcessPoolExecutor, set[int]] = {}
+        while True:
+            done, _ = cf.wait(handles, timeout=self.WATCH, return_when=cf.FIRST_COMPLETED)
+            if done:
+                break
+            for pool in {self._owner[h] for h in handles}:
+                now = _dead_workers(pool)
+                if now & dead.get(pool, set()):
+                    _break(pool)
+                dead[pool] = now
         out = []
         for future in done:
             pool = self._owner.pop(future)
