@@ -38,3 +38,15 @@ def test_gpu_check_rehearses_on_the_cpu(tmp_path):
     assert "--seed 1 2 3" in list(rows)[2] and "2 timed cell-epochs" in list(rows.values())[4][3]
     cells = lambda name: len(list((tmp_path / "out" / name / "cells").iterdir()))  # noqa: E731
     assert (cells("grid-stacked"), cells("grid-cells"), cells("grid-seeds")) == (6, 6, 18)
+
+
+def test_tracker_cost_runs_every_way_with_real_trackers(tmp_path):
+    """benchmarks/tracker_cost.py, tiny: a row per way, the trackers' calls made (a run's calls may merge)."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tracker_cost.py"), "--cells", "2", "--epochs",
+                           "2", "--train-ms", "0", "--repeat", "1"], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    rows = {cells[0]: cells[1:] for cells in (line.split(" | ") for line in done.stdout.splitlines())
+            if len(cells) == 4 and cells[0] != "---"}
+    assert list(rows) == ["way", "no tracker", "--tensorboard", "--mlflow sqlite", "both"], done.stdout
+    assert rows["no tracker"][2] == "0" and all(1 <= int(rows[w][2]) <= 4 for w in list(rows)[2:]), done.stdout

@@ -135,3 +135,46 @@ def test_a_bad_checkpoint_interval_exits_2(fake_dataset, tmp_path, value):
         result = cli(*command, "--checkpoint-every", value, "--run-dir", str(tmp_path / "x"))
         assert result.exit_code == 2 and "checkpoint_every must be" in result.stderr, result.stderr
         assert not (tmp_path / "x").exists()
+
+
+class SlowTrackers:
+    """A tracker slower than training: each call takes `seconds`; records the thread and the epochs."""
+
+    def __init__(self, seconds: float) -> None:
+        import threading
+
+        self.seconds, self.calls, self.release = seconds, [], threading.Event()
+
+    def __bool__(self) -> bool:
+        return True
+
+    def log(self, path, config, history, summary=None) -> None:
+        import threading
+
+        self.release.wait(self.seconds)
+        self.calls.append((threading.current_thread().name, [p.epoch for p in history], summary is not None))
+
+
+def test_the_trackers_never_hold_the_driver_and_take_the_epochs_queued_meanwhile_in_one_call(tmp_path):
+    """The driver hands 8 epochs over while the first tracker call blocks: it does not wait for it,
+    and the epochs that came meanwhile reach the tracker in one more call at most, from the writer
+    thread; the run's end is logged once its writes are done."""
+    import time
+
+    run, trackers = runs.RunDir(tmp_path / "r"), SlowTrackers(seconds=5)
+    with saving.Saver(3600, trackers=trackers) as saver:
+        t0 = time.perf_counter()
+        for epoch in range(1, 9):
+            saver.epoch(run, CONFIG, state(epoch))
+        handed_over = time.perf_counter() - t0
+        trackers.release.set()  # the tracker answers now
+        saver.flush()
+        assert handed_over < 4  # 40 s if the driver waited for the tracker (8 calls of 5 s)
+        threads, epochs, ended = zip(*trackers.calls)
+        assert set(threads) == {"fmae-writer"} and not any(ended)
+        assert len(epochs) <= 2 and epochs[-1] == list(range(1, 9))  # one blocked call, then the rest in one
+        assert on_disk(run) == (0, 8)
+        final = state(8)
+        saver.finish(run, CONFIG, "completed", runs.history_of(final), final["model"], {}, device="cpu",
+                     wall_seconds=1.0)
+    assert trackers.calls[-1][1:] == (list(range(1, 9)), True) and len(trackers.calls) == len(epochs) + 1
