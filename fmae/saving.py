@@ -55,7 +55,8 @@ class Saver:
         self._tracks: dict[runs.RunDir, _Track] = {}
         self._errors: dict[runs.RunDir, BaseException] = {}
         self._to_log: dict[runs.RunDir, tuple[TrainConfig, list[Any]]] = {}  # a tracker call queued: its latest
-        self._lock = threading.Lock()  # _to_log, shared with the writer thread
+        self._lock = threading.Lock()  # _to_log and _closing, shared with the writer thread
+        self._closing = False  # set by close: the trackers wait until the last writes are done
         self._jobs: queue.Queue[tuple[runs.RunDir, Job] | None] = queue.Queue(QUEUE_JOBS)
         self._thread = threading.Thread(target=self._work, name="fmae-writer", daemon=True)
         self._thread.start()
@@ -101,9 +102,10 @@ class Saver:
             self._put(run, lambda: self._log_latest(run))
 
     def _log_latest(self, run: runs.RunDir) -> None:
-        with self._lock:
-            config, history = self._to_log.pop(run)
-        self.trackers.log(run.path, config, history)
+        with self._lock:  # none: the run's failure was raised meanwhile; closing: close logs it, later
+            entry = None if self._closing else self._to_log.pop(run, None)
+        if entry is not None:
+            self.trackers.log(run.path, *entry)
 
     # ------------------------------------------------------------ what the driver calls
 
@@ -160,10 +162,14 @@ class Saver:
         return summary
 
     def close(self) -> None:
-        """Write every run's latest state, wait for all writes, stop the thread. Failures then are
-        left for the caller's own error (an interrupt or a failed cell) to report."""
+        """Write every run's latest state, wait for all writes, stop the thread, then log to the
+        trackers what was still queued for them: at most the tracker call already under way delays
+        the last.pt files (on Ctrl-C, a slow tracker server must not keep them waiting). Failures
+        are left for the caller's own error (an interrupt or a failed cell) to report."""
         if not self._thread.is_alive():
             return
+        with self._lock:
+            self._closing = True
         for run in list(self._tracks):
             try:
                 self.checkpoint(run)
@@ -171,3 +177,6 @@ class Saver:
                 continue
         self._jobs.put(None)
         self._thread.join()
+        late, self._to_log = self._to_log, {}
+        for run, (config, history) in late.items():
+            self.trackers.log(run.path, config, history)

@@ -178,3 +178,73 @@ def test_the_trackers_never_hold_the_driver_and_take_the_epochs_queued_meanwhile
         saver.finish(run, CONFIG, "completed", runs.history_of(final), final["model"], {}, device="cpu",
                      wall_seconds=1.0)
     assert trackers.calls[-1][1:] == (list(range(1, 9)), True) and len(trackers.calls) == len(epochs) + 1
+
+
+def test_a_failed_write_raised_before_its_tracker_call_ran_leaves_no_stray_error(tmp_path, monkeypatch):
+    """The writer fails a run's metrics.csv, the driver raises that failure (the cell fails) before
+    the writer reaches the run's queued tracker call: the call finds nothing to log and does nothing
+    (it raised KeyError, which then crashed the whole sweep at its final flush)."""
+    import threading
+    import time
+
+    raised = threading.Event()
+
+    class Held(dict):
+        """The writer, once it has recorded a failure, waits until the driver has raised it."""
+
+        def __setitem__(self, key, value):
+            super().__setitem__(key, value)
+            raised.wait(10)
+
+    run, trackers = runs.RunDir(tmp_path / "r"), SlowTrackers(seconds=0)
+    write_metrics = runs.RunDir.write_metrics
+    monkeypatch.setattr(runs.RunDir, "write_metrics",
+                        lambda self, history: (write_metrics(self, history) if len(history) < 2
+                                               else (_ for _ in ()).throw(OSError("disk full"))))
+    with saving.Saver(3600, trackers=trackers) as saver:
+        saver._errors = Held()
+        saver.epoch(run, CONFIG, state(1))
+        saver.flush()
+        saver.epoch(run, CONFIG, state(2))  # its metrics.csv fails in the writer; its tracker call is queued
+        deadline = time.time() + 10
+        while run not in saver._errors and time.time() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(OSError, match="disk full"):
+            saver.epoch(run, CONFIG, state(3))  # the driver raises the failure: the cell fails here
+        raised.set()
+        saver.flush()  # nothing more to raise
+    assert [epochs for _, epochs, _ in trackers.calls] == [[1]]
+
+
+def test_closing_writes_every_last_pt_before_the_trackers_get_what_was_queued(tmp_path, monkeypatch):
+    """On close (Ctrl-C), the tracker calls still queued wait for the last.pt writes: only the call
+    under way delays them, however slow the tracker; then the trackers get every epoch."""
+    import threading
+    import time
+
+    order, busy, release = [], threading.Event(), threading.Event()
+
+    class Tracker(SlowTrackers):
+        def log(self, path, config, history, summary=None):
+            busy.set()
+            release.wait(10)  # the first call is slow: a tracker server that hangs
+            order.append(("log", path.name, len(history)))
+
+    save_last = runs.RunDir.save_last
+    monkeypatch.setattr(runs.RunDir, "save_last",
+                        lambda self, *a: (order.append(("last.pt", self.path.name)), save_last(self, *a))[1])
+    first, second = runs.RunDir(tmp_path / "a"), runs.RunDir(tmp_path / "b")
+    saver = saving.Saver(3600, trackers=Tracker(0))
+    saver.epoch(first, CONFIG, state(1))
+    assert busy.wait(10)  # the writer is inside the first tracker call
+    saver.epoch(second, CONFIG, state(1))
+    saver.epoch(first, CONFIG, state(2))
+    saver.epoch(second, CONFIG, state(2))
+    closer = threading.Thread(target=saver.close)
+    closer.start()
+    time.sleep(0.3)  # close has asked for the last.pt files
+    release.set()
+    closer.join(30)
+    assert not closer.is_alive()
+    assert order[0] == ("log", "a", 1) and order[1:3] == [("last.pt", "a"), ("last.pt", "b")], order
+    assert sorted(order[3:]) == [("log", "a", 2), ("log", "b", 2)], order
