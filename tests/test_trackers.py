@@ -6,6 +6,7 @@ packages come with the [test] extra: without them these tests fail (never skip).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -510,6 +511,48 @@ def test_a_missing_package_is_one_error_line_naming_the_extra(tmp_path, flag, va
     assert out.stderr == (f"error: {flag} needs the {extra} package, which is not installed "
                           f"(hint: install it with: pip install 'fmae-cli[{extra}]')\n")
     assert not (tmp_path / "r").exists() and not (tmp_path / "tb").exists()  # nothing written
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "export"])
+def test_a_database_store_with_mlflow_skinny_alone_is_one_error_line_naming_the_package(tmp_path, command):
+    """mlflow-skinny (the `mlflow` extra) has no SQLAlchemy: an sqlite:/// store is one error line that
+    says what to install, not MLflow's paragraph cut mid-word under a hint to check the URI."""
+    args = {"train": ["train", "--mlflow", "sqlite:///m.db", "--run-dir", "r"],
+            "sweep": ["sweep", "--mlflow", "sqlite:///m.db", "--run-dir", "r"],
+            "export": ["export", "mlflow", ".", "--to", "sqlite:///m.db"]}[command]
+    code = (f"import sys\nsys.modules['sqlalchemy'] = None  # mlflow-skinny alone\nsys.argv = ['fmae', *{args!r}]\n"
+            "from fmae.cli import main\nmain()")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert out.returncode == 1
+    assert out.stderr == ("error: --mlflow sqlite:///m.db: a sqlite store needs the full mlflow package (SQLAlchemy), "
+                          "and only mlflow-skinny is installed (hint: pip install mlflow, or log to a server: "
+                          "--mlflow http://host:port, or a file: store)\n")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "m.db").exists()  # nothing written
+
+
+def test_a_file_store_works_though_mlflow_3_keeps_it_in_maintenance(fake_dataset, tmp_path, monkeypatch):
+    """MLflow 3 refuses a file: store unless MLFLOW_ALLOW_FILE_STORE is set; with mlflow-skinny alone it is
+    the only store without a server, and the docs offer it: fmae sets it (a user's own value wins)."""
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    out = cli("sweep", *GRID, "--run-dir", str(tmp_path / "sw"), "--mlflow", f"file:{tmp_path / 'mlruns'}", "-q")
+    assert out.exit_code == 0, out.stderr
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"file:{tmp_path / 'mlruns'}")
+    experiment = client.get_experiment_by_name(os.environ["MLFLOW_EXPERIMENT_NAME"])
+    found = {r.info.run_name: len(client.get_metric_history(r.info.run_id, "test_loss"))
+             for r in client.search_runs([experiment.experiment_id])}
+    assert found == {"sw": 0, **{cell.name: 3 for cell in (tmp_path / "sw" / "cells").iterdir()}}
+
+
+def test_an_mlflow_error_is_its_first_sentence():
+    from fmae.trackers.mlflow import first_sentence
+
+    paragraph = ("The filesystem tracking backend (e.g., './mlruns') is in maintenance mode and will not receive "
+                 "further updates. Please migrate to a database backend. See https://mlflow.org/docs for more.")
+    assert first_sentence(Exception(paragraph)) == paragraph.split(". ")[0] + "."
+    assert first_sentence(Exception("x" * 500)) == "x" * 197 + "..."
+    assert first_sentence(Exception("")) == "Exception"
 
 
 def test_training_without_the_flags_imports_neither_package(fake_dataset, tmp_path):

@@ -249,7 +249,8 @@ PACKAGES = {"tensorboard": "tensorboard.summary.writer.event_file_writer", "mlfl
 
 def require(config: TrackerConfig) -> None:
     """Import the packages `config` needs, before anything is written: a missing one is one
-    TrackerError naming the extra to install. None is imported when no tracker is named."""
+    TrackerError naming the extra to install, as is a database store without the full mlflow.
+    None is imported when no tracker is named."""
     import importlib
 
     for kind, module in PACKAGES.items():
@@ -262,6 +263,10 @@ def require(config: TrackerConfig) -> None:
                 importlib.import_module(module)
             except ImportError:
                 raise missing(kind, f"--{kind}") from None
+    if config.mlflow is not None:
+        from fmae.trackers.mlflow import check_store
+
+        check_store(config.mlflow)
 
 
 def open_trackers(config: TrackerConfig, on_warning: Callable[[str], None], *, live: bool = True) -> Trackers:

@@ -22,11 +22,38 @@ TERMINAL = {Status.COMPLETED: "FINISHED", Status.STOPPED_EARLY: "FINISHED", Stat
             Status.DIVERGED: "FAILED", Status.COLLAPSED: "FAILED", Status.FAILED: "FAILED",
             Status.INTERRUPTED: "KILLED"}
 # a server that is gone costs seconds, not MLflow's default minutes of retries; MLflow's INFO lines
-# ("Creating initial MLflow database tables...") stay off fmae's stderr (the user's settings win)
+# ("Creating initial MLflow database tables...") stay off fmae's stderr; a file: store, which MLflow 3
+# refuses unless asked (it is in maintenance mode there), is taken: with mlflow-skinny alone it is the
+# only store without a server (the user's settings win)
 SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_LOGGING_LEVEL": "WARNING"}
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_LOGGING_LEVEL": "WARNING",
+            "MLFLOW_ALLOW_FILE_STORE": "true"}
+# stores in a database (SQLAlchemy URIs): the full mlflow package, not mlflow-skinny, can open them
+DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
 QUIET_STDOUT = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 BATCH = 1000  # MLflow's log_batch limit on metrics per call
+
+
+def first_sentence(exc: BaseException, limit: int = 200) -> str:
+    """An error's first sentence (MLflow's run to paragraphs with links), at most `limit` characters."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    line = text.splitlines()[0]
+    end = line.find(". ")
+    line = line[:end + 1] if end >= 0 else line
+    return line if len(line) <= limit else line[:limit - 3].rstrip() + "..."
+
+
+def check_store(uri: str) -> None:
+    """A database store with mlflow-skinny alone (no SQLAlchemy) is one error naming the package."""
+    import importlib.util
+
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme in DATABASES and importlib.util.find_spec("sqlalchemy") is None:
+        raise TrackerError(f"--mlflow {uri}: a {scheme} store needs the full mlflow package (SQLAlchemy), and only "
+                           "mlflow-skinny is installed",
+                           "pip install mlflow, or log to a server: --mlflow http://host:port, or a file: store")
 
 
 def prepare() -> None:
@@ -74,8 +101,7 @@ class Mlflow:
             else:
                 self.experiment = found.experiment_id
         except Exception as exc:  # noqa: BLE001 - any failure to reach the store is the URI's
-            why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise TrackerError(f"--mlflow {uri}: cannot open the tracking store ({why})",
+            raise TrackerError(f"--mlflow {uri}: cannot open the tracking store ({first_sentence(exc)})",
                                "check the URI: sqlite:///path.db, file:/path or http://host:port") from None
         self._runs: dict[Path, _Run] = {}
 
