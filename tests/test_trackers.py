@@ -525,8 +525,8 @@ def test_a_database_store_with_mlflow_skinny_alone_is_one_error_line_naming_the_
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert out.returncode == 1
     assert out.stderr == ("error: --mlflow sqlite:///m.db: a sqlite store needs the full mlflow package (SQLAlchemy), "
-                          "and only mlflow-skinny is installed (hint: pip install mlflow, or log to a server: "
-                          "--mlflow http://host:port, or a file: store)\n")
+                          "and only mlflow-skinny is installed (hint: the full package is mlflow on PyPI; "
+                          "or log to a server: --mlflow http://host:port, or to a file: store)\n")
     assert not (tmp_path / "r").exists() and not (tmp_path / "m.db").exists()  # nothing written
 
 

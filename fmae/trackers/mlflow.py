@@ -53,7 +53,8 @@ def check_store(uri: str) -> None:
     if scheme in DATABASES and importlib.util.find_spec("sqlalchemy") is None:
         raise TrackerError(f"--mlflow {uri}: a {scheme} store needs the full mlflow package (SQLAlchemy), and only "
                            "mlflow-skinny is installed",
-                           "pip install mlflow, or log to a server: --mlflow http://host:port, or a file: store")
+                           "the full package is mlflow on PyPI; or log to a server: --mlflow http://host:port, "
+                           "or to a file: store")
 
 
 def prepare() -> None:
