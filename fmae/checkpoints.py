@@ -17,7 +17,7 @@ from typing import Any
 
 from fmae import __version__
 from fmae.config import TrainConfig
-from fmae.errors import CheckpointError, ConfigError
+from fmae.errors import CheckpointError, ConfigError, first_line
 
 CHECKPOINT_FORMAT = "fmae-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -91,7 +91,7 @@ def _torch_load(path: Path, source: Any, location: str) -> Any:
         raise CheckpointError(f"{path}: too large to load into memory", "check that it is an fmae checkpoint") \
             from None
     except Exception as exc:  # noqa: BLE001 - torch.load on arbitrary bytes raises almost anything
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({type(exc).__name__}: {first})",
                               DAMAGED_HINT) from None
 

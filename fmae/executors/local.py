@@ -114,14 +114,19 @@ def _release_results(pool: cf.ProcessPoolExecutor) -> None:
 def _break(pool: cf.ProcessPoolExecutor) -> None:
     """End a pool whose manager thread hangs in a torn result: its other workers too (they hold the
     pipe's write end; the pool would stop them anyway once broken), then this process's end."""
-    for process in dict(getattr(pool, "_processes", None) or {}).values():
+    for process in _workers(pool).values():
         process.kill()
     _release_results(pool)
 
 
+def _workers(pool: cf.ProcessPoolExecutor) -> dict[int, Any]:
+    """The pool's worker processes by pid (a copy: the pool's manager thread changes its own; none once shut down)."""
+    return dict(getattr(pool, "_processes", None) or {})
+
+
 def _dead_workers(pool: cf.ProcessPoolExecutor) -> set[int]:
     """Pids of the pool's workers that have exited (none does while its pool lives)."""
-    return {pid for pid, p in dict(getattr(pool, "_processes", None) or {}).items() if p.exitcode is not None}
+    return {pid for pid, p in _workers(pool).items() if p.exitcode is not None}
 
 
 def shared_memory_error(exc: BaseException, jobs: int, arrays: dict[str, Any]) -> FmaeError | None:

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from fmae.config import ExecutorConfig
-from fmae.errors import ConfigError, FmaeError
+from fmae.errors import ConfigError, FmaeError, first_line
 from fmae.executors import cores, worker
 
 INSTALL_HINT = "install it with: pip install 'fmae-cli[ray]'"
@@ -127,7 +127,7 @@ class RayBackend:
                 with captured_output():  # no process starts here: nothing inherits the redirection
                     ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             within = f" within {connect_timeout()} s ({CONNECT_TIMEOUT})" if address is not None else ""
             raise FmaeError(f"cannot start or reach Ray at {address or 'a local instance'}{within}: {first}",
                             REACH_HINT) from None
@@ -199,7 +199,7 @@ class RayBackend:
                 cause = getattr(exc, "cause", None)
                 out.append((ref, cause if isinstance(cause, Exception) else FmaeError(str(exc).splitlines()[0])))
             except ray.exceptions.RayError as exc:  # the worker or node died more than --max-retries times
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                first = first_line(exc)
                 out.append((ref, FmaeError(f"Ray gave up on the task after {self._options.max_retries} retries: "
                                            f"{type(exc).__name__}: {first}", "see --max-retries")))
         return out

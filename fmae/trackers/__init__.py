@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from fmae import atomic, manifest
 from fmae.config import TrackerConfig, TrainConfig
-from fmae.errors import FmaeError
+from fmae.errors import FmaeError, first_line
 from fmae.runs import RUN_FILES, TRACKER_IDS, read_json
 
 KINDS = ("tensorboard", "mlflow")
@@ -184,7 +184,7 @@ class Trackers:
                 call(backend)
             except Exception as exc:  # noqa: BLE001 - any failure of a tracker: the training goes on
                 self._backends.remove(backend)
-                why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                why = first_line(exc)
                 self.failures.append(f"{backend.name}: {why[:300]}")
                 self._warn(f"warning: {backend.name} logging stopped ({why[:300]}); the run directories stay "
                            f"complete: `fmae export {backend.name}` catches up later")

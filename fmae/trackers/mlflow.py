@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fmae.errors import first_line
 from fmae.status import Status
 from fmae.trackers import Point, Target, TrackerError, finite
 
@@ -36,10 +37,7 @@ BATCH = 1000  # MLflow's log_batch limit on metrics per call
 
 def first_sentence(exc: BaseException, limit: int = 200) -> str:
     """An error's first sentence (MLflow's run to paragraphs with links), at most `limit` characters."""
-    text = str(exc).strip()
-    if not text:
-        return type(exc).__name__
-    line = text.splitlines()[0]
+    line = first_line(exc)
     end = line.find(". ")
     line = line[:end + 1] if end >= 0 else line
     return line if len(line) <= limit else line[:limit - 3].rstrip() + "..."
