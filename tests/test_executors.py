@@ -259,13 +259,26 @@ def test_ray_groups_are_cut_into_as_many_tasks_as_run_at_once():
     assert split([0, 1], 8) == [[0], [1]] and split([0, 1, 2], 1) == [[0, 1, 2]]
 
 
+def tear_a_result(pool) -> None:
+    """Half a result in the pool's result pipe (1 MB promised, 100 B sent), as a worker that died while
+    it wrote one leaves it; returns once the pool's manager thread has read what is there."""
+    import struct
+    import time
+
+    results = pool._result_queue
+    os.write(results._writer.fileno(), struct.pack("!i", 1 << 20) + b"x" * 100)
+    deadline = time.time() + 10
+    while time.time() < deadline and results._reader.poll(0):
+        time.sleep(0.05)
+    time.sleep(0.2)
+
+
 def test_an_interrupted_pool_ends_its_threads_though_a_worker_died_mid_result(tiny_data):
     """A worker that dies halfway through writing its result (the driver closed the lifeline as it
     sent one) leaves the pool's manager thread waiting for the rest for ever, since the driver holds
     the pipe's write end too; the interpreter's exit joins that thread, so an interrupted sweep hung
     instead of exiting 130, one run in two (tests/test_redteam_exec.py, case 17). An interrupted close
     lets the read end: here the torn message is written by hand, before the workers go."""
-    import struct
     import time
 
     from fmae.executors import local
@@ -275,12 +288,8 @@ def test_an_interrupted_pool_ends_its_threads_though_a_worker_died_mid_result(ti
     pool.submit(time.sleep, 60)  # a worker busy: the manager thread waits for results
     results = pool._result_queue
     try:
-        os.write(results._writer.fileno(), struct.pack("!i", 1 << 20) + b"x" * 100)  # 1 MB promised, 100 B sent
         thread = pool._executor_manager_thread
-        deadline = time.time() + 10
-        while time.time() < deadline and results._reader.poll(0):
-            time.sleep(0.05)
-        time.sleep(0.2)
+        tear_a_result(pool)
         assert thread.is_alive() and not results._reader.poll(0)  # the fault: the thread is inside the torn read
         backend.close(interrupted=True)
         thread.join(timeout=20)
@@ -295,7 +304,6 @@ def test_a_worker_killed_mid_result_comes_back_lost_instead_of_never(tiny_data, 
     waited for ever. The backend finds the dead worker at two looks and releases the pipe: every
     task of that pool comes back lost (then retried from its last saved epoch)."""
     import signal
-    import struct
     import threading
     import time
 
@@ -311,10 +319,7 @@ def test_a_worker_killed_mid_result_comes_back_lost_instead_of_never(tiny_data, 
     while time.time() < deadline and len(pool._processes) < 2:
         time.sleep(0.05)
     results, thread = pool._result_queue, pool._executor_manager_thread
-    os.write(results._writer.fileno(), struct.pack("!i", 1 << 20) + b"x" * 100)  # 1 MB promised, 100 B sent
-    while time.time() < deadline and results._reader.poll(0):
-        time.sleep(0.05)
-    time.sleep(0.2)
+    tear_a_result(pool)
     assert thread.is_alive() and not results._reader.poll(0)  # the manager thread is inside the torn read
     os.kill(next(iter(pool._processes)), signal.SIGKILL)
     time.sleep(0.5)
