@@ -63,9 +63,12 @@ class Interrupted(FmaeError):
     be settled later by the error boundary, which knows which signal arrived first (Ray turns
     fmae's Terminated into a plain KeyboardInterrupt on its way up)."""
 
-    def __init__(self, what: str, saved: str, hint: str | None = None, *, sigterm: bool = False) -> None:
+    def __init__(self, what: str, saved: str, hint: str | None = None, *, sigterm: bool = False,
+                 resume: list[str] | None = None, partial: dict[str, Any] | None = None) -> None:
         super().__init__(what, hint)
         self.what, self.saved, self.sigterm = what, saved, sigterm
+        self.resume = resume  # the command that resumes it (argv), when the library knows one
+        self.partial = partial  # the results so far (the document --json would have printed), if any
 
     @property
     def message(self) -> str:
@@ -105,13 +108,17 @@ class BrokenPipe(FmaeError):
     exit_code = 141
 
 
+class StdoutError(FmaeError):
+    """The results could not be written to stdout (closed, full): nothing more goes there."""
+
+
 def stdout_error(exc: BaseException | None) -> FmaeError:
     """A failed write of the results to stdout, as the user should hear of it (None: stdout is closed)."""
     if exc is None:
-        return FmaeError("stdout is closed: the results have nowhere to go",
+        return StdoutError("stdout is closed: the results have nowhere to go",
                          "redirect it to a file, or to /dev/null to discard them")
     if isinstance(exc, BrokenPipeError):
         return BrokenPipe("stdout closed by its reader")
     reason = getattr(exc, "strerror", None) or str(exc)
-    return FmaeError(f"cannot write the results to stdout: {reason}",
+    return StdoutError(f"cannot write the results to stdout: {reason}",
                      "check where stdout goes (a full disk?), or redirect it elsewhere")

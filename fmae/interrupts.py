@@ -50,7 +50,15 @@ class Signals:
         return isinstance(exc, Terminated) or self.first == signal.SIGTERM
 
 
-def interrupted(exc: BaseException, what: str, saved: str, hint: str, *, sigterm: bool | None = None) -> Interrupted:
-    """The one error line of an interrupt: what was interrupted, by which signal, what was saved.
-    Without `sigterm`, the exception's type tells; FmaeGroup settles it from the signal that came first."""
-    return Interrupted(what, saved, hint, sigterm=isinstance(exc, Terminated) if sigterm is None else sigterm)
+def interrupted(exc: BaseException, what: str, saved: str, hint: str | None = None, *, sigterm: bool | None = None,
+                resume: list[str] | None = None, partial: dict[str, Any] | None = None) -> Interrupted:
+    """The one error line of an interrupt: what was interrupted, by which signal, what was saved;
+    with `resume` (an argv), the hint names that command and --json's document carries it, with
+    the `partial` results. Without `sigterm`, the exception's type tells; FmaeGroup settles it from
+    the signal that came first."""
+    import shlex
+
+    if hint is None and resume is not None:
+        hint = f"resume with: {shlex.join(resume)}"
+    return Interrupted(what, saved, hint, sigterm=isinstance(exc, Terminated) if sigterm is None else sigterm,
+                       resume=resume, partial=partial)

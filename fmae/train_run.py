@@ -7,7 +7,6 @@ prints: progress flows through one TrainProgress object.
 
 from __future__ import annotations
 
-import shlex
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -93,8 +92,8 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
             trackers.log(run.path, config, history, summary)
             saved = ("finished epochs are saved" if history or state
                      else "it was interrupted before any epoch finished")
-            raise interrupted(exc, "training", saved,
-                              f"resume with: {shlex.join(settings.to_args(config, run.path))}") from None
+            raise interrupted(exc, "training", saved, resume=settings.to_args(config, run.path),
+                              partial=summary) from None
         except (MemoryError, RuntimeError) as exc:
             if not history and state is None:  # nothing trained: leave no run that would "already hold" one
                 run.abandon()

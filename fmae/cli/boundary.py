@@ -15,7 +15,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from fmae.errors import BrokenPipe, ConfigError, FmaeError, Interrupted
+from fmae.errors import BrokenPipe, ConfigError, FmaeError, Interrupted, StatusFailed, StdoutError
 from fmae.interrupts import Signals, interrupted
 from fmae.status import Status
 
@@ -29,6 +29,7 @@ class FmaeGroup(TyperGroup):
     """
 
     signals: Signals | None = None
+    args: list[str] = []  # this invocation's arguments: --json asked for, the command to run again
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
@@ -36,6 +37,7 @@ class FmaeGroup(TyperGroup):
         if not args and "_FMAE_COMPLETE" not in os.environ:  # bare `fmae`: the help, as help (stdout, exit 0)
             args = ["--help"]
         main_thread = threading.current_thread() is threading.main_thread()
+        self.args = args
         self.signals = Signals()
         previous = self.signals.install() if main_thread else {}
         try:
@@ -79,23 +81,37 @@ class FmaeGroup(TyperGroup):
         except FmaeError as exc:
             if isinstance(exc, Interrupted) and self.signals is not None and self.signals.first == signal.SIGTERM:
                 exc.sigterm = True
-            code = _fail(str(exc), exc.exit_code)
+            code = self._fail(str(exc), exc.exit_code, exc)
         except typer.TyperException as exc:  # typer's own click: usage errors (exit 2) and the like
             ctx = getattr(exc, "ctx", None)
             sub = ctx.info_name if ctx is not None and ctx.parent is not None else None
-            hint = f" (hint: see `fmae {sub} --help`)" if sub else " (hint: see `fmae --help`)"
-            code = _fail(_usage_message(exc.format_message()) + (hint if exc.exit_code == 2 else ""), exc.exit_code)
+            hint = f"see `fmae {sub} --help`" if sub else "see `fmae --help`"
+            message = _usage_message(exc.format_message())
+            code = self._fail(message + (f" (hint: {hint})" if exc.exit_code == 2 else ""), exc.exit_code,
+                              FmaeError(message, hint if exc.exit_code == 2 else None))
         except typer.Abort:
-            code = _fail(str(Status.INTERRUPTED), 130)
+            code = self._fail(str(Status.INTERRUPTED), 130)
         except KeyboardInterrupt as exc:  # landed outside a command (while parsing, say)
             err = interrupted(exc, "fmae", "nothing was written", "run the same command again",
                               sigterm=self.signals is not None and self.signals.terminated(exc))
-            code = _fail(str(err), err.exit_code)
+            code = self._fail(str(err), err.exit_code, err)
         except OSError as exc:  # typer's own output (--help) to a full or closed stdout
-            code = _stdout_failed(exc) if _on_stdout(exc) else _unexpected(exc)
+            code = _stdout_failed(exc) if _on_stdout(exc) else self._fail(*_unexpected(exc))
         except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
-            code = _unexpected(exc)
+            code = self._fail(*_unexpected(exc))
         return _flushed(code)
+
+    def _fail(self, message: str, code: int, exc: FmaeError | None = None) -> int:
+        """The one error line on stderr; with --json, the one document on stdout too (error_document),
+        unless stdout is what failed or the results went there already (--fail-on's exit 3)."""
+        if _wants_json(self.args) and not isinstance(exc, (StdoutError, StatusFailed)):
+            try:
+                from fmae.cli.ui import print_json
+
+                print_json(error_document(code, message, exc, self.args))
+            except FmaeError:  # stdout closed or full: the error line below is all that is left
+                _quiet_stdout()
+        return _fail(message, code)
 
     def get_help_option(self, ctx: Any) -> Any:
         return _false_by_default(super().get_help_option(ctx))
@@ -185,8 +201,33 @@ def _usage_message(message: str) -> str:
     return f"invalid value for {found['option']}: {found['value']} (choose from {choices})"
 
 
-def _unexpected(exc: BaseException) -> int:
-    return _fail(f"unexpected {type(exc).__name__}: {exc} (hint: rerun with FMAE_DEBUG=1 and report it)", 1)
+def _unexpected(exc: BaseException) -> tuple[str, int, FmaeError]:
+    message, hint = f"unexpected {type(exc).__name__}: {exc}", "rerun with FMAE_DEBUG=1 and report it"
+    return f"{message} (hint: {hint})", 1, FmaeError(message, hint)
+
+
+def _wants_json(args: list[str]) -> bool:
+    """--json among a command's arguments (before a `--`)."""
+    return "--json" in (args[:args.index("--")] if "--" in args else args)
+
+
+def error_document(code: int, message: str, exc: FmaeError | None, args: list[str]) -> dict[str, Any]:
+    """What --json prints when a command fails (docs/json.md): the exit code, the message and the
+    hint; for an interrupt also the signal, what was saved, the command that resumes (or reruns)
+    it and the results so far (`partial`, null when there are none)."""
+    import shlex
+
+    from fmae.runs import SCHEMA_VERSION
+
+    error = {"exit_code": code, "message": exc.message if exc is not None else message,
+             "hint": exc.hint if exc is not None else None}
+    doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "error": error}
+    if isinstance(exc, Interrupted) or code == 130:
+        resume = getattr(exc, "resume", None) or ["fmae", *args]
+        doc["interrupted"] = {"signal": "SIGTERM" if code == 143 else "SIGINT", "saved": getattr(exc, "saved", None),
+                              "resume": shlex.join(resume)}
+        doc["partial"] = getattr(exc, "partial", None)
+    return doc
 
 
 def _fail(message: str, code: int) -> int:

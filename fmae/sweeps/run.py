@@ -5,7 +5,6 @@ prints: progress flows through one SweepProgress object.
 
 from __future__ import annotations
 
-import shlex
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -101,10 +100,11 @@ def run_sweep(settings: SweepSettings, progress: SweepProgress) -> dict[str, Any
                     halving.successive_halving(plans, rungs, pruning.eta, train_to, pruned)
         except KeyboardInterrupt as exc:
             rows = results.collect(where, merged, plans)
-            results.write(where, rows, merged.base.epochs, pruned_how)
+            best = results.write(where, rows, merged.base.epochs, pruned_how)
             saved = ("finished epochs are saved" if any(r["epochs_run"] for r in rows)
                      else "it was interrupted before any epoch finished")
-            raise interrupted(exc, "sweep", saved, f"resume with: {shlex.join(settings.to_args())}") from None
+            raise interrupted(exc, "sweep", saved, resume=settings.to_args(),
+                              partial=results.document(where, rows, best, merged.base.epochs, pruned_how)) from None
         rows = results.collect(where, merged, plans)
         best = results.write(where, rows, merged.base.epochs, pruned_how)
         doc = results.document(where, rows, best, merged.base.epochs, pruned_how)
