@@ -12,13 +12,17 @@ class MultiValueCommand(TyperCommand):
 
     Also accepted: the flag repeated (`--lr 0.1 --lr 0.01`) and comma lists (`--lr 0.1,0.01`).
     The arguments are rewritten to the repeated form before click parses them, so click's own
-    validation, help and completion keep working.
+    validation, help and completion keep working. A decimal comma is never read as a list
+    (refuse_decimal_commas).
     """
 
     multi_value_options: tuple[str, ...] = ()
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         strict = not ctx.resilient_parsing  # shell completion parses half-typed lines
+        if strict:
+            decimals = {o for p in self.params if _takes_decimals(p) for o in p.opts}
+            refuse_decimal_commas(args, decimals, self.multi_value_options)
         return super().parse_args(ctx, expand_multi_values(args, self.multi_value_options, strict=strict))
 
     # Typer names a list argument by its Python type (`{sources}...`, `sources... <list[Path]>`);
@@ -75,6 +79,65 @@ def expand_multi_values(args: list[str], options: tuple[str, ...], *, strict: bo
         out.append(arg)
     close()
     return out
+
+
+def refuse_decimal_commas(args: list[str], decimals: set[str], lists: tuple[str, ...]) -> None:
+    """The rule that keeps `--lr 1,5` from being two rates (docs/options.md#numbers-and-commas): a
+    value of a decimal option (`decimals`) holding a comma is refused unless the option takes a
+    list (`lists`) and every item is written with a decimal point or an exponent (`0.1,0.01`,
+    `1e-3,1e-4`), which no decimal comma can be. The message gives both readings' spelling."""
+    current: str | None = None  # the decimal option whose values are being read
+
+    def check(flag: str, value: str) -> None:
+        items = value.split(",")
+        if len(items) == 1 or (flag in lists and all(_decimal(i) for i in items)):
+            return
+        from fmae.errors import ConfigError
+
+        one = ".".join(items) if len(items) == 2 and _number(".".join(items)) else None
+        readings = [f"{flag} {one} for one number" if one else None,
+                    f"{flag} {' '.join(items)} for {len(items)} values" if flag in lists else None]
+        raise ConfigError(f"{flag} {value}: a comma is not a decimal point"
+                          + (", and a comma list of numbers written without points is ambiguous"
+                             if flag in lists else ""), "write " + ", or ".join(r for r in readings if r))
+
+    for arg in args:
+        if arg == "--":
+            return
+        flag, eq, value = arg.partition("=")
+        if arg.startswith("--") and not (current and not _looks_like_flag(arg)):
+            current = flag if flag in decimals and not eq else None
+            if eq and flag in decimals:
+                check(flag, value)
+        elif current is not None and not _looks_like_flag(arg):
+            check(current, arg)
+            current = current if current in lists else None
+        else:
+            current = None
+
+
+def _takes_decimals(param: Any) -> bool:
+    """A float option (float, float | None, list[float]): typer 0.29 builds its click type lazily,
+    from the annotation it keeps; older ones have the click type."""
+    from typing import get_args
+
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is not None:
+        return float in (descriptor.annotation, *get_args(descriptor.annotation))
+    return getattr(getattr(param, "type", None), "name", "") == "float"
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _decimal(item: str) -> bool:
+    """A number written so that no comma can be its decimal point: with a point or an exponent."""
+    return _number(item) and ("." in item or "e" in item.lower())
 
 
 def _looks_like_flag(arg: str) -> bool:

@@ -157,7 +157,8 @@ def sweep(
         OptimizerName(o) for o in S.optims],
     lr: Annotated[list[float], typer.Option(
         metavar="FLOAT...",
-        help="Learning rates, e.g. --lr 0.1 0.01 0.001 (or --lr 0.1,0.01 or --lr 0.1 --lr 0.01).")] = list(S.lrs),
+        help="Learning rates, e.g. --lr 0.1 0.01 0.001 (or --lr 0.1,0.01 or --lr 0.1 --lr 0.01; never a decimal "
+             "comma: --lr 1,5 is refused).")] = list(S.lrs),
     hidden: Annotated[list[int], typer.Option(
         metavar="INT...", help="Hidden sizes, e.g. --hidden 64 128 256 512.")] = list(S.hiddens),
     seed: Annotated[list[int], typer.Option(
