@@ -32,6 +32,20 @@ def optim_label(optim: str) -> str:
     return OPTIMIZER_LABELS.get(optim, optim)
 
 
+def changed_args(*settings: tuple[str, Any, Any]) -> list[str]:
+    """The flags of the (flag, value, default) settings whose value is not the default: what a
+    printed resume line spells out (nothing at its default). A tuple value is a list option's
+    values after one flag; a float is written as repr() writes it, which reads back the same."""
+    def spelled(value: Any) -> str:
+        return repr(float(value)) if isinstance(value, float) else str(value)
+
+    args: list[str] = []
+    for flag, value, default in settings:
+        if value != default:
+            args += [flag, *map(spelled, value)] if isinstance(value, tuple) else [flag, spelled(value)]
+    return args
+
+
 @dataclass(frozen=True)
 class NoiseConfig:
     """A noise model and its strength: sigma scales the noise (a fraction of pixels for salt-pepper)."""
@@ -205,15 +219,15 @@ class SharedSettings:
             raise ConfigError(f"not a valid training config: {exc}") from None
 
     def to_args(self) -> list[str]:
-        """The flags of these settings, every one spelled out (the printed resume commands are built from them)."""
-        args = ["--epochs", str(self.epochs), "--batch-size", str(self.batch_size), "--dropout", repr(self.dropout),
-                "--activation", self.activation, "--precision", self.precision, "--patience", str(self.patience),
-                "--min-delta", repr(self.min_delta)]
-        if self.momentum:
-            args += ["--momentum", repr(self.momentum)]
-        if self.noise is not None:
-            args += ["--noise", self.noise.kind, "--noise-sigma", repr(self.noise.sigma)]
-        return args
+        """The flags of these settings that differ from their defaults (the printed resume commands
+        are built from them)."""
+        d, noise = SharedSettings(), self.noise or NoiseConfig()
+        return changed_args(("--epochs", self.epochs, d.epochs), ("--batch-size", self.batch_size, d.batch_size),
+                            ("--dropout", self.dropout, d.dropout), ("--activation", self.activation, d.activation),
+                            ("--precision", self.precision, d.precision), ("--patience", self.patience, d.patience),
+                            ("--min-delta", self.min_delta, d.min_delta), ("--momentum", self.momentum, d.momentum),
+                            ("--noise", self.noise and self.noise.kind, None),
+                            ("--noise-sigma", noise.sigma, NoiseConfig.sigma))
 
 
 @dataclass(frozen=True)
@@ -262,10 +276,12 @@ class TrainConfig:
         return [f"{k} {show(mine[k])} -> {show(theirs[k])}" for k in mine if k not in ignore and mine[k] != theirs[k]]
 
     def to_args(self) -> list[str]:
-        """The `fmae train` flags that give this config, every setting spelled out (the printed
-        resume commands are built from them)."""
-        return ["--optim", self.optim, "--lr", repr(self.lr), "--hidden", str(self.model.hidden),
-                "--seed", str(self.seed), *self.shared().to_args()]
+        """The `fmae train` flags that give this config, those at their default left out (the
+        printed resume commands are built from them)."""
+        d = TrainConfig()
+        return [*changed_args(("--optim", self.optim, d.optim), ("--lr", self.lr, DEFAULT_LR[self.optim]),
+                              ("--hidden", self.model.hidden, d.model.hidden), ("--seed", self.seed, d.seed)),
+                *self.shared().to_args()]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -351,9 +367,12 @@ class SweepConfig:
         ]
 
     def to_args(self) -> list[str]:
-        """The `fmae sweep` flags of this grid and its shared settings (one flag, several values)."""
-        return ["--optim", *self.optims, "--lr", *(repr(float(v)) for v in self.lrs),
-                "--hidden", *map(str, self.hiddens), "--seed", *map(str, self.seeds), *self.base.to_args()]
+        """The `fmae sweep` flags of this grid and its shared settings (one flag, several values),
+        those at their default left out."""
+        d = SweepConfig()
+        return [*changed_args(("--optim", self.optims, d.optims), ("--lr", tuple(map(float, self.lrs)), d.lrs),
+                              ("--hidden", self.hiddens, d.hiddens), ("--seed", self.seeds, d.seeds)),
+                *self.base.to_args()]
 
     def shared(self) -> dict[str, Any]:
         """The settings every cell shares: an existing sweep directory must agree on them."""
@@ -400,14 +419,14 @@ class ExecutorConfig:
             object.__setattr__(self, "gpus_per_cell", 0.0 if self.gpus_per_cell is None else float(self.gpus_per_cell))
 
     def to_args(self) -> list[str]:
-        """The `fmae sweep` flags of this executor (those that apply to it)."""
-        args = ["--executor", self.executor]
-        args += ["--jobs", str(self.jobs)] if self.executor == "local" else []
-        args += ["--threads", str(self.threads)] if self.threads is not None else []
-        if self.executor == "ray":
-            args += (["--address", self.address] if self.address is not None else []) + [
-                "--cpus-per-cell", repr(self.cpus_per_cell), "--gpus-per-cell", repr(self.gpus_per_cell)]
-        return [*args, "--max-retries", str(self.max_retries)]
+        """The `fmae sweep` flags of this executor that differ from their defaults (Ray's own
+        defaults for --cpus-per-cell and --gpus-per-cell)."""
+        d = ExecutorConfig()
+        return changed_args(("--executor", self.executor, d.executor), ("--jobs", self.jobs, d.jobs),
+                            ("--threads", self.threads, d.threads), ("--address", self.address, d.address),
+                            ("--cpus-per-cell", self.cpus_per_cell, 1.0 if self.executor == "ray" else None),
+                            ("--gpus-per-cell", self.gpus_per_cell, 0.0 if self.executor == "ray" else None),
+                            ("--max-retries", self.max_retries, d.max_retries), ("--engine", self.engine, d.engine))
 
     def worker_threads(self, cores: int) -> int | None:
         """Torch threads per cell: --threads, else all cores for one job (None: torch's default),
@@ -444,8 +463,8 @@ class PruneConfig:
         return cls(eta=cls.eta if eta is None else eta, min_epochs=min_epochs)
 
     def to_args(self) -> list[str]:
-        return ["--prune", "halving", "--eta", str(self.eta),
-                *(["--min-epochs", str(self.min_epochs)] if self.min_epochs is not None else [])]
+        return ["--prune", "halving", *changed_args(("--eta", self.eta, PruneConfig.eta),
+                                                    ("--min-epochs", self.min_epochs, None))]
 
     def rungs(self, epochs: int) -> tuple[int, ...]:
         """The epochs at which cells are compared; the last is `epochs`: 9 epochs, eta 3 -> (1, 3, 9)."""

@@ -19,6 +19,7 @@ from fmae.config import (
     SweepConfig,
     TrackerConfig,
     TrainConfig,
+    changed_args,
     check_checkpoint_every,
     check_examples,
     check_seed,
@@ -87,13 +88,15 @@ class TrainSettings:
     overwrite: bool = False
     explicit: tuple[str, ...] = ()
     trackers: TrackerConfig = field(default_factory=TrackerConfig)  # --tensorboard, --mlflow
+    fail_on: tuple[str, ...] = ()  # --fail-on: statuses that make the command exit 3
 
     def to_args(self, config: TrainConfig, run_dir: Path) -> list[str]:
-        """The `fmae train` line that resumes the run of `config` in `run_dir`: every setting that must
-        match, spelled out."""
+        """The `fmae train` line that resumes the run of `config` in `run_dir`: every setting that
+        differs from its default, and only those (the run's own settings come from its config.json)."""
         return ["fmae", "train", "--run-dir", str(run_dir), *config.to_args(),
-                *(["--threads", str(self.threads)] if self.threads is not None else []),
-                *given_args(self.device, self.data_dir, self.download), *self.trackers.to_args(), "--resume"]
+                *changed_args(("--threads", self.threads, None), ("--engine", self.engine, "auto")),
+                *run_args(self.checkpoint_every, self.fail_on), *given_args(self.device, self.data_dir, self.download),
+                *self.trackers.to_args(), "--resume"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ class SweepSettings:
     fail_fast: bool = False
     checkpoint_every: float = CHECKPOINT_EVERY
     trackers: TrackerConfig = field(default_factory=TrackerConfig)  # --tensorboard, --mlflow
+    fail_on: tuple[str, ...] = ()  # --fail-on: statuses that make the command exit 3
 
     def __post_init__(self) -> None:
         if self.pruning is not None:
@@ -123,12 +127,19 @@ class SweepSettings:
         return self.run_dir if self.run_dir is not None else Path("runs") / ("sweep-" + "-".join(self.grid.optims))
 
     def to_args(self) -> list[str]:
-        """The `fmae sweep` line that resumes this sweep: the grid, the shared settings, the executor,
-        the pruning, where it trains and reads its data; every setting that must match spelled out."""
+        """The `fmae sweep` line that resumes this sweep, with the same exit code: the grid, the shared
+        settings, the executor, the pruning, where it trains and reads its data, how it saves and
+        fails; every setting that differs from its default, and only those."""
         return ["fmae", "sweep", "--run-dir", str(self.path), *self.grid.to_args(), *self.executor.to_args(),
                 *(self.pruning.to_args() if self.pruning is not None else []),
-                *given_args(self.device, self.data_dir, self.download), *(["--fail-fast"] if self.fail_fast else []),
-                *self.trackers.to_args()]
+                *run_args(self.checkpoint_every, self.fail_on), *given_args(self.device, self.data_dir, self.download),
+                *(["--fail-fast"] if self.fail_fast else []), *self.trackers.to_args()]
+
+
+def run_args(checkpoint_every: float, fail_on: tuple[str, ...]) -> list[str]:
+    """How a command saves and when it fails (--checkpoint-every, --fail-on), when not the defaults."""
+    return changed_args(("--checkpoint-every", checkpoint_every, CHECKPOINT_EVERY),
+                        ("--fail-on", tuple(fail_on), ()))
 
 
 def given_args(device: str, data_dir: Path | None, download: bool) -> list[str]:

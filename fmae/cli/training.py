@@ -126,11 +126,12 @@ def train(
     settings = TrainSettings(config, run_dir=run_dir, device=device, engine=engine, threads=threads,
                              data_dir=data_dir, download=not no_download, checkpoint_every=checkpoint_every,
                              resume=resume, overwrite=overwrite, explicit=tuple(_explicit(ctx)),
-                             trackers=TrackerConfig(tensorboard, mlflow, mlflow_artifacts))
+                             trackers=TrackerConfig(tensorboard, mlflow, mlflow_artifacts),
+                             fail_on=tuple(s.value for s in fail_on or ()))
     progress = TrainFeedback(quiet=quiet)
     summary = run_train(settings, progress)
     emit(summary, json_out, lambda doc: _print_train(doc, progress))
-    check_fail_on([summary["status"]], [s.value for s in fail_on or ()], "runs")
+    check_fail_on([summary["status"]], list(settings.fail_on), "runs")
 
 
 def _print_train(summary: dict[str, Any], feedback: Any) -> None:
@@ -222,13 +223,13 @@ def sweep(
                                 max_retries=max_retries, engine=engine),
         pruning=PruneConfig.of(prune, eta, min_epochs), run_dir=run_dir, device=device, data_dir=data_dir,
         download=not no_download, overwrite=overwrite, fail_fast=fail_fast, checkpoint_every=checkpoint_every,
-        trackers=TrackerConfig(tensorboard, mlflow, mlflow_artifacts))
+        trackers=TrackerConfig(tensorboard, mlflow, mlflow_artifacts), fail_on=tuple(s.value for s in fail_on or ()))
     doc = run_sweep(settings, SweepFeedback(quiet=quiet))
     emit(doc, json_out, _print_sweep)
     statuses = [cell["status"] for cell in doc["cells"]]
     if Status.FAILED in statuses:
         raise typer.Exit(1)
-    check_fail_on(statuses, [s.value for s in fail_on or ()], "cells")
+    check_fail_on(statuses, list(settings.fail_on), "cells")
 
 
 def _print_sweep(doc: dict[str, Any]) -> None:
