@@ -141,6 +141,11 @@ class Saver:
         self.checkpoints += 1
         self._put(run, lambda: run.save_last(config, state))
 
+    def forget(self, run: runs.RunDir) -> None:
+        """A run that ended without `finish` (pruned): its last.pt asked for, its state let go."""
+        self.checkpoint(run)
+        self._tracks.pop(run, None)
+
     def flush(self, run: runs.RunDir | None = None) -> None:
         """Wait for every write asked for; raise the first failure of `run` (of any run without one)."""
         self._jobs.join()

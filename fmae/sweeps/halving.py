@@ -59,4 +59,4 @@ def prune(plan: CellPlan, device: str) -> None:
     history = runs.history_of(plan.resume)
     plan.run.write_summary(runs.summarize(plan.config, Status.PRUNED, history, run_dir=plan.run.path,
                                           device=device, wall_seconds=0.0))
-    plan.done = True
+    plan.done, plan.resume = True, None  # resumable from its last.pt; kept, every pruned cell's state stayed in memory

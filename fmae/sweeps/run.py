@@ -72,6 +72,7 @@ def run_sweep(settings: SweepSettings, progress: SweepProgress) -> dict[str, Any
                                engine=cell_engine(options, device))
         where.reset(settings.overwrite)
         where.write_grid(merged)
+        runs.write_resolved_config(where.path, settings.resolved)
         export.begin_sweep(trackers, where.path)
         plans = where.plan(grid)
         export.log_cells(trackers, where.path, finished_only=True)  # the unfinished catch up as they resume
@@ -82,13 +83,14 @@ def run_sweep(settings: SweepSettings, progress: SweepProgress) -> dict[str, Any
                          f"{_how(options, env['threads'])})")
         progress.begin(len(plans), len(plans) - len(todo), grid.base.epochs)
 
-        def pruned(plan: CellPlan) -> None:
-            halving.prune(plan, str(device))
-            progress.cell_ended(plan, Status.PRUNED)
-
         try:  # one executor for the whole sweep (every rung), closed before the writer writes the latest states
             with saving.Saver(settings.checkpoint_every, trackers=trackers) as saver, \
                     executors.Session(options, dataset, device) as session:
+                def pruned(plan: CellPlan) -> None:
+                    halving.prune(plan, str(device))
+                    saver.forget(plan.run)
+                    progress.cell_ended(plan, Status.PRUNED)
+
                 def train_to(subset: list[CellPlan], stop_at: int | None = None) -> None:
                     run(subset, session, saver, env, options, device=device, progress=progress,
                         fail_fast=settings.fail_fast, stop_at=stop_at)
