@@ -49,7 +49,7 @@ def test_an_error_is_one_document(command, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args, code, needle = ERRORS[command]
     doc = assert_error_document(cli(*args, "--json"), code, needle)
-    assert "interrupted" not in doc and "partial" not in doc
+    assert "interrupt" not in doc and "partial" not in doc
 
 
 def test_a_usage_error_of_a_config_is_one_document_with_its_hint(fake_dataset, tmp_path):
@@ -83,9 +83,9 @@ def test_an_interrupted_train_is_one_document_with_the_partial_summary_and_the_r
     with ctrl_c_at_save(2, saved=False):
         cut = cli("train", *tiny(4), "--run-dir", tmp_path / "r", "--json")
     doc = assert_error_document(cut, 130, "training interrupted by SIGINT")
-    assert doc["interrupted"]["signal"] == "SIGINT" and doc["interrupted"]["saved"] == "finished epochs are saved"
+    assert doc["interrupt"]["signal"] == "SIGINT" and doc["interrupt"]["saved"] == "finished epochs are saved"
     assert doc["partial"]["status"] == "interrupted" and doc["partial"]["epochs_run"] == 1
-    argv = shlex.split(doc["interrupted"]["resume"])
+    argv = shlex.split(doc["interrupt"]["resume"])
     assert argv[:2] == ["fmae", "train"] and argv[-1] == "--resume"
     assert cli(*argv[1:], "-q").exit_code == 0
 
@@ -96,7 +96,7 @@ def test_an_interrupted_sweep_is_one_document_with_the_results_so_far(fake_datas
     doc = assert_error_document(cut, 130, "sweep interrupted by SIGINT")
     assert sum(c["epochs_run"] for c in doc["partial"]["cells"]) == 2  # two cell-epochs saved, the third cut
     assert doc["partial"]["sweep_dir"] == str(tmp_path / "s")
-    argv = shlex.split(doc["interrupted"]["resume"])
+    argv = shlex.split(doc["interrupt"]["resume"])
     assert argv[:2] == ["fmae", "sweep"] and str(tmp_path / "s") in argv
     resumed = cli(*argv[1:], "--json")
     assert resumed.exit_code == 0, resumed.stderr
@@ -121,4 +121,4 @@ def test_an_interrupted_command_is_one_document_naming_the_command_to_run_again(
     result = cli(*args[command], "--json")
     doc = assert_error_document(result, 130, f"fmae {command} interrupted by SIGINT")
     assert doc["partial"] is None
-    assert doc["interrupted"]["resume"] == shlex.join(["fmae", *map(str, args[command]), "--json"])
+    assert doc["interrupt"]["resume"] == shlex.join(["fmae", *map(str, args[command]), "--json"])

@@ -224,7 +224,7 @@ def error_document(code: int, message: str, exc: FmaeError | None, args: list[st
     doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "error": error}
     if isinstance(exc, Interrupted) or code == 130:
         resume = getattr(exc, "resume", None) or ["fmae", *args]
-        doc["interrupted"] = {"signal": "SIGTERM" if code == 143 else "SIGINT", "saved": getattr(exc, "saved", None),
+        doc["interrupt"] = {"signal": "SIGTERM" if code == 143 else "SIGINT", "saved": getattr(exc, "saved", None),
                               "resume": shlex.join(resume)}
         doc["partial"] = getattr(exc, "partial", None)
     return doc
