@@ -30,6 +30,7 @@ SCHEMA_VERSION = 1
 RUN_FILES = ("config.json", "metrics.csv", "model.pt", "last.pt", "summary.json")
 # a run's token and MLflow run ids (fmae.trackers), once it was logged to a tracker: added then to its record
 TRACKER_IDS = "trackers.json"
+RESOLVED_CONFIG = "config.toml"  # the command's resolved settings (--print-config's TOML; --config reads it)
 METRIC_FIELDS = ("epoch", "train_loss", "test_loss", "seconds")
 RESUMABLE = ("epochs", "patience", "min-delta")  # the settings --resume (and a rerun of a sweep) may change
 
@@ -204,6 +205,7 @@ class RunDir:
         """A run that trained nothing leaves nothing that would "already hold" one: its config.json,
         then its record."""
         atomic.unlink_quietly(self.file("config.json"))
+        atomic.unlink_quietly(self.file(RESOLVED_CONFIG))
         atomic.unlink_quietly(self.file(manifest.MANIFEST))
 
     def claim(self) -> None:
@@ -292,6 +294,17 @@ class RunDir:
         summary = summarize(config, status, history, run_dir=self.path, device=device, wall_seconds=wall_seconds)
         self.write_summary(summary)
         return summary
+
+
+def write_resolved_config(directory: Path, text: str | None) -> None:
+    """config.toml, the command's resolved settings (None: none to write): named in the directory's
+    record first (fmae's file: --overwrite removes it), then written."""
+    if text is None:
+        return
+    record = manifest.read(directory)
+    if record is not None and RESOLVED_CONFIG not in record.files:
+        manifest.write(directory, record.kind, (*record.files, RESOLVED_CONFIG), resetting=record.resetting)
+    atomic.write_text(Path(directory) / RESOLVED_CONFIG, text)
 
 
 def history_of(state: dict[str, Any]) -> list[Any]:

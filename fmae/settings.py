@@ -89,6 +89,7 @@ class TrainSettings:
     explicit: tuple[str, ...] = ()
     trackers: TrackerConfig = field(default_factory=TrackerConfig)  # --tensorboard, --mlflow
     fail_on: tuple[str, ...] = ()  # --fail-on: statuses that make the command exit 3
+    resolved: str | None = None  # the command's settings as TOML (fmae.cli.configfile), saved as config.toml
 
     def to_args(self, config: TrainConfig, run_dir: Path) -> list[str]:
         """The `fmae train` line that resumes the run of `config` in `run_dir`: every setting that
@@ -116,6 +117,7 @@ class SweepSettings:
     checkpoint_every: float = CHECKPOINT_EVERY
     trackers: TrackerConfig = field(default_factory=TrackerConfig)  # --tensorboard, --mlflow
     fail_on: tuple[str, ...] = ()  # --fail-on: statuses that make the command exit 3
+    resolved: str | None = None  # the command's settings as TOML (fmae.cli.configfile), saved as config.toml
 
     def __post_init__(self) -> None:
         if self.pruning is not None:

@@ -69,6 +69,7 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
         if settings.overwrite or not run.exists:
             run.reset()
         run.write_config(config, env)
+        runs.write_resolved_config(run.path, settings.resolved)
         if state is not None:
             saver.resumed(run, config, state)
         done = int(state["epoch"]) if state else 0

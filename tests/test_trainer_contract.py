@@ -249,7 +249,7 @@ def test_the_files_a_run_writes(fake_dataset, tmp_path, trainer):
     done = cli("train", *tiny(3), "--engine", trainer, "--run-dir", r, "--json")
     assert done.exit_code == 0, done.stderr
     assert sorted(p.name for p in r.iterdir()) == \
-        [".fmae.json", "config.json", "last.pt", "metrics.csv", "model.pt", "summary.json"]
+        [".fmae.json", "config.json", "config.toml", "last.pt", "metrics.csv", "model.pt", "summary.json"]
     summary = json.loads((r / "summary.json").read_text())
     assert set(summary) == SUMMARY and summary == json.loads(done.stdout)
     assert summary["status"] == "completed" and summary["epochs_run"] == 3
@@ -273,6 +273,6 @@ def test_a_diverged_run_writes_no_model(fake_dataset, tmp_path, trainer):
                "--run-dir", r, "--json")
     assert done.exit_code == 0, done.stderr
     assert json.loads(done.stdout)["status"] == "diverged"
-    assert sorted(p.name for p in r.iterdir()) == [".fmae.json", "config.json", "last.pt", "metrics.csv",
+    assert sorted(p.name for p in r.iterdir()) == [".fmae.json", "config.json", "config.toml", "last.pt", "metrics.csv",
                                                    "summary.json"]
     assert runs.RunDir(r).load_last()["status"] == "diverged"

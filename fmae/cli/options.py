@@ -117,3 +117,9 @@ Mlflow = Annotated[str | None, typer.Option(
     show_default=False)]
 MlflowArtifacts = Annotated[bool, typer.Option(
     "--mlflow-artifacts", help="Upload model.pt (and a sweep's best.pt) to MLflow as artifacts.")]
+
+ConfigFile = Annotated[Path | None, typer.Option(
+    "--config", metavar="FILE", help="Read the settings from this TOML file (keys: the long option names, lists "
+    "as arrays); flags on the command line override it.", show_default=False)]
+PrintConfig = Annotated[bool, typer.Option(
+    "--print-config", help="Print the resolved settings as TOML (runnable with --config) and exit.")]

@@ -23,7 +23,28 @@ class MultiValueCommand(TyperCommand):
         if strict:
             decimals = {o for p in self.params if _takes_decimals(p) for o in p.opts}
             refuse_decimal_commas(args, decimals, self.multi_value_options)
+            config = _config_file(args) if any(p.name == "config" for p in self.params) else None
+            if config is not None:  # the file's settings are the defaults: the command line overrides them
+                from fmae.cli import configfile
+
+                ctx.default_map = {**(ctx.default_map or {}), **configfile.read(config, self.params)}
         return super().parse_args(ctx, expand_multi_values(args, self.multi_value_options, strict=strict))
+
+    def invoke(self, ctx: Any) -> Any:
+        """--print-config: the resolved settings as TOML on stdout, and nothing run. Otherwise the
+        same TOML (without --overwrite and --resume) goes to the command in ctx.meta[RESOLVED], for
+        its run directory."""
+        if "print_config" in ctx.params:
+            from fmae.cli import configfile
+
+            if ctx.params["print_config"]:
+                from fmae.cli.ui import write_stdout
+
+                write_stdout(configfile.to_toml(ctx.info_name, self.params, ctx.params))
+                return None
+            ctx.meta[RESOLVED] = configfile.to_toml(ctx.info_name, self.params, ctx.params,
+                                                    drop=("overwrite", "resume"))
+        return super().invoke(ctx)
 
     # Typer names a list argument by its Python type (`{sources}...`, `sources... <list[Path]>`);
     # an argument with a metavar (`PATH...`) is shown as exactly that, in the usage line and the help.
@@ -46,6 +67,22 @@ class MultiValueCommand(TyperCommand):
             if sections[kind]:
                 with formatter.section(title):
                     formatter.write_dl(sections[kind])
+
+
+RESOLVED = "fmae.resolved_config"  # ctx.meta's key for the resolved settings' TOML
+
+
+def _config_file(args: list[str]) -> str | None:
+    """The value of --config among `args` (the last one given), before any `--`."""
+    found = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--config" and i + 1 < len(args):
+            found = args[i + 1]
+        elif arg.startswith("--config="):
+            found = arg.partition("=")[2]
+    return found
 
 
 def expand_multi_values(args: list[str], options: tuple[str, ...], *, strict: bool = True) -> list[str]:

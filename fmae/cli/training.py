@@ -14,6 +14,7 @@ from fmae.cli.options import (
     Address,
     BatchSize,
     CheckpointEvery,
+    ConfigFile,
     CpusPerCell,
     DataDir,
     Device,
@@ -42,6 +43,7 @@ from fmae.cli.options import (
     OptimizerName,
     Patience,
     Precision,
+    PrintConfig,
     Prune,
     Quiet,
     S,
@@ -52,6 +54,7 @@ from fmae.cli.options import (
     TrainNoise,
     TrainNoiseSigma,
 )
+from fmae.cli.parsing import RESOLVED
 from fmae.config import (
     ExecutorConfig,
     ModelConfig,
@@ -68,10 +71,11 @@ from fmae.status import Status
 
 
 def _explicit(ctx: typer.Context) -> list[str]:
-    """The parameters the user gave (on the command line or through the environment), not defaults."""
+    """The parameters the user gave (on the command line, through the environment or in --config), not defaults."""
     sources = {p.name: ctx.get_parameter_source(p.name) for p in ctx.command.params if p.name}
     # by name: typer may bring a click of its own, whose ParameterSource is another enum
-    return [name for name, source in sources.items() if getattr(source, "name", "") in ("COMMANDLINE", "ENVIRONMENT")]
+    return [name for name, source in sources.items()
+            if getattr(source, "name", "") in ("COMMANDLINE", "ENVIRONMENT", "DEFAULT_MAP")]  # DEFAULT_MAP: --config
 
 
 def train(
@@ -107,6 +111,8 @@ def train(
     json_out: Json = False,
     quiet: Quiet = False,
     fail_on: FailOn = None,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
 ) -> None:
     """Train one autoencoder and save it in a run directory.
 
@@ -127,7 +133,7 @@ def train(
                              data_dir=data_dir, download=not no_download, checkpoint_every=checkpoint_every,
                              resume=resume, overwrite=overwrite, explicit=tuple(_explicit(ctx)),
                              trackers=TrackerConfig(tensorboard, mlflow, mlflow_artifacts),
-                             fail_on=tuple(s.value for s in fail_on or ()))
+                             fail_on=tuple(s.value for s in fail_on or ()), resolved=ctx.meta.get(RESOLVED))
     progress = TrainFeedback(quiet=quiet)
     summary = run_train(settings, progress)
     emit(summary, json_out, lambda doc: _print_train(doc, progress))
@@ -152,6 +158,7 @@ def _print_train(summary: dict[str, Any], feedback: Any) -> None:
 
 
 def sweep(
+    ctx: typer.Context,
     optim: Annotated[list[OptimizerName], typer.Option(
         metavar="[adam|sgd]...",
         help="Optimizers to sweep; several values after one flag, e.g. --optim sgd adam.")] = [
@@ -200,6 +207,8 @@ def sweep(
     json_out: Json = False,
     quiet: Quiet = False,
     fail_on: FailOn = None,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
 ) -> None:
     """Grid search over optimizer x learning rate x hidden size x seed; resumable.
 
@@ -223,7 +232,8 @@ def sweep(
                                 max_retries=max_retries, engine=engine),
         pruning=PruneConfig.of(prune, eta, min_epochs), run_dir=run_dir, device=device, data_dir=data_dir,
         download=not no_download, overwrite=overwrite, fail_fast=fail_fast, checkpoint_every=checkpoint_every,
-        trackers=TrackerConfig(tensorboard, mlflow, mlflow_artifacts), fail_on=tuple(s.value for s in fail_on or ()))
+        trackers=TrackerConfig(tensorboard, mlflow, mlflow_artifacts), fail_on=tuple(s.value for s in fail_on or ()),
+        resolved=ctx.meta.get(RESOLVED))
     doc = run_sweep(settings, SweepFeedback(quiet=quiet))
     emit(doc, json_out, _print_sweep)
     statuses = [cell["status"] for cell in doc["cells"]]

@@ -17,7 +17,8 @@ from fmae.errors import ConfigError, FmaeError, RunDirError
 from fmae.locks import LOCK_NAME
 from fmae.status import FINISHED, Status
 
-SWEEP_FILES = ("sweep.json", "results.csv", "results.json", "results_groups.csv", "best.pt", runs.TRACKER_IDS)
+SWEEP_FILES = ("sweep.json", "results.csv", "results.json", "results_groups.csv", "best.pt", runs.TRACKER_IDS,
+               runs.RESOLVED_CONFIG)
 GRID_KEYS = {"optim": (str,), "lr": (float, int), "hidden": (int,), "seed": (int,)}  # sweep.json's grid
 
 
