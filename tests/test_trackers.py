@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from fmae import runs
-from tests.helpers import cli, installed_env
+from tests.helpers import cli, installed_env, one_error_line, reap
 
 try:
     from mlflow.tracking import MlflowClient
@@ -497,6 +498,108 @@ def test_an_unreachable_mlflow_uri_is_one_error_line_before_any_training(fake_da
     assert out.exit_code == 1
     assert out.stderr.startswith(f"error: --mlflow http://127.0.0.1:{port}: cannot open the tracking store")
     assert not (tmp_path / "r" / "metrics.csv").exists()
+
+
+PROGRESS = re.compile(r"(data|note): |sweep \S+: |\S+ epoch \d+/\d+ |cell \d+/\d+ ")  # a sweep's own lines, unquiet
+
+
+def one_warning(err: str) -> str:
+    """The one warning a sweep printed: every other line of its stderr is its progress (none of
+    MLflow's, SQLAlchemy's or alembic's log lines, no traceback)."""
+    others = [line for line in err.splitlines() if not PROGRESS.match(line)]
+    assert len(others) == 1 and others[0].startswith("warning: mlflow logging stopped ("), err
+    assert others[0].endswith("the run directories stay complete: `fmae export mlflow` catches up later"), err
+    return others[0]
+
+
+@pytest.mark.parametrize("fault", ["locked", "removed"])
+def test_an_sqlite_store_gone_bad_mid_sweep_is_one_warning_with_its_reason(fake_dataset, tmp_path, request, fault):
+    """Issue 27, item 3: a store another process locks (or that is deleted) mid-sweep was ~90 lines of
+    MLflow's and SQLAlchemy's tracebacks and a reason cut to a remark ("raised as a result of
+    Query-invoked autoflush..."); now one warning naming the database's own error, and the sweep goes on."""
+    import sqlite3
+
+    store = tmp_path / "m.db"
+    proc = fmae_process(tmp_path, fake_dataset, ["sweep", *GRID, "--run-dir", "sw", "--mlflow", "sqlite:///m.db"],
+                        FMAE_TEST_WRITE_DELAY="0.2")
+    lock = None
+    try:
+        wait_for_epochs(tmp_path / "sw", proc, 2)
+        if fault == "locked":
+            lock = sqlite3.connect(store, isolation_level=None)
+            lock.execute("BEGIN EXCLUSIVE")  # MLflow's writes wait 5 s (sqlite's timeout), then fail
+        else:
+            store.unlink()
+        out, err = proc.communicate(timeout=300)
+    finally:
+        reap(proc)
+        if lock is not None:
+            lock.close()
+    assert proc.returncode == 0, err
+    warning = one_warning(err)
+    why = {"locked": "(database is locked)", "removed": "(its database m.db is gone: "}[fault]
+    assert warning.startswith(f"warning: mlflow logging stopped {why}"), warning
+    assert "autoflush" not in err and "Traceback" not in err and "sqlalchemy" not in err.lower()
+    assert len(json.loads((tmp_path / "sw" / "results.json").read_text())["cells"]) == 4  # the sweep went on
+    if fault == "locked":  # the fault did happen: the store holds fewer epochs than were trained
+        logged = mlflow_runs(f"sqlite:///{store}", request.node.name)
+        assert sum(len(r["steps"].get("test_loss", [])) for r in logged.values()) < 12
+
+
+def test_a_failure_s_reason_is_the_database_s_error_not_sqlalchemy_s_remark():
+    import sqlite3
+
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    from fmae.trackers.mlflow import reason
+
+    db = sqlalchemy.exc.OperationalError("INSERT INTO metrics ...", {}, sqlite3.OperationalError(
+        "attempt to write a readonly database"))
+    db.add_detail("raised as a result of Query-invoked autoflush; consider using a session.no_autoflush block if "
+                  "this flush is occurring prematurely")
+    try:
+        try:
+            raise db
+        except sqlalchemy.exc.OperationalError as e:
+            raise MlflowException(message=e) from e  # as MLflow's managed session does
+    except MlflowException as wrapped:
+        assert str(wrapped).startswith("(raised as a result of Query-invoked autoflush")  # the issue's fragment
+        assert reason(wrapped) == "attempt to write a readonly database"
+    assert reason(Exception("API request failed. Retries exhausted. See the docs.")) == "API request failed."
+
+
+def test_mlflow_s_loggers_are_quiet_only_while_fmae_uses_them():
+    import logging
+
+    from fmae.trackers.mlflow import quiet_loggers
+
+    names = ("mlflow", "mlflow.store.db.utils", "sqlalchemy", "sqlalchemy.engine", "alembic")
+    before = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate) for n in names}
+    with quiet_loggers():
+        for name in names:
+            logger = logging.getLogger(name)
+            assert all(isinstance(h, logging.NullHandler) for h in logger.handlers)
+            if logger.handlers:
+                assert not logger.propagate
+    assert {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate) for n in names} == before
+
+
+@pytest.mark.parametrize("uri", ["sqlite://", "sqlite:///", "sqlite:///:memory:", "sqlite:///file::memory:?cache=shared",
+                                 "sqlite:///m.db?mode=memory"])
+@pytest.mark.parametrize("command", ["train", "sweep", "export"])
+def test_an_in_memory_store_is_a_usage_error_before_anything_is_written(tmp_path, monkeypatch, uri, command):
+    """`--mlflow sqlite:///` passed the start check (its first connection had a database), then every
+    later call met an empty one: 66 lines and exit 0. Now one error line, exit 2, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    args = {"train": ["train", "--mlflow", uri, "--run-dir", "r"],
+            "sweep": ["sweep", "--mlflow", uri, "--run-dir", "r"],
+            "export": ["export", "mlflow", ".", "--to", uri]}[command]
+    out = cli(*args)
+    assert out.exit_code == 2, out.output
+    one_error_line(out.stderr, f"--mlflow {uri}: an in-memory database, which MLflow cannot keep")
+    assert "hint: name a file: --mlflow sqlite:///mlflow.db" in out.stderr and out.stdout == ""
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("flag, value, extra", [("--tensorboard", "tb", "tensorboard"),

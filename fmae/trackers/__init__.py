@@ -19,13 +19,14 @@ import math
 import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from fmae import atomic, manifest
 from fmae.config import TrackerConfig, TrainConfig
-from fmae.errors import FmaeError, first_line
+from fmae.errors import FmaeError
 from fmae.runs import RUN_FILES, TRACKER_IDS, read_json
 
 KINDS = ("tensorboard", "mlflow")
@@ -55,6 +56,9 @@ class Backend(Protocol):
     def end_sweep(self, sweep: Target, doc: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
+
+    def reason(self, exc: BaseException) -> str:
+        """Why a call failed, as the one warning says it (a few words, one line)."""
 
 
 @dataclass(frozen=True)
@@ -159,10 +163,13 @@ def finite(value: Any) -> bool:
 class Trackers:
     """The trackers a command logs to. A tracker that fails is dropped after one warning
     (`on_warning`); the others, and the training, go on. `live`: logging a run as it trains
-    (an unfinished run stays running), not exporting it afterwards."""
+    (an unfinished run stays running), not exporting it afterwards. `quiet`: what keeps the trackers'
+    own log lines off stderr, closed last."""
 
-    def __init__(self, backends: Sequence[Backend], on_warning: Callable[[str], None], *, live: bool) -> None:
+    def __init__(self, backends: Sequence[Backend], on_warning: Callable[[str], None], *, live: bool,
+                 quiet: ExitStack | None = None) -> None:
         self._backends = list(backends)
+        self._quiet = quiet
         self._warn = on_warning
         self.live = live
         self._targets: dict[Path, tuple[Target, dict[str, Any]]] = {}
@@ -184,7 +191,7 @@ class Trackers:
                 call(backend)
             except Exception as exc:  # noqa: BLE001 - any failure of a tracker: the training goes on
                 self._backends.remove(backend)
-                why = first_line(exc)
+                why = backend.reason(exc)
                 self.failures.append(f"{backend.name}: {why[:300]}")
                 self._warn(f"warning: {backend.name} logging stopped ({why[:300]}); the run directories stay "
                            f"complete: `fmae export {backend.name}` catches up later")
@@ -240,8 +247,12 @@ class Trackers:
         self._sweep = None
 
     def close(self) -> None:
-        self._each(lambda b: b.close())
-        self._backends.clear()
+        try:
+            self._each(lambda b: b.close())
+            self._backends.clear()
+        finally:
+            if self._quiet is not None:
+                self._quiet.close()
 
 
 PACKAGES = {"tensorboard": "tensorboard.summary.writer.event_file_writer", "mlflow": "mlflow.tracking"}
@@ -271,15 +282,22 @@ def require(config: TrackerConfig) -> None:
 
 def open_trackers(config: TrackerConfig, on_warning: Callable[[str], None], *, live: bool = True) -> Trackers:
     """The trackers `config` names (`require`d first), opened: a TensorBoard log directory made,
-    an MLflow store reached (TrackerError if not)."""
+    an MLflow store reached (TrackerError if not). MLflow's loggers (and SQLAlchemy's, alembic's)
+    stay off stderr from here until the trackers are closed."""
     require(config)
+    quiet = ExitStack()
     backends: list[Backend] = []
-    if config.tensorboard is not None:
-        from fmae.trackers.tensorboard import TensorBoard
+    try:
+        if config.tensorboard is not None:
+            from fmae.trackers.tensorboard import TensorBoard
 
-        backends.append(TensorBoard(config.tensorboard, on_warning))
-    if config.mlflow is not None:
-        from fmae.trackers.mlflow import Mlflow
+            backends.append(TensorBoard(config.tensorboard, on_warning))
+        if config.mlflow is not None:
+            from fmae.trackers.mlflow import Mlflow, quiet_loggers
 
-        backends.append(Mlflow(config.mlflow, artifacts=config.artifacts, live=live))
-    return Trackers(backends, on_warning, live=live)
+            quiet.enter_context(quiet_loggers())
+            backends.append(Mlflow(config.mlflow, artifacts=config.artifacts, live=live))
+    except BaseException:
+        quiet.close()
+        raise
+    return Trackers(backends, on_warning, live=live, quiet=quiet)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmae.errors import first_line
+from fmae.errors import ConfigError, first_line
 from fmae.status import Status
 from fmae.trackers import Point, Target, TrackerError, finite
 
@@ -32,6 +33,9 @@ SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT
 # stores in a database (SQLAlchemy URIs): the full mlflow package, not mlflow-skinny, can open them
 DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
 QUIET_STDOUT = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+# the loggers of MLflow and the packages it drives: a failure of theirs is fmae's one warning (or error)
+# line, never their tracebacks (MLflow logs each database error with its SQL and traceback)
+LOGGERS = ("mlflow", "sqlalchemy", "alembic", "huey")
 BATCH = 1000  # MLflow's log_batch limit on metrics per call
 
 
@@ -43,13 +47,57 @@ def first_sentence(exc: BaseException, limit: int = 200) -> str:
     return line if len(line) <= limit else line[:limit - 3].rstrip() + "..."
 
 
+def reason(exc: BaseException) -> str:
+    """Why an MLflow call failed, in a few words: the database's own error where there is one
+    (SQLAlchemy's first line may be a remark such as "(raised as a result of Query-invoked
+    autoflush; ...)", the cause on a later line), else the error's first sentence."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        orig = getattr(cause, "orig", None)  # SQLAlchemy's DBAPIError: the driver's error
+        if isinstance(orig, BaseException):
+            return first_sentence(orig)
+        cause = cause.__cause__ or cause.__context__
+    return first_sentence(exc)
+
+
+def scheme(uri: str) -> str:
+    return uri.split(":", 1)[0].split("+", 1)[0].lower()
+
+
+def in_memory(uri: str) -> bool:
+    """An sqlite store in memory (`sqlite://`, `sqlite:///`, `sqlite:///:memory:`, `?mode=memory`): each
+    of MLflow's connections gets a database of its own, empty, and all of it is lost at exit."""
+    if scheme(uri) != "sqlite":
+        return False
+    rest = uri.split("://", 1)[1] if "://" in uri else uri.split(":", 1)[1]
+    path, _, query = rest.partition("?")
+    database = path[1:] if path.startswith("/") else path
+    return database in ("", ":memory:") or database.startswith("file::memory:") or "mode=memory" in query
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """An sqlite store's database file (relative to the working directory unless absolute, as
+    SQLAlchemy reads `sqlite:///rel.db` and `sqlite:////abs.db`); None for any other store."""
+    if scheme(uri) != "sqlite" or in_memory(uri) or "://" not in uri:
+        return None
+    path = uri.split("://", 1)[1].partition("?")[0]
+    return Path(path[1:] if path.startswith("/") else path)
+
+
 def check_store(uri: str) -> None:
-    """A database store with mlflow-skinny alone (no SQLAlchemy) is one error naming the package."""
+    """Before anything is written: an in-memory store is a usage error (ConfigError), and a database
+    store with mlflow-skinny alone (no SQLAlchemy) one error naming the package."""
     import importlib.util
 
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
-    if scheme in DATABASES and importlib.util.find_spec("sqlalchemy") is None:
-        raise TrackerError(f"--mlflow {uri}: a {scheme} store needs the full mlflow package (SQLAlchemy), and only "
+    if in_memory(uri):
+        raise ConfigError(f"--mlflow {uri}: an in-memory database, which MLflow cannot keep (each of its "
+                          "connections would see an empty one, and all is lost at exit)",
+                          "name a file: --mlflow sqlite:///mlflow.db")
+    kind = scheme(uri)
+    if kind in DATABASES and importlib.util.find_spec("sqlalchemy") is None:
+        raise TrackerError(f"--mlflow {uri}: a {kind} store needs the full mlflow package (SQLAlchemy), and only "
                            "mlflow-skinny is installed",
                            "the full package is mlflow on PyPI; or log to a server: --mlflow http://host:port, "
                            "or to a file: store")
@@ -65,6 +113,29 @@ def prepare() -> None:
     for key, value in SETTINGS.items():
         os.environ.setdefault(key, value)
     os.environ[QUIET_STDOUT] = "true"  # stdout holds fmae's results (--json): never MLflow's "View run" lines
+
+
+@contextmanager
+def quiet_loggers() -> Iterator[None]:
+    """While fmae uses MLflow: the loggers of LOGGERS (and any of their descendants with handlers
+    of their own, as MLflow gives sqlalchemy.engine) write nowhere; their handlers and propagation
+    are given back afterwards. MLflow is imported first: its import sets its loggers up."""
+    import logging
+
+    import mlflow  # noqa: F401 - its import configures these loggers: done before they are set aside
+
+    loggers = [logging.getLogger(name) for name in LOGGERS]
+    loggers += [logger for name, logger in list(logging.Logger.manager.loggerDict.items())
+                if isinstance(logger, logging.Logger) and logger.handlers and name not in LOGGERS
+                and name.split(".", 1)[0] in LOGGERS]
+    saved = [(logger, logger.handlers, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.handlers, logger.propagate = [logging.NullHandler()], False
+    try:
+        yield
+    finally:
+        for logger, handlers, propagate in saved:
+            logger.handlers, logger.propagate = handlers, propagate
 
 
 @dataclass
@@ -100,7 +171,7 @@ class Mlflow:
             else:
                 self.experiment = found.experiment_id
         except Exception as exc:  # noqa: BLE001 - any failure to reach the store is the URI's
-            raise TrackerError(f"--mlflow {uri}: cannot open the tracking store ({first_sentence(exc)})",
+            raise TrackerError(f"--mlflow {uri}: cannot open the tracking store ({reason(exc)})",
                                "check the URI: sqlite:///path.db, file:/path or http://host:port") from None
         self._runs: dict[Path, _Run] = {}
 
@@ -212,3 +283,9 @@ class Mlflow:
 
     def close(self) -> None:
         pass
+
+    def reason(self, exc: BaseException) -> str:
+        path = sqlite_path(self.uri)
+        if path is not None and not path.exists():  # sqlite calls an unlinked file read-only
+            return f"its database {path} is gone: {reason(exc)}"
+        return reason(exc)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fmae.errors import first_line
 from fmae.status import Status
 from fmae.trackers import PARAMS, STRINGS, Point, Target, TrackerError, finite
 
@@ -153,6 +154,9 @@ class TensorBoard:
 
     def end_sweep(self, sweep: Target, doc: dict[str, Any]) -> None:
         pass  # the cells' sessions carry what TensorBoard shows: the HParams table ranks them
+
+    def reason(self, exc: BaseException) -> str:
+        return first_line(exc)
 
     def close(self) -> None:
         for log in self._logs.values():
