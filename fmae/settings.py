@@ -90,6 +90,7 @@ class TrainSettings:
     trackers: TrackerConfig = field(default_factory=TrackerConfig)  # --tensorboard, --mlflow
     fail_on: tuple[str, ...] = ()  # --fail-on: statuses that make the command exit 3
     resolved: str | None = None  # the command's settings as TOML (fmae.cli.configfile), saved as config.toml
+    dry_run: bool = False  # what it would do and how long it would take, nothing run (fmae.sweeps.dry_run)
 
     def to_args(self, config: TrainConfig, run_dir: Path) -> list[str]:
         """The `fmae train` line that resumes the run of `config` in `run_dir`: every setting that
@@ -118,6 +119,7 @@ class SweepSettings:
     trackers: TrackerConfig = field(default_factory=TrackerConfig)  # --tensorboard, --mlflow
     fail_on: tuple[str, ...] = ()  # --fail-on: statuses that make the command exit 3
     resolved: str | None = None  # the command's settings as TOML (fmae.cli.configfile), saved as config.toml
+    dry_run: bool = False  # what it would do and how long it would take, nothing run (fmae.sweeps.dry_run)
 
     def __post_init__(self) -> None:
         if self.pruning is not None:

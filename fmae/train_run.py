@@ -35,7 +35,12 @@ class TrainProgress(Protocol):
 def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any]:
     """Train one run and return its summary (`fmae train --json`). Ctrl-C and SIGTERM write
     summary.json (status interrupted) after the latest state and raise Interrupted naming the
-    command that resumes the run; a failure before any epoch leaves no run behind."""
+    command that resumes the run; a failure before any epoch leaves no run behind. With --dry-run,
+    what it would do (fmae.sweeps.dry_run), nothing written."""
+    if settings.dry_run:
+        from fmae.sweeps.dry_run import plan_train
+
+        return plan_train(settings, progress)
     from fmae import data, executors, runs, saving
     from fmae import engine as engines
     from fmae.checkpoints import cloned

@@ -123,3 +123,6 @@ ConfigFile = Annotated[Path | None, typer.Option(
     "as arrays); flags on the command line override it.", show_default=False)]
 PrintConfig = Annotated[bool, typer.Option(
     "--print-config", help="Print the resolved settings as TOML (runnable with --config) and exit.")]
+DryRun = Annotated[bool, typer.Option(
+    "--dry-run", help="Show the cells (new, finished, to resume, pruned), where and how they would train and an "
+    "estimate of the time (calibrated on this machine); train nothing, write nothing in the run directory.")]

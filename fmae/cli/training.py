@@ -19,6 +19,7 @@ from fmae.cli.options import (
     DataDir,
     Device,
     Dropout,
+    DryRun,
     E,
     Engine,
     Epochs,
@@ -113,6 +114,7 @@ def train(
     fail_on: FailOn = None,
     config: ConfigFile = None,
     print_config: PrintConfig = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Train one autoencoder and save it in a run directory.
 
@@ -133,10 +135,13 @@ def train(
                              data_dir=data_dir, download=not no_download, checkpoint_every=checkpoint_every,
                              resume=resume, overwrite=overwrite, explicit=tuple(_explicit(ctx)),
                              trackers=TrackerConfig(tensorboard, mlflow, mlflow_artifacts),
-                             fail_on=tuple(s.value for s in fail_on or ()), resolved=ctx.meta.get(RESOLVED))
+                             fail_on=tuple(s.value for s in fail_on or ()), resolved=ctx.meta.get(RESOLVED),
+                             dry_run=dry_run)
     progress = TrainFeedback(quiet=quiet)
     summary = run_train(settings, progress)
-    emit(summary, json_out, lambda doc: _print_train(doc, progress))
+    emit(summary, json_out, print_dry_run if dry_run else lambda doc: _print_train(doc, progress))
+    if dry_run:
+        return
     check_fail_on([summary["status"]], list(settings.fail_on), "runs")
 
 
@@ -209,6 +214,7 @@ def sweep(
     fail_on: FailOn = None,
     config: ConfigFile = None,
     print_config: PrintConfig = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Grid search over optimizer x learning rate x hidden size x seed; resumable.
 
@@ -233,9 +239,11 @@ def sweep(
         pruning=PruneConfig.of(prune, eta, min_epochs), run_dir=run_dir, device=device, data_dir=data_dir,
         download=not no_download, overwrite=overwrite, fail_fast=fail_fast, checkpoint_every=checkpoint_every,
         trackers=TrackerConfig(tensorboard, mlflow, mlflow_artifacts), fail_on=tuple(s.value for s in fail_on or ()),
-        resolved=ctx.meta.get(RESOLVED))
+        resolved=ctx.meta.get(RESOLVED), dry_run=dry_run)
     doc = run_sweep(settings, SweepFeedback(quiet=quiet))
-    emit(doc, json_out, _print_sweep)
+    emit(doc, json_out, print_dry_run if dry_run else _print_sweep)
+    if dry_run:
+        return
     statuses = [cell["status"] for cell in doc["cells"]]
     if Status.FAILED in statuses:
         raise typer.Exit(1)
@@ -287,3 +295,28 @@ def _print_sweep(doc: dict[str, Any]) -> None:
         lines.append("best cell: none (no cell completed or stopped early), so no best.pt")
     write_stdout("".join(line + "\n" for line in lines))
 
+
+def print_dry_run(doc: dict[str, Any]) -> None:
+    from fmae.cli.ui import fmt_seconds, print_table, write_stdout
+
+    print_table(f"fmae {doc['command']} --dry-run: {doc.get('sweep_dir') or doc.get('run_dir')}",
+                ["cell", "state", "epochs done", "epochs left", "estimated seconds"],
+                [[r["name"], r["state"], r["epochs_done"], r["epochs_left"], fmt_seconds(r["seconds"])]
+                 for r in doc["plan"]])
+    counts, how, est = doc["cells"], doc["how"], doc["estimate"]
+    cells = ", ".join(f"{n} {state}" for state, n in counts.items() if state != "total" and n)
+    where = (f"on {how['device']} ({how['precision']}, {how['engine']} engine, {how['threads']} thread"
+             f"{'s' if how['threads'] != 1 else ''}" + (f", {how['jobs']} jobs" if how.get("jobs", 1) > 1 else "")
+             + (f", {how['executor']}" if how.get("executor", "local") != "local" else "") + ")")
+    notes = [r["note"] for r in doc["plan"] if r.get("note")]
+    write_stdout("".join(line + "\n" for line in [
+        f"{plural(counts['total'], 'cell')}: {cells or 'none'}; would train {where}",
+        f"estimate: {fmt_seconds(est['seconds'])} s for {plural(est['cell_epochs_left'], 'cell-epoch')} left "
+        f"(calibration: {est['calibration']}" + (", measured now" if est["calibrated_now"] else "") + ")",
+        *(["an upper bound: successive halving stops most cells at a rung"] if "prune" in how else []),
+        *notes, "nothing was trained or written (--dry-run)"]))
+
+
+def plural(n: int, word: str) -> str:
+    """`1 cell`, `2 cells`."""
+    return f"{n} {word}{'' if n == 1 else 's'}"

@@ -248,7 +248,8 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], hi
            width: int) -> Table:
     table = Table(title=title, title_justify="left", min_width=min(len(title), width))
     for col in columns:
-        table.add_column(col, justify="left" if col in ("status", "optim", "setting", "run", "model") else "right")
+        table.add_column(col, justify="left" if col in ("status", "optim", "setting", "run", "model", "cell", "state")
+                         else "right")
     for i, row in enumerate(rows):
         table.add_row(*(str(v) for v in row), style="bold green" if i == highlight_row else None)
     return table

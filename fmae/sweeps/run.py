@@ -45,7 +45,12 @@ def run_sweep(settings: SweepSettings, progress: SweepProgress) -> dict[str, Any
     """Run a whole sweep: lock and open its directory, plan its cells, train the unfinished ones on
     its executor (every rung of successive halving), write results.csv/json and best.pt; returns
     the results document (`fmae sweep --json`). Ctrl-C and SIGTERM write the results so far and
-    raise Interrupted naming the command that resumes the sweep."""
+    raise Interrupted naming the command that resumes the sweep. With --dry-run, what it would do
+    (fmae.sweeps.dry_run), nothing written."""
+    if settings.dry_run:
+        from fmae.sweeps.dry_run import plan_sweep
+
+        return plan_sweep(settings, progress)
     from fmae import data, executors, runs, saving
     from fmae.interrupts import interrupted
     from fmae.locks import lock_run_dir
