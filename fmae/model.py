@@ -18,14 +18,14 @@ class SeededDropout(nn.Module):
     1/32768 (0.1 becomes 0.100006) and the kept units are scaled by 1/(1 - that p): unbiased.
     """
 
-    _LEVELS = 1 << 15
+    LEVELS = 1 << 15
 
     def __init__(self, p: float, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.p = p
         self.generator = generator
-        self._threshold = round(p * self._LEVELS)
-        self._scale = 1.0 / (1.0 - self._threshold / self._LEVELS)
+        self._threshold = round(p * self.LEVELS)
+        self._scale = 1.0 / (1.0 - self._threshold / self.LEVELS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self._threshold == 0:
@@ -45,7 +45,7 @@ def dropout_bits(n: int, device: torch.device, generator: torch.Generator | None
 def dropout_mask(bits: torch.Tensor, shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype) -> torch.Tensor:
     """The scaled keep mask of `shape` from `bits` (the last dimension of `bits` holds one mask's
     draws; leading dimensions, if any, are separate masks: several cells' at once, each its own)."""
-    levels = SeededDropout._LEVELS
+    levels = SeededDropout.LEVELS
     threshold = round(p * levels)
     n = math.prod(shape[len(bits.shape) - 1:])
     lanes = bits.view(torch.int16)[..., :n].reshape(shape).bitwise_and_(levels - 1)

@@ -109,3 +109,117 @@ class Adam(_Optimizer):
              [], [s["step"] for s in states], foreach=group["foreach"], capturable=False, differentiable=False,
              fused=None, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
              weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+
+
+# ---------------------------------------------------------------- the stacked trainer's update rules
+#
+# C cells' parameters lie in one flat [C, P] buffer (fmae.training.stacked), a row per cell. These
+# classes step rows with torch's update arithmetic, op for op, so that on the CPU a row equals the
+# cell stepped alone by SGD/Adam above, bit for bit: the per-cell hyper-parameters are [C, 1]
+# tensors holding exactly the float32 scalars torch's kernels would use (Adam's step sizes and bias
+# corrections computed in double, as torch.optim.adam computes them, then rounded), so a row's
+# elementwise operations are those of its cell alone. A step dispatches a fixed number of
+# operations, whatever C is; its per-step scalars live in device tensors (one table per epoch).
+
+
+class StackedSGD:
+    """torch.optim.SGD (momentum, no dampening, no weight decay) over the rows of a [C, P] buffer."""
+
+    def __init__(self, lrs: list[float], momenta: list[float], state: dict[str, torch.Tensor],
+                 steps: list[int], like: torch.Tensor) -> None:
+        shape = (-1, 1)
+        self.neg_lr = torch.tensor([-lr for lr in lrs], dtype=like.dtype, device=like.device).view(shape)
+        self.momentum = torch.tensor(momenta, dtype=like.dtype, device=like.device).view(shape)
+        self.momenta = list(momenta)
+        self.buffer = state.get("momentum_buffer") if any(momenta) else None
+        if self.buffer is None and any(momenta):
+            self.buffer = torch.zeros_like(like)
+        self.steps = list(steps)
+
+    @staticmethod
+    def state_keys(momentum: float) -> tuple[str, ...]:
+        return ("momentum_buffer",) if momentum != 0 else ()
+
+    def begin_epoch(self, steps: int) -> None:
+        """Nothing to precompute: SGD's scalars do not change from step to step."""
+
+    def step(self, params: torch.Tensor, grads: torch.Tensor, j: int) -> None:
+        if self.buffer is not None:  # momentum 0 rows: 0 * buf + g is g, torch's update for them
+            self.buffer.mul_(self.momentum).add_(grads)
+            grads = self.buffer
+        params.addcmul_(grads, self.neg_lr)
+        self.steps = [s + 1 for s in self.steps]
+
+    def keep(self, index: torch.Tensor, rows: list[int]) -> None:
+        self.neg_lr, self.momentum = self.neg_lr.index_select(0, index), self.momentum.index_select(0, index)
+        self.momenta = [self.momenta[r] for r in rows]
+        self.steps = [self.steps[r] for r in rows]
+        if self.buffer is not None:
+            self.buffer = self.buffer.index_select(0, index) if any(self.momenta) else None
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {} if self.buffer is None else {"momentum_buffer": self.buffer.clone()}
+
+    def cell_state(self, snapshot: dict[str, torch.Tensor], k: int, steps: int, momentum: float
+                   ) -> dict[str, torch.Tensor]:
+        """Row k of a snapshot as torch's per-parameter state keys (flat rows; the caller splits them)."""
+        return {"momentum_buffer": snapshot["momentum_buffer"][k]} if momentum != 0 else {}
+
+
+class StackedAdam:
+    """torch.optim.Adam (no weight decay, no amsgrad) over the rows of a [C, P] buffer."""
+
+    def __init__(self, lrs: list[float], momenta: list[float], state: dict[str, torch.Tensor],
+                 steps: list[int], like: torch.Tensor) -> None:
+        self.lrs = list(lrs)
+        self.exp_avg = state.get("exp_avg", None)
+        self.exp_avg_sq = state.get("exp_avg_sq", None)
+        if self.exp_avg is None:
+            self.exp_avg, self.exp_avg_sq = torch.zeros_like(like), torch.zeros_like(like)
+        self.steps = list(steps)
+        self._table: torch.Tensor | None = None  # [steps of the epoch, 2, C, 1]: -step size, sqrt(bias correction 2)
+
+    @staticmethod
+    def state_keys(momentum: float) -> tuple[str, ...]:
+        return ("step", "exp_avg", "exp_avg_sq")
+
+    def begin_epoch(self, steps: int) -> None:
+        """The epoch's per-step scalars, computed in double as torch.optim.adam does (from the
+        step count as a float), rounded to float32 as its kernels round them, in one device tensor."""
+        beta1, beta2 = 0.9, 0.999
+        rows = []
+        for j in range(1, steps + 1):
+            sizes, corrections = [], []
+            for lr, done in zip(self.lrs, self.steps):
+                step = float(done + j)
+                sizes.append(-(lr / (1 - beta1**step)))
+                corrections.append((1 - beta2**step) ** 0.5)
+            rows.append([sizes, corrections])
+        like = self.exp_avg
+        self._table = torch.tensor(rows, dtype=torch.float64).to(like.dtype).view(steps, 2, -1, 1).to(like.device)
+
+    def step(self, params: torch.Tensor, grads: torch.Tensor, j: int) -> None:
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        neg_step_size, correction = self._table[j]
+        self.exp_avg.lerp_(grads, 1 - beta1)
+        self.exp_avg_sq.mul_(beta2).addcmul_(grads, grads, value=1 - beta2)
+        denom = self.exp_avg_sq.sqrt().div_(correction).add_(eps)
+        params.addcdiv_(self.exp_avg.mul(neg_step_size), denom)  # p + (s * m) / d: torch's addcdiv_, value=-s
+        self.steps = [s + 1 for s in self.steps]
+
+    def keep(self, index: torch.Tensor, rows: list[int]) -> None:
+        self.exp_avg, self.exp_avg_sq = self.exp_avg.index_select(0, index), self.exp_avg_sq.index_select(0, index)
+        self.lrs, self.steps = [self.lrs[r] for r in rows], [self.steps[r] for r in rows]
+        self._table = None
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {"exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone()}
+
+    def cell_state(self, snapshot: dict[str, torch.Tensor], k: int, steps: int, momentum: float
+                   ) -> dict[str, torch.Tensor]:
+        scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+        return {"step": torch.tensor(float(steps), dtype=scalar), "exp_avg": snapshot["exp_avg"][k],
+                "exp_avg_sq": snapshot["exp_avg_sq"][k]}
+
+
+STACKED = {"sgd": StackedSGD, "adam": StackedAdam}  # by fmae.config.OPTIMIZERS name

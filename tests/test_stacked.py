@@ -1,9 +1,10 @@
-"""The stacked trainer against the per-cell one, on tiny synthetic data (CPU): the numbers promise
-(final test loss within 1e-5 relative), mixed seeds and learning rates in one stack, cells leaving
-the stack, the per-cell layout of a stacked sweep's files, and --engine. What both trainers
-promise alike (resume state, statuses, exact resume, resume across engines) is
-tests/test_trainer_contract.py's."""
+"""The stacked trainer against the per-cell one on the CPU: the numbers promise (every epoch's
+losses, the weights and the optimizer state bit for bit, at 1 and 2 threads, whatever the
+stack-mates), SGD and Adam rows in one stack, cells leaving the stack, the per-cell layout of a
+stacked sweep's files, and --engine. What both trainers promise alike (resume state, statuses,
+exact resume, resume across engines) is tests/test_trainer_contract.py's."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -13,12 +14,12 @@ import pytest
 import torch
 
 from fmae import engine, runs
-from fmae.config import ExecutorConfig, ModelConfig
+from fmae.config import ExecutorConfig, ModelConfig, TrainConfig
 from fmae.errors import ConfigError
 from fmae.model import SeededDropout, dropout_bits, dropout_mask
 from fmae.sweeps.directory import CellPlan
 from fmae.sweeps.run import groups
-from tests.helpers import assert_close_histories, cli, close, layout, states_at, tiny, tiny_config
+from tests.helpers import assert_same_histories, cli, close, metrics_losses, same_nest, states_at, tiny, tiny_config
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,11 +41,56 @@ def test_stacked_equals_per_cell_after_3_epochs(tiny_data, name):
     finals = set()
     for config, result in zip(configs, stacked):
         alone = engine.train(config, tiny_data, CPU, engine="cells")
-        assert_close_histories(result, alone)
+        assert_same_histories(result, alone)
         finals.add(result.history[-1].test_loss)
         for k, v in alone.model.state_dict().items():
             torch.testing.assert_close(result.model.state_dict()[k], v, rtol=1e-4, atol=1e-6)
     assert len(finals) == len(configs)  # the cells did train differently
+
+
+# issue 28's grid: sgd, adam and sgd with momentum 0.9 x lr {0.1, 0.01, 0.001} x h {16, 32} x seeds {0, 1}
+MUST_SHOW = [TrainConfig(model=ModelConfig(hidden=h), optim=o, lr=lr, momentum=m, epochs=3, seed=s)
+             for o, m in (("sgd", 0.0), ("adam", 0.0), ("sgd", 0.9)) for lr in (0.1, 0.01, 0.001)
+             for h in (16, 32) for s in (0, 1)]
+
+
+def _epoch_states(configs, data, trainer):
+    """Every epoch's resume state of each config (copies), trained as `trainer` trains a sweep's group."""
+    states = {i: [] for i in range(len(configs))}
+    groups_ = [list(range(len(configs)))] if trainer == "stacked" else [[i] for i in range(len(configs))]
+    results = [None] * len(configs)
+    for group in groups_:
+        def keep(j, cell, metrics, rng, group=group):
+            states[group[j]].append(copy.deepcopy(cell.resume_state(rng)))
+        for j, r in zip(group, engine.train_many([configs[i] for i in group], data, CPU, engine=trainer,
+                                                 on_epoch=keep)):
+            results[j] = r
+    return results, states
+
+
+@pytest.mark.dataset
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_cell_in_a_stack_equals_the_cell_alone_bit_for_bit(small_real, threads):
+    """36 cells in one stack (SGD, SGD with momentum and Adam rows, two seeds, three rates, two
+    sizes: the sizes make two stacks): every epoch's losses, the weights, the optimizer state and the
+    generators equal those of the cell trained alone, to the last bit."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        stacked, stacked_states = _epoch_states(MUST_SHOW, small_real, "stacked")
+        alone, alone_states = _epoch_states(MUST_SHOW, small_real, "cells")
+    finally:
+        torch.set_num_threads(saved)
+    finals = set()
+    for i, (s, a) in enumerate(zip(stacked, alone)):
+        assert_same_histories(s, a)
+        assert same_nest(s.model.state_dict(), a.model.state_dict()), MUST_SHOW[i]
+        assert len(stacked_states[i]) == len(alone_states[i]) == 3
+        for x, y in zip(stacked_states[i], alone_states[i]):
+            assert same_nest({k: v for k, v in x.items() if k != "history"},
+                             {k: v for k, v in y.items() if k != "history"}), (MUST_SHOW[i], x["epoch"])
+        finals.add(s.history[-1].test_loss)
+    assert len(finals) == len(MUST_SHOW)  # every cell trained its own way
 
 
 def test_noise_sigmoid_and_no_dropout_in_a_stack(tiny_data):
@@ -56,7 +102,7 @@ def test_noise_sigmoid_and_no_dropout_in_a_stack(tiny_data):
                tiny_config(model=model, lr=0.01, seed=1),
                tiny_config(model=model, lr=0.003, noise=NoiseConfig("salt-pepper", 0.2), seed=2)]
     for config, result in zip(configs, engine.train_many(configs, tiny_data, CPU, engine="stacked")):
-        assert_close_histories(result, engine.train(config, tiny_data, CPU, engine="cells"))
+        assert_same_histories(result, engine.train(config, tiny_data, CPU, engine="cells"))
 
 
 def test_bf16_stacks_run_close_to_per_cell(tiny_data):
@@ -73,7 +119,7 @@ def test_adam_cells_at_different_steps_share_a_stack(tiny_data):
     state = states_at(configs[:1], tiny_data, 2, "cells")[0]
     resumed = engine.train_many(configs, tiny_data, CPU, engine="stacked", resume=[state, None])
     for config, result in zip(configs, resumed):
-        assert_close_histories(result, engine.train(config, tiny_data, CPU, engine="cells"))
+        assert_same_histories(result, engine.train(config, tiny_data, CPU, engine="cells"))
 
 
 def test_cpu_default_engine_is_the_per_cell_loop(tiny_data):
@@ -127,7 +173,7 @@ def test_cells_leave_the_stack_and_the_others_equal_their_alone_numbers(tiny_dat
         if result.status == "diverged":
             assert alone.status == "diverged" and len(alone.history) == len(result.history)
         else:
-            assert_close_histories(result, alone)
+            assert_same_histories(result, alone)
     paused = engine.train_many(configs[3:], tiny_data, CPU, engine="stacked", max_epochs=2)
     assert [r.status for r in paused] == ["running", "running"] and [len(r.history) for r in paused] == [2, 2]
 
@@ -155,7 +201,7 @@ def test_groups_form_stacks_across_seeds(tmp_path):
              plan(3, model=ModelConfig(hidden=16)), plan(4, lr=0.1, seed=2)]
     plans[4].resume = {"epoch": 1}
     stacked = [[p.run.path.name for p in g] for g in groups(plans, stacked=True)]
-    assert stacked == [["0", "1"], ["2"], ["3"], ["4"]]
+    assert stacked == [["0", "1", "2"], ["3"], ["4"]]  # SGD and Adam rows share a stack
     lockstep = [[p.run.path.name for p in g] for g in groups(plans)]
     assert lockstep == [["0", "2", "3"], ["1"], ["4"]]
 
@@ -180,7 +226,8 @@ def test_train_engine_stacked_via_the_cli_and_resume_with_cells(fake_dataset, tm
 
 
 def test_sweep_engine_stacked_through_the_executor_path(fake_dataset, tmp_path):
-    """--jobs 1 with stacks of mixed seeds: the cells' files are those of a per-cell sweep, numbers within 1e-5."""
+    """--jobs 1 with stacks of mixed seeds and optimizers: the cells' files are those of a per-cell
+    sweep, their numbers bit for bit (metrics.csv but its seconds, model.pt and last.pt)."""
     grid = ["sweep", "--optim", "sgd", "adam", "--lr", "0.05", "0.01", "--hidden", "4", "--seed", "0", "1",
             "--batch-size", "16", "--epochs", "3", "--momentum", "0.5", "--threads", "1", "--jobs", "1", "-q", "--json"]
     stacked = cli(*grid, "--engine", "stacked", "--run-dir", str(tmp_path / "s"))
@@ -198,11 +245,12 @@ def test_sweep_engine_stacked_through_the_executor_path(fake_dataset, tmp_path):
         assert json.loads((cell / "config.json").read_text())["environment"]["engine"] == "stacked"
         assert sorted(p.name for p in cell.iterdir()) == sorted(p.name for p in other.iterdir())
         ls, lc = runs.RunDir(cell).load_last(), runs.RunDir(other).load_last()
-        assert layout({k: v for k, v in ls.items() if k != "config"}) == \
-            layout({k: v for k, v in lc.items() if k != "config"})
+        assert same_nest({k: v for k, v in ls.items() if k not in ("config", "history")},
+                         {k: v for k, v in lc.items() if k not in ("config", "history")}), cell.name
         ms = torch.load(cell / "model.pt", map_location="cpu", weights_only=True)
         mc = torch.load(other / "model.pt", map_location="cpu", weights_only=True)
-        assert layout(ms["state_dict"]) == layout(mc["state_dict"]) and ms.keys() == mc.keys()
+        assert same_nest(ms["state_dict"], mc["state_dict"]) and ms.keys() == mc.keys()
+        assert metrics_losses(cell / "metrics.csv") == metrics_losses(other / "metrics.csv")
     pool = cli(*grid[:-4], "--jobs", "2", "-q", "--json", "--engine", "stacked",
                "--run-dir", str(tmp_path / "p"))
     assert pool.exit_code == 0, pool.stderr

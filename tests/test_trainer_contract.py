@@ -20,7 +20,7 @@ from fmae.config import ModelConfig, NoiseConfig
 from fmae.model import SeededDropout
 from fmae.noise import add_noise
 from fmae.training.contract import RESUME_KEYS, RNG_STREAMS, STATUSES, EpochMetrics, derive_seed, stop_reason
-from tests.helpers import assert_close_histories, cli, layout, states_at, tiny, tiny_config
+from tests.helpers import assert_same_histories, cli, layout, states_at, tiny, tiny_config
 
 CPU = torch.device("cpu")
 ENGINES = ("cells", "stacked")
@@ -199,7 +199,7 @@ def test_a_cells_draws_do_not_depend_on_the_cells_it_trains_with(tiny_data, trai
     if trainer == "cells":
         assert losses(together) == losses(alone) and weights_equal(together.model, alone.model)
     else:
-        assert_close_histories(together, alone)
+        assert_same_histories(together, alone)
     both = states_at([config, *companions], tiny_data, 1, trainer)[0], states_at([config], tiny_data, 1, trainer)[0]
     assert all(torch.equal(both[0]["rng"][k], both[1]["rng"][k]) for k in RNG_STREAMS)
 
@@ -233,7 +233,7 @@ def test_a_state_resumes_with_the_other_trainer(tiny_data, writer, reader, optim
     assert [s["epoch"] for s in states] == [2, 2] and [s["status"] for s in states] == ["running", "running"]
     for config, state in zip(configs, states):
         resumed = train_alone(config, tiny_data, reader, resume=[copy.deepcopy(state)])
-        assert_close_histories(resumed, train_alone(config, tiny_data, writer))
+        assert_same_histories(resumed, train_alone(config, tiny_data, writer))
 
 
 # ---------------------------------------------------------------- the files a run writes

@@ -57,7 +57,6 @@ def run_task(task: Task, dataset: Any, on_state: Callable[[int, dict[str, Any]],
     import torch
 
     from fmae import engine
-    from fmae.checkpoints import cloned
     from fmae.config import TrainConfig
 
     engine.set_threads(task.threads)
@@ -65,10 +64,10 @@ def run_task(task: Task, dataset: Any, on_state: Callable[[int, dict[str, Any]],
     states: list[list[bytes]] = [[] for _ in configs]
 
     def on_epoch(index: int, cell: Any, metrics: Any, data_rng: Any) -> None:
-        if on_state is not None:  # a copy: training goes on in place (on the CPU, to_cpu copies nothing)
-            on_state(index, cloned(cell.resume_state(data_rng)))
+        if on_state is not None:  # an owned snapshot, on the training device until it is saved
+            on_state(index, cell.snapshot(data_rng))
         else:  # packed: a copy too
-            states[index].append(pack(cell.resume_state(data_rng)))
+            states[index].append(pack(dict(cell.snapshot(data_rng))))
         faults.maybe_die(task.fault, task.names[index], metrics.epoch)
 
     results = engine.train_many(configs, dataset, torch.device(task.device),

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from fmae import optim
-from fmae.checkpoints import to_cpu
+from fmae.checkpoints import cloned, to_cpu
 from fmae.config import TrainConfig
 from fmae.data import FashionMNIST
 from fmae.evaluation import autocast, evaluate, to_float
@@ -29,6 +29,7 @@ from fmae.seeds import derive_seed
 from fmae.status import Status
 from fmae.training.contract import (
     EpochMetrics,
+    Snapshot,
     TrainResult,
     final_status,
     history_of_state,
@@ -61,6 +62,15 @@ class Cell:
             "history": history_rows(self.history),
             "status": str(self.status),  # a plain string: torch loads no enum
         }
+
+    def snapshot(self, data_rng: torch.Generator) -> Snapshot:
+        """This epoch's resume state as an owned copy, kept on the training device until it is saved."""
+        model, optimizer = cloned(self.model.state_dict()), cloned(self.optimizer.state_dict())
+        return Snapshot({"epoch": len(self.history),
+                         "rng": {"data": data_rng.get_state(), "dropout": self.dropout_rng.get_state(),
+                                 "noise": self.noise_rng.get_state()},
+                         "history": history_rows(self.history), "status": str(self.status)},
+                        lambda: {"model": to_cpu(model), "optimizer": to_cpu(optimizer)})
 
 
 OnEpoch = Callable[[int, Cell, EpochMetrics, torch.Generator], None]

@@ -44,6 +44,8 @@ tolerance with the other: a run may resume with either engine.
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +80,38 @@ class TrainResult:
     @property
     def epochs_run(self) -> int:
         return len(self.history)
+
+
+class Snapshot(Mapping[str, Any]):
+    """A cell's resume state at the end of an epoch, owned by its holder: training goes on without
+    changing it. `plain` holds epoch, rng, history and status; `tensors()` makes "model" and
+    "optimizer" on the CPU, once, on first use (from copies kept on the training device). So on a GPU
+    a state crosses to the host only where it is saved (a checkpoint, written by the driver's
+    writer thread) and a sweep whose checkpoint is not due copies nothing to the host."""
+
+    def __init__(self, plain: dict[str, Any], tensors: Callable[[], dict[str, Any]]) -> None:
+        self._plain, self._make = plain, tensors
+        self._made: dict[str, Any] | None = None
+        self._lock = threading.Lock()  # the driver and its writer thread may both ask first
+
+    def _tensors(self) -> dict[str, Any]:
+        with self._lock:
+            if self._made is None:
+                self._made, self._make = self._make(), None
+            return self._made
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._plain:
+            return self._plain[key]
+        if key in RESUME_KEYS:
+            return self._tensors()[key]
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(RESUME_KEYS)
+
+    def __len__(self) -> int:
+        return len(RESUME_KEYS)
 
 
 def history_rows(history: list[EpochMetrics]) -> list[list[float]]:

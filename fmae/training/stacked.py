@@ -1,26 +1,36 @@
-"""The stacked trainer: cells of one shape train as one model with parameters shaped [C, ...].
+"""The stacked trainer: cells of one shape train as one model, their parameters rows of one buffer.
 
-Cells that share `stack_key` (hidden size, batch size, dropout, activation, precision and
-optimizer) form a stack, whatever their learning rate, momentum, seed or training noise. One
-step of the stack is one `torch.baddbmm` per layer for all C cells; the summed loss gives each
-cell exactly its own gradient (a cell's parameters meet no other cell's in any operation). Per
-cell, as fmae.training.contract requires: its own minibatch order (its data generator's randperm,
-gathered per cell into [C, B, 784]), its own dropout masks (fmae.model.dropout_bits drawn from
-its own generator into its row: the per-cell engine's very draw), its own noise generator, its own
-optimizer state and hyper-parameters as tensors (torch's SGD-with-momentum and Adam update rules,
-per-cell lr and momentum). So a cell's masks and data order never depend on its stack-mates, and
-its numbers equal those of the cell trained alone up to float summation order (matmul blocking).
+Cells that share `stack_key` (hidden size, batch size, dropout, activation, precision) form a
+stack, whatever their optimizer, learning rate, momentum, seed or training noise. A cell's four
+parameters lie in its row of one flat [C, P] buffer (each parameter 64-byte aligned in its row, as
+a tensor of its own is); the matmuls see them as [C, ...] views, the optimizers as rows. One step
+of the stack is one `torch.baddbmm` per layer forward and the batched backward written out by hand
+(the very kernels autograd runs for `baddbmm`, with no graph to build), so a step dispatches a
+fixed number of operations, whatever C is: what a GPU, bound by launches at these sizes, needs.
 
-One stack per optimizer (not SGD and Adam mixed in one stack): the simpler correct choice, since
-a mixed stack would run both update rules over every cell and select; on a CPU it could not be
-measured to pay, and on a GPU a report grid makes 2 stacks per hidden size either way.
+Exact. On the CPU a cell in a stack equals the cell trained alone (fmae.training.cells) bit for
+bit: the batched matmuls are the per-cell engine's matmuls batch by batch; each row's loss is its
+own `torch.dot` (the per-cell loss's reduction); each optimizer steps its rows with torch's update
+arithmetic (fmae.optim.STACKED: per-row hyper-parameters as tensors holding the float32 scalars
+torch's kernels use); the epoch's train loss is accumulated as the per-cell engine does; the test
+loss is one batched forward with each row's `mse_loss` sum, as fmae.evaluation.evaluate sums it.
+Per cell, as fmae.training.contract requires: its own minibatch order (its data generator's
+randperm; cells whose generators are in one state share one gather), its own dropout masks
+(fmae.model.dropout_bits drawn from its own generator into its row: the per-cell engine's very
+draw), its own noise generator and optimizer state. On a GPU, batched and plain cuBLAS matmuls may
+round differently: there the promise is 1e-4 after 10 epochs (tests marked `device`).
 
-Cells that finish, stop early or diverge leave the stack at the end of their epoch (their rows
-are dropped); the others go on. Each epoch the stack's rows are copied into the cells' own
-Autoencoder and optimizer, so evaluation, the collapse check, the resume state, model.pt and the
-history are exactly the per-cell engine's code and layout: a stacked run resumes with either engine.
-`seconds` of an epoch: the stack's training time shared equally among its cells, plus the cell's
-own evaluation.
+SGD and Adam rows share a stack: rows are ordered by optimizer, and each optimizer steps its own
+range of rows (so the report's grid is one stack per hidden size, not two).
+
+Lean. Per step nothing is allocated that can be reused (the minibatch, the dropout bits, the loss's
+difference and each row's view of them are static buffers), no host sync; per epoch one copy of
+the minibatch orders to the device, one of Adam's per-step scalars, and one copy of every cell's
+losses to the host. A cell's resume state is a snapshot of the stack's rows kept on the device
+(`Snapshot`): it reaches the host only when it is saved. Cells that finish, stop early or diverge
+leave the stack at the end of their epoch (their rows are dropped, their Autoencoder and optimizer
+filled from them); the others go on. `seconds` of an epoch: the stack's training time shared
+equally among its cells, plus its batched evaluation shared alike.
 """
 
 from __future__ import annotations
@@ -31,78 +41,154 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
+from fmae import optim
 from fmae.config import TrainConfig
 from fmae.data import FashionMNIST
-from fmae.evaluation import autocast, evaluate, to_float
-from fmae.model import dropout_bits, dropout_mask
+from fmae.evaluation import EVAL_CHUNK, autocast, to_float
+from fmae.model import SeededDropout, dropout_bits
 from fmae.noise import add_noise
 from fmae.status import Status
 from fmae.training.cells import Cell, OnEpoch, data_generator, new_cell
-from fmae.training.contract import EpochMetrics, TrainResult, final_status, output_loss, stop_reason
+from fmae.training.contract import (
+    EpochMetrics,
+    Snapshot,
+    TrainResult,
+    final_status,
+    history_rows,
+    mse,
+    stop_reason,
+)
 
-ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # those of fmae.optim.Adam (torch.optim.Adam's defaults)
+ALIGN = 16  # floats: each parameter starts 64-byte aligned in its row, as a tensor of its own does
 
 
 def stack_key(config: TrainConfig) -> tuple[Any, ...]:
     """Cells with equal keys train as one stack."""
     m = config.model
-    return (m.hidden, config.batch_size, m.dropout, m.activation, config.precision, config.optim)
+    return (m.hidden, config.batch_size, m.dropout, m.activation, config.precision)
+
+
+class Layout:
+    """Where each of a cell's parameters (in Autoencoder.parameters() order) lies in its row."""
+
+    def __init__(self, shapes: Sequence[torch.Size]) -> None:
+        self.shapes = [tuple(s) for s in shapes]
+        self.spans: list[tuple[int, int]] = []
+        offset = 0
+        for shape in self.shapes:
+            n = math.prod(shape)
+            self.spans.append((offset, offset + n))
+            offset += -(-n // ALIGN) * ALIGN
+        self.size = offset
+
+    def flatten(self, rows: Sequence[Sequence[torch.Tensor]], like: torch.Tensor) -> torch.Tensor:
+        """[C, P] from each cell's tensors (the padding zero)."""
+        flat = torch.zeros(len(rows), self.size, dtype=like.dtype, device=like.device)
+        for k, tensors in enumerate(rows):
+            for (a, b), t in zip(self.spans, tensors):
+                flat[k, a:b].copy_(t.detach().reshape(-1))
+        return flat
+
+    def split(self, row: torch.Tensor) -> list[torch.Tensor]:
+        """One row [P] as the cell's tensors (views)."""
+        return [row[a:b].view(shape) for (a, b), shape in zip(self.spans, self.shapes)]
+
+    def stacked(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """[C, P] as the C cells' parameters, each [C, *shape] (views): w1, b1, w2, b2."""
+        return [flat[:, a:b].view(flat.shape[0], *shape) for (a, b), shape in zip(self.spans, self.shapes)]
+
+
+def _compact_cpu(t: torch.Tensor) -> torch.Tensor:
+    """A copy on the CPU that owns just its elements (a view saved by torch.save drags its whole buffer)."""
+    return t.detach().to("cpu", copy=True)
+
+
+class _Buffers:
+    """The static buffers of one minibatch size: the batch, the dropout bits and masks' lanes, the
+    loss's difference, and each row's view of them, made once and reused by every step."""
+
+    def __init__(self, rows: int, batch: int, hidden: int, device: torch.device, shared: bool) -> None:
+        self.x = torch.empty((batch, 784) if shared else (rows, batch, 784), device=device)
+        self.x_rows = self.x.expand(rows, batch, 784)  # every row reads the one gathered batch
+        n = batch * hidden
+        self.bits = torch.empty(rows, (n + 3) // 4, dtype=torch.int64, device=device)
+        self.bit_rows = list(self.bits.unbind(0))
+        self.lanes = self.bits.view(torch.int16)[:, :n].view(rows, batch, hidden)
+        self.diff = torch.empty(rows, batch, 784, device=device)
+        self.diff_rows = [d.view(-1) for d in self.diff.unbind(0)]
+        self.dots = torch.empty(rows, device=device)
+        self.dot_rows = list(self.dots.unbind(0))
 
 
 class _Stack:
-    """The running cells of one stack: their parameters and optimizer state as [C, ...] tensors."""
+    """The running cells of one stack: their parameters, gradients and optimizer state as rows."""
 
     def __init__(self, members: list[tuple[int, Cell, torch.Generator]], device: torch.device) -> None:
+        members = sorted(members, key=lambda m: m[1].config.optim)  # rows of one optimizer together
+        first = members[0][1]
+        self.device, self.model, self.precision = device, first.config.model, first.config.precision
+        self.layout = Layout([p.shape for p in first.model.parameters()])
+        like = next(first.model.parameters())
+        self.params = self.layout.flatten([list(c.model.parameters()) for _, c, _ in members], like)
+        self.optimizers: list[tuple[Any, int, int]] = []
+        start = 0
+        for name in sorted({c.config.optim for _, c, _ in members}):
+            rows = [(cell, list(cell.model.parameters())) for _, cell, _ in members if cell.config.optim == name]
+            end = start + len(rows)
+            rule = optim.STACKED[name]
+            keys = {k for cell, _ in rows for k in rule.state_keys(cell.config.momentum) if k != "step"}
+            state = {key: self.layout.flatten([[cell.optimizer.state.get(p, {}).get(key, torch.zeros_like(p))
+                                                for p in ps] for cell, ps in rows], like) for key in keys}
+            steps = [_steps(cell, ps) for cell, ps in rows]
+            self.optimizers.append((rule([c.config.lr for c, _ in rows], [c.config.momentum for c, _ in rows],
+                                         state, steps, self.params[start:end]), start, end))
+            start = end
         self.members = members
-        self.device = device
-        cells = [cell for _, cell, _ in members]
-        first = cells[0].config
-        self.optim, self.model = first.optim, first.model
-        per_cell = [list(cell.model.parameters()) for cell in cells]
-        self.params = [torch.stack([p[i].detach() for p in per_cell]).requires_grad_() for i in range(4)]
-        lrs = torch.tensor([c.config.lr for c in cells], device=device)
-        self.neg_lr = [(-lrs).view(-1, *[1] * (p.dim() - 1)) for p in self.params]
-        if self.optim == "sgd":
-            momenta = torch.tensor([c.config.momentum for c in cells], device=device)
-            self.momentum = [momenta.view(-1, *[1] * (p.dim() - 1)) for p in self.params]
-            self.uses_momentum = any(c.config.momentum for c in cells)
-            self.buffers = [self._state_rows(cells, i, "momentum_buffer") for i in range(4)]
-        else:
-            self.exp_avg = [self._state_rows(cells, i, "exp_avg") for i in range(4)]
-            self.exp_avg_sq = [self._state_rows(cells, i, "exp_avg_sq") for i in range(4)]
-            self.steps = [int(c.optimizer.state[p[0]]["step"]) if p[0] in c.optimizer.state else 0
-                          for c, p in zip(cells, per_cell)]
+        self._compose()
 
-    def _state_rows(self, cells: list[Cell], i: int, key: str) -> torch.Tensor:
-        rows = []
-        for cell in cells:
-            p = list(cell.model.parameters())[i]
-            saved = cell.optimizer.state.get(p, {}).get(key)
-            rows.append(torch.zeros_like(p) if saved is None else saved.detach().to(p.device, p.dtype))
-        return torch.stack(rows)
+    def _compose(self) -> None:
+        """The views and buffers that depend on which rows the stack holds."""
+        self.grads = torch.zeros_like(self.params)
+        self.w1, self.b1, self.w2, self.b2 = self.layout.stacked(self.params)
+        self.b1, self.b2 = self.b1.unsqueeze(1), self.b2.unsqueeze(1)
+        self.w1t, self.w2t = self.w1.transpose(1, 2), self.w2.transpose(1, 2)
+        gw1, gb1, gw2, gb2 = self.layout.stacked(self.grads)
+        self.gw1t, self.gb1, self.gw2t, self.gb2 = gw1.transpose(1, 2), gb1.unsqueeze(1), gw2.transpose(1, 2), \
+            gb2.unsqueeze(1)
+        self.ranges = [(rule, self.params[a:b], self.grads[a:b]) for rule, a, b in self.optimizers]
+        self._buffers: dict[tuple[int, bool], _Buffers] = {}
+        self.sums = torch.zeros(len(self.members), device=self.device)
+
+    def buffers(self, batch: int, shared: bool) -> _Buffers:
+        key = (batch, shared)
+        if key not in self._buffers:
+            self._buffers[key] = _Buffers(len(self.members), batch, self.model.hidden, self.device, shared)
+        return self._buffers[key]
 
     def keep(self, rows: list[int]) -> None:
-        """Only these rows (stack positions) go on; the others leave the stack."""
+        """Only these rows (stack positions, ascending) go on; the others leave the stack."""
         if len(rows) == len(self.members):
             return
         self.members = [self.members[r] for r in rows]
         if not rows:
             return
-        idx = torch.tensor(rows, device=self.device)
-        take = lambda ts: [t.detach().index_select(0, idx) for t in ts]  # noqa: E731
-        self.params = [p.requires_grad_() for p in take(self.params)]
-        self.neg_lr = take(self.neg_lr)
-        if self.optim == "sgd":
-            self.momentum, self.buffers = take(self.momentum), take(self.buffers)
-            self.uses_momentum = any(cell.config.momentum for _, cell, _ in self.members)
-        else:
-            self.exp_avg, self.exp_avg_sq = take(self.exp_avg), take(self.exp_avg_sq)
-            self.steps = [self.steps[r] for r in rows]
+        self.params = self.params.index_select(0, torch.tensor(rows, device=self.device))
+        optimizers, start = [], 0
+        for rule, a, b in self.optimizers:
+            local = [r - a for r in rows if a <= r < b]
+            if local:
+                rule.keep(torch.tensor(local, device=self.device), local)
+                optimizers.append((rule, start, start + len(local)))
+                start += len(local)
+        self.optimizers = optimizers
+        self._compose()
 
-    def orders(self, n: int, device: torch.device) -> torch.Tensor:
-        """Each cell's minibatch order of this epoch, [C, n]: its own generator's randperm (cells
-        whose generators are in one state draw once, and all end in the state a draw leaves)."""
+    def orders(self, n: int) -> tuple[torch.Tensor, bool]:
+        """This epoch's minibatch orders on the device: [n] when every cell draws the same (one
+        gather serves them all), else [C, n]; each cell's generator ends in the state its own draw
+        leaves (cells whose generators are in one state draw once)."""
         drawn: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
         rows = []
         for _, _, rng in self.members:
@@ -113,109 +199,212 @@ class _Stack:
             else:
                 rng.set_state(drawn[key][1])
             rows.append(drawn[key][0])
-        return torch.stack(rows).to(device)
+        if len(drawn) == 1:
+            return rows[0].to(self.device), True
+        return torch.stack(rows).to(self.device), False
 
-    def losses(self, x: torch.Tensor) -> torch.Tensor:
-        """The C cells' training losses of the minibatches x [C, B, 784] (clean: the targets)."""
+    # ------------------------------------------------------------------ one step
+
+    def step(self, train: torch.Tensor, index: torch.Tensor, shared: bool, j: int) -> None:
+        """One minibatch for every cell: forward, the loss (added to `sums`), backward, update."""
         cells = [cell for _, cell, _ in self.members]
+        batch = index.shape[-1]
+        buf = self.buffers(batch, shared)
+        if shared:
+            torch.index_select(train, 0, index, out=buf.x)
+            x = buf.x_rows
+        else:
+            x = train[index]
         inp = x
         if any(c.config.noise is not None for c in cells):
             inp = torch.stack([x[k] if c.config.noise is None else
                                add_noise(x[k], c.config.noise.kind, c.config.noise.sigma, c.noise_rng)
                                for k, c in enumerate(cells)])
-        w1, b1, w2, b2 = self.params
-        with autocast(self.device, cells[0].config.precision):
-            hidden = torch.relu(torch.baddbmm(b1.unsqueeze(1), inp, w1.transpose(1, 2)))
-            if round(self.model.dropout * (1 << 15)):  # SeededDropout's test: p rounds to a nonzero level
-                n = hidden.shape[1] * hidden.shape[2]
-                bits = torch.empty(len(cells), (n + 3) // 4, dtype=torch.int64, device=self.device)
-                for k, c in enumerate(cells):
-                    dropout_bits(n, self.device, c.dropout_rng, out=bits[k])
-                hidden = hidden * dropout_mask(bits, hidden.shape, self.model.dropout, hidden.dtype)
-            z = torch.baddbmm(b2.unsqueeze(1), hidden, w2.transpose(1, 2))
-            return output_loss(self.model.activation, z, x, stacked=True)
-
-    @torch.no_grad()
-    def step(self) -> None:
-        """One optimizer step of every cell: torch.optim's SGD (momentum, no dampening) or Adam."""
-        if self.optim == "sgd":
-            for p, neg_lr, momentum, buf in zip(self.params, self.neg_lr, self.momentum, self.buffers):
-                if self.uses_momentum:  # momentum 0: the buffer is the gradient, as torch's update
-                    buf.mul_(momentum).add_(p.grad)
-                    p.addcmul_(buf, neg_lr)
-                else:
-                    p.addcmul_(p.grad, neg_lr)
-                p.grad = None
-            return
-        beta1, beta2 = ADAM_BETAS
-        self.steps = [s + 1 for s in self.steps]
-        if len(set(self.steps)) == 1:  # the usual case: python scalars, in double as torch's own update
-            bc1, bc2_sqrt = 1 - beta1 ** self.steps[0], math.sqrt(1 - beta2 ** self.steps[0])
+        low = self.precision == "bf16"
+        cast = (lambda t: t.to(torch.bfloat16)) if low else (lambda t: t)  # autocast's casts, by hand
+        w1t, w2t, w2 = cast(self.w1t), cast(self.w2t), cast(self.w2)
+        inp_c = cast(inp)
+        hidden = torch.relu(torch.baddbmm(cast(self.b1), inp_c, w1t))
+        mask = None
+        if round(self.model.dropout * SeededDropout.LEVELS):  # SeededDropout's test: p rounds to a nonzero level
+            n = batch * self.model.hidden
+            for row, c in zip(buf.bit_rows, cells):
+                dropout_bits(n, self.device, c.dropout_rng, out=row)
+            mask = self._mask(buf.lanes, hidden.dtype)
+            dropped = hidden * mask
         else:
-            steps = torch.tensor(self.steps, dtype=torch.float64)
-            bc1 = (1 - beta1 ** steps).float().to(self.device)
-            bc2_sqrt = (1 - beta2 ** steps).sqrt().float().to(self.device)
-        for p, neg_lr, m, v in zip(self.params, self.neg_lr, self.exp_avg, self.exp_avg_sq):
-            shape = (-1, *[1] * (p.dim() - 1))
-            g = p.grad
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            if isinstance(bc1, float):
-                denom = (v.sqrt() / bc2_sqrt).add_(ADAM_EPS)
-                p.addcmul_(m.div(denom), neg_lr / bc1)
-            else:
-                denom = (v.sqrt() / bc2_sqrt.view(shape)).add_(ADAM_EPS)
-                p.addcmul_(m.div(denom), neg_lr / bc1.view(shape))
-            p.grad = None
+            dropped = hidden
+        z = torch.baddbmm(cast(self.b2), dropped, w2t)
+        grad_z = self._loss(z, x, buf).to(z.dtype)
+        # the backward of the two baddbmm, relu and dropout: the kernels autograd runs for them
+        self._write(self.gb2, torch.sum, grad_z, 1, keepdim=True)
+        self._write(self.gw2t, torch.bmm, dropped.transpose(1, 2), grad_z)
+        grad_h = torch.bmm(grad_z, w2)
+        if mask is not None:
+            grad_h.mul_(mask)
+        grad_h = torch.ops.aten.threshold_backward(grad_h, hidden, 0)
+        self._write(self.gb1, torch.sum, grad_h, 1, keepdim=True)
+        self._write(self.gw1t, torch.bmm, inp_c.transpose(1, 2), grad_h)
+        for rule, params, grads in self.ranges:
+            rule.step(params, grads, j)
+
+    def _write(self, out: torch.Tensor, fn: Any, *args: Any, **kwargs: Any) -> None:
+        """A gradient into its view of the fp32 gradient buffer; in bf16 made in bf16, then copied
+        (what autocast's casts do in autograd)."""
+        if self.precision == "bf16":
+            out.copy_(fn(*args, **kwargs))
+        else:
+            fn(*args, **kwargs, out=out)
+
+    def _mask(self, lanes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The scaled keep masks of the rows' bits: fmae.model.dropout_mask's arithmetic."""
+        levels = SeededDropout.LEVELS
+        threshold = round(self.model.dropout * levels)
+        return lanes.bitwise_and_(levels - 1).ge_(threshold).to(dtype).mul_(1.0 / (1.0 - threshold / levels))
+
+    def _loss(self, z: torch.Tensor, target: torch.Tensor, buf: _Buffers) -> torch.Tensor:
+        """Each row's loss added to `sums` (weighted by the batch, as the per-cell engine adds it);
+        returns d(sum of the losses)/dz. fmae.training.contract's loss, row by row."""
+        batch = z.shape[1]
+        activation = self.model.activation
+        with torch.autocast(z.device.type, enabled=False):
+            z = z.float()
+            if activation in ("relu", "identity"):  # FusedOutputMSE, per row
+                count = batch * z.shape[2]
+                if activation == "relu":
+                    torch.clamp_min(z, 0, out=buf.diff)  # torch.relu is clamp_min(0)
+                else:
+                    buf.diff.copy_(z)
+                buf.diff.sub_(target)
+                for row, out in zip(buf.diff_rows, buf.dot_rows):
+                    torch.dot(row, row, out=out)
+                self.sums.add_(buf.dots.div(count).mul_(batch))
+                grad = buf.diff.mul_(2.0 / count)
+                return torch.ops.aten.threshold_backward(grad, z, 0) if activation == "relu" else grad
+            leaf = z.detach().requires_grad_()
+            with torch.enable_grad():
+                out = torch.sigmoid(leaf) if activation == "sigmoid" else leaf
+                losses = torch.stack([mse(out[k], target[k]) for k in range(z.shape[0])])
+                (grad,) = torch.autograd.grad(losses.sum(), leaf)
+            self.sums.add_(losses.detach().mul(batch))
+            return grad
+
+    # ------------------------------------------------------------------ per epoch
 
     @torch.no_grad()
-    def to_cells(self) -> None:
-        """Copy each cell's rows into its own Autoencoder and optimizer (the contract's layout)."""
-        scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-        for k, (_, cell, _) in enumerate(self.members):
-            state = cell.optimizer.state
-            for i, p in enumerate(cell.model.parameters()):
-                p.copy_(self.params[i][k])
-                if self.optim == "sgd":
-                    if cell.config.momentum != 0:
-                        state[p] = {"momentum_buffer": self.buffers[i][k].clone()}
-                else:
-                    state[p] = {"step": torch.tensor(float(self.steps[k]), dtype=scalar),
-                                "exp_avg": self.exp_avg[i][k].clone(), "exp_avg_sq": self.exp_avg_sq[i][k].clone()}
+    def evaluate(self, test: torch.Tensor) -> torch.Tensor:
+        """Each row's summed squared error over the test set [C] (double): one batched forward per
+        chunk, each row's sum as fmae.evaluation.evaluate makes it."""
+        rows = len(self.members)
+        total = None
+        for chunk in test.split(EVAL_CHUNK):
+            x = chunk.expand(rows, *chunk.shape)
+            with autocast(self.device, self.precision):
+                hidden = torch.relu(torch.baddbmm(self.b1, x, self.w1t))
+                z = torch.baddbmm(self.b2, hidden, self.w2t)
+                out = torch.relu(z) if self.model.activation == "relu" else \
+                    torch.sigmoid(z) if self.model.activation == "sigmoid" else z
+            out = out.float()
+            part = torch.stack([F.mse_loss(out[k], chunk, reduction="sum") for k in range(rows)]).double()
+            total = part if total is None else total + part
+        return total
+
+    def snapshot(self) -> _Rows:
+        """The stack's rows as they are now, copied on the device."""
+        return _Rows(self.layout, self.params.clone(),
+                     [(rule, a, b, rule.snapshot(), list(rule.steps)) for rule, a, b in self.optimizers])
+
+    @torch.no_grad()
+    def to_cells(self, rows: Sequence[int]) -> None:
+        """Fill these rows' cells' own Autoencoder and optimizer (when they leave the stack)."""
+        now = _Rows(self.layout, self.params, [(rule, a, b, rule.snapshot(), list(rule.steps))
+                                               for rule, a, b in self.optimizers])
+        for k in rows:
+            cell = self.members[k][1]
+            state = now.cell_state(k, cell)
+            cell.model.load_state_dict(state["model"])
+            cell.optimizer.load_state_dict(state["optimizer"])
+
+
+class _Rows:
+    """A stack's rows at the end of an epoch (copies on the device), each cell's state made from
+    its row only when asked: the stack may have lost rows meanwhile, the snapshot keeps its own."""
+
+    def __init__(self, layout: Layout, params: torch.Tensor, groups: list[tuple[Any, int, int, dict, list[int]]]):
+        self.layout, self.params, self.groups = layout, params, groups
+
+    def cell_state(self, k: int, cell: Cell) -> dict[str, Any]:
+        """Row k as the contract's "model" and "optimizer" (torch's layout), on the CPU."""
+        names = list(cell.model.state_dict().keys())
+        model = {name: _compact_cpu(t) for name, t in zip(names, self.layout.split(self.params[k]))}
+        ((rule, a, states, steps),) = [(r, a, st, sp) for r, a, b, st, sp in self.groups if a <= k < b]
+        per_param: dict[int, dict[str, torch.Tensor]] = {i: {} for i in range(len(names))}
+        for key, value in rule.cell_state(states, k - a, steps[k - a], cell.config.momentum).items():
+            parts = self.layout.split(value) if value.dim() else [value] * len(names)
+            for i, part in enumerate(parts):
+                per_param[i][key] = _compact_cpu(part)
+        group = {key: v for key, v in cell.optimizer.param_groups[0].items() if key != "params"}
+        return {"model": model,
+                "optimizer": {"state": {i: st for i, st in per_param.items() if st},
+                              "param_groups": [{**group, "params": list(range(len(names)))}]}}
+
+
+def _steps(cell: Cell, params: list[torch.Tensor]) -> int:
+    """The optimizer steps a cell has taken (its resume state's Adam step; SGD counts none)."""
+    saved = cell.optimizer.state.get(params[0], {}).get("step")
+    return int(saved) if saved is not None else 0
+
+
+class _StackedCell(Cell):
+    """A cell trained in a stack: its resume state comes from the stack's snapshot of its epoch."""
+
+    latest: Snapshot | None = None
+
+    def snapshot(self, data_rng: torch.Generator) -> Snapshot:
+        return self.latest
+
+    def resume_state(self, data_rng: torch.Generator) -> dict[str, Any]:
+        return dict(self.latest)
 
 
 def _train_stack(stack: _Stack, data: FashionMNIST, device: torch.device, max_epochs: int | None,
                  on_epoch: OnEpoch | None) -> None:
-    train_x, test_x = data.train_images, data.test_images
-    n, batch = train_x.shape[0], stack.members[0][1].config.batch_size
+    train, test = to_float(data.train_images.to(device)), to_float(data.test_images.to(device))
+    n, batch = train.shape[0], stack.members[0][1].config.batch_size
+    numel = data.test_images.numel()
     epochs_left = max_epochs if max_epochs is not None else math.inf
     while epochs_left > 0 and stack.members:
         epochs_left -= 1
-        orders = stack.orders(n, train_x.device)
-        sums = torch.zeros(len(stack.members), device=device)
-        spent = 0.0
-        for start in range(0, n, batch):
-            t0 = time.perf_counter()
-            x = to_float(train_x[orders[:, start:start + batch]])
-            losses = stack.losses(x)
-            losses.sum().backward()
-            stack.step()
-            sums += losses.detach() * x.shape[1]
-            spent += time.perf_counter() - t0
-        stack.to_cells()
-        totals = sums.tolist()
-        going_on = []
-        for k, (index, cell, data_rng) in enumerate(stack.members):
-            t0 = time.perf_counter()
-            test_loss = evaluate(cell.model, test_x, cell.config.precision)
-            metrics = EpochMetrics(epoch=len(cell.history) + 1, train_loss=totals[k] / n, test_loss=test_loss,
-                                   seconds=spent / len(stack.members) + time.perf_counter() - t0)
+        rows = len(stack.members)
+        t0 = time.perf_counter()
+        order, shared = stack.orders(n)
+        steps = -(-n // batch)
+        for rule, _, _ in stack.optimizers:
+            rule.begin_epoch(steps)
+        stack.sums.zero_()
+        for j, start in enumerate(range(0, n, batch)):
+            stack.step(train, order[..., start:start + batch], shared, j)
+        test_sums = stack.evaluate(test)
+        losses = torch.cat([stack.sums.double(), test_sums]).tolist()  # the epoch's one copy to the host
+        snap = stack.snapshot()
+        spent = (time.perf_counter() - t0) / rows
+        going_on, leaving = [], []
+        for k, (_, cell, data_rng) in enumerate(stack.members):
+            metrics = EpochMetrics(epoch=len(cell.history) + 1, train_loss=losses[k] / n,
+                                   test_loss=losses[rows + k] / max(1, numel), seconds=spent)
             cell.history.append(metrics)
             cell.status = stop_reason(cell.config, cell.history) or Status.RUNNING
+            cell.latest = Snapshot({"epoch": len(cell.history),
+                                    "rng": {"data": data_rng.get_state(), "dropout": cell.dropout_rng.get_state(),
+                                            "noise": cell.noise_rng.get_state()},
+                                    "history": history_rows(cell.history), "status": str(cell.status)},
+                                   lambda snap=snap, k=k, cell=cell: snap.cell_state(k, cell))
+            (going_on if cell.status == Status.RUNNING else leaving).append(k)
+        stack.to_cells(leaving if epochs_left > 0 else range(rows))
+        for k in range(rows):
+            index, cell, data_rng = stack.members[k]
             if on_epoch is not None:
-                on_epoch(index, cell, metrics, data_rng)
-            if cell.status == Status.RUNNING:
-                going_on.append(k)
+                on_epoch(index, cell, cell.history[-1], data_rng)
         stack.keep(going_on)
 
 
@@ -228,10 +417,10 @@ def train_stacked(
     on_epoch: OnEpoch | None = None,
     max_epochs: int | None = None,
 ) -> list[TrainResult]:
-    """Train the configs as stacks (one per `stack_key`, one stack after another); any seeds,
-    learning rates, momenta, noises and start epochs. Results in the order of `configs`."""
+    """Train the configs as stacks (one per `stack_key`, one stack after another); any optimizers,
+    seeds, learning rates, momenta, noises and start epochs. Results in the order of `configs`."""
     resume = list(resume) if resume is not None else [None] * len(configs)
-    cells = [new_cell(c, device, r) for c, r in zip(configs, resume)]
+    cells = [_StackedCell(**vars(new_cell(c, device, r))) for c, r in zip(configs, resume)]
     data_rngs = [data_generator(c, r) for c, r in zip(configs, resume)]
     stacks: dict[tuple[Any, ...], list[tuple[int, Cell, torch.Generator]]] = {}
     for index, (cell, data_rng) in enumerate(zip(cells, data_rngs)):
