@@ -151,3 +151,24 @@ def given_args(device: str, data_dir: Path | None, download: bool) -> list[str]:
     return [*(["--device", device] if device != "auto" else []),
             *(["--data-dir", str(data_dir)] if data_dir is not None else []),
             *(["--no-download"] if not download else [])]
+
+
+EXPORTS = ("tensorboard", "mlflow", "safetensors")  # where `fmae export` sends runs and models
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """All of one `fmae export`: where to (a tracker, or safetensors files), the run and sweep
+    directories or checkpoints, the destination (a directory or an MLflow URI), MLflow's artifacts."""
+
+    kind: str
+    paths: tuple[Path, ...]
+    to: str
+    artifacts: bool = False
+
+    def __post_init__(self) -> None:
+        choice("export", self.kind, EXPORTS)
+        if self.artifacts and self.kind == "safetensors":  # tensorboard: TrackerConfig says it
+            from fmae.errors import ConfigError
+
+            raise ConfigError("--mlflow-artifacts applies to fmae export mlflow only")
