@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from fmae import runs
-from tests.helpers import cli, installed_env, one_error_line, reap
+from tests.helpers import cli, installed_env, one_error_line, reap, tiny
 
 try:
     from mlflow.tracking import MlflowClient
@@ -600,6 +600,83 @@ def test_an_in_memory_store_is_a_usage_error_before_anything_is_written(tmp_path
     one_error_line(out.stderr, f"--mlflow {uri}: an in-memory database, which MLflow cannot keep")
     assert "hint: name a file: --mlflow sqlite:///mlflow.db" in out.stderr and out.stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+# a kill -9 where MLflow's schema creation is least whole: inside a migration that rebuilds a table (the
+# second that rebuilds metrics: it made the copy, _alembic_tmp_metrics, and has not yet put it in place)
+KILL_MID_SCHEMA = """
+import os, re, signal
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+made = []
+
+@event.listens_for(Engine, "after_cursor_execute")
+def _kill(conn, cursor, statement, *args):
+    if re.match(r"\\s*CREATE TABLE _alembic_tmp_metrics", statement):
+        made.append(statement)
+        if len(made) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+"""
+SWEEP_1 = ["sweep", "--optim", "sgd", "--lr", "0.1", "--hidden", "8", "--epochs", "1", "-q"]
+
+
+def tables(db: Path) -> set[str]:
+    import sqlite3
+
+    with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True) as con:
+        return {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def test_a_kill_9_while_fmae_creates_an_sqlite_store_leaves_none_half_made(fake_dataset, tmp_path):
+    """Issue 27, item 4: a kill -9 while MLflow made a new store's schema in place left it half-made,
+    and every rerun failed. fmae makes it in a file of its own beside it, then links it into place."""
+    (tmp_path / "killer.py").write_text(KILL_MID_SCHEMA + RUNNER)
+    from fmae import data
+
+    env = installed_env(FMAE_DATA_DIR=str(fake_dataset), TEST_SUMS=json.dumps(data.CHECKSUMS))
+    killed = subprocess.run([sys.executable, "killer.py", *SWEEP_1, "--run-dir", "sw", "--mlflow", "sqlite:///m.db"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    made = list(tmp_path.glob(".m.db.fmae-new-*"))
+    assert len(made) == 1 and "_alembic_tmp_metrics" in tables(made[0])  # the kill landed mid-schema...
+    assert not (tmp_path / "m.db").exists()  # ...and the store itself was never half-made
+
+    rerun = fmae_process(tmp_path, fake_dataset, [*SWEEP_1, "--run-dir", "sw", "--mlflow", "sqlite:///m.db"])
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0 and err == "", err
+    assert not list(tmp_path.glob(".m.db.fmae-new-*"))  # the dead process's file removed
+    assert "_alembic_tmp_metrics" not in tables(tmp_path / "m.db")
+    found = mlflow_runs(f"sqlite:///{tmp_path / 'm.db'}", os.environ["MLFLOW_EXPERIMENT_NAME"])
+    assert found["sgd-lr0.1-h8-s0"]["steps"]["test_loss"] == [1]
+
+
+def test_a_half_made_sqlite_store_is_one_error_line_with_the_fix_that_works(fake_dataset, tmp_path, monkeypatch):
+    """A store MLflow itself (or an fmae before the fix) left half-made: named, with the fix that works."""
+    monkeypatch.chdir(tmp_path)
+    make = KILL_MID_SCHEMA + "from mlflow.tracking import MlflowClient\nMlflowClient('sqlite:///h.db').search_experiments()\n"
+    killed = subprocess.run([sys.executable, "-c", make], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env=installed_env(), check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert "_alembic_tmp_metrics" in tables(tmp_path / "h.db")
+    reopen = subprocess.run([sys.executable, "-c", "from mlflow.tracking import MlflowClient\n"
+                             "MlflowClient('sqlite:///h.db').search_experiments()"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300, env=installed_env(), check=False)
+    assert reopen.returncode != 0 and "_alembic_tmp_metrics already exists" in reopen.stderr  # the issue's fault
+
+    for command in (["train", *tiny(1), "--run-dir", "r"], ["export", "mlflow", "r", "--to", "sqlite:///h.db"]):
+        args = command if command[0] == "export" else [*command, "--mlflow", "sqlite:///h.db"]
+        if command[0] == "export":
+            assert cli("train", *tiny(1), "--run-dir", "r").exit_code == 0
+        out = cli(*args)
+        assert out.exit_code == 1, out.output
+        one_error_line(out.stderr, "error: --mlflow sqlite:///h.db: h.db is a half-created MLflow store holding no "
+                       "runs (its schema's creation was cut off: table _alembic_tmp_")
+        assert "(hint: delete it (rm h.db) and run the same command again: fmae makes a new one)" in out.stderr
+    (tmp_path / "h.db").unlink()  # the fix, as the hint says it
+    out = cli("export", "mlflow", "r", "--to", "sqlite:///h.db")
+    assert out.exit_code == 0, out.output
+    assert mlflow_runs("sqlite:///h.db", os.environ["MLFLOW_EXPERIMENT_NAME"])["r"]["steps"]["test_loss"] == [1]
 
 
 @pytest.mark.parametrize("flag, value, extra", [("--tensorboard", "tb", "tensorboard"),

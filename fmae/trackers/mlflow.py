@@ -8,6 +8,7 @@ Needs only mlflow-skinny (the client); the full mlflow serves the UI."""
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -103,6 +104,79 @@ def check_store(uri: str) -> None:
                            "or to a file: store")
 
 
+NEW = ".fmae-new-"  # a store in the making: `.<name>.fmae-new-<pid>` beside it
+
+
+def create_sqlite_store(uri: str) -> None:
+    """A new sqlite store made whole or not at all. MLflow makes its schema by a chain of migrations
+    that is not atomic: a kill midway left a store every later open trips on ("table
+    _alembic_tmp_metrics already exists"). So fmae makes the schema in a file of its own beside the
+    store (`.<name>.fmae-new-<pid>`), then links it into place, never over a store made meanwhile;
+    such files of processes that are gone (killed while making one) are removed first."""
+    path = sqlite_path(uri)
+    if path is None or path.exists() or not path.parent.is_dir():  # no directory: MLflow's own error says so
+        return
+    for stale in path.parent.glob(f".{path.name}{NEW}*"):
+        pid = stale.name[len(f".{path.name}{NEW}"):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    temp = path.with_name(f".{path.name}{NEW}{os.getpid()}")
+    from mlflow.tracking._tracking_service.utils import _get_sqlalchemy_store
+
+    try:
+        temp.unlink(missing_ok=True)
+        _get_sqlalchemy_store(f"sqlite:///{temp.resolve()}", None).engine.dispose()  # the schema, as MLflow makes it
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another fmae made it meanwhile: its store is the one
+    except Exception as exc:  # noqa: BLE001 - any failure to make it is the URI's
+        raise TrackerError(f"--mlflow {uri}: cannot create the tracking store ({reason(exc)})",
+                           f"check that {path.parent} is writable") from None
+    finally:
+        temp.unlink(missing_ok=True)
+        Path(f"{temp}-journal").unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_half_made(uri: str) -> None:
+    """An sqlite store whose schema's creation was cut off (by MLflow itself, or an fmae before
+    create_sqlite_store): a table `_alembic_tmp_*` left by an unfinished migration, which every
+    later open trips on. One error naming it and the fix: a store holding no run is deleted and
+    made anew."""
+    import sqlite3
+
+    path = sqlite_path(uri)
+    if path is None or not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            left = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
+            runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] if left and "runs" in tables else 0
+    except sqlite3.Error:
+        return  # not a database, locked, ...: MLflow's own error says so
+    if not left:
+        return
+    if runs == 0:
+        raise TrackerError(f"--mlflow {uri}: {path} is a half-created MLflow store holding no runs (its schema's "
+                           f"creation was cut off: table {left[0]} is left over)",
+                           f"delete it (rm {shlex.quote(str(path))}) and run the same command again: fmae makes "
+                           "a new one")
+    raise TrackerError(f"--mlflow {uri}: {path} holds {runs} runs, but an upgrade of its schema was cut off "
+                       f"(table {left[0]} is left over), so MLflow cannot open it",
+                       "restore it from a backup, or log to a new store and `fmae export` the runs there")
+
+
 def prepare() -> None:
     """SETTINGS, before MLflow is imported (it reads its logging level then; when it was imported
     already, its logger is set here)."""
@@ -160,6 +234,8 @@ class Mlflow:
         self._Metric, self._Param, self._Tag = Metric, Param, RunTag
         self.uri, self.artifacts, self.live = uri, artifacts, live
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
+        check_half_made(uri)
+        create_sqlite_store(uri)
         try:
             self.client = MlflowClient(tracking_uri=uri)
             found = self.client.get_experiment_by_name(name)
