@@ -251,11 +251,12 @@ def sweep(
 
 
 def _print_sweep(doc: dict[str, Any]) -> None:
-    from fmae.cli.ui import fmt_loss, fmt_seconds, print_table, write_stdout
+    from fmae.cli.ui import clipped, fmt_loss, fmt_seconds, print_table, write_stdout
 
-    rows = doc["cells"]
+    rows, more = clipped(doc["cells"], "cells", "results.csv (and --json)")
     print_table(
-        f"fmae sweep {doc['sweep_dir']}: {len(rows)} cells, best marked *",
+        f"fmae sweep {doc['sweep_dir']}: {len(doc['cells'])} cells, "
+        + (f"the best {len(rows)} shown, " if more else "") + "best marked *",
         ["rank", "optim", "lr", "hidden", "seed", "status", "epochs", "train loss", "test loss", "best (epoch)",
          "seconds"],
         [[("*1" if r["rank"] == 1 else r["rank"] or "-"), r["optim"], f"{r['lr']:g}", r["hidden"], r["seed"],
@@ -264,13 +265,19 @@ def _print_sweep(doc: dict[str, Any]) -> None:
         highlight_row=0 if doc["best"] else None,
         droppable=("train loss", "best (epoch)", "epochs", "seed", "seconds"),  # on narrow terminals, in this order
     )
+    if more:
+        write_stdout(more + "\n")
     if "groups" in doc:
-        print_table("groups over seeds: final test loss, mean ± std (95% interval)",
+        groups, more = clipped(doc["groups"], "groups", "results_groups.csv (and --json)")
+        print_table("groups over seeds: final test loss, mean ± std (95% interval)"
+                    + (f", the best {len(groups)} of {len(doc['groups'])}" if more else ""),
                     ["rank", "optim", "lr", "hidden", "n", "mean ± std", "95% CI ±", "statuses"],
                     [[g["rank"] or "-", g["optim"], f"{g['lr']:g}", g["hidden"], g["n"],
                       f"{fmt_loss(g['mean_final_test_loss'])} ± {fmt_loss(g['std_final_test_loss'])}",
                       fmt_loss(g["ci95_final_test_loss"]),
-                      " ".join(f"{k} {v}" for k, v in g["statuses"].items())] for g in doc["groups"]])
+                      " ".join(f"{k} {v}" for k, v in g["statuses"].items())] for g in groups])
+        if more:
+            write_stdout(more + "\n")
         print_table("best group per optimizer", ["optim", "lr", "hidden", "n", "mean test loss"],
                     [[o, f"{g['lr']:g}", g["hidden"], g["n"], fmt_loss(g["mean_final_test_loss"])]
                      for o, g in doc["best_group_per_optim"].items()])

@@ -212,6 +212,26 @@ def emit(doc: dict[str, Any], json_out: bool, render: Callable[[dict[str, Any]],
         render(doc)
 
 
+TABLE_ROWS = 100  # a results table of more rows shows its first TABLE_HEAD (the best: rows come ranked)
+TABLE_HEAD = 25
+
+
+def clipped(rows: Sequence[dict[str, Any]], noun: str, where: str) -> tuple[list[dict[str, Any]], str | None]:
+    """A long table's rows to print, and the line that counts the rest by status (None: all shown).
+
+    Up to TABLE_ROWS rows: all of them; more: the first TABLE_HEAD, so a sweep of thousands of cells
+    prints its best ones and how the others ended (`where` names the file that holds them all)."""
+    if len(rows) <= TABLE_ROWS:
+        return list(rows), None
+    counts: dict[str, int] = {}
+    for row in rows[TABLE_HEAD:]:
+        for status, n in (row["statuses"] if "statuses" in row else {row["status"]: 1}).items():
+            counts[status] = counts.get(status, 0) + n
+    by_status = ", ".join(f"{status} {n}" for status, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return list(rows[:TABLE_HEAD]), (f"... {len(rows) - TABLE_HEAD} more {noun} not shown ({by_status}); "
+                                     f"{where} holds every one")
+
+
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
                 highlight_row: int | None = None, droppable: Sequence[str] = (),
                 console: Console | None = None) -> None:

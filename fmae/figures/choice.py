@@ -69,16 +69,18 @@ def plot_kinds(wanted: Collection[str], sources: Sources) -> PlotChoice:
 
 def recon_models(sources: Sources) -> dict[str, Path]:
     """The recon figure's rows: for each source and optimizer, every hidden size at the best
-    learning rate, as {label: model.pt}."""
+    learning rate (the best plots.MAX_LINES of more), as {label: model.pt}."""
     from fmae.figures import plots
 
     rows = {}
     for name, (_, records) in sources.items():
         for optim in plots.optimizers(records):
             lr = plots.best_lr(records, optim)
-            chosen = [r for r in records if r.config.optim == optim and r.config.lr == lr
-                      and r.file_exists("model.pt")]
-            for r in sorted(chosen, key=lambda r: r.config.model.hidden):
+            chosen = [r for r in records if r.config.optim == optim and r.config.lr == lr and r.file_exists("model.pt")]
+            by_size = {r.config.model.hidden: r for r in chosen}  # one model per size: its last seed's
+            sizes = sorted(by_size)
+            for r in (by_size[h] for h in plots.best_first(sizes, {h: by_size[h].final_test_loss for h in sizes},
+                                                           plots.MAX_LINES)):
                 label = f"{optim_label(optim)} h={r.config.model.hidden}"
                 if len(sources) > 1 and name.lower() != optim:
                     label += f"\n{name}"

@@ -66,6 +66,35 @@ def psnr_curve(rows: Sequence[Mapping[str, Any]], names: Mapping[str, str], *, n
     return fig
 
 
+DPI = 120
+MAX_PIXELS = 3000  # a PNG's longest side at most: what a screen shows (with zoom)
+MAX_TICKS = 30  # tick labels along one axis at most; past that, every k-th is labelled
+MAX_ANNOTATED = (20, 10)  # a heatmap writes each cell's loss in it up to this many rates x hidden sizes
+MAX_SETUPS = 24  # the seeds figure's set-ups (all panels), the best ones past that
+MAX_LINES = 10  # the curves' lines per panel (hidden sizes), the best ones past that
+MAX_PANELS = 12  # the curves' panels (source x optimizer), the best ones past that; 4 to a row
+
+
+def dpi_for(width_in: float, height_in: float) -> float:
+    """The resolution a figure of this size is rendered at: DPI, lowered for one whose longest side
+    would pass MAX_PIXELS (every figure here bounds its own size; this is the last guard)."""
+    return min(DPI, MAX_PIXELS / max(width_in, height_in, 1e-9))
+
+
+def tick_positions(n: int, most: int = MAX_TICKS) -> list[int]:
+    """Which of `n` positions along an axis get a label: all up to `most`, else every k-th from the first."""
+    step = -(-n // most) if n > most else 1
+    return list(range(0, n, step))
+
+
+def best_first(keys: Sequence[Any], score: Mapping[Any, float | None], most: int) -> list[Any]:
+    """The `most` keys of lowest score (None last), in their given order: what a figure shows of too many."""
+    if len(keys) <= most:
+        return list(keys)
+    ranked = sorted(range(len(keys)), key=lambda i: (score.get(keys[i]) is None, score.get(keys[i]) or 0.0, i))
+    return [keys[i] for i in sorted(ranked[:most])]
+
+
 def figure_bytes(fig: Figure, fmt: str) -> bytes:
     """Render with fixed metadata so the same figure gives the same bytes."""
     import matplotlib
@@ -76,7 +105,7 @@ def figure_bytes(fig: Figure, fmt: str) -> bytes:
                 "pdf": {"CreationDate": None, "ModDate": None, "Creator": "fmae", "Producer": "fmae"}}[fmt]
     buffer = io.BytesIO()
     with matplotlib.rc_context({"svg.hashsalt": "fmae"}):
-        fig.savefig(buffer, format=fmt, dpi=120, metadata=metadata)
+        fig.savefig(buffer, format=fmt, dpi=dpi_for(*fig.get_size_inches()), metadata=metadata)
     return buffer.getvalue()
 
 
@@ -96,7 +125,7 @@ def best_record(records: Sequence[Any], optim: str | None = None) -> Any | None:
     return min(pool, key=lambda r: r.final_test_loss) if pool else None
 
 
-def _rows(records: Sequence[Any]) -> list[dict[str, Any]]:
+def result_rows(records: Sequence[Any]) -> list[dict[str, Any]]:
     """Records as the result rows that `stats.groups` takes."""
     return [{"optim": r.config.optim, "lr": r.config.lr, "hidden": r.config.model.hidden,
              "seed": r.config.seed, "status": r.status if r.final_test_loss is not None else "lost",
@@ -108,8 +137,8 @@ def best_lr(records: Sequence[Any], optim: str) -> float | None:
     from fmae import stats
 
     mine = [r for r in records if r.config.optim == optim]
-    if stats.has_seeds(_rows(mine)):
-        ranked = [g for g in stats.groups(_rows(mine)) if g["mean_final_test_loss"] is not None]
+    if stats.has_seeds(result_rows(mine)):
+        ranked = [g for g in stats.groups(result_rows(mine)) if g["mean_final_test_loss"] is not None]
         return min(ranked, key=lambda g: g["mean_final_test_loss"])["lr"] if ranked else None
     best = best_record(records, optim)
     return best.config.lr if best else None
@@ -118,7 +147,7 @@ def best_lr(records: Sequence[Any], optim: str) -> float | None:
 def has_seeds(records: Sequence[Any]) -> bool:
     from fmae import stats
 
-    return stats.has_seeds(_rows(records))
+    return stats.has_seeds(result_rows(records))
 
 
 def optimizers(records: Sequence[Any]) -> list[str]:
@@ -133,7 +162,10 @@ def _integer_epochs(ax: Any) -> None:
 
 
 def curves(sources: Mapping[str, Sequence[Any]], *, train: bool = False, overlay: bool = False) -> Figure:
-    """Test loss against epoch, one line per hidden size at each optimizer's best learning rate."""
+    """Test loss against epoch, one line per hidden size at each optimizer's best learning rate.
+
+    One panel per source and optimizer, four to a row; past MAX_PANELS panels the best ones (lowest
+    final loss), past MAX_LINES hidden sizes in a panel the best ones, each said in the titles."""
     panels = []  # (title, source name, records)
     for name, records in sources.items():
         for optim in optimizers(records):
@@ -144,12 +176,27 @@ def curves(sources: Mapping[str, Sequence[Any]], *, train: bool = False, overlay
                 panels.append((what if name.lower() == optim else f"{name}: {what}", name, chosen))
     if not panels:
         raise ValueError("no finished run to draw")
+    score = {i: min((r.final_test_loss for r in p[2] if r.final_test_loss is not None), default=None)
+             for i, p in enumerate(panels)}
+    total = len(panels)
+    panels = [panels[i] for i in best_first(list(range(total)), score, MAX_PANELS)]
     n = 1 if overlay else len(panels)
-    fig = Figure(figsize=(6.4 if n == 1 else 5.2 * n, 4.4), layout="constrained")
-    axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(6.4 if n == 1 else 5.2 * cols, 4.4 * rows), layout="constrained")
+    grid = fig.subplots(rows, cols, squeeze=False, sharey=True)
+    axes = [ax for row in grid for ax in row]
+    for ax in axes[n:]:
+        ax.set_axis_off()
     for i, (title, source, records) in enumerate(panels):
         ax = axes[0 if overlay else i]
-        for hidden in sorted({r.config.model.hidden for r in records}):
+        sizes = sorted({r.config.model.hidden for r in records})
+        finals = {h: [r.final_test_loss for r in records if r.config.model.hidden == h
+                      and r.final_test_loss is not None] for h in sizes}
+        shown = best_first(sizes, {h: sum(v) / len(v) if v else None for h, v in finals.items()}, MAX_LINES)
+        if len(shown) < len(sizes):
+            title += f" (the best {len(shown)} of {len(sizes)} hidden sizes)"
+        for hidden in shown:
             seeds = [r for r in records if r.config.model.hidden == hidden and r.final_test_loss is not None]
             label = f"h = {hidden}" + (f" ({source}, {optim_label(records[0].config.optim)})" if overlay else "")
             label += f" (mean ± std of {len(seeds)} seeds)" if len(seeds) > 1 else ""
@@ -160,7 +207,7 @@ def curves(sources: Mapping[str, Sequence[Any]], *, train: bool = False, overlay
                 test = key == "test_loss"
                 epochs, mean, std = _band(seeds, key)
                 line, = ax.plot(epochs, mean, "-" if test else "--", color=colour, label=label if test else None,
-                                alpha=1.0 if test else 0.7)
+                                alpha=1.0 if test else 0.7, marker="o" if len(epochs) == 1 else None)  # 1 epoch: a dot
                 colour = line.get_color()
                 if len(seeds) > 1:
                     ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
@@ -171,8 +218,10 @@ def curves(sources: Mapping[str, Sequence[Any]], *, train: bool = False, overlay
         ax.set_title(title if not overlay else "test loss at each optimizer's best learning rate", fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, title="dashed: train loss" if train else None, title_fontsize=8)
-    axes[0].set_ylabel("test MSE per pixel (log scale)")
-    fig.suptitle("Learning curves by hidden size", fontsize=11)
+    for row in grid:
+        row[0].set_ylabel("test MSE per pixel (log scale)")
+    fig.suptitle("Learning curves by hidden size" + (f": the best {len(panels)} of {total} panels (lowest final "
+                                                    "loss)" if len(panels) < total else ""), fontsize=11)
     return fig
 
 
@@ -187,45 +236,64 @@ def _band(records: Sequence[Any], key: str) -> tuple[list[int], list[float], lis
 
 def heatmap(records: Sequence[Any], *, title: str = "") -> Figure:
     """Final test loss over learning rate x hidden size, one panel per optimizer, each with its own
-    colour scale and bar (a shared one leaves SGD's panel one colour beside Adam's far lower losses)."""
+    colour scale and bar (a shared one leaves SGD's panel one colour beside Adam's far lower losses).
+
+    Up to MAX_ANNOTATED rates x hidden sizes each cell carries its loss, and the statuses that lost
+    it seeds; a larger grid grows taller (to 10 inches), labels every k-th rate and size
+    (tick_positions), and marks such cells with an x instead of words."""
     import numpy as np
     from matplotlib.colors import LogNorm
 
     opts = optimizers(records)
-    fig = Figure(figsize=(5.4 * len(opts) + 0.4, 3.8), layout="constrained")
+    rows = max(len({r.config.lr for r in records if r.config.optim == o}) for o in opts)
+    fig = Figure(figsize=(5.4 * len(opts) + 0.4, min(10.0, max(3.8, 1.6 + 0.16 * rows))), layout="constrained")
     axes = fig.subplots(1, len(opts), squeeze=False)[0]
+    marked_any = False
     for ax, optim in zip(axes, opts):
         mine = [r for r in records if r.config.optim == optim]
         lrs = sorted({r.config.lr for r in mine}, reverse=True)
         hs = sorted({r.config.model.hidden for r in mine})
+        at = {(lr, h): i for i, lr in enumerate(lrs) for h in hs}
+        annotate = len(lrs) <= MAX_ANNOTATED[0] and len(hs) <= MAX_ANNOTATED[1]
         grid = np.full((len(lrs), len(hs)), np.nan)
-        for i, lr in enumerate(lrs):
-            for j, h in enumerate(hs):
-                here = [r for r in mine if r.config.lr == lr and r.config.model.hidden == h]
-                losses = [r.final_test_loss for r in here if r.final_test_loss is not None]
-                lost = sorted({r.status for r in here if r.status in MARKED})
-                if losses:  # the mean over seeds; cells lost for some seeds are named below it
-                    grid[i, j] = float(np.mean(losses))
-                if lost:
-                    ax.text(j, i + (0.28 if losses else 0), "\n".join(lost), ha="center", va="center", fontsize=7,
-                            color="red" if lost != [Status.PRUNED] else "0.35")
+        cells: dict[tuple[int, int], list[Any]] = {}
+        for r in mine:
+            cells.setdefault((at[r.config.lr, r.config.model.hidden], hs.index(r.config.model.hidden)), []).append(r)
+        marks: dict[str, list[tuple[int, int]]] = {}
+        for (i, j), here in cells.items():
+            losses = [r.final_test_loss for r in here if r.final_test_loss is not None]
+            lost = sorted({r.status for r in here if r.status in MARKED})
+            if losses:  # the mean over seeds; cells lost for some seeds are named below it
+                grid[i, j] = float(np.mean(losses))
+            if lost and annotate:
+                ax.text(j, i + (0.28 if losses else 0), "\n".join(lost), ha="center", va="center", fontsize=7,
+                        color="red" if lost != [Status.PRUNED] else "0.35")
+            elif lost:
+                marks.setdefault("pruned" if lost == [Status.PRUNED] else "lost", []).append((j, i))
         finite = grid[~np.isnan(grid)]
         vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (1e-3, 1.0)
         image = ax.imshow(grid, cmap="viridis_r", norm=LogNorm(vmin=vmin, vmax=max(vmax, vmin * 1.0001)),
-                          aspect="auto")
-        for i in range(len(lrs)):
-            for j in range(len(hs)):
-                if not np.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.4f}", ha="center", va="center", fontsize=8,
-                            color="white" if grid[i, j] > (vmin * vmax) ** 0.5 else "black")
-        ax.set_xticks(range(len(hs)), [str(h) for h in hs])
-        ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
-        ax.set_xlabel("hidden units h")
-        ax.set_ylabel("learning rate")
+                          aspect="auto", interpolation="nearest")
+        if annotate:
+            for i in range(len(lrs)):
+                for j in range(len(hs)):
+                    if not np.isnan(grid[i, j]):
+                        ax.text(j, i, f"{grid[i, j]:.4f}", ha="center", va="center", fontsize=8,
+                                color="white" if grid[i, j] > (vmin * vmax) ** 0.5 else "black")
+        for kind, where in marks.items():
+            marked_any = True
+            ax.scatter(*zip(*where), marker="x", s=12, linewidths=0.8, color="red" if kind == "lost" else "0.35")
+        xs, ys = tick_positions(len(hs)), tick_positions(len(lrs))
+        ax.set_xticks(xs, [str(hs[j]) for j in xs])
+        ax.set_yticks(ys, [f"{lrs[i]:g}" for i in ys], fontsize=None if len(ys) == len(lrs) else 7)
+        ax.set_xlabel("hidden units h" + ("" if len(xs) == len(hs) else f" ({len(hs)}; one in {xs[1]} labelled)"))
+        ax.set_ylabel("learning rate" + ("" if len(ys) == len(lrs) else f" ({len(lrs)}; one in {ys[1]} labelled)"))
         ax.set_title(optim_label(optim), fontsize=10)
         fig.colorbar(image, ax=ax, label=f"{optim_label(optim)} final test MSE per pixel")
     several = has_seeds(records)
-    fig.suptitle(title or "Final test loss over the grid" + (", mean over seeds" if several else ""), fontsize=11)
+    note = "\nx: seeds lost (red: diverged or collapsed,\ngrey: pruned); blank: no usable seed" if marked_any else ""
+    fig.suptitle((title or "Final test loss over the grid" + (", mean over seeds" if several else "")) + note,
+                 fontsize=11 if not note else 10)
     return fig
 
 
