@@ -50,3 +50,24 @@ def test_tracker_cost_runs_every_way_with_real_trackers(tmp_path):
             if len(cells) == 4 and cells[0] != "---"}
     assert list(rows) == ["way", "no tracker", "--tensorboard", "--mlflow sqlite", "both"], done.stdout
     assert rows["no tracker"][2] == "0" and all(1 <= int(rows[w][2]) <= 4 for w in list(rows)[2:]), done.stdout
+
+
+def test_scale_rehearses_with_five_cells(tmp_path):
+    """benchmarks/scale.py at N=5 on the tiny dataset, with --jobs 1 and 2: a row per way in both
+    tables, every step measured, the figures' sizes read (its numbers are not checked)."""
+    sums = write_dataset(tmp_path / "tiny", n_train=200, n_test=50)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(f"import fmae.data\nfmae.data.CHECKSUMS = {sums!r}\n")
+    env = {**os.environ, "FMAE_DATA_DIR": str(tmp_path / "tiny"),
+           "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "5", "--jobs", "1", "2", "--keep",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("5 | ")]
+    assert [r[1] for r in rows] == ["1", "2", "1", "2"], done.stdout
+    (memory_1, memory_2), (disk_1, _) = rows[:2], rows[2:]
+    assert len(memory_1) == 12 and float(memory_1[2]) > 0 and memory_1[9] != "-" and memory_2[9] == "-"
+    assert float(memory_2[4]) > 0  # the fork server's peak, read from /proc
+    assert len(disk_1) == 10 and int(disk_1[2]) > 5 * 5 and "-" not in disk_1, done.stdout  # every step ran
+    assert "heatmap.png" in done.stdout and (tmp_path / "out" / "sweep-5-j2" / "results.csv").exists()
