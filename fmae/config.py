@@ -333,6 +333,14 @@ def check_checkpoint_every(seconds: float) -> float:
     return float(seconds)
 
 
+def check_directory(flag: str, value: str, example: str) -> Path:
+    """A directory named on the command line. An empty one (`--tensorboard ''`) is a usage error, as
+    `--mlflow ''` is: as a Path it would be the working directory, and fmae would write there."""
+    if not str(value).strip():
+        raise ConfigError(f"{flag} needs a directory", f"e.g. {flag} {example}")
+    return Path(value)
+
+
 REPORT_LRS = (0.1, 0.01, 0.001)
 REPORT_HIDDEN = (64, 128, 256, 512)
 

@@ -21,6 +21,7 @@ from fmae.config import (
     TrainConfig,
     changed_args,
     check_checkpoint_every,
+    check_directory,
     check_examples,
     check_seed,
 )
@@ -168,6 +169,8 @@ class ExportSettings:
 
     def __post_init__(self) -> None:
         choice("export", self.kind, EXPORTS)
+        if self.kind != "mlflow":  # an MLflow URI: TrackerConfig checks it
+            check_directory("--to", self.to, "tb" if self.kind == "tensorboard" else "hub/model")
         if self.artifacts and self.kind == "safetensors":  # tensorboard: TrackerConfig says it
             from fmae.errors import ConfigError
 

@@ -756,6 +756,28 @@ def test_mlflow_artifacts_needs_mlflow(tmp_path):
     assert out.exit_code == 2 and "--mlflow-artifacts" in out.stderr and "--mlflow URI" in out.stderr
 
 
+EMPTY_TB = "--tensorboard needs a directory (hint: e.g. --tensorboard tb)"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--tensorboard", "", "--run-dir", "r"], EMPTY_TB),
+    (["sweep", "--tensorboard", " ", "--run-dir", "r"], EMPTY_TB),
+    (["export", "tensorboard", "r", "--to", ""], "--to needs a directory (hint: e.g. --to tb)"),
+    (["train", "--mlflow", "", "--run-dir", "r"], "--mlflow needs a tracking URI"),  # the one it is like
+])
+def test_an_empty_tensorboard_directory_is_a_usage_error_like_an_empty_mlflow_uri(fake_dataset, tmp_path, monkeypatch,
+                                                                                   args, message):
+    """Issue 27, item 5: `--tensorboard ''` was the working directory (its event files written there, exit 0)."""
+    monkeypatch.chdir(tmp_path)
+    if args[0] == "export":
+        assert cli("train", *tiny(1), "--run-dir", "r").exit_code == 0
+    before = sorted(tmp_path.rglob("*"))
+    out = cli(*args, *(tiny(1) if args[0] == "train" else ["--epochs", "1", "-q"] if args[0] == "sweep" else []))
+    assert out.exit_code == 2, out.output
+    assert one_error_line(out.stderr, message) and out.stdout == ""
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written: no event file in the working directory
+
+
 def test_every_end_of_a_run_is_an_hparams_status_that_exists():
     from fmae.status import FINISHED
     from fmae.trackers.mlflow import TERMINAL

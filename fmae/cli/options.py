@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -26,6 +27,7 @@ from fmae.config import (  # noqa: F401 - CHECKPOINT_EVERY: the commands' defaul
     PruneConfig,
     SweepConfig,
     TrainConfig,
+    check_directory,
 )
 
 M, T, N, S, E = ModelConfig(), TrainConfig(), NoiseConfig(), SweepConfig(), ExecutorConfig()
@@ -108,9 +110,15 @@ PlotKind = Enum("PlotKind", {k: k for k in ("all", *PLOT_KINDS)}, type=str)
 
 
 
+def directory(flag: str, example: str) -> Callable[[str], Path]:
+    """The parser of a directory option (config.check_directory: an empty one is a usage error)."""
+    return lambda value: check_directory(flag, value, example)
+
+
 TensorBoard = Annotated[Path | None, typer.Option(
-    "--tensorboard", metavar="DIR", help="Log each epoch to TensorBoard event files under DIR, and the "
-    "hyper-parameters to its HParams view (pip install 'fmae-cli[tensorboard]').", show_default=False)]
+    "--tensorboard", metavar="DIR", parser=directory("--tensorboard", "tb"),
+    help="Log each epoch to TensorBoard event files under DIR, and the hyper-parameters to its HParams view "
+    "(pip install 'fmae-cli[tensorboard]').", show_default=False)]
 Mlflow = Annotated[str | None, typer.Option(
     "--mlflow", metavar="URI", help="Log each epoch to MLflow at this tracking URI: sqlite:///mlflow.db, file:DIR "
     "or http://host:port; a sweep is a parent run with a child run per cell (pip install 'fmae-cli[mlflow]').",
