@@ -1,7 +1,8 @@
 """Tests that train on the device named by `pytest --device` (cpu by default, so CI runs them;
 benchmarks/gpu_check.sh runs them with --device cuda): lockstep equals solo, a sweep in
 lockstep groups equals the same sweep through --jobs 2, file for file, and a cell in a stack
-(the stacked engine) equals the cell trained alone within 1e-4 after 10 epochs."""
+(the stacked engine) equals the cell trained alone: bit for bit on the CPU, within 1e-4 after
+10 epochs on a GPU (batched and plain cuBLAS products may round differently)."""
 
 import json
 
@@ -42,15 +43,19 @@ def test_a_sweep_on_the_device_equals_its_jobs_2_run(fake_dataset, tmp_path, dev
     assert env["device"].startswith(device.type)
 
 
-@pytest.mark.parametrize("optim,lrs", [("sgd", (0.1, 0.05, 0.02)), ("adam", (0.01, 0.003, 0.001))])
-def test_a_cell_in_a_stack_equals_the_cell_alone_on_the_device(tiny_data, device, optim, lrs):
-    """Stacks of mixed seeds and learning rates vs each cell alone (per-cell engine), 10 epochs."""
+def test_a_cell_in_a_stack_equals_the_cell_alone_on_the_device(tiny_data, device):
+    """One stack of SGD (with momentum) and Adam rows of mixed seeds and learning rates vs each cell
+    alone (per-cell engine), 10 epochs: equal on the CPU, within 1e-4 on a GPU."""
     data = tiny_data.to(device)
     configs = [TrainConfig(optim=optim, lr=lr, momentum=0.9 if optim == "sgd" else 0.0, model=ModelConfig(hidden=16),
-                           epochs=10, batch_size=16, seed=seed) for seed, lr in enumerate(lrs)]
+                           epochs=10, batch_size=16, seed=seed)
+               for optim, lrs in (("sgd", (0.1, 0.05, 0.02)), ("adam", (0.01, 0.003, 0.001)))
+               for seed, lr in enumerate(lrs)]
     stacked = engine.train_many(configs, data, device, engine="stacked")
+    rel = 0 if device.type == "cpu" else 1e-4
     for config, result in zip(configs, stacked):
         alone = engine.train(config, data, device, engine="cells")
         assert result.status == alone.status and len(result.history) == len(alone.history) == 10
-        assert result.history[-1].test_loss == pytest.approx(alone.history[-1].test_loss, rel=1e-4)
-        assert result.history[-1].train_loss == pytest.approx(alone.history[-1].train_loss, rel=1e-4)
+        for s, a in zip(result.history, alone.history):
+            assert s.test_loss == pytest.approx(a.test_loss, rel=rel, abs=0)
+            assert s.train_loss == pytest.approx(a.train_loss, rel=rel, abs=0)

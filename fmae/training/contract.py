@@ -37,8 +37,8 @@ The resume state (last.pt holds it with the config), after each finished epoch o
     rng        {"data", "dropout", "noise"}: the states of the cell's three generators
     history    [[epoch, train_loss, test_loss, seconds], ...], one row per finished epoch
     status     as above, the plain string (str(Status))
-It continues the cell exactly with the trainer that wrote it, and within the stacked trainer's
-tolerance with the other: a run may resume with either engine.
+It continues the cell exactly with either trainer (on the CPU the stacked trainer's numbers are
+the per-cell trainer's bit for bit): a run may resume with either engine.
 """
 
 from __future__ import annotations

@@ -189,16 +189,18 @@ class _Stack:
         """This epoch's minibatch orders on the device: [n] when every cell draws the same (one
         gather serves them all), else [C, n]; each cell's generator ends in the state its own draw
         leaves (cells whose generators are in one state draw once)."""
-        drawn: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
+        drawn: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (state before, order, state after)
         rows = []
         for _, _, rng in self.members:
-            key = bytes(rng.get_state().numpy())
-            if key not in drawn:
+            before = rng.get_state()
+            same = next((d for d in drawn if torch.equal(d[0], before)), None)
+            if same is None:
                 order = torch.randperm(n, generator=rng)
-                drawn[key] = (order, rng.get_state())
+                same = (before, order, rng.get_state())
+                drawn.append(same)
             else:
-                rng.set_state(drawn[key][1])
-            rows.append(drawn[key][0])
+                rng.set_state(same[2])
+            rows.append(same[1])
         if len(drawn) == 1:
             return rows[0].to(self.device), True
         return torch.stack(rows).to(self.device), False
