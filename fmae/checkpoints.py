@@ -368,11 +368,25 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
+def model_file(path: str | Path) -> Path:
+    """The checkpoint a path names: a file itself, a sweep directory's best.pt, a run directory's
+    model.pt (a directory with neither is named)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in ("best.pt", "model.pt"):
+        if (path / name).is_file():
+            return path / name
+    raise CheckpointError(f"{path} holds no model.pt or best.pt",
+                          "pass a run directory with a model, a sweep directory with a best.pt, or a .pt file")
+
+
 def load_model(path: str | Path, device: Any = "cpu") -> tuple[Any, dict[str, Any]]:
-    """Rebuild the model from the checkpoint alone; returns (model in eval mode, checkpoint)."""
+    """Rebuild the model from the checkpoint alone (a run's or a sweep's directory: its model.pt or
+    best.pt, model_file); returns (model in eval mode, checkpoint)."""
     from fmae.model import build
 
-    ckpt = load_checkpoint(path, "model")
+    ckpt = load_checkpoint(model_file(path), "model")
     model = build(ckpt["config"].model)
     model.load_state_dict(ckpt["state_dict"])  # names and shapes were checked: this cannot fail
     return model.to(device).eval(), ckpt
@@ -399,7 +413,7 @@ class Loaded:
 def load_models(paths: Sequence[str | Path], device: Any = "cpu") -> list[Loaded]:
     """Each checkpoint rebuilt once (a path given twice is loaded once), in the order given."""
     out: dict[str, Loaded] = {}
-    for path in paths:
+    for path in map(model_file, paths):
         if str(path) not in out:
             model, ckpt = load_model(path, device)
             out[str(path)] = Loaded(str(path), model, ckpt)

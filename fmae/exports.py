@@ -11,7 +11,7 @@ from typing import Any
 
 from fmae import __version__, atomic, runs
 from fmae.config import INPUT_DIM, TrackerConfig
-from fmae.errors import CheckpointError, FmaeError
+from fmae.errors import FmaeError
 from fmae.progress import Progress
 from fmae.settings import ExportSettings
 
@@ -30,19 +30,6 @@ def run_export(settings: ExportSettings, progress: Progress) -> dict[str, Any]:
     return export_safetensors(settings.paths, Path(settings.to), progress)
 
 
-def checkpoint_of(path: Path) -> Path:
-    """The model a path names: a checkpoint file itself, a run directory's model.pt, a sweep
-    directory's best.pt."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("best.pt", "model.pt"):
-            if (path / name).is_file():
-                return path / name
-        raise CheckpointError(f"{path} holds no model.pt or best.pt",
-                              "pass a run directory with a model, a sweep directory with a best.pt, or a .pt file")
-    return path
-
-
 def _require() -> Any:
     try:
         import safetensors.torch
@@ -55,10 +42,10 @@ def _require() -> Any:
 def export_safetensors(paths: tuple[Path, ...], to: Path, progress: Progress) -> dict[str, Any]:
     """Each model in `paths` as model.safetensors, config.json and README.md: in `to` for one path,
     in `to/<name>` (the run's or the sweep's directory name) for several."""
-    from fmae.checkpoints import load_checkpoint
+    from fmae.checkpoints import load_checkpoint, model_file
 
     st = _require()
-    sources = [checkpoint_of(p) for p in paths]
+    sources = [model_file(p) for p in paths]
     names = [s.parent.name or s.stem for s in sources]
     if len(sources) > 1 and len(set(names)) < len(names):
         raise FmaeError(f"two models would go to the same directory under {to} ({', '.join(names)})",

@@ -39,6 +39,8 @@ class DirectoryLock:
         self.created = False
 
     def __enter__(self) -> DirectoryLock:
+        if self.path.parent.exists() and not self.path.parent.is_dir():  # `--run-dir afile`
+            raise RunDirError(f"{self.path.parent} exists and is not a directory", "choose another --run-dir")
         try:
             self.created = not self.path.parent.exists()
             self.path.parent.mkdir(parents=True, exist_ok=True)

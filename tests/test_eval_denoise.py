@@ -141,7 +141,7 @@ def test_missing_directory_and_foreign_checkpoints(fake_dataset, tmp_path):
         result = cli(cmd, "--ckpt", tmp_path / "nope.pt")
         assert result.exit_code == 1 and "does not exist" in result.stderr
         result = cli(cmd, "--ckpt", tmp_path)
-        assert result.exit_code == 1 and "is a directory" in result.stderr
+        assert result.exit_code == 1 and "holds no model.pt or best.pt" in result.stderr
         (tmp_path / "foreign.pt").write_bytes(b"not a checkpoint")
         result = cli(cmd, "--ckpt", tmp_path / "foreign.pt")
         assert result.exit_code == 1 and "error:" in result.stderr and "Traceback" not in result.output

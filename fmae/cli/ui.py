@@ -261,7 +261,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
             column.overflow = "fold"
     with console.capture() as captured:
         console.print(table)
-    write_stdout(captured.get())
+    write_stdout("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))  # rich pads to the width
 
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], highlight_row: int | None,

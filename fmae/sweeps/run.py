@@ -66,10 +66,6 @@ def run_sweep(settings: SweepSettings, progress: SweepProgress) -> dict[str, Any
     require(settings.trackers)  # a missing package: one error, before anything is written
     started = time.perf_counter()
     with lock_run_dir(where.path), progress, open_trackers(settings.trackers, progress.message) as trackers:
-        hint = executors.busy_hint("sweep") if (options.executor, options.jobs, options.threads) == (
-            "local", 1, None) else None
-        if hint:
-            progress.message(hint)
         merged = where.open(grid, overwrite=settings.overwrite)
         dataset = data.find_and_load(settings.data_dir, download=settings.download, on_found=progress.message,
                                      device="cpu" if options.executor == "ray" else device)
@@ -83,9 +79,13 @@ def run_sweep(settings: SweepSettings, progress: SweepProgress) -> dict[str, Any
         export.log_cells(trackers, where.path, finished_only=True)  # the unfinished catch up as they resume
         todo = [p for p in plans if not p.done]
         held = sum(1 for p in todo if p.saved_status == Status.PRUNED)  # pruned at a rung: finished, though resumable
-        progress.message(f"sweep {where.path}: {len(plans)} cells, {len(plans) - len(todo) + held} already finished"
-                         + (f" ({held} pruned)" if held else "") + f", on {device} ({grid.base.precision}, "
-                         f"{_how(options, env['threads'])})")
+        progress.message(f"sweep {where.path}: {len(plans)} cell{'s' if len(plans) != 1 else ''}, "
+                         f"{len(plans) - len(todo) + held} already finished" + (f" ({held} pruned)" if held else "")
+                         + f", on {device} ({grid.base.precision}, {_how(options, env['threads'])})")
+        hint = executors.busy_hint("sweep") if len(todo) > held and (options.executor, options.jobs, options.threads) \
+            == ("local", 1, None) else None  # nothing to train: no note about training slowly
+        if hint:
+            progress.message(hint)
         progress.begin(len(plans), len(plans) - len(todo), grid.base.epochs)
 
         try:  # one executor for the whole sweep (every rung), closed before the writer writes the latest states
