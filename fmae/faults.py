@@ -10,7 +10,9 @@ set outside tests; unset, each hook costs one environment look-up and changes no
   its index;
 - FMAE_TEST_WRITE_DELAY=seconds: every atomic write sleeps between writing and renaming (the kill
   tests land SIGKILL there);
-- FMAE_TEST_LOAD=number: the machine load the busy hint sees (a test machine's own load varies).
+- FMAE_TEST_LOAD=number: the machine load the busy hint sees (a test machine's own load varies);
+- FMAE_TEST_STALL_SECONDS=seconds: how long a sweep's cell may go without an epoch before the
+  progress display says it waits for it (the default is minutes).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ DIE_MARKER = "FMAE_TEST_DIE_MARKER"
 WORKER_PIDS = "FMAE_TEST_WORKER_PIDS"
 WRITE_DELAY = "FMAE_TEST_WRITE_DELAY"
 LOAD = "FMAE_TEST_LOAD"
+STALL_SECONDS = "FMAE_TEST_STALL_SECONDS"
 
 
 def death() -> tuple[str, str] | None:
@@ -63,3 +66,9 @@ def load() -> float | None:
     """The load a test set for the busy hint, or None (then the machine's own counts)."""
     value = os.environ.get(LOAD)
     return float(value) if value is not None else None
+
+
+def stall_seconds(default: float) -> float:
+    """The silence after which a sweep says which cell it waits for: `default`, unless a test set it."""
+    value = os.environ.get(STALL_SECONDS)
+    return float(value) if value is not None else default

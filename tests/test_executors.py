@@ -3,8 +3,12 @@ one cell after another, workers that die mid-cell retried from the last saved ep
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +16,7 @@ import pytest
 
 from fmae import executors, faults
 from fmae.executors import worker
-from tests.helpers import assert_same_sweep, cli, ctrl_c_at_save
+from tests.helpers import assert_same_sweep, cli, ctrl_c_at_save, installed_env, reap
 
 GRID = ["--optim", "sgd", "adam", "--lr", "0.1", "--hidden", "4", "8", "--batch-size", "16", "--epochs", "3",
         "--threads", "1", "-q", "--json"]
@@ -335,3 +339,76 @@ def test_a_worker_killed_mid_result_comes_back_lost_instead_of_never(tiny_data, 
     finally:
         results._writer.close()  # without the fix, what lets this test's process exit
         backend.close(interrupted=True)
+
+
+RUNNER = """import json, os, sys
+from fmae import data
+data.CHECKSUMS = json.loads(os.environ["TEST_SUMS"])
+if __name__ == "__main__":  # not in the pool's workers, which import this script again
+    sys.argv = ["fmae", *sys.argv[1:]]
+    from fmae.cli import main
+    main()
+"""
+
+
+def process_state(pid: int) -> str:
+    """A process's state letter (/proc/PID/stat): R running, S sleeping, T stopped."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_stopped_worker_s_cell_is_named_while_the_sweep_waits_and_the_sweep_ends_once_it_goes_on(fake_dataset,
+                                                                                                     tmp_path):
+    """Issue 27, item 6: a pool worker stopped (SIGSTOP) held a --jobs sweep without a word. After
+    FMAE_TEST_STALL_SECONDS without an epoch, the progress says which cell it waits for and since
+    when; after SIGCONT the sweep goes on and ends as any other."""
+    from fmae import data
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    (tmp_path / "run_fmae.py").write_text(RUNNER)
+    env = installed_env(FMAE_DATA_DIR=str(fake_dataset), TEST_SUMS=json.dumps(data.CHECKSUMS),
+                        **{faults.WORKER_PIDS: str(pids), faults.STALL_SECONDS: "1", faults.WRITE_DELAY: "0.02"})
+    proc = subprocess.Popen([sys.executable, "run_fmae.py", "sweep", "--optim", "sgd", "--lr", "0.1", "0.05",
+                             "--hidden", "8", "--batch-size", "16", "--epochs", "150", "--patience", "0",
+                             "--threads", "1", "--jobs", "2", "--run-dir", "sw", "--json"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+
+    def wait_for(done, what: str, seconds: float = 120) -> None:
+        deadline = time.monotonic() + seconds
+        while not done():
+            assert proc.poll() is None and time.monotonic() < deadline, f"{what}: not seen\n" + "".join(lines)
+            time.sleep(0.05)
+
+    workers: list[int] = []
+    try:
+        wait_for(lambda: len(list(pids.iterdir())) == 2 and sum(" epoch " in line for line in lines) >= 4,
+                 "two workers and their first epochs")
+        workers = [int(p.name) for p in pids.iterdir()]
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: all(process_state(pid) == "T" for pid in workers), "the workers stopped")  # the fault
+        stopped_at = time.strftime("%H:%M:%S")
+        wait_for(lambda: any(line.startswith("waiting for cell") for line in lines), "the waiting line", 60)
+        waiting = [line for line in lines if line.startswith("waiting for cell")]
+        found = re.fullmatch(r"waiting for cell (sgd-lr0\.(1|05)-h8-s0) since (\d\d:\d\d:\d\d) "
+                             r"\(no epoch for \d+ s\)\n", waiting[0])
+        assert found, waiting
+        assert found[3] <= stopped_at or stopped_at < "00:00:05"  # its last news came before the stop
+        assert all(process_state(pid) == "T" for pid in workers)  # still stopped: the sweep waited on them
+        assert proc.poll() is None
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+    try:
+        out = proc.stdout.read()
+        assert proc.wait(timeout=300) == 0, "".join(lines)
+    finally:
+        reap(proc)
+    reader.join(10)
+    doc = json.loads(out)
+    assert sorted(c["status"] for c in doc["cells"]) == ["completed", "completed"]
+    assert all(c["epochs_run"] == 150 for c in doc["cells"])
+    assert not any(line.startswith(("error", "warning", "Traceback")) for line in lines)

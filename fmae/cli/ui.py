@@ -12,12 +12,16 @@ import json
 import math
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from fmae import faults
 
 
 def _plain() -> dict[str, Any]:
@@ -150,14 +154,62 @@ class TrainFeedback(Feedback):
         self.epoch("epochs", self.label, m, self.epochs)
 
 
+STALL = 300.0  # seconds a cell may go without an epoch (and 10 of its sweep's slowest epochs) before it is named
+STALL_EPOCHS = 10
+
+
 class SweepFeedback(Feedback):
     """A sweep's progress (fmae.sweeps.run.SweepProgress): the cells bar, naming the cells in
-    training, and a bar per cell in training with its epoch and last losses."""
+    training, and a bar per cell in training with its epoch and last losses. A cell that goes
+    without an epoch for long (STALL seconds, and STALL_EPOCHS times the slowest epoch seen: a
+    worker stopped by SIGSTOP, or one gone silent) is named once, with the time of its last news:
+    `waiting for cell X since 12:03:04 (no epoch for 5 min)`; a watcher thread looks while the
+    driver waits."""
 
     def __init__(self, *, quiet: bool = False) -> None:
         super().__init__(quiet=quiet)
         self.training: dict[str, None] = {}  # the cells in training now, in the order they started
         self.total = self.finished = self.epochs = 0
+        self._news: dict[str, tuple[float, float, bool]] = {}  # cell -> its last news (monotonic, wall), named
+        self._slowest = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def __enter__(self) -> SweepFeedback:
+        super().__enter__()
+        if self.mode != "quiet":
+            self._stop.clear()
+            self._watcher = threading.Thread(target=self._watch, name="fmae-stall-watch", daemon=True)
+            self._watcher.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join()
+            self._watcher = None
+        super().__exit__(*exc)
+
+    def _heard(self, name: str) -> None:
+        with self._lock:
+            self._news[name] = (time.monotonic(), time.time(), False)
+
+    def _watch(self) -> None:
+        base = faults.stall_seconds(STALL)
+        while not self._stop.wait(min(2.0, base / 4)):
+            now = time.monotonic()
+            with self._lock:
+                limit = max(base, STALL_EPOCHS * self._slowest)
+                late = [(name, since, wall) for name, (since, wall, named) in self._news.items()
+                        if not named and now - since >= limit]
+                for name, since, wall in late:
+                    self._news[name] = (since, wall, True)
+            for name, since, wall in late:
+                text = (f"waiting for cell {name} since {time.strftime('%H:%M:%S', time.localtime(wall))} "
+                        f"(no epoch for {fmt_duration(now - since)})")
+                self.info(name, text)
+                self.message(text)
 
     def _training_now(self) -> str:
         names = list(self.training)
@@ -169,13 +221,19 @@ class SweepFeedback(Feedback):
 
     def cell_started(self, plan: Any) -> None:
         self.training[plan.name] = None
+        self._heard(plan.name)
         self.task(plan.name, plan.name, self.epochs, plan.start_epoch)
         self.info("cells", self._training_now())
 
     def cell_epoch(self, plan: Any, m: Any) -> None:
+        self._heard(plan.name)
+        with self._lock:
+            self._slowest = max(self._slowest, float(m.seconds))
         self.epoch(plan.name, plan.name, m, self.epochs)
 
     def cell_ended(self, plan: Any, status: str) -> None:
+        with self._lock:
+            self._news.pop(plan.name, None)
         self.training.pop(plan.name, None)
         self.finished += 1
         self.remove(plan.name)
@@ -184,10 +242,20 @@ class SweepFeedback(Feedback):
 
     def paused(self, plans: Sequence[Any]) -> None:
         for plan in plans:
+            with self._lock:
+                self._news.pop(plan.name, None)
             if plan.name in self.training:
                 del self.training[plan.name]
                 self.remove(plan.name)
         self.info("cells", self._training_now())
+
+
+def fmt_duration(seconds: float) -> str:
+    """A wait as people say it: `45 s`, `5 min`, `2 h 05 min`."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    minutes = int(seconds // 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def fmt_seconds(value: float | None) -> str:
