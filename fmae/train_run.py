@@ -43,7 +43,6 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
         return plan_train(settings, progress)
     from fmae import data, executors, runs, saving
     from fmae import engine as engines
-    from fmae.checkpoints import cloned
     from fmae.config import check_checkpoint_every, check_engine, check_threads
     from fmae.errors import out_of_memory
     from fmae.interrupts import interrupted
@@ -77,6 +76,8 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
         runs.write_resolved_config(run.path, settings.resolved)
         if state is not None:
             saver.resumed(run, config, state)
+        else:
+            saver.begin(run, config)  # the checkpoint clock starts with the run
         done = int(state["epoch"]) if state else 0
         label = runs.cell_name(config)
         progress.message(f"training {label} on {torch_device} ({config.precision}) -> {run.path}"
@@ -84,8 +85,8 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
         progress.begin(label, config.epochs, done)
         history: list[Any] = runs.history_of(state) if state else []
 
-        def on_epoch(cell: Any, m: Any, data_rng: Any) -> None:  # a copy: training goes on in place
-            history[:] = saver.epoch(run, config, cloned(cell.resume_state(data_rng)))
+        def on_epoch(cell: Any, m: Any, data_rng: Any) -> None:  # an owned snapshot: training goes on in place
+            history[:] = saver.epoch(run, config, cell.snapshot(data_rng))
             progress.epoch_done(m)
 
         try:

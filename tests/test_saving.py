@@ -60,11 +60,43 @@ def test_a_long_interval_writes_last_pt_when_due_and_the_latest_on_close(tmp_pat
         for epoch in range(1, 8):
             clock.now = 3.0 * epoch  # an epoch every 3 s from 3 s: last.pt due at 13 s (epoch 5), then at 25 s
             saver.epoch(run, CONFIG, state(epoch))
-        saver.flush()
+            saver.flush()  # the writer idle, as between real epochs (its own timer counts real seconds)
         assert on_disk(run) == (5, 7)  # metrics.csv ran ahead of last.pt: a kill now loses epochs 6 and 7
         assert saver.checkpoints == 1
     assert on_disk(run) == (7, 7)  # closing (an interrupt, the end) wrote the latest state
     assert saver.checkpoints == 2
+
+
+def test_the_interval_counts_from_the_run_s_start(tmp_path):
+    """A first epoch that ends `every` seconds after the run began is written at once (the clock
+    used to start at the first epoch's end, which then waited another interval)."""
+    run, clock = runs.RunDir(tmp_path / "r"), Clock()
+    with saving.Saver(10, clock=clock) as saver:
+        saver.begin(run, CONFIG)
+        clock.now = 12.0
+        saver.epoch(run, CONFIG, state(1))
+        saver.flush()
+        assert on_disk(run) == (1, 1) and saver.checkpoints == 1
+
+
+@pytest.mark.parametrize("every", [0.5, 1.0])
+def test_a_finished_epoch_waits_at_most_the_interval_without_another_epoch(tmp_path, every):
+    """The bound, exactly: an epoch finished before the interval is up is written by the writer
+    thread when it is, though no later epoch ends (a long epoch on a GPU); not before."""
+    import time
+
+    run = runs.RunDir(tmp_path / "r")
+    with saving.Saver(every) as saver:
+        saver.begin(run, CONFIG)
+        saver.epoch(run, CONFIG, state(1))
+        finished = time.monotonic()
+        saver.flush()
+        assert on_disk(run) == (0, 1)  # not yet due: metrics.csv only
+        while not run.file("last.pt").exists() and time.monotonic() - finished < every + 10:
+            time.sleep(0.02)
+        written = time.monotonic() - finished
+        assert on_disk(run) == (1, 1) and saver.checkpoints == 1
+        assert written >= every * 0.9  # the writer kept to the interval (no checkpoint before it was due)
 
 
 def test_resuming_trusts_last_pt_and_rewrites_metrics_from_it(tmp_path):

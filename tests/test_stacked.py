@@ -263,3 +263,47 @@ def test_executor_config_checks_the_engine():
     assert ExecutorConfig(engine="stacked").engine == "stacked"
     with pytest.raises(ConfigError, match="engine must be one of"):
         ExecutorConfig(engine="fast")
+
+
+@pytest.mark.parametrize("bad", [["sgd-lr0.05-h4-s0"], ["sgd-lr0.05-h4-s0", "adam-lr0.01-h4-s1"]])
+def test_a_cell_whose_files_fail_fails_alone_in_its_stack(fake_dataset, tmp_path, monkeypatch, bad):
+    """Issue 27, case 1: the cells' directories replaced by files after their first epoch (every write
+    of theirs then fails, as on a full disk): those cells fail, each with its own file's error;
+    their stack-mates train on to the numbers of a clean sweep; results and --json are written."""
+    from fmae import saving
+
+    grid = ["sweep", "--optim", "sgd", "adam", "--lr", "0.05", "0.01", "--hidden", "4", "--seed", "0", "1",
+            "--batch-size", "16", "--epochs", "3", "--threads", "1", "--engine", "stacked", "--checkpoint-every",
+            "0", "-q", "--json"]
+    clean = cli(*grid, "--run-dir", str(tmp_path / "clean"))
+    assert clean.exit_code == 0, clean.stderr
+    epoch, sabotaged = saving.Saver.epoch, []
+
+    def sabotage(self, run, config, state):
+        history = epoch(self, run, config, state)
+        if run.path.name in bad and state["epoch"] == 1:
+            self.flush()
+            import shutil
+
+            shutil.rmtree(run.path)
+            run.path.write_text("not a directory\n")  # the fault: every later write of this cell fails
+            sabotaged.append(run.path.name)
+        return history
+
+    monkeypatch.setattr(saving.Saver, "epoch", sabotage)
+    hurt = cli(*grid, "--run-dir", str(tmp_path / "hurt"))
+    assert sorted(sabotaged) == sorted(bad)  # the fault happened
+    assert hurt.exit_code == 1, hurt.stderr  # a failed cell: exit 1, after the results
+    doc = json.loads(hurt.stdout)
+    name = lambda c: f"{c['optim']}-lr{c['lr']:g}-h{c['hidden']}-s{c['seed']}"  # noqa: E731
+    rows, clean_rows = {name(c): c for c in doc["cells"]}, {name(c): c for c in json.loads(clean.stdout)["cells"]}
+    assert len(rows) == 8
+    for cell, row in rows.items():
+        if cell in bad:
+            assert row["status"] == "failed", row
+        else:
+            assert row["status"] == clean_rows[cell]["status"] and row["epochs_run"] == 3, row
+            assert row["final_test_loss"] == clean_rows[cell]["final_test_loss"], cell
+    assert (tmp_path / "hurt" / "results.json").exists() and (tmp_path / "hurt" / "results.csv").exists()
+    for cell in bad:
+        assert cell in rows[cell]["error"], rows[cell]  # its own file's error, not a stack-mate's

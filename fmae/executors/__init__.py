@@ -178,16 +178,31 @@ def drive(backend: Any, groups: list[list[Any]], *, saver: Any, device: str, env
     started: dict[str, float] = {}
 
     def fail(group: list[Any], exc: BaseException) -> None:
+        """The cells of `group` failed (a cell's own files, or its whole task); the other cells, their
+        stack-mates included, go on. The saver keeps a failed task's latest states (written on close)
+        unless the failure was the cell's own files, which get nothing more."""
         exc = out_of_memory(exc, group[0].config) or exc
         for plan in group:
-            plan.error, plan.resume = str(exc) or type(exc).__name__, None  # the saver keeps its latest state
-            on_cell(plan, Status.FAILED)
+            if plan.error is None and not plan.done:
+                plan.error, plan.resume = str(exc) or type(exc).__name__, None
+                on_cell(plan, Status.FAILED)
         if fail_fast:
             raise exc if isinstance(exc, FmaeError) else CellFailed(str(exc)) from None
 
+    def files_failed(plan: Any, exc: BaseException) -> None:
+        saver.drop(plan.run)
+        fail([plan], exc)
+
     def epoch_done(plan: Any, state: dict[str, Any]) -> None:
+        if plan.error is not None:  # failed meanwhile (its files): its row trains on, unsaved
+            return
         plan.resume = state
-        on_epoch(plan, saver.epoch(plan.run, plan.config, state)[-1])
+        try:
+            metrics = saver.epoch(plan.run, plan.config, state)[-1]
+        except (FmaeError, OSError) as exc:
+            files_failed(plan, exc)
+            return
+        on_epoch(plan, metrics)
 
     def finish(plan: Any, status: str) -> None:
         state = plan.resume
@@ -204,17 +219,21 @@ def drive(backend: Any, groups: list[list[Any]], *, saver: Any, device: str, env
         plan.run.write_config(plan.config, env)
         if plan.resume is not None:
             saver.resumed(plan.run, plan.config, plan.resume)  # last.pt is the truth: metrics.csv follows it
+        else:
+            saver.begin(plan.run, plan.config)  # the checkpoint clock starts with the run
         on_start(plan)
 
     while pending or running:
         while pending and len(running) < max(1, backend.slots):
             group, attempt = pending.popleft()
-            try:
-                for plan in group:
-                    if plan.name not in started:
+            for plan in group:
+                if plan.name not in started:
+                    try:
                         start(plan)
-            except (FmaeError, OSError) as exc:
-                fail(group, exc)
+                    except (FmaeError, OSError) as exc:
+                        files_failed(plan, exc)  # that cell alone: the rest of its group trains without it
+            group = [p for p in group if p.error is None]
+            if not group:
                 continue
             first = group[0].start_epoch
             epochs = (None if stop_at is None else stop_at - first) if inline else EPOCHS_PER_TASK
@@ -234,19 +253,23 @@ def drive(backend: Any, groups: list[list[Any]], *, saver: Any, device: str, env
                 fail(group, outcome)
                 continue
             going_on = []
-            try:
-                for plan, report in zip(group, outcome):
+            for plan, report in zip(group, outcome):
+                try:  # each cell on its own: a cell whose files fail fails alone
                     for blob in report["states"]:  # from a worker; the inline backend handed them over already
                         epoch_done(plan, unpack(blob))
+                    if plan.error is not None:
+                        continue
                     if report["status"] == Status.RUNNING and stop_at is not None and plan.start_epoch >= stop_at:
                         saver.checkpoint(plan.run)  # paused at a rung of successive halving: resumable from last.pt
                     elif report["status"] == Status.RUNNING:
                         going_on.append(plan)
                     else:
                         finish(plan, report["status"])
-            except (FmaeError, OSError, RuntimeError) as exc:
-                fail([p for p in group if not p.done], exc)
-                continue
+                except (FmaeError, OSError, RuntimeError) as exc:
+                    files_failed(plan, exc)
             if going_on:
                 pending.appendleft((going_on, 0))  # the same cells go on first: cells end one after another
-    saver.flush()
+    by_run = {p.run: p for g in groups for p in g}
+    for run, exc in saver.failures().items():  # a last write that failed (a paused cell's last.pt): its cell alone
+        if run in by_run:
+            files_failed(by_run[run], exc)
