@@ -85,7 +85,7 @@ def test_foreign_newer_truncated_and_missing_checkpoints(tmp_path, tiny_data):
         checkpoints.load_model(tmp_path / "new.pt")
     with pytest.raises(CheckpointError, match="does not exist"):
         checkpoints.load_model(tmp_path / "missing.pt")
-    with pytest.raises(CheckpointError, match="is a directory"):
+    with pytest.raises(CheckpointError, match="holds no model.pt or best.pt"):
         checkpoints.load_model(tmp_path)
     result = trained(tiny_data)
     run = runs.RunDir(tmp_path / "r")

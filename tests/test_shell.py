@@ -43,7 +43,7 @@ fmae plot runs/s --kind heatmap curves --out figs --json > plot.json
     ("fmae train --bogus", 2, "error: No such option"),
     ("fmae sweep --lr 0.1 0.1 --run-dir s", 2, "error: --lr lists 0.1 more than once"),
     ("fmae eval --ckpt missing.pt", 1, "error: checkpoint missing.pt does not exist"),
-    ("fmae denoise --ckpt . --sigma 0.5", 1, "error: . is a directory"),
+    ("fmae denoise --ckpt . --sigma 0.5", 1, "error: . holds no model.pt or best.pt"),
 ])
 def test_exit_codes_and_one_line_errors(tmp_path, script, code, needle):
     result = sh(script, tmp_path)
