@@ -163,7 +163,7 @@ def test_a_long_results_table_shows_its_best_rows_and_counts_the_rest():
     assert ui.clipped(rows[:ui.TABLE_ROWS], "cells", "results.csv") == (rows[:ui.TABLE_ROWS], None)
     groups = [{"statuses": {"completed": 3, "collapsed": 1}}] * 120
     assert ui.clipped(groups, "groups", "x")[1] == \
-        "... 95 more groups not shown (completed 285, collapsed 95); x holds every one"
+        "... 95 more groups not shown (their cells: completed 285, collapsed 95); x holds every one"
 
 
 def test_a_sweep_past_the_table_limit_prints_its_best_cells_json_stays_whole(fake_dataset, tmp_path, monkeypatch):

@@ -296,7 +296,8 @@ def clipped(rows: Sequence[dict[str, Any]], noun: str, where: str) -> tuple[list
         for status, n in (row["statuses"] if "statuses" in row else {row["status"]: 1}).items():
             counts[status] = counts.get(status, 0) + n
     by_status = ", ".join(f"{status} {n}" for status, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-    return list(rows[:TABLE_HEAD]), (f"... {len(rows) - TABLE_HEAD} more {noun} not shown ({by_status}); "
+    whose = "their cells: " if "statuses" in rows[0] else ""  # a group counts its cells
+    return list(rows[:TABLE_HEAD]), (f"... {len(rows) - TABLE_HEAD} more {noun} not shown ({whose}{by_status}); "
                                      f"{where} holds every one")
 
 
