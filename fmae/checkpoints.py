@@ -190,13 +190,13 @@ def check_resume_state(path: Path, state: dict[str, Any]) -> None:
 def check_belongs(path: Path, state: dict[str, Any], config: TrainConfig, ignore: tuple[str, ...] = ()) -> None:
     """A resume state continues `config`'s run only: the config it was saved with (but the settings
     in `ignore`) and its optimizer's hyperparameters must be this run's; the difference is named."""
-    from fmae.optim import settings
+    from fmae.optim import spec
 
     diff = state["config"].differences(config, ignore=ignore)
     group = state["optimizer"]["param_groups"][0]
     plain = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
     diff += [f"optimizer {k} {group.get(k)!r} -> {v!r}"
-             for k, v in settings(config.optim, config.lr, config.momentum).items()
+             for k, v in spec(config.optim).settings(config.lr, config.momentum).items()
              if k not in group or plain(group[k]) != plain(v)]
     if diff:
         raise CheckpointError(f"{path} is not this run's: saved with other settings "

@@ -1,4 +1,14 @@
-"""SGD and Adam with torch's own update kernels, without torch.optim.Optimizer's start-up cost.
+"""The optimizers: one spec each (`SPECS`, by fmae.config.OPTIMIZERS name), used by both trainers.
+
+A spec (`OptimizerSpec`) owns everything about its optimizer: its hyperparameters (`settings`, what
+a resume state's param group must carry, and the rest of torch's param group), the per-cell
+trainer's optimizer (`per_cell`: torch.optim's kernels, below), the stacked trainer's update rule
+(`stacked`: the same arithmetic over the rows of a [C, P] buffer, below) and the keys of its state
+per parameter (`state_keys`). No trainer names an optimizer: each asks the spec of its config's
+`optim`. Adding one is a spec here (with its per-cell class and its stacked rule), its name in
+fmae.config.OPTIMIZERS and DEFAULT_LR, and its tests (tests/test_optim.py, tests/test_stacked.py).
+
+SGD and Adam with torch's own update kernels, without torch.optim.Optimizer's start-up cost.
 
 Why not torch.optim.SGD/Adam: the base class routes add_param_group, zero_grad, step and
 state_dict through torch._disable_dynamo, which imports torch._dynamo on first use: 1.4-1.7 s
@@ -17,17 +27,10 @@ from typing import Any
 
 import torch
 
-
-def settings(optim: str, lr: float, momentum: float = 0.0) -> dict[str, Any]:
-    """The hyperparameters of an optimizer's param group that change its updates (what a resume
-    state must carry for this run), as torch.optim names them."""
-    if optim == "sgd":
-        return {"lr": lr, "momentum": momentum, "dampening": 0, "weight_decay": 0, "nesterov": False,
-                "maximize": False}
-    return {"lr": lr, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0, "amsgrad": False, "maximize": False}
+BETAS, EPS = (0.9, 0.999), 1e-8  # Adam's, torch.optim.Adam's defaults
 
 
-class _Optimizer:
+class Optimizer:
     """One parameter group, torch.optim's state_dict layout: {"state": {i: {...}}, "param_groups": [...]}."""
 
     def __init__(self, params: Iterable[torch.Tensor], defaults: dict[str, Any]) -> None:
@@ -51,10 +54,8 @@ class _Optimizer:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         (saved,) = state_dict["param_groups"]
-        if len(saved["params"]) != len(self.params):
-            raise ValueError("the optimizer state holds a different number of parameters")
         group = self.param_groups[0]
-        group.update({k: v for k, v in saved.items() if k != "params" and k in group})
+        group.update(saved_group(state_dict, len(self.params), group))
         self.state = {}
         for i, p in zip(saved["params"], self.params):
             if i in state_dict["state"]:
@@ -66,10 +67,27 @@ class _Optimizer:
                                  for k, v in state_dict["state"][i].items()}
 
 
-class SGD(_Optimizer):
+def saved_group(state_dict: dict[str, Any], params: int, group: dict[str, Any]) -> dict[str, Any]:
+    """The values a saved state_dict's one param group holds for `group`'s keys (torch.optim's
+    load_state_dict takes those), checked to be a group of `params` parameters."""
+    (saved,) = state_dict["param_groups"]
+    if len(saved["params"]) != params:
+        raise ValueError("the optimizer state holds a different number of parameters")
+    return {k: v for k, v in saved.items() if k != "params" and k in group}
+
+
+def state_by_position(state_dict: dict[str, Any] | None) -> dict[int, dict[str, Any]]:
+    """A saved state_dict's per-parameter state by the parameter's position in its group (what
+    load_state_dict gives each parameter; {} for None, a fresh start)."""
+    if state_dict is None:
+        return {}
+    (saved,) = state_dict["param_groups"]
+    return {pos: state_dict["state"][i] for pos, i in enumerate(saved["params"]) if i in state_dict["state"]}
+
+
+class SGD(Optimizer):
     def __init__(self, params: Iterable[torch.Tensor], lr: float, momentum: float = 0.0) -> None:
-        super().__init__(params, {**settings("sgd", lr, momentum), "foreach": None, "differentiable": False,
-                                  "fused": None})
+        super().__init__(params, SGD_SPEC.param_group(lr, momentum))
 
     @torch.no_grad()
     def step(self) -> None:
@@ -86,10 +104,9 @@ class SGD(_Optimizer):
                 self.state.setdefault(p, {})["momentum_buffer"] = buf
 
 
-class Adam(_Optimizer):
+class Adam(Optimizer):
     def __init__(self, params: Iterable[torch.Tensor], lr: float) -> None:
-        super().__init__(params, {**settings("adam", lr), "foreach": None, "capturable": False,
-                                  "differentiable": False, "fused": None})
+        super().__init__(params, ADAM_SPEC.param_group(lr))
 
     @torch.no_grad()
     def step(self) -> None:
@@ -136,10 +153,6 @@ class StackedSGD:
             self.buffer = torch.zeros_like(like)
         self.steps = list(steps)
 
-    @staticmethod
-    def state_keys(momentum: float) -> tuple[str, ...]:
-        return ("momentum_buffer",) if momentum != 0 else ()
-
     def begin_epoch(self, steps: int) -> None:
         """Nothing to precompute: SGD's scalars do not change from step to step."""
 
@@ -179,14 +192,10 @@ class StackedAdam:
         self.steps = list(steps)
         self._table: torch.Tensor | None = None  # [steps of the epoch, 2, C, 1]: -step size, sqrt(bias correction 2)
 
-    @staticmethod
-    def state_keys(momentum: float) -> tuple[str, ...]:
-        return ("step", "exp_avg", "exp_avg_sq")
-
     def begin_epoch(self, steps: int) -> None:
         """The epoch's per-step scalars, computed in double as torch.optim.adam does (from the
         step count as a float), rounded to float32 as its kernels round them, in one device tensor."""
-        beta1, beta2 = 0.9, 0.999
+        beta1, beta2 = BETAS
         rows = []
         for j in range(1, steps + 1):
             sizes, corrections = [], []
@@ -199,7 +208,7 @@ class StackedAdam:
         self._table = torch.tensor(rows, dtype=torch.float64).to(like.dtype).view(steps, 2, -1, 1).to(like.device)
 
     def step(self, params: torch.Tensor, grads: torch.Tensor, j: int) -> None:
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        (beta1, beta2), eps = BETAS, EPS
         neg_step_size, correction = self._table[j]
         self.exp_avg.lerp_(grads, 1 - beta1)
         self.exp_avg_sq.mul_(beta2).addcmul_(grads, grads, value=1 - beta2)
@@ -222,4 +231,99 @@ class StackedAdam:
                 "exp_avg_sq": snapshot["exp_avg_sq"][k]}
 
 
-STACKED = {"sgd": StackedSGD, "adam": StackedAdam}  # by fmae.config.OPTIMIZERS name
+
+
+# ---------------------------------------------------------------- one spec per optimizer
+
+
+class OptimizerSpec:
+    """One optimizer for both trainers: its settings, its per-cell optimizer, its stacked rule and
+    the keys of its state per parameter (torch.optim's names)."""
+
+    name: str
+    extras: dict[str, Any]  # the rest of torch.optim's param group: keys that do not change the updates
+
+    def settings(self, lr: float, momentum: float = 0.0) -> dict[str, Any]:
+        """The hyperparameters of the param group that change the updates (what a resume state must
+        carry for this run), as torch.optim names them."""
+        raise NotImplementedError
+
+    def state_keys(self, momentum: float) -> tuple[str, ...]:
+        """The keys of a parameter's state after a step (torch.optim's state_dict layout)."""
+        raise NotImplementedError
+
+    def per_cell(self, params: Iterable[torch.Tensor], lr: float, momentum: float) -> Optimizer:
+        """The per-cell trainer's optimizer of one model's parameters."""
+        raise NotImplementedError
+
+    def stacked(self, lrs: list[float], momenta: list[float], state: dict[str, torch.Tensor], steps: list[int],
+                like: torch.Tensor) -> StackedSGD | StackedAdam:
+        """The stacked trainer's rule for rows of a [C, P] buffer like `like`: each row's lr and
+        momentum, its state as [C, P] rows by key (empty: fresh), the steps each row has taken."""
+        raise NotImplementedError
+
+    def param_group(self, lr: float, momentum: float = 0.0) -> dict[str, Any]:
+        """The param group of a state_dict (without "params"), as torch.optim writes it."""
+        return {**self.settings(lr, momentum), **self.extras}
+
+    def resumed_group(self, lr: float, momentum: float, state_dict: dict[str, Any] | None, params: int
+                      ) -> dict[str, Any]:
+        """The param group of a model of `params` parameters whose optimizer loaded `state_dict` (a
+        resume state's "optimizer"; None: a fresh start), as the per-cell optimizer would hold it."""
+        group = self.param_group(lr, momentum)
+        if state_dict is not None:
+            group.update(saved_group(state_dict, params, group))
+        return group
+
+    @staticmethod
+    def steps_taken(state: dict[Any, dict[str, Any]]) -> int:
+        """The steps a resume state's optimizer state (by parameter index) has taken: its first
+        parameter's "step" (0 where the optimizer counts none)."""
+        saved = state.get(0, {}).get("step")
+        return int(saved) if saved is not None else 0
+
+
+class _SGDSpec(OptimizerSpec):
+    name = "sgd"
+    extras = {"foreach": None, "differentiable": False, "fused": None}
+
+    def settings(self, lr: float, momentum: float = 0.0) -> dict[str, Any]:
+        return {"lr": lr, "momentum": momentum, "dampening": 0, "weight_decay": 0, "nesterov": False,
+                "maximize": False}
+
+    def state_keys(self, momentum: float) -> tuple[str, ...]:
+        return ("momentum_buffer",) if momentum != 0 else ()
+
+    def per_cell(self, params: Iterable[torch.Tensor], lr: float, momentum: float) -> SGD:
+        return SGD(params, lr=lr, momentum=momentum)
+
+    def stacked(self, lrs: list[float], momenta: list[float], state: dict[str, torch.Tensor], steps: list[int],
+                like: torch.Tensor) -> StackedSGD:
+        return StackedSGD(lrs, momenta, state, steps, like)
+
+
+class _AdamSpec(OptimizerSpec):
+    name = "adam"
+    extras = {"foreach": None, "capturable": False, "differentiable": False, "fused": None}
+
+    def settings(self, lr: float, momentum: float = 0.0) -> dict[str, Any]:
+        return {"lr": lr, "betas": BETAS, "eps": EPS, "weight_decay": 0, "amsgrad": False, "maximize": False}
+
+    def state_keys(self, momentum: float) -> tuple[str, ...]:
+        return ("step", "exp_avg", "exp_avg_sq")
+
+    def per_cell(self, params: Iterable[torch.Tensor], lr: float, momentum: float) -> Adam:
+        return Adam(params, lr=lr)  # momentum: fmae.config allows none with adam
+
+    def stacked(self, lrs: list[float], momenta: list[float], state: dict[str, torch.Tensor], steps: list[int],
+                like: torch.Tensor) -> StackedAdam:
+        return StackedAdam(lrs, momenta, state, steps, like)
+
+
+SGD_SPEC, ADAM_SPEC = _SGDSpec(), _AdamSpec()
+SPECS: dict[str, OptimizerSpec] = {spec.name: spec for spec in (ADAM_SPEC, SGD_SPEC)}  # fmae.config.OPTIMIZERS
+
+
+def spec(name: str) -> OptimizerSpec:
+    """The spec of a config's `optim` (a name fmae.config.OPTIMIZERS holds)."""
+    return SPECS[name]

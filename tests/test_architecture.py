@@ -211,3 +211,21 @@ def eval_(ckpt, device):
                                       "evaluation.evaluate_checkpoint"]
     tree, train = command("fmae.cli.training", "train")
     assert library_calls(tree, train) == ["run_train"]
+
+
+def test_no_optimizer_is_named_in_the_training_wing():
+    """Each optimizer is one spec (fmae.optim.SPECS) that both trainers ask by their config's `optim`: no
+    module of fmae/training/ spells an optimizer's name or compares a config's `optim` with anything."""
+    from fmae.config import OPTIMIZERS
+
+    found = []
+    for module, path in MODULES.items():
+        if module.startswith("fmae.training"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in OPTIMIZERS:
+                    found.append(f"{module}:{node.lineno} {node.value!r}")
+                elif isinstance(node, ast.Compare) and any(isinstance(n, ast.Attribute) and n.attr == "optim"
+                                                           for n in [node.left, *node.comparators]):
+                    found.append(f"{module}:{node.lineno} {ast.unparse(node)}")
+    assert not found, found
+    assert any(module.startswith("fmae.training") for module in MODULES)

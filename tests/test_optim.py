@@ -114,3 +114,56 @@ def test_training_never_imports_torch_dynamo(stock):
     out = subprocess.run([sys.executable, "-c", f"STOCK = {stock}\n" + DYNAMO_PROBE], cwd=ROOT,
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ("DYNAMO" if stock else "NO-DYNAMO"), out.stderr
+
+
+# ---------------------------------------------------------------- one spec per optimizer (issue 32)
+
+
+def test_every_optimizer_the_configs_accept_has_one_spec():
+    from fmae.config import DEFAULT_LR, OPTIMIZERS
+
+    assert set(optim.SPECS) == set(OPTIMIZERS) == set(DEFAULT_LR)
+    assert all(optim.spec(name).name == name for name in OPTIMIZERS)
+
+
+@pytest.mark.parametrize(("name", "kwargs"), CASES)
+def test_a_spec_owns_its_per_cell_optimizer_and_its_param_group(name, kwargs):
+    """The per-cell optimizer's param group is the spec's (its settings, then torch's other keys), and
+    after steps each parameter holds exactly the spec's state keys; the settings are torch.optim's own."""
+    spec, lr, momentum = optim.spec(name), kwargs["lr"], kwargs.get("momentum", 0.0)
+    model, ours, _, stock = pair(name, kwargs)
+    assert type(spec.per_cell(model.parameters(), lr, momentum)) is type(ours)
+    group = {k: v for k, v in ours.param_groups[0].items() if k != "params"}
+    assert list(group.items()) == list(spec.param_group(lr, momentum).items())
+    assert spec.settings(lr, momentum).items() <= stock.param_groups[0].items()
+    train_steps(model, ours, 2, seed=1)
+    assert all(tuple(state) == spec.state_keys(momentum) for state in ours.state_dict()["state"].values())
+    assert spec.steps_taken(ours.state_dict()["state"]) == (2 if "step" in spec.state_keys(momentum) else 0)
+
+
+def test_the_stacked_trainer_builds_no_per_cell_optimizer(tiny_data, monkeypatch):
+    """It steps rows with each spec's stacked rule: fresh and resumed (from the per-cell trainer's state),
+    SGD and Adam in one stack, it never makes a per-cell optimizer, and its losses are the per-cell
+    trainer's (bit for bit on real data: tests/test_stacked.py)."""
+    from fmae import engine
+    from fmae.config import ModelConfig, TrainConfig
+    from tests.helpers import assert_same_histories
+
+    configs = [TrainConfig(model=ModelConfig(hidden=8), optim="sgd", lr=0.05, momentum=0.9, epochs=2, batch_size=64),
+               TrainConfig(model=ModelConfig(hidden=8), optim="adam", epochs=2, batch_size=64)]
+    cpu = torch.device("cpu")
+    halfway = []
+    engine.train_many(configs, tiny_data, cpu, engine="cells", max_epochs=1,
+                      on_epoch=lambda i, cell, m, rng: halfway.append(copy.deepcopy(cell.resume_state(rng))))
+    alone = engine.train_many(configs, tiny_data, cpu, engine="cells")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a per-cell optimizer was built")
+
+    monkeypatch.setattr(optim.Optimizer, "__init__", refuse)
+    for resume in (None, halfway):
+        stacked = engine.train_many(configs, tiny_data, cpu, engine="stacked", resume=resume)
+        for a, b in zip(alone, stacked):
+            assert_same_histories(b, a)
+            for p, q in zip(a.model.parameters(), b.model.parameters()):
+                torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6)

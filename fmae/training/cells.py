@@ -45,7 +45,7 @@ class Cell:
 
     config: TrainConfig
     model: Autoencoder
-    optimizer: optim.SGD | optim.Adam  # torch.optim's kernels and state layout (fmae.optim says why)
+    optimizer: optim.Optimizer  # its spec's per-cell optimizer (fmae.optim)
     dropout_rng: torch.Generator
     noise_rng: torch.Generator
     history: list[EpochMetrics] = field(default_factory=list)
@@ -76,29 +76,32 @@ class Cell:
 OnEpoch = Callable[[int, Cell, EpochMetrics, torch.Generator], None]
 
 
-def _make_optimizer(config: TrainConfig, model: Autoencoder) -> optim.SGD | optim.Adam:
-    if config.optim == "sgd":
-        return optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
-    return optim.Adam(model.parameters(), lr=config.lr)
-
-
-def new_cell(config: TrainConfig, device: torch.device, resume: dict[str, Any] | None = None) -> Cell:
-    """A cell as the contract starts it (seeded) or as its resume state left it."""
+def seeded(config: TrainConfig, device: torch.device, resume: dict[str, Any] | None = None
+           ) -> tuple[Autoencoder, torch.Generator, torch.Generator, list[EpochMetrics]]:
+    """A cell's model, dropout and noise generators and history as the contract starts them (seeded)
+    or as its resume state left them; its optimizer is the trainer's."""
     init_rng = torch.Generator().manual_seed(derive_seed(config.seed, "init"))
     model = build(config.model, seed_generator=init_rng).to(device)
     dropout_rng = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "dropout"))
     model.dropout.generator = dropout_rng
-    optimizer = _make_optimizer(config, model)
     noise_rng = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "train-noise"))
-    cell = Cell(config, model, optimizer, dropout_rng, noise_rng)
+    history: list[EpochMetrics] = []
     if resume is not None:
         model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
         dropout_rng.set_state(resume["rng"]["dropout"])
         if "noise" in resume["rng"]:
             noise_rng.set_state(resume["rng"]["noise"])
-        cell.history = history_of_state(resume)
-    return cell
+        history = history_of_state(resume)
+    return model, dropout_rng, noise_rng, history
+
+
+def new_cell(config: TrainConfig, device: torch.device, resume: dict[str, Any] | None = None) -> Cell:
+    """A cell as the contract starts it (seeded) or as its resume state left it, with its optimizer."""
+    model, dropout_rng, noise_rng, history = seeded(config, device, resume)
+    optimizer = optim.spec(config.optim).per_cell(model.parameters(), config.lr, config.momentum)
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+    return Cell(config, model, optimizer, dropout_rng, noise_rng, history)
 
 
 def data_generator(config: TrainConfig, resume: dict[str, Any] | None) -> torch.Generator:

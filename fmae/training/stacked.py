@@ -11,7 +11,7 @@ fixed number of operations, whatever C is: what a GPU, bound by launches at thes
 Exact. On the CPU a cell in a stack equals the cell trained alone (fmae.training.cells) bit for
 bit: the batched matmuls are the per-cell engine's matmuls batch by batch; each row's loss is its
 own `torch.dot` (the per-cell loss's reduction); each optimizer steps its rows with torch's update
-arithmetic (fmae.optim.STACKED: per-row hyper-parameters as tensors holding the float32 scalars
+arithmetic (its fmae.optim spec's `stacked` rule: per-row hyper-parameters as tensors holding the float32 scalars
 torch's kernels use); the epoch's train loss is accumulated as the per-cell engine does; the test
 loss is one batched forward with each row's `mse_loss` sum, as fmae.evaluation.evaluate sums it.
 Per cell, as fmae.training.contract requires: its own minibatch order (its data generator's
@@ -28,9 +28,10 @@ difference and each row's view of them are static buffers), no host sync; per ep
 the minibatch orders to the device, one of Adam's per-step scalars, and one copy of every cell's
 losses to the host. A cell's resume state is a snapshot of the stack's rows kept on the device
 (`Snapshot`): it reaches the host only when it is saved. Cells that finish, stop early or diverge
-leave the stack at the end of their epoch (their rows are dropped, their Autoencoder and optimizer
-filled from them); the others go on. `seconds` of an epoch: the stack's training time shared
-equally among its cells, plus its batched evaluation shared alike.
+leave the stack at the end of their epoch (their rows are dropped, their Autoencoder filled from
+them); the others go on. A cell in a stack has no optimizer of its own: its rows' rule steps it.
+`seconds` of an epoch: the stack's training time shared equally among its cells, plus its batched
+evaluation shared alike.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,10 +49,10 @@ from fmae import optim
 from fmae.config import TrainConfig
 from fmae.data import FashionMNIST
 from fmae.evaluation import EVAL_CHUNK, autocast, to_float
-from fmae.model import SeededDropout, dropout_bits
+from fmae.model import Autoencoder, SeededDropout, dropout_bits
 from fmae.noise import add_noise
 from fmae.status import Status
-from fmae.training.cells import Cell, OnEpoch, data_generator, new_cell
+from fmae.training.cells import OnEpoch, data_generator, seeded
 from fmae.training.contract import (
     EpochMetrics,
     Snapshot,
@@ -125,25 +127,27 @@ class _Buffers:
 class _Stack:
     """The running cells of one stack: their parameters, gradients and optimizer state as rows."""
 
-    def __init__(self, members: list[tuple[int, Cell, torch.Generator]], device: torch.device) -> None:
+    def __init__(self, members: list[tuple[int, _StackedCell, torch.Generator]], device: torch.device) -> None:
         members = sorted(members, key=lambda m: m[1].config.optim)  # rows of one optimizer together
         first = members[0][1]
         self.device, self.model, self.precision = device, first.config.model, first.config.precision
         self.layout = Layout([p.shape for p in first.model.parameters()])
         like = next(first.model.parameters())
         self.params = self.layout.flatten([list(c.model.parameters()) for _, c, _ in members], like)
+        by_optimizer: dict[str, list[_StackedCell]] = {}
+        for _, cell, _ in members:
+            by_optimizer.setdefault(cell.config.optim, []).append(cell)
         self.optimizers: list[tuple[Any, int, int]] = []
         start = 0
-        for name in sorted({c.config.optim for _, c, _ in members}):
-            rows = [(cell, list(cell.model.parameters())) for _, cell, _ in members if cell.config.optim == name]
-            end = start + len(rows)
-            rule = optim.STACKED[name]
-            keys = {k for cell, _ in rows for k in rule.state_keys(cell.config.momentum) if k != "step"}
-            state = {key: self.layout.flatten([[cell.optimizer.state.get(p, {}).get(key, torch.zeros_like(p))
-                                                for p in ps] for cell, ps in rows], like) for key in keys}
-            steps = [_steps(cell, ps) for cell, ps in rows]
-            self.optimizers.append((rule([c.config.lr for c, _ in rows], [c.config.momentum for c, _ in rows],
-                                         state, steps, self.params[start:end]), start, end))
+        for name, rows in sorted(by_optimizer.items()):
+            spec, end = optim.spec(name), start + len(rows)
+            keys = {k for cell in rows for k in spec.state_keys(cell.config.momentum) if k != "step"}
+            state = {key: self.layout.flatten([[cell.saved.get(i, {}).get(key, torch.zeros_like(p))
+                                                for i, p in enumerate(cell.model.parameters())] for cell in rows],
+                                              like) for key in keys}
+            steps = [spec.steps_taken(cell.saved) for cell in rows]
+            self.optimizers.append((spec.stacked([c.config.lr for c in rows], [c.config.momentum for c in rows],
+                                                 state, steps, self.params[start:end]), start, end))
             start = end
         self.members = members
         self._compose()
@@ -318,14 +322,11 @@ class _Stack:
 
     @torch.no_grad()
     def to_cells(self, rows: Sequence[int]) -> None:
-        """Fill these rows' cells' own Autoencoder and optimizer (when they leave the stack)."""
-        now = _Rows(self.layout, self.params, [(rule, a, b, rule.snapshot(), list(rule.steps))
-                                               for rule, a, b in self.optimizers])
+        """Fill these rows' cells' own Autoencoder (when they leave the stack)."""
+        now = _Rows(self.layout, self.params, [])
         for k in rows:
             cell = self.members[k][1]
-            state = now.cell_state(k, cell)
-            cell.model.load_state_dict(state["model"])
-            cell.optimizer.load_state_dict(state["optimizer"])
+            cell.model.load_state_dict(now.model_state(k, cell))
 
 
 class _Rows:
@@ -335,32 +336,47 @@ class _Rows:
     def __init__(self, layout: Layout, params: torch.Tensor, groups: list[tuple[Any, int, int, dict, list[int]]]):
         self.layout, self.params, self.groups = layout, params, groups
 
-    def cell_state(self, k: int, cell: Cell) -> dict[str, Any]:
-        """Row k as the contract's "model" and "optimizer" (torch's layout), on the CPU."""
+    def model_state(self, k: int, cell: _StackedCell) -> dict[str, torch.Tensor]:
+        """Row k as the contract's "model" (the Autoencoder's state_dict), on the CPU."""
         names = list(cell.model.state_dict().keys())
-        model = {name: _compact_cpu(t) for name, t in zip(names, self.layout.split(self.params[k]))}
+        return {name: _compact_cpu(t) for name, t in zip(names, self.layout.split(self.params[k]))}
+
+    def cell_state(self, k: int, cell: _StackedCell) -> dict[str, Any]:
+        """Row k as the contract's "model" and "optimizer" (torch's layout), on the CPU."""
+        model = self.model_state(k, cell)
+        names = list(model)
         ((rule, a, states, steps),) = [(r, a, st, sp) for r, a, b, st, sp in self.groups if a <= k < b]
         per_param: dict[int, dict[str, torch.Tensor]] = {i: {} for i in range(len(names))}
         for key, value in rule.cell_state(states, k - a, steps[k - a], cell.config.momentum).items():
             parts = self.layout.split(value) if value.dim() else [value] * len(names)
             for i, part in enumerate(parts):
                 per_param[i][key] = _compact_cpu(part)
-        group = {key: v for key, v in cell.optimizer.param_groups[0].items() if key != "params"}
         return {"model": model,
                 "optimizer": {"state": {i: st for i, st in per_param.items() if st},
-                              "param_groups": [{**group, "params": list(range(len(names)))}]}}
+                              "param_groups": [{**cell.group, "params": list(range(len(names)))}]}}
 
 
-def _steps(cell: Cell, params: list[torch.Tensor]) -> int:
-    """The optimizer steps a cell has taken (its resume state's Adam step; SGD counts none)."""
-    saved = cell.optimizer.state.get(params[0], {}).get("step")
-    return int(saved) if saved is not None else 0
+@dataclass
+class _StackedCell:
+    """A cell trained in a stack: the contract's seeded model and generators, no optimizer of its own
+    (its rows' rule steps it); its resume state comes from the stack's snapshot of its epoch."""
 
-
-class _StackedCell(Cell):
-    """A cell trained in a stack: its resume state comes from the stack's snapshot of its epoch."""
-
+    config: TrainConfig
+    model: Autoencoder
+    dropout_rng: torch.Generator
+    noise_rng: torch.Generator
+    history: list[EpochMetrics]
+    group: dict[str, Any]  # its optimizer's param group, as its resume states carry it
+    saved: dict[int, dict[str, Any]]  # the optimizer state it resumes from, by parameter ({}: a fresh start)
+    status: Status = Status.RUNNING
     latest: Snapshot | None = None
+
+    @classmethod
+    def start(cls, config: TrainConfig, device: torch.device, resume: dict[str, Any] | None) -> _StackedCell:
+        model, dropout_rng, noise_rng, history = seeded(config, device, resume)
+        spec, saved = optim.spec(config.optim), None if resume is None else resume["optimizer"]
+        group = spec.resumed_group(config.lr, config.momentum, saved, len(list(model.parameters())))
+        return cls(config, model, dropout_rng, noise_rng, history, group, optim.state_by_position(saved))
 
     def snapshot(self, data_rng: torch.Generator) -> Snapshot:
         return self.latest
@@ -422,9 +438,9 @@ def train_stacked(
     """Train the configs as stacks (one per `stack_key`, one stack after another); any optimizers,
     seeds, learning rates, momenta, noises and start epochs. Results in the order of `configs`."""
     resume = list(resume) if resume is not None else [None] * len(configs)
-    cells = [_StackedCell(**vars(new_cell(c, device, r))) for c, r in zip(configs, resume)]
+    cells = [_StackedCell.start(c, device, r) for c, r in zip(configs, resume)]
     data_rngs = [data_generator(c, r) for c, r in zip(configs, resume)]
-    stacks: dict[tuple[Any, ...], list[tuple[int, Cell, torch.Generator]]] = {}
+    stacks: dict[tuple[Any, ...], list[tuple[int, _StackedCell, torch.Generator]]] = {}
     for index, (cell, data_rng) in enumerate(zip(cells, data_rngs)):
         if cell.history:  # a resumed run may be finished already, or may go on to more epochs
             cell.status = stop_reason(cell.config, cell.history) or Status.RUNNING
