@@ -126,10 +126,10 @@ def test_case8_a_request_the_cluster_can_never_meet_is_refused_before_submission
 
 
 def _legit_run(tmp_path: Path, optim: str = "adam") -> runs.RunDir:
-    from fmae import engine
+    from fmae.training import cells
 
     config = TrainConfig(model=ModelConfig(hidden=8), optim=optim, momentum=0.9 if optim == "sgd" else 0.0)
-    cell = engine.new_cell(config, torch.device("cpu"))
+    cell = cells.new_cell(config, torch.device("cpu"))
     x = torch.rand(4, 784)
     ((cell.model(x) - x) ** 2).mean().backward()
     cell.optimizer.step()
@@ -252,8 +252,8 @@ def test_case10_examples_are_bounded_by_what_a_figure_can_hold(fake_dataset, tmp
                  lambda: plots.denoise_grid(rows, rows, {"a": rows}, sigma=0.5, noise="gaussian")):
         with pytest.raises(Stop):
             draw()
-    assert all(max(w, h) * 120 < 2**16 for w, h in sizes), sizes
-    assert "dpi=120" in Path(plots.__file__).read_text()
+    assert all(max(w, h) * plots.DPI < 2**16 for w, h in sizes), sizes
+    assert all(max(w, h) * plots.dpi_for(w, h) <= plots.MAX_PIXELS + 1e-6 for w, h in sizes), sizes  # as saved
 
 
 # ---------------------------------------------------------------- case 13: every integer flag bounded
