@@ -169,3 +169,24 @@ def test_help_examples_name_paths_the_readme_creates():
     assert "fmae sweep --optim sgd --lr 0.1 0.01 0.001 --hidden 64 128 256 512 --run-dir runs/sgd\n" in readme
     bare = [line for line in readme.splitlines() if "--ckpt best.pt" in line]
     assert bare and all(line.startswith("(cd runs/sgd && fmae denoise --ckpt best.pt") for line in bare)
+
+
+def test_the_command_list_is_whole_at_80_columns():
+    """`fmae --help` lists each command's one line whole on an 80-column terminal (click cut them with ...)."""
+    import os
+
+    from tests.helpers import cli
+
+    old = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "80"
+    try:
+        done = cli("--help")
+    finally:
+        if old is None:
+            os.environ.pop("COLUMNS")
+        else:
+            os.environ["COLUMNS"] = old
+    assert done.exit_code == 0
+    commands = done.stdout.split("Commands:")[1].strip().splitlines()
+    assert [line.split()[0] for line in commands] == ["train", "sweep", "eval", "denoise", "plot", "export"]
+    assert all("..." not in line and len(line) <= 80 for line in commands), commands

@@ -48,17 +48,28 @@ def _root(
     """Train, sweep, evaluate and apply feed-forward autoencoders on Fashion-MNIST."""
 
 
+SHORT = {
+    "train": "Train one autoencoder into a run directory.",
+    "sweep": "Train a grid: optimizers x rates x sizes x seeds.",
+    "eval": "Measure checkpoints: MSE, PSNR, SSIM, per class.",
+    "denoise": "Compare checkpoints as filters of noise.",
+    "plot": "Draw curves, reconstructions, heatmaps, seeds.",
+    "export": "Send runs to TensorBoard, MLflow or safetensors.",
+}
+
+
 def _register() -> None:
     """The commands, in the order --help lists them."""
     from fmae.cli import export, inspection, training
     from fmae.cli.options import SWEEP_LISTS
 
-    app.command(cls=multi_value("--fail-on"))(training.train)
-    app.command(cls=multi_value(*SWEEP_LISTS))(training.sweep)
-    app.command("eval", cls=multi_value("--ckpt"))(inspection.eval_)
-    app.command(cls=multi_value("--ckpt", "--sigma", "--index"))(inspection.denoise)
-    app.command(cls=multi_value("--kind"))(inspection.plot)
-    app.command()(export.export)
+    # short_help: the one line `fmae --help` lists, whole at 80 columns (click cuts a docstring's to fit)
+    app.command(cls=multi_value("--fail-on"), short_help=SHORT["train"])(training.train)
+    app.command(cls=multi_value(*SWEEP_LISTS), short_help=SHORT["sweep"])(training.sweep)
+    app.command("eval", cls=multi_value("--ckpt"), short_help=SHORT["eval"])(inspection.eval_)
+    app.command(cls=multi_value("--ckpt", "--sigma", "--index"), short_help=SHORT["denoise"])(inspection.denoise)
+    app.command(cls=multi_value("--kind"), short_help=SHORT["plot"])(inspection.plot)
+    app.command(short_help=SHORT["export"])(export.export)
 
 
 _register()
