@@ -17,11 +17,12 @@ from fmae.progress import Progress
 def run_denoise(config: DenoiseConfig, progress: Progress) -> dict[str, Any]:
     """The metrics before and after each checkpoint at each sigma, and the figures written (`fmae
     denoise --json`); with `config.input`, what `_denoise_input` returns."""
-    from fmae import data, denoising, engine, runs
+    from fmae import data, denoising, runs
     from fmae.checkpoints import load_models
+    from fmae.device import resolve_device
     from fmae.figures import choice as figure_choice
 
-    torch_device = engine.resolve_device(config.device)
+    torch_device = resolve_device(config.device)
     if config.input is not None:
         return _denoise_input(config, torch_device)
     models = load_models(list(config.ckpts), torch_device)

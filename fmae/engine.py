@@ -1,6 +1,6 @@
 """Training: configs and data in, trained models and their per-epoch metrics out.
 
-This room owns the device a command runs on and the choice of trainer; the training wing
+This room owns the choice of trainer (the device is fmae.device's); the training wing
 (fmae.training) owns the rest: its contract (fmae.training.contract: resume state, derived seeds,
 stop rule, statuses, loss, collapse check) and its two implementations, the per-cell loop
 (fmae.training.cells) and the stacked trainer (fmae.training.stacked). `resolve_engine` is the one
@@ -15,31 +15,11 @@ from typing import Any
 
 import torch
 
-from fmae.config import TrainConfig, check_device, check_engine
+from fmae.config import TrainConfig, check_engine
 from fmae.data import FashionMNIST
-from fmae.errors import DeviceError
-from fmae.training.cells import Cell, OnEpoch, new_cell, train_cells
-from fmae.training.contract import EpochMetrics, TrainResult, derive_seed, mse, training_loss
-from fmae.training.stacked import stack_key, train_stacked
-
-__all__ = ["Cell", "EpochMetrics", "TrainResult", "derive_seed", "mse", "new_cell", "resolve_device",
-           "resolve_engine", "set_threads", "stack_key", "train", "train_many", "training_loss"]
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """The torch device a command runs on: `name` checked (ConfigError), then found (DeviceError)."""
-    check_device(name)
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("--device cuda: no CUDA device is available here", "use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DeviceError("--device mps: no Apple MPS device is available here", "use --device cpu or auto")
-    return torch.device(name)
+from fmae.training.cells import Cell, OnEpoch, train_cells
+from fmae.training.contract import EpochMetrics, TrainResult
+from fmae.training.stacked import train_stacked
 
 
 def resolve_engine(name: str, device: Any) -> str:
@@ -49,12 +29,6 @@ def resolve_engine(name: str, device: Any) -> str:
     if name != "auto":
         return name
     return "stacked" if getattr(device, "type", str(device)) in ("cuda", "mps") else "cells"
-
-
-def set_threads(threads: int | None) -> None:
-    """torch's intra-op threads for this process (None: leave torch's default, all cores)."""
-    if threads is not None and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
 
 
 def train_many(

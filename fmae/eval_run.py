@@ -15,10 +15,11 @@ from fmae.settings import EvalSettings
 
 def run_eval(settings: EvalSettings, progress: Progress) -> dict[str, Any]:
     """MSE, PSNR, SSIM and MSE per class of every checkpoint, side by side (`fmae eval --json`)."""
-    from fmae import data, engine, evaluation, runs
+    from fmae import data, evaluation, runs
     from fmae.checkpoints import load_models
+    from fmae.device import resolve_device
 
-    torch_device = engine.resolve_device(settings.device)
+    torch_device = resolve_device(settings.device)
     models = load_models(list(settings.ckpts), torch_device)
     with progress:
         needed = ("test",) if settings.split == "test" and settings.baseline is None else ("train", "test")

@@ -309,7 +309,7 @@ def write_resolved_config(directory: Path, text: str | None) -> None:
 
 def history_of(state: dict[str, Any]) -> list[Any]:
     """The per-epoch metrics a resume state carries, as the engine's EpochMetrics."""
-    from fmae.engine import EpochMetrics
+    from fmae.training.contract import EpochMetrics
 
     return [EpochMetrics(int(e), float(a), float(b), float(s)) for e, a, b, s in state["history"]]
 

@@ -44,6 +44,7 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
     from fmae import data, executors, runs, saving
     from fmae import engine as engines
     from fmae.config import check_checkpoint_every, check_engine, check_threads
+    from fmae.device import resolve_device, set_threads
     from fmae.errors import out_of_memory
     from fmae.interrupts import interrupted
     from fmae.locks import lock_run_dir
@@ -51,9 +52,9 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
 
     config = settings.config
     run = runs.RunDir(settings.run_dir or Path("runs") / runs.cell_name(config))
-    torch_device = engines.resolve_device(settings.device)
+    torch_device = resolve_device(settings.device)
     trainer = engines.resolve_engine(check_engine(settings.engine), torch_device)
-    engines.set_threads(check_threads(settings.threads, executors.cores()))
+    set_threads(check_threads(settings.threads, executors.cores()))
     every = check_checkpoint_every(settings.checkpoint_every)
     require(settings.trackers)  # a missing package: one error, before anything is written
     started = time.perf_counter()

@@ -9,6 +9,7 @@ import torch
 
 from fmae import engine, evaluation
 from fmae.config import ModelConfig, TrainConfig
+from fmae.device import resolve_device
 
 CPU = torch.device("cpu")
 
@@ -62,13 +63,13 @@ def test_bf16_runs_close_to_fp32(small_real):
 
 
 def test_device_resolution():
-    assert engine.resolve_device("cpu") == CPU
-    assert engine.resolve_device("auto").type in ("cpu", "cuda", "mps")
+    assert resolve_device("cpu") == CPU
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
     if not torch.cuda.is_available():
         from fmae.errors import DeviceError
 
         with pytest.raises(DeviceError, match="no CUDA device"):
-            engine.resolve_device("cuda")
+            resolve_device("cuda")
 
 
 @pytest.mark.dataset

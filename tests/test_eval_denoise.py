@@ -157,3 +157,34 @@ def test_denoising_autoencoder_trains_and_resumes(fake_dataset, tmp_path):
     assert metrics_losses(full / "metrics.csv") == metrics_losses(part / "metrics.csv")
     cfg = json.loads((full / "config.json").read_text())["config"]
     assert cfg["noise"] == {"kind": "image-gaussian", "sigma": 0.5}
+
+
+LOADED_BY = """
+import json, runpy, sys
+from fmae import data
+data.CHECKSUMS = json.loads(sys.argv[1])
+sys.argv = ["fmae", *sys.argv[2:]]
+try:
+    runpy.run_module("fmae", run_name="__main__")
+except SystemExit as exit:
+    assert not exit.code, exit.code
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("fmae"))))
+"""
+
+
+@pytest.mark.parametrize("command", [["eval", "--json"], ["denoise", "--json"], ["plot", "--kind", "recon"]])
+def test_eval_denoise_and_plot_load_no_training_code(ckpts, tmp_path, command):
+    """They need a device (fmae.device), checkpoints and data: no trainer, no engine, no optimizer."""
+    import subprocess
+    import sys
+
+    from fmae import data
+
+    args = [*command, "--ckpt", *map(str, ckpts)] if command[0] != "plot" else \
+        [command[0], str(ckpts[0].parent), *command[1:], "--out", str(tmp_path)]
+    out = subprocess.run([sys.executable, "-c", LOADED_BY, json.dumps(data.CHECKSUMS), *args],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    loaded = json.loads(out.stdout.splitlines()[-1])
+    assert "fmae.device" in loaded and "fmae.checkpoints" in loaded
+    assert not [m for m in loaded if m.startswith("fmae.training") or m in ("fmae.engine", "fmae.optim")], loaded

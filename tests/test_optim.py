@@ -93,6 +93,7 @@ def test_a_state_for_other_parameters_is_refused():
 DYNAMO_PROBE = """
 import sys, torch
 from fmae import engine
+from fmae.training import cells
 from fmae.config import ModelConfig, TrainConfig
 from fmae.data import FashionMNIST
 g = torch.Generator().manual_seed(0)
@@ -101,7 +102,7 @@ data = FashionMNIST(x, y, x[:100], y[:100], "synthetic", {})
 for optim in ("sgd", "adam"):
     config = TrainConfig(model=ModelConfig(hidden=8), optim=optim, epochs=2, batch_size=100, momentum=0.0)
     result = engine.train(config, data, torch.device("cpu"))
-    result_state = engine.new_cell(config, torch.device("cpu")).optimizer.state_dict()
+    result_state = cells.new_cell(config, torch.device("cpu")).optimizer.state_dict()
 if STOCK:
     torch.optim.Adam(result.model.parameters())
 print("DYNAMO" if "torch._dynamo" in sys.modules else "NO-DYNAMO")

@@ -7,7 +7,7 @@ import pytest
 from rich.console import Console
 
 from fmae.cli import ui
-from fmae.engine import EpochMetrics
+from fmae.training.contract import EpochMetrics
 
 
 def test_emit_prints_the_document_as_json_and_never_renders(capsys):

@@ -19,6 +19,7 @@ from fmae.errors import ConfigError
 from fmae.model import SeededDropout, dropout_bits, dropout_mask
 from fmae.sweeps.directory import CellPlan
 from fmae.sweeps.run import groups
+from fmae.training.stacked import stack_key
 from tests.helpers import assert_same_histories, cli, close, metrics_losses, same_nest, states_at, tiny, tiny_config
 
 CPU = torch.device("cpu")
@@ -36,7 +37,7 @@ GRIDS = {
 def test_stacked_equals_per_cell_after_3_epochs(tiny_data, name):
     """One stack of mixed seeds, learning rates and momenta: each cell's numbers are its own."""
     configs = GRIDS[name]
-    assert len({engine.stack_key(c) for c in configs}) == 1  # one stack
+    assert len({stack_key(c) for c in configs}) == 1  # one stack
     stacked = engine.train_many(configs, tiny_data, CPU, engine="stacked")
     finals = set()
     for config, result in zip(configs, stacked):

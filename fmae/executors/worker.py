@@ -58,8 +58,9 @@ def run_task(task: Task, dataset: Any, on_state: Callable[[int, dict[str, Any]],
 
     from fmae import engine
     from fmae.config import TrainConfig
+    from fmae.device import set_threads
 
-    engine.set_threads(task.threads)
+    set_threads(task.threads)
     configs = [TrainConfig.from_dict(c) for c in task.configs]
     states: list[list[bytes]] = [[] for _ in configs]
 

@@ -41,10 +41,11 @@ def run_plot(settings: PlotSettings, progress: Progress) -> dict[str, Any]:
 def _reconstructions(settings: PlotSettings, loaded: Mapping[str, Any],
                      progress: Progress) -> tuple[Any, dict[str, Any]]:
     """The recon figure's test images (a seeded choice) and each chosen model's reconstruction of them."""
-    from fmae import data, engine, evaluation
+    from fmae import data, evaluation
+    from fmae.device import resolve_device
     from fmae.figures import choice as figure_choice
 
-    torch_device = engine.resolve_device(settings.device)
+    torch_device = resolve_device(settings.device)
     dataset = data.find_and_load(settings.data_dir, download=settings.download, device=torch_device,
                                  splits=("test",), on_found=progress.message)
     pick = figure_choice.example_indices(dataset.test_images.shape[0], settings.examples, settings.seed)

@@ -153,13 +153,13 @@ def plan_sweep(settings: SweepSettings, progress: Any) -> dict[str, Any]:
     and the time estimate. Reads the sweep directory (checked as a run would check it); writes
     nothing there."""
     from fmae import engine, executors
+    from fmae.device import resolve_device
     from fmae.sweeps.directory import SweepDir
 
     where = SweepDir(settings.path)
     merged: SweepConfig = where.open(settings.grid, overwrite=settings.overwrite)
     options = settings.executor
-    device = engine.resolve_device("cpu" if options.executor == "ray" and not options.gpus_per_cell
-                                   else settings.device)
+    device = resolve_device("cpu" if options.executor == "ray" and not options.gpus_per_cell else settings.device)
     import torch
 
     threads = options.worker_threads(executors.cores()) or torch.get_num_threads()
@@ -180,11 +180,12 @@ def plan_sweep(settings: SweepSettings, progress: Any) -> dict[str, Any]:
 def plan_train(settings: TrainSettings, progress: Any) -> dict[str, Any]:
     """`fmae train --dry-run`: the run (new, finished, to resume), where and how, and the estimate."""
     from fmae import engine, executors
+    from fmae.device import resolve_device
 
     config = settings.config
     run = runs.RunDir(settings.run_dir or Path("runs") / runs.cell_name(config))
     runs.check_text_path(run.path)
-    device = engine.resolve_device(settings.device)
+    device = resolve_device(settings.device)
     threads = settings.threads or executors.cores()
     if settings.resume and run.exists:
         config = run.resumed_config(config, settings.explicit)

@@ -131,7 +131,7 @@ def _how(options: ExecutorConfig, threads: int) -> str:
 def groups(plans: Sequence[CellPlan], *, lockstep: bool = True, stacked: bool = False) -> list[list[CellPlan]]:
     """Cells to train together, each group one task.
 
-    Stacked (the stacked engine): a stack, cells of one fmae.engine.stack_key (hidden size, batch
+    Stacked (the stacked engine): a stack, cells of one fmae.training.stacked.stack_key (hidden size, batch
     size, dropout, activation, precision, optimizer) at the same epoch, whatever their seeds.
     Lockstep (the per-cell engine on an accelerator): same seed and batch size (so the same
     minibatches), same epoch reached. Otherwise every cell is its own group: on a 2-core CPU,
@@ -139,7 +139,7 @@ def groups(plans: Sequence[CellPlan], *, lockstep: bool = True, stacked: bool = 
     between minibatches) and the shared batch conversion is too cheap to pay for that; on a GPU,
     where one model cannot fill the device, training cells together is what pays.
     """
-    from fmae.engine import stack_key
+    from fmae.training.stacked import stack_key
 
     out: dict[tuple[Any, ...], list[CellPlan]] = {}
     for i, p in enumerate(plans):
@@ -153,10 +153,10 @@ def groups(plans: Sequence[CellPlan], *, lockstep: bool = True, stacked: bool = 
 def cell_device(options: ExecutorConfig, device: str) -> Any:
     """Where the cells train. On Ray (checked to be installed, before any data is read), the
     workers' device, which the driver need not have: cuda when --gpus-per-cell > 0, else cpu."""
-    from fmae import engine
+    from fmae.device import resolve_device
 
     if options.executor != "ray":
-        return engine.resolve_device(device)
+        return resolve_device(device)
     check_device(device)
     from fmae.executors.ray_cluster import import_ray
 
@@ -203,7 +203,7 @@ def run(plans: Sequence[CellPlan], session: Any, saver: Any, env: dict[str, Any]
     once per sweep), every epoch to the driver's writer `saver` (fmae.saving).
 
     With the stacked engine (`options.engine`; auto: on cuda and mps) a task is a stack of cells
-    (fmae.engine.stack_key). With the per-cell engine, on a CPU every cell is a task of its own; on
+    (fmae.training.stacked.stack_key). With the per-cell engine, on a CPU every cell is a task of its own; on
     an accelerator same-seed cells train together (a task is a group). With Ray and
     --gpus-per-cell, each task asks for that many GPUs and the groups are cut so that there are as
     many tasks as the cluster runs at once. With `stop_at`, cells train up to that epoch and those
