@@ -320,10 +320,13 @@ def test_export_mlflow_of_a_sweep_twice_gives_the_same_runs_without_duplicates(f
     assert not (tmp_path / "sw" / "trackers.json").exists()  # made before (or without) the flags
     first = cli("export", "mlflow", "sw", "--to", "sqlite:///m.db", "--json")
     assert first.exit_code == 0, first.output
-    assert json.loads(first.stdout)["exported"] == [{"path": "sw", "kind": "sweep", "runs": 4, "epochs": 12}]
+    # 4 cells x 3 epochs x (train_loss, test_loss, epoch_seconds), and each cell's final_test_loss
+    assert json.loads(first.stdout)["exported"] == [{"path": "sw", "kind": "sweep", "runs": 4, "epochs": 12,
+                                                     "new_values": 40}]
     once = check_sweep_in_mlflow("sqlite:///m.db", request.node.name, tmp_path / "sw")
-    again = cli("export", "mlflow", "sw", "--to", "sqlite:///m.db")
+    again = cli("export", "mlflow", "sw", "--to", "sqlite:///m.db", "--json")
     assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["exported"][0]["new_values"] == 0  # the second export says it sent nothing
     twice = check_sweep_in_mlflow("sqlite:///m.db", request.node.name, tmp_path / "sw")
     assert {n: r["id"] for n, r in twice.items()} == {n: r["id"] for n, r in once.items()}
     assert twice["parent"]["steps"] == once["parent"]["steps"]  # the sweep's metrics not logged again either
@@ -336,6 +339,7 @@ def test_export_tensorboard_twice_writes_nothing_the_second_time(fake_dataset, t
     files = {p: p.stat().st_size for p in (tmp_path / "tb").rglob("*")}
     out = cli("export", "tensorboard", "sw", "--to", "tb")
     assert out.exit_code == 0, out.output
+    assert "none: all there" in out.stdout  # the table says nothing new was sent
     assert {p: p.stat().st_size for p in (tmp_path / "tb").rglob("*")} == files
     check_sweep_in_tensorboard(tmp_path / "tb", tmp_path / "sw")
 

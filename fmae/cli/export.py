@@ -47,5 +47,6 @@ def _print_export(doc: dict[str, Any]) -> None:
                     [[r["path"], r["to"], "unchanged" if r["unchanged"] else ", ".join(r["files"])]
                      for r in doc["exported"]])
         return
-    print_table(f"fmae export {doc['tracker']} -> {doc['to']}", ["path", "kind", "runs", "epochs"],
-                [[r["path"], r["kind"], r["runs"], r["epochs"]] for r in doc["exported"]])
+    print_table(f"fmae export {doc['tracker']} -> {doc['to']}", ["path", "kind", "runs", "epochs", "new values"],
+                [[r["path"], r["kind"], r["runs"], r["epochs"], r["new_values"] or "none: all there"]
+                 for r in doc["exported"]])

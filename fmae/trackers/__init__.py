@@ -47,6 +47,7 @@ class Backend(Protocol):
     """One tracker (fmae.trackers.tensorboard, fmae.trackers.mlflow). Every method is idempotent."""
 
     name: str
+    sent: int  # the metric values it logged that the tracker did not hold already
 
     def begin_sweep(self, sweep: Target, grid: dict[str, list[Any]]) -> None: ...
 
@@ -238,6 +239,11 @@ class Trackers:
         target, values = found
         pts = points(history)
         self._each(lambda b: b.log_run(target, values, pts, summary, self._sweep, running))
+
+    @property
+    def sent(self) -> int:
+        """The metric values logged so far that the trackers did not hold already (all backends)."""
+        return sum(b.sent for b in self._backends)
 
     def end_sweep(self, doc: dict[str, Any]) -> None:
         """A sweep's results (fmae.sweeps.results.document): the best cell and the seed groups' statistics."""

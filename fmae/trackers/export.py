@@ -58,6 +58,7 @@ def run_export(paths: Sequence[Path], config: TrackerConfig, progress: Progress)
     rows = []
     with progress, open_trackers(config, progress.message, live=False) as trackers:
         for path in paths:
+            before = trackers.sent
             kind, records = runs.read_source(path)
             with lock_run_dir(Path(path)):
                 if kind == "sweep":
@@ -74,7 +75,7 @@ def run_export(paths: Sequence[Path], config: TrackerConfig, progress: Progress)
                 raise TrackerError(f"export of {path} failed ({trackers.failures[0]})",
                                    "the directories before it were exported; run the same command again")
             rows.append({"path": str(path), "kind": kind, "runs": len(records),
-                         "epochs": sum(len(r.metrics) for r in records)})
+                         "epochs": sum(len(r.metrics) for r in records), "new_values": trackers.sent - before})
     tracker = "tensorboard" if config.tensorboard is not None else "mlflow"
     return {"schema_version": runs.SCHEMA_VERSION, "tracker": tracker,
             "to": str(config.tensorboard) if config.tensorboard is not None else config.mlflow, "exported": rows}

@@ -233,6 +233,7 @@ class Mlflow:
 
         self._Metric, self._Param, self._Tag = Metric, Param, RunTag
         self.uri, self.artifacts, self.live = uri, artifacts, live
+        self.sent = 0
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
         check_half_made(uri)
         create_sqlite_store(uri)
@@ -331,6 +332,7 @@ class Mlflow:
                 metrics.append(self._Metric("final_test_loss", final, now, epochs))
             tags.append(self._Tag("fmae.status", str(summary.get("status"))))
         self._log(run, metrics, new_params, tags)
+        self.sent += len(metrics)
         if summary is not None:
             self._upload(run, target.path / "model.pt")
             self._status(run, TERMINAL.get(str(summary.get("status")), "FINISHED"))

@@ -58,6 +58,7 @@ class TensorBoard:
                                "choose a writable directory") from None
         self._logs: dict[Path, _Log] = {}
         self._warn, self._warned = on_warning, False
+        self.sent = 0
 
     # ------------------------------------------------------------ files
 
@@ -140,10 +141,12 @@ class TensorBoard:
             new = [self._summary.Summary.Value(tag=k, simple_value=v) for k, v in point.metrics().items()
                    if point.epoch not in log.steps.get(k, ())]
             self._write(log, point.epoch, new)
+            self.sent += len(new)
         if summary is not None:
             final, epochs = summary.get("final_test_loss"), int(summary.get("epochs_run") or 0)
             if finite(final) and epochs not in log.steps.get("final_test_loss", ()):
                 self._write(log, epochs, [self._summary.Summary.Value(tag="final_test_loss", simple_value=final)])
+                self.sent += 1
             status = self._api.Status.Value(STATUS.get(summary.get("status", ""), "STATUS_UNKNOWN"))
             if status not in log.ended:
                 end = self._plugin.SessionEndInfo(status=status, end_time_secs=time.time())
