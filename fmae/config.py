@@ -10,7 +10,6 @@ from typing import Any
 
 from fmae.checks import choice, finite, int_at_least, int_at_most
 from fmae.errors import ConfigError
-from fmae.status import FAIL_ON  # noqa: F401 - a vocabulary the configs accept, with the others
 
 INPUT_DIM = 784
 OPTIMIZERS = ("adam", "sgd")
@@ -202,7 +201,7 @@ class SharedSettings:
         return cls(dropout=dropout, activation=activation, noise=NoiseConfig.training(noise, noise_sigma), **training)
 
     def to_dict(self) -> dict[str, Any]:
-        """As sweep.json records it (and as it was when a TrainConfig carried it)."""
+        """As sweep.json records it: a nested "model" of dropout and activation, the rest flat."""
         return {"model": {"dropout": self.dropout, "activation": self.activation}, "momentum": self.momentum,
                 "epochs": self.epochs, "batch_size": self.batch_size, "precision": self.precision,
                 "patience": self.patience, "min_delta": self.min_delta,

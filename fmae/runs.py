@@ -23,7 +23,6 @@ from fmae.checkpoints import check_belongs, checkpoint, load_checkpoint, to_cpu
 from fmae.config import TrainConfig
 from fmae.errors import ConfigError, FmaeError, RunDirError
 from fmae.locks import LOCK_NAME
-from fmae.manifest import remove_stale_temporaries  # noqa: F401 - runs.remove_stale_temporaries, as before
 from fmae.status import LOST, WITH_MODEL, Status
 
 SCHEMA_VERSION = 1

@@ -1,7 +1,7 @@
 """The status vocabulary: how a training run or a sweep's cell stands or ended, written once.
 
 Status is a str enum: a status compares, hashes, formats and serialises (JSON, CSV) as its plain
-string, so files and output hold the same bytes as before it existed. Checkpoints store the plain
+string, so files and output hold a status's plain string. Checkpoints store the plain
 string (`str(status)`): torch's safe unpickler loads no enum. No other module spells a status.
 """
 

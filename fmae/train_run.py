@@ -41,7 +41,7 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
         from fmae.sweeps.dry_run import plan_train
 
         return plan_train(settings, progress)
-    from fmae import data, executors, runs, saving
+    from fmae import data, executors, manifest, runs, saving
     from fmae import engine as engines
     from fmae.config import check_checkpoint_every, check_engine, check_threads
     from fmae.device import resolve_device, set_threads
@@ -67,7 +67,7 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
         if settings.resume:
             config = run.resumed_config(config, settings.explicit)
         state = run.check(config, overwrite=settings.overwrite, resume=settings.resume)
-        runs.remove_stale_temporaries(run.path, runs.RUN_FILES)
+        manifest.remove_stale_temporaries(run.path, runs.RUN_FILES)
         dataset = data.find_and_load(settings.data_dir, download=settings.download, device=torch_device,
                                      on_found=progress.message)
         env = runs.environment(str(torch_device), dataset.source, dataset.sha256, engine=trainer)

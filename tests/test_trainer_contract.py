@@ -19,7 +19,8 @@ from fmae import engine, evaluation, runs
 from fmae.config import ModelConfig, NoiseConfig
 from fmae.model import SeededDropout
 from fmae.noise import add_noise
-from fmae.training.contract import RESUME_KEYS, RNG_STREAMS, STATUSES, EpochMetrics, derive_seed, stop_reason
+from fmae.seeds import derive_seed
+from fmae.training.contract import RESUME_KEYS, RNG_STREAMS, STATUSES, EpochMetrics, stop_reason
 from tests.helpers import assert_same_histories, cli, layout, states_at, tiny, tiny_config
 
 CPU = torch.device("cpu")

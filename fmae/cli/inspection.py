@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from fmae.cli.options import Ckpts, DataDir, Json, N, NoDownload, PlotKind, Quiet, RunDevice
+from fmae.cli.options import NOISE_DEFAULTS, Ckpts, DataDir, Json, NoDownload, PlotKind, Quiet, RunDevice
 from fmae.config import (
     BASELINES,
     FIGURE_FORMATS,
@@ -22,15 +22,16 @@ from fmae.config import (
 )
 from fmae.settings import EvalSettings, PlotSettings
 
-D, V, P = DenoiseConfig(), EvalSettings(), PlotSettings()  # the defaults, written once in fmae.config/settings
+# the defaults, written once in fmae.config/settings
+DENOISE_DEFAULTS, EVAL_DEFAULTS, PLOT_DEFAULTS = DenoiseConfig(), EvalSettings(), PlotSettings()
 
 
 def eval_(
     ckpt: Ckpts,
-    split: Annotated[Literal[SPLITS], typer.Option(help="Which split to evaluate on.")] = V.split,
+    split: Annotated[Literal[SPLITS], typer.Option(help="Which split to evaluate on.")] = EVAL_DEFAULTS.split,
     baseline: Annotated[Literal[BASELINES] | None, typer.Option(
         help="Also report PCA with k = h components fitted on the training set: the best linear autoencoder.",
-        show_default=False)] = V.baseline,
+        show_default=False)] = EVAL_DEFAULTS.baseline,
     device: RunDevice = "auto",
     data_dir: DataDir = None,
     no_download: NoDownload = False,
@@ -68,16 +69,16 @@ def denoise(
     ckpt: Ckpts,
     sigma: Annotated[list[float], typer.Option(
         metavar="FLOAT...",
-        help="Noise scales; several give a curve, e.g. --sigma 0.25 0.5 1.")] = [N.sigma],  # noqa: B006 - typer reads it
+        help="Noise scales; several give a curve, e.g. --sigma 0.25 0.5 1.")] = [NOISE_DEFAULTS.sigma],  # noqa: B006 - typer reads it
     noise: Annotated[Literal[NOISES], typer.Option(
         help="image-gaussian: the report's (each image's own mean and std); gaussian; salt-pepper; speckle.")
-    ] = N.kind,
-    seed: Annotated[int, typer.Option(help="Seed of the noise and of the example images.")] = D.seed,
+    ] = NOISE_DEFAULTS.kind,
+    seed: Annotated[int, typer.Option(help="Seed of the noise and of the example images.")] = DENOISE_DEFAULTS.seed,
     limit: Annotated[int | None, typer.Option(help="Use the first N test images [default: all].",
                                                  show_default=False)] = None,
     out: Annotated[Path | None, typer.Option(help="Save the Figure-4 grid (png, svg or pdf).",
                                                 show_default=False)] = None,
-    examples: Annotated[int, typer.Option(help="Rows of the --out figure.")] = D.examples,
+    examples: Annotated[int, typer.Option(help="Rows of the --out figure.")] = DENOISE_DEFAULTS.examples,
     index: Annotated[list[int] | None, typer.Option(
         metavar="INT...", help="Test images to show in --out instead of random ones.", show_default=False)] = None,
     curve: Annotated[Path | None, typer.Option(help="Save PSNR against sigma (png, svg or pdf).",
@@ -132,15 +133,15 @@ def _print_denoised_input(doc: dict[str, Any]) -> None:
 def plot(
     sources: Annotated[list[Path], typer.Argument(
         metavar="PATH...", help="Training run or sweep directories (read, never changed).", show_default=False)],
-    out: Annotated[Path, typer.Option(help="Directory for the figures (created if needed).")] = P.out,
+    out: Annotated[Path, typer.Option(help="Directory for the figures (created if needed).")] = PLOT_DEFAULTS.out,
     kind: Annotated[list[PlotKind], typer.Option(
         metavar=f"[{'|'.join(k.value for k in PlotKind)}]...",
         help=f"{', '.join(PLOT_KINDS)}, or all that the sources allow.")] = [PlotKind("all")],  # noqa: B006
-    fmt: Annotated[Literal[FIGURE_FORMATS], typer.Option("--format", help="Figure file format.")] = P.fmt,
+    fmt: Annotated[Literal[FIGURE_FORMATS], typer.Option("--format", help="Figure file format.")] = PLOT_DEFAULTS.fmt,
     train_loss: Annotated[bool, typer.Option("--train", help="curves: also draw train loss (dashed).")] = False,
     overlay: Annotated[bool, typer.Option("--overlay", help="curves: all sources on one axis.")] = False,
-    examples: Annotated[int, typer.Option(help="recon: test images shown.")] = P.examples,
-    seed: Annotated[int, typer.Option(help="recon: which test images (seeded choice).")] = P.seed,
+    examples: Annotated[int, typer.Option(help="recon: test images shown.")] = PLOT_DEFAULTS.examples,
+    seed: Annotated[int, typer.Option(help="recon: which test images (seeded choice).")] = PLOT_DEFAULTS.seed,
     device: RunDevice = "auto",
     data_dir: DataDir = None,
     no_download: NoDownload = False,

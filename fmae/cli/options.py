@@ -9,14 +9,12 @@ from typing import Annotated, Literal
 
 import typer
 
-from fmae.config import (  # noqa: F401 - CHECKPOINT_EVERY: the commands' default, with the option
+from fmae.config import (
     ACTIVATIONS,
-    CHECKPOINT_EVERY,
     DEFAULT_LR,
     DEVICES,
     ENGINES,
     EXECUTORS,
-    FAIL_ON,
     NOISES,
     OPTIMIZERS,
     PLOT_KINDS,
@@ -29,8 +27,10 @@ from fmae.config import (  # noqa: F401 - CHECKPOINT_EVERY: the commands' defaul
     TrainConfig,
     check_directory,
 )
+from fmae.status import FAIL_ON
 
-M, T, N, S, E = ModelConfig(), TrainConfig(), NoiseConfig(), SweepConfig(), ExecutorConfig()
+MODEL_DEFAULTS, TRAIN_DEFAULTS, NOISE_DEFAULTS = ModelConfig(), TrainConfig(), NoiseConfig()
+SWEEP_DEFAULTS, EXECUTOR_DEFAULTS = SweepConfig(), ExecutorConfig()
 
 Optim = Annotated[Literal[OPTIMIZERS], typer.Option(help="Optimizer.")]
 Lr = Annotated[float | None, typer.Option(

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from fmae import faults
+from fmae import faults, manifest
 from fmae.config import THREADS_PER_CORE, ExecutorConfig, check_threads
 from fmae.errors import ConfigError, FmaeError, out_of_memory
 from fmae.status import Status
@@ -215,7 +215,7 @@ def drive(backend: Any, groups: list[list[Any]], *, saver: Any, device: str, env
         started[plan.name] = time.perf_counter()
         if not plan.run.exists:
             plan.run.reset()
-        runs.remove_stale_temporaries(plan.run.path, runs.RUN_FILES)
+        manifest.remove_stale_temporaries(plan.run.path, runs.RUN_FILES)
         plan.run.write_config(plan.config, env)
         if plan.resume is not None:
             saver.resumed(plan.run, plan.config, plan.resume)  # last.pt is the truth: metrics.csv follows it

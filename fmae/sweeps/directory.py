@@ -215,7 +215,7 @@ class SweepDir:
                     diff = saved.differences(config, ignore=("epochs",))
                     if diff:
                         raise RunDirError(f"{run.path} holds a run with other settings ({', '.join(diff)})")
-                    runs.remove_stale_temporaries(run.path, runs.RUN_FILES)
+                    manifest.remove_stale_temporaries(run.path, runs.RUN_FILES)
                     summary = read_summary(run) or {}
                     status, trained = summary.get("status"), summary.get("epochs_run", 0)
                     plan.saved_status = status

@@ -54,7 +54,6 @@ import torch
 from fmae.config import TrainConfig
 from fmae.evaluation import is_collapsed
 from fmae.model import Autoencoder
-from fmae.seeds import derive_seed  # noqa: F401 - the trainers' seeds, with the contract
 from fmae.status import RANKABLE, TRAINER, Status
 
 RESUME_KEYS = ("epoch", "model", "optimizer", "rng", "history", "status")
