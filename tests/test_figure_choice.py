@@ -91,3 +91,12 @@ def test_load_models_loads_a_path_given_twice_once(tmp_path):
     loaded = checkpoints.load_models([path, str(path)])
     assert len(loaded) == 1 and loaded[0].path == str(path) and loaded[0].precision == "fp32"
     assert loaded[0].recorded_test_loss is None and not loaded[0].model.training
+
+
+def test_an_unknown_plot_kind_is_an_error():
+    """A kind without its branch in draw fails, never draws the recon figure in its place (issue 32)."""
+    def drawn():
+        raise AssertionError("the recon figure was drawn")
+
+    with pytest.raises(ValueError, match="no figure for plot kind 'nosuch'"):
+        figure_choice.draw("nosuch", {}, train=False, overlay=False, reconstructions=drawn)

@@ -104,7 +104,9 @@ def draw(kind: str, sources: Sources, *, train: bool, overlay: bool,
         from fmae.figures.seeds import seeds
 
         return seeds(records)
-    return plots.recon(*reconstructions())
+    if kind == "recon":
+        return plots.recon(*reconstructions())
+    raise ValueError(f"no figure for plot kind {kind!r}")  # a kind of fmae.config.PLOT_KINDS without its branch
 
 
 def short_names(paths: Sequence[str]) -> dict[str, str]:
