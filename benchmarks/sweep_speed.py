@@ -159,10 +159,11 @@ def in_process(args: argparse.Namespace) -> None:
         env = runs.environment(str(device), dataset.source, dataset.sha256)
         t0 = time.perf_counter()
         options = ExecutorConfig()
-        with saving.Saver(CHECKPOINT_EVERY) as saver, executors.Session(options, dataset, device) as session:
+        with saving.Saver(CHECKPOINT_EVERY) as saver, \
+                executors.Session(executors.plan_for(options), dataset, device) as session:
             quiet = SimpleNamespace(cell_started=lambda *a: None, cell_epoch=lambda *a: None,
                                     cell_ended=lambda *a: None)
-            sweep_run.run(plans, session, saver, env, options, device=device, progress=quiet)
+            sweep_run.run(plans, session, saver, env, device=device, progress=quiet)
         sweep_s = (time.perf_counter() - t0) / args.epochs
 
     t0 = time.perf_counter()

@@ -41,11 +41,12 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
         from fmae.sweeps.dry_run import plan_train
 
         return plan_train(settings, progress)
-    from fmae import data, executors, manifest, runs, saving
+    from fmae import data, manifest, runs, saving
     from fmae import engine as engines
     from fmae.config import check_checkpoint_every, check_engine, check_threads
     from fmae.device import resolve_device, set_threads
     from fmae.errors import out_of_memory
+    from fmae.executors.base import busy_hint, cores
     from fmae.interrupts import interrupted
     from fmae.locks import lock_run_dir
     from fmae.trackers import open_trackers, require
@@ -54,13 +55,13 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
     run = runs.RunDir(settings.run_dir or Path("runs") / runs.cell_name(config))
     torch_device = resolve_device(settings.device)
     trainer = engines.resolve_engine(check_engine(settings.engine), torch_device)
-    set_threads(check_threads(settings.threads, executors.cores()))
+    set_threads(check_threads(settings.threads, cores()))
     every = check_checkpoint_every(settings.checkpoint_every)
     require(settings.trackers)  # a missing package: one error, before anything is written
     started = time.perf_counter()
     with lock_run_dir(run.path), progress, open_trackers(settings.trackers, progress.message) as trackers, \
             saving.Saver(every, trackers=trackers) as saver:
-        hint = executors.busy_hint("train") if settings.threads is None else None
+        hint = busy_hint("train") if settings.threads is None else None
         if hint:
             progress.message(hint)
         # resume: the run's own settings; of the flags given, only --epochs, --patience, --min-delta may differ

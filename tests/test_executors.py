@@ -14,8 +14,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from fmae import executors, faults
+from fmae import faults
 from fmae.executors import worker
+from fmae.executors.driver import longest_first
+from fmae.executors.local import LocalPlan
 from tests.helpers import assert_same_sweep, cli, ctrl_c_at_save, installed_env, reap
 
 GRID = ["--optim", "sgd", "adam", "--lr", "0.1", "--hidden", "4", "8", "--batch-size", "16", "--epochs", "3",
@@ -181,11 +183,11 @@ def plan(hidden: int, epochs: int, start: int = 0) -> SimpleNamespace:
 def test_several_slots_take_the_largest_work_first_so_that_no_large_cell_ends_alone():
     small, big, half_done, pair = plan(64, 10), plan(512, 10), plan(512, 10, start=8), [plan(128, 10), plan(256, 10)]
     groups = [[small], [half_done], [big], pair]
-    assert executors.longest_first(groups) == [[big], pair, [half_done], [small]]  # 5120, 3840, 1024, 640
-    assert executors.longest_first(groups, stop_at=9) == [[big], pair, [small], [half_done]]  # half_done: 1 epoch left
+    assert longest_first(groups) == [[big], pair, [half_done], [small]]  # 5120, 3840, 1024, 640
+    assert longest_first(groups, stop_at=9) == [[big], pair, [small], [half_done]]  # half_done: 1 epoch left
     first, second = plan(64, 10), plan(32, 20)  # equal work: the grid's order stays
-    assert [g[0] for g in executors.longest_first([[first], [second]])] == [first, second]
-    assert [g[0] for g in executors.longest_first([[second], [first]])] == [second, first]
+    assert [g[0] for g in longest_first([[first], [second]])] == [first, second]
+    assert [g[0] for g in longest_first([[second], [first]])] == [second, first]
 
 
 def test_a_closed_pool_backend_leaves_no_open_pipe(tiny_data):
@@ -209,16 +211,16 @@ def test_a_halving_sweep_opens_one_executor_for_all_its_rungs(fake_dataset, tmp_
     """Three rungs, one backend (Ray used to start and stop once per rung): made once, closed once;
     with --jobs 2, the pool's two workers (indices 0 and 1) serve every rung."""
     made, closed = [], []
-    make_backend = executors.make_backend
+    open_backend = LocalPlan.open
 
     def counted(*a, **k):
-        backend = make_backend(*a, **k)
+        backend = open_backend(*a, **k)
         close = backend.close
         backend.close = lambda **kw: (closed.append(kw), close(**kw))[1]
         made.append(backend)
         return backend
 
-    monkeypatch.setattr(executors, "make_backend", counted)
+    monkeypatch.setattr(LocalPlan, "open", counted)
     pids = tmp_path / "pids"
     pids.mkdir()
     monkeypatch.setenv(faults.WORKER_PIDS, str(pids))
@@ -233,21 +235,21 @@ def test_a_halving_sweep_opens_one_executor_for_all_its_rungs(fake_dataset, tmp_
 def test_nothing_to_train_starts_no_executor(fake_dataset, tmp_path, monkeypatch):
     args = ["sweep", *GRID, "--epochs", "1", "--run-dir", str(tmp_path / "s")]
     assert cli(*args).exit_code == 0
-    monkeypatch.setattr(executors, "make_backend", None)  # the rerun of a finished sweep makes none
+    monkeypatch.setattr(LocalPlan, "open", None)  # the rerun of a finished sweep opens none
     assert cli(*args).exit_code == 0
 
 
 def test_an_interrupted_sweep_closes_its_executor_as_interrupted(fake_dataset, tmp_path, monkeypatch):
     closed = []
-    make_backend = executors.make_backend
+    open_backend = LocalPlan.open
 
     def counted(*a, **k):
-        backend = make_backend(*a, **k)
+        backend = open_backend(*a, **k)
         close = backend.close
         backend.close = lambda **kw: (closed.append(kw), close(**kw))[1]
         return backend
 
-    monkeypatch.setattr(executors, "make_backend", counted)
+    monkeypatch.setattr(LocalPlan, "open", counted)
     with ctrl_c_at_save(1, saved=False):
         result = cli("sweep", *GRID, "--run-dir", str(tmp_path / "s"))
     assert result.exit_code == 130 and closed == [{"interrupted": True}]
@@ -262,7 +264,7 @@ def test_pool_workers_spread_over_the_gpus(device, index, gpus, expected):
 
 
 def test_ray_groups_are_cut_into_as_many_tasks_as_run_at_once():
-    from fmae.sweeps.run import split
+    from fmae.executors.ray_cluster import split
 
     assert split(list(range(24)), 4) == [list(range(i, i + 6)) for i in range(0, 24, 6)]
     assert split(list(range(5)), 2) == [[0, 1, 2], [3, 4]]
@@ -317,7 +319,8 @@ def test_a_worker_killed_mid_result_comes_back_lost_instead_of_never(tiny_data, 
     import threading
     import time
 
-    from fmae.executors import WorkerLost, local
+    from fmae.executors import local
+    from fmae.executors.base import WorkerLost
 
     monkeypatch.setattr(local.PoolBackend, "WATCH", 0.5)
     backend = local.PoolBackend(2, tiny_data, "cpu")
@@ -418,3 +421,24 @@ def test_a_stopped_worker_s_cell_is_named_while_the_sweep_waits_and_the_sweep_en
     assert sorted(c["status"] for c in doc["cells"]) == ["completed", "completed"]
     assert all(c["epochs_run"] == 150 for c in doc["cells"])
     assert not any(line.startswith(("error", "warning", "Traceback")) for line in lines)
+
+
+def test_every_backend_and_plan_is_the_protocol_in_code():
+    """fmae.executors.base states the backend protocol (inline, slots, submit, wait, close(*, interrupted))
+    and the plan each executor kind implements; plan_for is the one place that picks a kind."""
+    import inspect
+
+    from fmae.config import EXECUTORS, ExecutorConfig
+    from fmae.executors import base, local, plan_for, ray_cluster
+
+    for backend in (local.InlineBackend, local.PoolBackend, ray_cluster.RayBackend):
+        assert isinstance(backend.inline, bool), backend
+        for name in ("submit", "wait", "close"):
+            assert callable(getattr(backend, name)), (backend, name)
+        assert inspect.signature(backend.close).parameters["interrupted"].kind is inspect.Parameter.KEYWORD_ONLY
+    kinds = {name: type(plan_for(ExecutorConfig(executor=name))) for name in EXECUTORS}
+    assert kinds == {"local": local.LocalPlan, "ray": ray_cluster.RayPlan}
+    assert all(issubclass(k, base.ExecutorPlan) and not inspect.isabstract(k) for k in kinds.values())
+    assert plan_for(ExecutorConfig(jobs=2)).describe(1) == "2 jobs x 1 thread"
+    assert plan_for(ExecutorConfig()).describe(2) == "2 threads"
+    assert plan_for(ExecutorConfig(executor="ray")).describe(1) == "ray, 1 thread per cell"

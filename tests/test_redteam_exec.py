@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmae import executors, runs
+from fmae import runs
 from fmae.config import MAX_EXAMPLES, ModelConfig, TrainConfig
+from fmae.executors import base
 from fmae.executors.ray_cluster import CONNECT_TIMEOUT
 from tests.helpers import cli, default_sigint, one_error_line, reap, tiny, write_dataset
 
@@ -330,7 +331,7 @@ def test_case16_ray_sizes_are_refused_on_the_local_executor_and_threads_are_boun
         result = cli("sweep", *ONE_EPOCH, *args, "--run-dir", str(tmp_path / "s"))
         assert result.exit_code == 2 and needle in one_error_line(result.stderr), result.stderr
         assert not (tmp_path / "s").exists()
-    cores = executors.cores()
+    cores = base.cores()
     for command in ("train", "sweep"):
         result = cli(command, *ONE_EPOCH, "--threads", str(4 * cores + 1),
                      "--run-dir", str(tmp_path / command))

@@ -1,122 +1,56 @@
 """Executors: where a sweep's cells train. The driver (the `fmae sweep` process) is the only writer.
 
 Every executor runs the same tasks (fmae.executors.worker: epochs of a cell, or of a group of
-cells trained together) and hands each finished epoch's resume state to the driver; `drive`
-gives it to the driver's writer (fmae.saving: metrics.csv every epoch, last.pt at most every
---checkpoint-every seconds) and, when a cell ends, saves its end-of-run files (runs.RunDir, the
-code `fmae train` uses). So the sweep directory, the resume rules and the numbers are the same
-whatever ran the cells. The inline backend (--jobs 1) keeps a group's models in memory for all
-its epochs, each finished epoch handed over as it happens; a pool worker or a Ray task runs one
-epoch per task, so a worker that dies costs at most its epoch in flight: its task is run again
-from the state the driver holds.
+cells trained together) and hands each finished epoch's resume state to the driver; the driver
+loop (fmae.executors.driver.drive) gives it to the driver's writer (fmae.saving: metrics.csv
+every epoch, last.pt at most every --checkpoint-every seconds) and, when a cell ends, saves its
+end-of-run files (runs.RunDir, the code `fmae train` uses). So the sweep directory, the resume
+rules and the numbers are the same whatever ran the cells. The inline backend (--jobs 1) keeps a
+group's models in memory for all its epochs, each finished epoch handed over as it happens; a
+pool worker or a Ray task runs one epoch per task, so a worker that dies costs at most its epoch
+in flight: its task is run again from the state the driver holds.
 
-Backends: `inline` (this process, --jobs 1), `pool` (worker processes, --jobs N), `ray`.
-A backend has `slots` (tasks worth keeping in flight), `submit(task, on_state) -> handle`,
-`wait(handles) -> [(handle, result | exception | WorkerLost)]` (at least one) and `close(interrupted)`.
-A sweep opens one (`Session`) and closes it once, after all its rungs.
+The pieces, as concurrent.futures lays them out: fmae.executors.base (the backend protocol, one
+plan per executor kind, the shared errors), fmae.executors.driver (the loop), one module per
+kind (fmae.executors.local: `LocalPlan`, the inline and pool backends; fmae.executors.ray_cluster:
+`RayPlan`, the Ray backend). A sweep chooses its plan once (`plan_for`), opens one backend
+(`Session`) and closes it once, after all its rungs.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from collections import deque
-from collections.abc import Callable
 from typing import Any
 
-from fmae import faults, manifest
-from fmae.config import THREADS_PER_CORE, ExecutorConfig, check_threads
-from fmae.errors import ConfigError, FmaeError, out_of_memory
-from fmae.status import Status
-
-EPOCHS_PER_TASK = 1  # in a worker: what a dead worker may cost; a task's overhead (model rebuilt from its state) is ~ms
+from fmae.config import ExecutorConfig
+from fmae.executors.base import Backend, ExecutorPlan
 
 
-class WorkerLost(Exception):
-    """The process running a task died (killed, out of memory): the task may be run again."""
-
-
-class CellFailed(FmaeError):
-    """A cell's task raised or its worker died more often than --max-retries allowed."""
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def load_average() -> float | None:
-    """The machine's load over the last minute (None where the system does not say)."""
-    try:
-        test = faults.load()
-        return test if test is not None else os.getloadavg()[0]
-    except (OSError, AttributeError):
-        return None
-
-
-def busy_hint(command: str) -> str | None:
-    """A note when the machine is busy at start (load above the usable cores): all cores' worth of
-    torch threads then fight the other work, and fewer threads per model finish sooner (measured:
-    a 12-cell sweep at load 3 on 2 cores, --jobs 1 85.6 s, --jobs 2 38.2 s)."""
-    load, n = load_average(), cores()
-    if load is None or load <= n:
-        return None
-    busy = f"note: this machine is busy (load {load:.1f} on {n} core{'s' if n != 1 else ''})"
-    if command == "train":
-        return f"{busy}: --threads 1 may train faster"
-    return f"{busy}: --jobs {max(2, n)} (one thread per cell) may finish sooner"
-
-
-def start_early(options: ExecutorConfig) -> None:
-    """Called before the driver imports torch and reads the dataset: the local executor's threads
-    are checked against this machine's cores, and what the executor needs to start (the pool's
-    fork server, importing torch) runs meanwhile on another core."""
-    if options.executor == "local":
-        check_local_threads(options, cores())
-    if options.executor == "local" and options.jobs > 1:
-        from fmae.executors import local
-
-        local.start_early()
-
-
-def check_local_threads(options: ExecutorConfig, usable: int) -> None:
-    """--threads, and --jobs times --threads, at most 4 per usable core of this machine (a Ray
-    cluster's nodes are checked by the Ray backend)."""
-    check_threads(options.threads, usable)
-    total = options.jobs * (options.threads or 1)
-    if total > THREADS_PER_CORE * usable:
-        raise ConfigError(f"--jobs {options.jobs} x --threads {options.threads or 1} is {total} threads, more than "
-                          f"{THREADS_PER_CORE} per core ({usable} usable cores here)",
-                          f"e.g. --jobs {min(options.jobs, usable)}, and leave --threads out")
-
-
-def make_backend(options: ExecutorConfig, dataset: Any, device: Any) -> Any:
+def plan_for(options: ExecutorConfig) -> ExecutorPlan:
+    """The plan of `options.executor` (a name of fmae.config.EXECUTORS): the one place that reads
+    which executor a sweep has."""
     if options.executor == "ray":
-        from fmae.executors.ray_cluster import RayBackend
+        from fmae.executors.ray_cluster import RayPlan
 
-        return RayBackend(options, dataset)
-    from fmae.executors import local
+        return RayPlan(options)
+    from fmae.executors.local import LocalPlan
 
-    if options.jobs == 1:
-        return local.InlineBackend(dataset)
-    return local.PoolBackend(options.jobs, dataset, str(device))
+    return LocalPlan(options)
 
 
 class Session:
-    """The executor of one sweep: its backend made on first use (nothing starts when every cell is
-    finished), kept for every rung of successive halving, closed once (as a context manager: also
-    on failure and interrupt, which stop the workers)."""
+    """The executor of one sweep: its plan's backend made on first use (nothing starts when every
+    cell is finished), kept for every rung of successive halving, closed once (as a context
+    manager: also on failure and interrupt, which stop the workers)."""
 
-    def __init__(self, options: ExecutorConfig, dataset: Any, device: Any) -> None:
-        self._args = (options, dataset, device)
-        self._backend: Any = None
+    def __init__(self, plan: ExecutorPlan, dataset: Any, device: Any) -> None:
+        self.plan = plan
+        self._args = (dataset, device)
+        self._backend: Backend | None = None
 
     @property
-    def backend(self) -> Any:
+    def backend(self) -> Backend:
         if self._backend is None:
-            self._backend = make_backend(*self._args)
+            self._backend = self.plan.open(*self._args)
         return self._backend
 
     def __enter__(self) -> Session:
@@ -126,150 +60,3 @@ class Session:
         if self._backend is not None:
             backend, self._backend = self._backend, None
             backend.close(interrupted=kind is not None)
-
-
-def _pack_state(state: dict[str, Any] | None) -> bytes | None:
-    """A resume state for a task: plain data only (last.pt as loaded carries its TrainConfig too)."""
-    from fmae.executors.worker import pack
-
-    return None if state is None else pack({k: v for k, v in state.items() if k != "config"})
-
-
-def longest_first(groups: list[list[Any]], stop_at: int | None = None) -> list[list[Any]]:
-    """Groups in order of their work left, largest first (stable): with several slots, the small
-    cells then fill the gaps at the end instead of one large cell training alone while the other
-    slots idle (on the report's grid in 2 slots, the last h=512 cell alone cost 4 s of 34).
-    Work: hidden units x epochs left, summed over the group (an epoch's matmuls scale with h)."""
-    def work(group: list[Any]) -> int:
-        return sum(p.config.model.hidden * (min(p.config.epochs, stop_at or p.config.epochs) - p.start_epoch)
-                   for p in group)
-
-    return sorted(groups, key=work, reverse=True)
-
-
-def drive(backend: Any, groups: list[list[Any]], *, saver: Any, device: str, env: dict[str, Any],
-          threads: int | None, max_retries: int, on_start: Callable[[Any], None],
-          on_epoch: Callable[[Any, Any], None], on_cell: Callable[[Any, str], None],
-          fail_fast: bool = False, stop_at: int | None = None, engine: str = "cells") -> None:
-    """Run `groups` (lists of CellPlan trained together) through `backend`, every epoch to `saver`.
-
-    A task whose worker died is run again from the last epoch the driver holds, up to `max_retries`
-    times (Ray retries its own tasks and reports only what it gave up on). Ctrl-C and SIGTERM
-    arrive here as KeyboardInterrupt and go on up: the sweep's Session stops the workers and its
-    Saver writes the latest states. With `stop_at`, a cell that reaches that epoch unfinished is
-    left so, its last.pt written (resumable). `engine`: the trainer each task runs (stacked or
-    cells). Returns once every write asked for is on disk.
-
-    A cell that ends lets go of its resume state: nothing of it stays in memory but what its
-    results row reads back from disk. Kept, each finished cell's few kB of small tensors pinned
-    the C heap between the large buffers every later cell frees (evaluation's float copies of the
-    test set), and glibc could return none of it: the driver grew by about the test set's size
-    (~9 MB) per finished cell, to 8.9 GB at 1,000 tiny cells (issue 30).
-    """
-    from fmae import runs
-    from fmae.executors.worker import Task, unpack
-
-    inline = getattr(backend, "inline", False)
-    fault = faults.death() if not inline else None
-    if backend.slots > 1:
-        groups = longest_first(groups, stop_at)
-    pending: deque[tuple[list[Any], int]] = deque((g, 0) for g in groups)
-    running: dict[Any, tuple[list[Any], int]] = {}
-    started: dict[str, float] = {}
-
-    def fail(group: list[Any], exc: BaseException) -> None:
-        """The cells of `group` failed (a cell's own files, or its whole task); the other cells, their
-        stack-mates included, go on. The saver keeps a failed task's latest states (written on close)
-        unless the failure was the cell's own files, which get nothing more."""
-        exc = out_of_memory(exc, group[0].config) or exc
-        for plan in group:
-            if plan.error is None and not plan.done:
-                plan.error, plan.resume = str(exc) or type(exc).__name__, None
-                on_cell(plan, Status.FAILED)
-        if fail_fast:
-            raise exc if isinstance(exc, FmaeError) else CellFailed(str(exc)) from None
-
-    def files_failed(plan: Any, exc: BaseException) -> None:
-        saver.drop(plan.run)
-        fail([plan], exc)
-
-    def epoch_done(plan: Any, state: dict[str, Any]) -> None:
-        if plan.error is not None:  # failed meanwhile (its files): its row trains on, unsaved
-            return
-        plan.resume = state
-        try:
-            metrics = saver.epoch(plan.run, plan.config, state)[-1]
-        except (FmaeError, OSError) as exc:
-            files_failed(plan, exc)
-            return
-        on_epoch(plan, metrics)
-
-    def finish(plan: Any, status: str) -> None:
-        state = plan.resume
-        saver.finish(plan.run, plan.config, status, runs.history_of(state), state["model"], env, device=device,
-                     wall_seconds=time.perf_counter() - started[plan.name])
-        plan.done, plan.resume = True, None  # only its results row stays (see the docstring)
-        on_cell(plan, status)
-
-    def start(plan: Any) -> None:
-        started[plan.name] = time.perf_counter()
-        if not plan.run.exists:
-            plan.run.reset()
-        manifest.remove_stale_temporaries(plan.run.path, runs.RUN_FILES)
-        plan.run.write_config(plan.config, env)
-        if plan.resume is not None:
-            saver.resumed(plan.run, plan.config, plan.resume)  # last.pt is the truth: metrics.csv follows it
-        else:
-            saver.begin(plan.run, plan.config)  # the checkpoint clock starts with the run
-        on_start(plan)
-
-    while pending or running:
-        while pending and len(running) < max(1, backend.slots):
-            group, attempt = pending.popleft()
-            for plan in group:
-                if plan.name not in started:
-                    try:
-                        start(plan)
-                    except (FmaeError, OSError) as exc:
-                        files_failed(plan, exc)  # that cell alone: the rest of its group trains without it
-            group = [p for p in group if p.error is None]
-            if not group:
-                continue
-            first = group[0].start_epoch
-            epochs = (None if stop_at is None else stop_at - first) if inline else EPOCHS_PER_TASK
-            task = Task(tuple(p.name for p in group), tuple(p.config.to_dict() for p in group),
-                        tuple(p.resume if inline else _pack_state(p.resume) for p in group), device, threads,
-                        epochs, fault, engine)
-            streamed = (lambda i, state, group=group: epoch_done(group[i], state)) if inline else None
-            running[backend.submit(task, streamed)] = (group, attempt)
-        for handle, outcome in backend.wait(list(running)):
-            group, attempt = running.pop(handle)
-            if isinstance(outcome, WorkerLost):
-                if attempt < max_retries:
-                    pending.appendleft((group, attempt + 1))
-                    continue
-                outcome = CellFailed(f"its worker died {attempt + 1} times ({outcome})", "see --max-retries")
-            if isinstance(outcome, BaseException):
-                fail(group, outcome)
-                continue
-            going_on = []
-            for plan, report in zip(group, outcome):
-                try:  # each cell on its own: a cell whose files fail fails alone
-                    for blob in report["states"]:  # from a worker; the inline backend handed them over already
-                        epoch_done(plan, unpack(blob))
-                    if plan.error is not None:
-                        continue
-                    if report["status"] == Status.RUNNING and stop_at is not None and plan.start_epoch >= stop_at:
-                        saver.checkpoint(plan.run)  # paused at a rung of successive halving: resumable from last.pt
-                    elif report["status"] == Status.RUNNING:
-                        going_on.append(plan)
-                    else:
-                        finish(plan, report["status"])
-                except (FmaeError, OSError, RuntimeError) as exc:
-                    files_failed(plan, exc)
-            if going_on:
-                pending.appendleft((going_on, 0))  # the same cells go on first: cells end one after another
-    by_run = {p.run: p for g in groups for p in g}
-    for run, exc in saver.failures().items():  # a last write that failed (a paused cell's last.pt): its cell alone
-        if run in by_run:
-            files_failed(by_run[run], exc)

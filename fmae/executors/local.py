@@ -23,8 +23,54 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from fmae import faults
-from fmae.errors import FmaeError
-from fmae.executors import WorkerLost, worker
+from fmae.config import THREADS_PER_CORE, ExecutorConfig, check_threads
+from fmae.errors import ConfigError, FmaeError
+from fmae.executors import worker
+from fmae.executors.base import ExecutorPlan, WorkerLost, busy_hint, cores, threads_each
+
+
+class LocalPlan(ExecutorPlan):
+    """--executor local: this process (--jobs 1, the inline backend) or a pool of --jobs worker processes."""
+
+    def start_early(self) -> None:
+        """The threads checked against this machine's cores; the pool's fork server started (it
+        imports torch on another core while the driver imports torch and reads the dataset)."""
+        check_local_threads(self.options, cores())
+        if self.options.jobs > 1:
+            start_early()
+
+    def device(self, requested: str) -> Any:
+        from fmae.device import resolve_device
+
+        return resolve_device(requested)
+
+    @property
+    def parallel(self) -> int:
+        return self.options.jobs
+
+    def describe(self, threads: int) -> str:
+        jobs = self.options.jobs
+        return f"{jobs} jobs x {threads_each(threads)}" if jobs > 1 else threads_each(threads)
+
+    def busy_note(self) -> str | None:
+        """Where one job takes all cores' worth of threads (--jobs 1, no --threads)."""
+        return busy_hint("sweep") if (self.options.jobs, self.options.threads) == (1, None) else None
+
+    def open(self, dataset: Any, device: Any) -> InlineBackend | PoolBackend:
+        if self.options.jobs == 1:
+            return InlineBackend(dataset)
+        return PoolBackend(self.options.jobs, dataset, str(device))
+
+
+def check_local_threads(options: ExecutorConfig, usable: int) -> None:
+    """--threads, and --jobs times --threads, at most 4 per usable core of this machine (a Ray
+    cluster's nodes are checked by the Ray backend)."""
+    check_threads(options.threads, usable)
+    total = options.jobs * (options.threads or 1)
+    if total > THREADS_PER_CORE * usable:
+        raise ConfigError(f"--jobs {options.jobs} x --threads {options.threads or 1} is {total} threads, more than "
+                          f"{THREADS_PER_CORE} per core ({usable} usable cores here)",
+                          f"e.g. --jobs {min(options.jobs, usable)}, and leave --threads out")
 
 
 class InlineBackend:

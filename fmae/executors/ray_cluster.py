@@ -23,9 +23,10 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from fmae.config import ExecutorConfig
+from fmae.config import ExecutorConfig, check_device
 from fmae.errors import ConfigError, FmaeError, first_line
-from fmae.executors import cores, worker
+from fmae.executors import worker
+from fmae.executors.base import ExecutorPlan, cores, threads_each
 
 INSTALL_HINT = "install it with: pip install 'fmae-cli[ray]'"
 CONNECT_TIMEOUT = "FMAE_RAY_CONNECT_TIMEOUT"  # seconds --address may take to answer
@@ -93,6 +94,50 @@ def captured_output() -> Iterator[None]:
             if os.environ.get("FMAE_DEBUG") == "1":
                 sink.seek(0)
                 sys.stderr.write(sink.read().decode(errors="replace"))
+
+
+class RayPlan(ExecutorPlan):
+    """--executor ray: Ray tasks on a private local instance or a joined cluster (--address)."""
+
+    def device(self, requested: str) -> Any:
+        """The workers' device, which the driver need not have: cuda when --gpus-per-cell > 0, else
+        cpu. Ray is checked to be installed here, before any data is read."""
+        check_device(requested)
+        import_ray(self.options.address)
+        import torch
+
+        wanted = "cuda" if self.options.gpus_per_cell > 0 else "cpu"
+        if requested not in ("auto", wanted):
+            raise ConfigError(f"--executor ray with --gpus-per-cell {self.options.gpus_per_cell:g} trains on {wanted}, "
+                              f"not --device {requested}", "leave --device auto; --gpus-per-cell > 0 means cuda")
+        return torch.device(wanted)
+
+    def data_device(self, device: Any) -> Any:
+        return "cpu"  # the driver's copy is sent to the workers
+
+    def planned_device(self, requested: str) -> str:
+        return requested if self.options.gpus_per_cell else "cpu"
+
+    def describe(self, threads: int) -> str:
+        return f"ray, {threads_each(threads)} per cell"
+
+    def tasks(self, groups: list[list[Any]], backend: Any) -> list[list[Any]]:
+        """With --gpus-per-cell, each task asks for that many GPUs: the groups are cut so that there
+        are as many tasks as the cluster runs at once."""
+        if self.options.gpus_per_cell > 0:
+            return [part for g in groups for part in split(g, backend.slots)]
+        return groups
+
+    def open(self, dataset: Any, device: Any) -> RayBackend:
+        return RayBackend(self.options, dataset)
+
+
+def split(group: list[Any], parts: int) -> list[list[Any]]:
+    """A group cut into `parts` near-equal groups (in order), none empty."""
+    parts = max(1, min(parts, len(group)))
+    size, extra = divmod(len(group), parts)
+    cuts = [i * size + min(i, extra) for i in range(parts + 1)]
+    return [group[a:b] for a, b in zip(cuts, cuts[1:])]
 
 
 class RayBackend:

@@ -159,13 +159,12 @@ def plan_sweep(settings: SweepSettings, progress: Any) -> dict[str, Any]:
     where = SweepDir(settings.path)
     merged: SweepConfig = where.open(settings.grid, overwrite=settings.overwrite)
     options = settings.executor
-    device = resolve_device("cpu" if options.executor == "ray" and not options.gpus_per_cell else settings.device)
-    import torch
-
-    threads = options.worker_threads(executors.cores()) or torch.get_num_threads()
+    plan = executors.plan_for(options)
+    device = resolve_device(plan.planned_device(settings.device))
+    threads = plan.threads()
     configs = merged.cells()
     rows = [_cell(c, runs.RunDir(where.cells_dir / runs.cell_name(c)), settings.overwrite) for c in configs]
-    parallel = options.jobs if options.executor == "local" else 1
+    parallel = plan.parallel
     how = {"device": str(device), "engine": engine.resolve_engine(options.engine, device),
            "executor": options.executor, "jobs": options.jobs, "threads": threads,
            "precision": merged.base.precision}
@@ -179,14 +178,15 @@ def plan_sweep(settings: SweepSettings, progress: Any) -> dict[str, Any]:
 
 def plan_train(settings: TrainSettings, progress: Any) -> dict[str, Any]:
     """`fmae train --dry-run`: the run (new, finished, to resume), where and how, and the estimate."""
-    from fmae import engine, executors
+    from fmae import engine
     from fmae.device import resolve_device
+    from fmae.executors.base import cores
 
     config = settings.config
     run = runs.RunDir(settings.run_dir or Path("runs") / runs.cell_name(config))
     runs.check_text_path(run.path)
     device = resolve_device(settings.device)
-    threads = settings.threads or executors.cores()
+    threads = settings.threads or cores()
     if settings.resume and run.exists:
         config = run.resumed_config(config, settings.explicit)
     row = _cell(config, run, settings.overwrite)

@@ -9,8 +9,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from fmae.config import ExecutorConfig, check_device
-from fmae.errors import ConfigError, FmaeError
+from fmae.config import ExecutorConfig
+from fmae.errors import FmaeError
 from fmae.settings import SweepSettings
 from fmae.status import Status
 from fmae.sweeps.directory import CellPlan, SweepDir
@@ -61,15 +61,16 @@ def run_sweep(settings: SweepSettings, progress: SweepProgress) -> dict[str, Any
     where = SweepDir(settings.path)
     rungs = pruning.rungs(grid.base.epochs) if pruning is not None else ()
     pruned_how = None if pruning is None else {"method": "halving", "eta": pruning.eta, "rungs": list(rungs)}
-    executors.start_early(options)
-    device = cell_device(options, settings.device)
+    plan = executors.plan_for(options)  # the executor, chosen once
+    plan.start_early()
+    device = plan.device(settings.device)
     require(settings.trackers)  # a missing package: one error, before anything is written
     started = time.perf_counter()
     with lock_run_dir(where.path), progress, open_trackers(settings.trackers, progress.message) as trackers:
         merged = where.open(grid, overwrite=settings.overwrite)
         dataset = data.find_and_load(settings.data_dir, download=settings.download, on_found=progress.message,
-                                     device="cpu" if options.executor == "ray" else device)
-        env = runs.environment(str(device), dataset.source, dataset.sha256, threads=cell_threads(options),
+                                     device=plan.data_device(device))
+        env = runs.environment(str(device), dataset.source, dataset.sha256, threads=plan.threads(),
                                engine=cell_engine(options, device))
         where.reset(settings.overwrite)
         where.write_grid(merged)
@@ -81,23 +82,22 @@ def run_sweep(settings: SweepSettings, progress: SweepProgress) -> dict[str, Any
         held = sum(1 for p in todo if p.saved_status == Status.PRUNED)  # pruned at a rung: finished, though resumable
         progress.message(f"sweep {where.path}: {len(plans)} cell{'s' if len(plans) != 1 else ''}, "
                          f"{len(plans) - len(todo) + held} already finished" + (f" ({held} pruned)" if held else "")
-                         + f", on {device} ({grid.base.precision}, {_how(options, env['threads'])})")
-        hint = executors.busy_hint("sweep") if len(todo) > held and (options.executor, options.jobs, options.threads) \
-            == ("local", 1, None) else None  # nothing to train: no note about training slowly
+                         + f", on {device} ({grid.base.precision}, {plan.describe(env['threads'])})")
+        hint = plan.busy_note() if len(todo) > held else None  # nothing to train: no note about training slowly
         if hint:
             progress.message(hint)
         progress.begin(len(plans), len(plans) - len(todo), grid.base.epochs)
 
         try:  # one executor for the whole sweep (every rung), closed before the writer writes the latest states
             with saving.Saver(settings.checkpoint_every, trackers=trackers) as saver, \
-                    executors.Session(options, dataset, device) as session:
+                    executors.Session(plan, dataset, device) as session:
                 def pruned(plan: CellPlan) -> None:
                     halving.prune(plan, str(device))
                     saver.forget(plan.run)
                     progress.cell_ended(plan, Status.PRUNED)
 
                 def train_to(subset: list[CellPlan], stop_at: int | None = None) -> None:
-                    run(subset, session, saver, env, options, device=device, progress=progress,
+                    run(subset, session, saver, env, device=device, progress=progress,
                         fail_fast=settings.fail_fast, stop_at=stop_at)
                     progress.paused(subset)
 
@@ -118,14 +118,6 @@ def run_sweep(settings: SweepSettings, progress: SweepProgress) -> dict[str, Any
         export.end_sweep(trackers, where.path, doc)
     doc["wall_seconds"] = round(time.perf_counter() - started, 3)
     return doc
-
-
-def _how(options: ExecutorConfig, threads: int) -> str:
-    """How the cells train, as the sweep's first line says it: `2 jobs x 1 thread`, `ray, ...`."""
-    threads_each = f"{threads} thread{'s' if threads != 1 else ''}"
-    if options.executor == "local" and options.jobs > 1:
-        return f"{options.jobs} jobs x {threads_each}"
-    return f"ray, {threads_each} per cell" if options.executor == "ray" else threads_each
 
 
 def groups(plans: Sequence[CellPlan], *, lockstep: bool = True, stacked: bool = False) -> list[list[CellPlan]]:
@@ -150,26 +142,6 @@ def groups(plans: Sequence[CellPlan], *, lockstep: bool = True, stacked: bool = 
     return list(out.values())
 
 
-def cell_device(options: ExecutorConfig, device: str) -> Any:
-    """Where the cells train. On Ray (checked to be installed, before any data is read), the
-    workers' device, which the driver need not have: cuda when --gpus-per-cell > 0, else cpu."""
-    from fmae.device import resolve_device
-
-    if options.executor != "ray":
-        return resolve_device(device)
-    check_device(device)
-    from fmae.executors.ray_cluster import import_ray
-
-    import_ray(options.address)
-    import torch
-
-    wanted = "cuda" if options.gpus_per_cell > 0 else "cpu"
-    if device not in ("auto", wanted):
-        raise ConfigError(f"--executor ray with --gpus-per-cell {options.gpus_per_cell:g} trains on {wanted}, "
-                          f"not --device {device}", "leave --device auto; --gpus-per-cell > 0 means cuda")
-    return torch.device(wanted)
-
-
 def cell_engine(options: ExecutorConfig, device: Any) -> str:
     """The trainer the cells train with (stacked or cells; recorded in config.json's environment)."""
     from fmae import engine
@@ -177,54 +149,33 @@ def cell_engine(options: ExecutorConfig, device: Any) -> str:
     return engine.resolve_engine(options.engine, device)
 
 
-def cell_threads(options: ExecutorConfig) -> int:
-    """The torch threads each cell trains with (recorded in config.json: they change the float sums)."""
-    from fmae import executors
-
-    threads = options.worker_threads(executors.cores())
-    if threads is None:
-        import torch
-
-        threads = torch.get_num_threads()
-    return threads
-
-
-def split(group: list[CellPlan], parts: int) -> list[list[CellPlan]]:
-    """A group cut into `parts` near-equal groups (in order), none empty."""
-    parts = max(1, min(parts, len(group)))
-    size, extra = divmod(len(group), parts)
-    cuts = [i * size + min(i, extra) for i in range(parts + 1)]
-    return [group[a:b] for a, b in zip(cuts, cuts[1:])]
-
-
-def run(plans: Sequence[CellPlan], session: Any, saver: Any, env: dict[str, Any], options: ExecutorConfig, *,
-        device: Any, progress: SweepProgress, fail_fast: bool = False, stop_at: int | None = None) -> None:
+def run(plans: Sequence[CellPlan], session: Any, saver: Any, env: dict[str, Any], *, device: Any,
+        progress: SweepProgress, fail_fast: bool = False, stop_at: int | None = None) -> None:
     """Train the unfinished cells on the sweep's executor (`session`, an executors.Session opened
-    once per sweep), every epoch to the driver's writer `saver` (fmae.saving).
+    once per sweep with its plan), every epoch to the driver's writer `saver` (fmae.saving).
 
     With the stacked engine (`options.engine`; auto: on cuda and mps) a task is a stack of cells
     (fmae.training.stacked.stack_key). With the per-cell engine, on a CPU every cell is a task of its own; on
-    an accelerator same-seed cells train together (a task is a group). With Ray and
-    --gpus-per-cell, each task asks for that many GPUs and the groups are cut so that there are as
-    many tasks as the cluster runs at once. With `stop_at`, cells train up to that epoch and those
-    not finished then stay unfinished (resumable), as successive halving needs between its rungs.
+    an accelerator same-seed cells train together (a task is a group). The plan cuts the groups
+    into tasks (Ray with --gpus-per-cell: as many as the cluster runs at once). With `stop_at`,
+    cells train up to that epoch and those not finished then stay unfinished (resumable), as
+    successive halving needs between its rungs.
     """
-    from fmae import executors
+    from fmae.executors.driver import drive
 
+    plan = session.plan
+    options = plan.options
     trainer = cell_engine(options, device)
-    for plan in plans:
-        if plan.error is not None and not plan.done:  # refused while planning (say, a damaged last.pt)
-            progress.cell_ended(plan, Status.FAILED)
+    for cell in plans:
+        if cell.error is not None and not cell.done:  # refused while planning (say, a damaged last.pt)
+            progress.cell_ended(cell, Status.FAILED)
             if fail_fast:
-                raise FmaeError(plan.error)
+                raise FmaeError(cell.error)
     todo = groups([p for p in plans if stop_at is None or p.start_epoch < stop_at],
                   lockstep=getattr(device, "type", "cpu") != "cpu", stacked=trainer == "stacked")
     if not todo:
         return
     backend = session.backend
-    if options.executor == "ray" and options.gpus_per_cell > 0:
-        todo = [part for g in todo for part in split(g, backend.slots)]
-    executors.drive(backend, todo, saver=saver, device=str(device), env=env, threads=cell_threads(options),
-                    max_retries=options.max_retries, on_start=progress.cell_started, on_epoch=progress.cell_epoch,
-                    on_cell=progress.cell_ended,
-                    fail_fast=fail_fast, stop_at=stop_at, engine=trainer)
+    drive(backend, plan.tasks(todo, backend), saver=saver, device=str(device), env=env, threads=plan.threads(),
+          max_retries=options.max_retries, on_start=progress.cell_started, on_epoch=progress.cell_epoch,
+          on_cell=progress.cell_ended, fail_fast=fail_fast, stop_at=stop_at, engine=trainer)
