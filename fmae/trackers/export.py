@@ -12,7 +12,8 @@ from typing import Any
 from fmae import runs
 from fmae.config import TrackerConfig
 from fmae.progress import Progress
-from fmae.trackers import TrackerError, Trackers, open_trackers
+from fmae.trackers import Trackers, open_trackers
+from fmae.trackers.base import TrackerError
 
 
 def begin_sweep(trackers: Trackers, sweep_dir: Path) -> None:

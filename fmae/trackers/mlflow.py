@@ -18,7 +18,7 @@ from typing import Any
 
 from fmae.errors import ConfigError, first_line
 from fmae.status import Status
-from fmae.trackers import Point, Target, TrackerError, finite
+from fmae.trackers.base import Point, Target, TrackerError, finite
 
 EXPERIMENT = "fmae"  # the experiment, unless MLFLOW_EXPERIMENT_NAME names one
 TERMINAL = {Status.COMPLETED: "FINISHED", Status.STOPPED_EARLY: "FINISHED", Status.PRUNED: "FINISHED",

@@ -14,7 +14,7 @@ from typing import Any
 
 from fmae.errors import first_line
 from fmae.status import Status
-from fmae.trackers import PARAMS, STRINGS, Point, Target, TrackerError, finite
+from fmae.trackers.base import PARAMS, STRINGS, Point, Target, TrackerError, finite
 
 # a run's end as an HParams session status (there are four: unknown, success, failure, running)
 STATUS = {Status.COMPLETED: "STATUS_SUCCESS", Status.STOPPED_EARLY: "STATUS_SUCCESS", Status.PRUNED: "STATUS_SUCCESS",
