@@ -43,7 +43,8 @@ from benchmarks.common import (  # noqa: E402
     torchvision_epoch_seconds,
 )
 from fmae import data, engine, executors, runs, saving  # noqa: E402
-from fmae.config import CHECKPOINT_EVERY, REPORT_HIDDEN, REPORT_LRS, ExecutorConfig, SharedSettings, SweepConfig  # noqa: E402
+from fmae.config import REPORT_HIDDEN, REPORT_LRS, SharedSettings, SweepConfig  # noqa: E402
+from fmae.execution import CHECKPOINT_EVERY, ExecutorConfig
 from fmae.sweeps import directory as sweep_dirs  # noqa: E402
 from fmae.sweeps import run as sweep_run  # noqa: E402
 

@@ -30,7 +30,8 @@ import torch  # noqa: E402
 
 from benchmarks.common import command_line  # noqa: E402
 from fmae import runs, saving  # noqa: E402
-from fmae.config import ModelConfig, TrackerConfig, TrainConfig  # noqa: E402
+from fmae.config import ModelConfig, TrainConfig  # noqa: E402
+from fmae.execution import TrackerConfig
 from fmae.trackers import open_trackers  # noqa: E402
 from fmae.training import cells  # noqa: E402
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from fmae import __version__, atomic, runs
-from fmae.config import INPUT_DIM, TrackerConfig
+from fmae.config import INPUT_DIM
 from fmae.errors import FmaeError
+from fmae.execution import TrackerConfig
 from fmae.progress import Progress
 from fmae.settings import ExportSettings
 

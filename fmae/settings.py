@@ -10,21 +10,17 @@ from pathlib import Path
 from fmae.checks import choice
 from fmae.config import (
     BASELINES,
-    CHECKPOINT_EVERY,
     FIGURE_FORMATS,
     PLOT_KINDS,
     SPLITS,
-    ExecutorConfig,
-    PruneConfig,
     SweepConfig,
-    TrackerConfig,
     TrainConfig,
     changed_args,
-    check_checkpoint_every,
     check_directory,
     check_examples,
     check_seed,
 )
+from fmae.execution import CHECKPOINT_EVERY, ExecutorConfig, PruneConfig, TrackerConfig, check_checkpoint_every
 
 
 @dataclass(frozen=True)

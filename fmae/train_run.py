@@ -43,9 +43,10 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
         return plan_train(settings, progress)
     from fmae import data, manifest, runs, saving
     from fmae import engine as engines
-    from fmae.config import check_checkpoint_every, check_engine, check_threads
+    from fmae.config import check_engine
     from fmae.device import resolve_device, set_threads
     from fmae.errors import out_of_memory
+    from fmae.execution import check_checkpoint_every, check_threads
     from fmae.executors.base import busy_hint, cores
     from fmae.interrupts import interrupted
     from fmae.locks import lock_run_dir

@@ -15,8 +15,8 @@ FMAE = ROOT / "fmae"
 # docs/architecture.md states the same order (test_the_layer_order_is_the_documented_one).
 LAYERS = (
     ("foundation", ("fmae", "fmae.errors", "fmae.checks", "fmae.status", "fmae.seeds", "fmae.faults", "fmae.atomic",
-                    "fmae.manifest", "fmae.locks", "fmae.config", "fmae.settings", "fmae.interrupts", "fmae.stats",
-                    "fmae.progress")),
+                    "fmae.manifest", "fmae.locks", "fmae.config", "fmae.execution", "fmae.settings", "fmae.interrupts",
+                    "fmae.stats", "fmae.progress")),
     ("data and models", ("fmae.device", "fmae.data", "fmae.images", "fmae.model", "fmae.noise", "fmae.metrics",
                          "fmae.optim", "fmae.checkpoints", "fmae.evaluation")),
     ("training", ("fmae.training", "fmae.training.*", "fmae.engine", "fmae.denoising")),
@@ -252,7 +252,7 @@ def test_no_re_export_shims_and_no_one_letter_module_names():
 def test_no_executor_is_named_in_the_sweeps_wing():
     """A sweep's executor is one plan object (fmae.executors.plan_for, chosen once): no module of
     fmae/sweeps/ spells an executor's name, compares a config's `executor` or asks a backend with getattr."""
-    from fmae.config import EXECUTORS
+    from fmae.execution import EXECUTORS
 
     found = []
     for module, path in MODULES.items():

@@ -5,15 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from fmae.config import (
-    FIGURE_FORMATS,
-    DenoiseConfig,
-    NoiseConfig,
-    PruneConfig,
-    check_examples,
-    figure_format,
-)
+from fmae.config import FIGURE_FORMATS, DenoiseConfig, NoiseConfig, check_examples, figure_format
 from fmae.errors import ConfigError
+from fmae.execution import PruneConfig
 
 
 def test_denoise_defaults_are_the_clis():

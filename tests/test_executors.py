@@ -161,7 +161,7 @@ def test_raylet_reports_never_reach_stdout_even_after_the_sweep_closed(tiny_data
     """A raylet report ("a worker died ...") can arrive after the last task; stdout carries --json."""
     import ray._private.worker as ray_worker
 
-    from fmae.config import ExecutorConfig
+    from fmae.execution import ExecutorConfig
     from fmae.executors.ray_cluster import RayBackend
 
     RayBackend(ExecutorConfig(executor="ray"), tiny_data).close(interrupted=False)
@@ -428,7 +428,7 @@ def test_every_backend_and_plan_is_the_protocol_in_code():
     and the plan each executor kind implements; plan_for is the one place that picks a kind."""
     import inspect
 
-    from fmae.config import EXECUTORS, ExecutorConfig
+    from fmae.execution import EXECUTORS, ExecutorConfig
     from fmae.executors import base, local, plan_for, ray_cluster
 
     for backend in (local.InlineBackend, local.PoolBackend, ray_cluster.RayBackend):

@@ -5,8 +5,9 @@ import json
 import pytest
 
 from fmae import runs
-from fmae.config import PruneConfig, TrainConfig
+from fmae.config import TrainConfig
 from fmae.errors import ConfigError
+from fmae.execution import PruneConfig
 from fmae.sweeps import halving
 from fmae.sweeps.directory import CellPlan
 from tests.helpers import cli

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import shlex
 
-from fmae.config import ExecutorConfig, PruneConfig, SharedSettings, SweepConfig, TrainConfig
+from fmae.config import SharedSettings, SweepConfig, TrainConfig
+from fmae.execution import ExecutorConfig, PruneConfig
 from fmae.settings import SweepSettings, TrainSettings
 from tests.helpers import cli, ctrl_c_at_save, metrics_losses
 

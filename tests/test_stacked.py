@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from fmae import engine, runs
-from fmae.config import ExecutorConfig, ModelConfig, TrainConfig
+from fmae.config import ModelConfig, TrainConfig
 from fmae.errors import ConfigError
+from fmae.execution import ExecutorConfig
 from fmae.model import SeededDropout, dropout_bits, dropout_mask
 from fmae.sweeps.directory import CellPlan
 from fmae.sweeps.run import groups

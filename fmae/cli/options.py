@@ -14,19 +14,17 @@ from fmae.config import (
     DEFAULT_LR,
     DEVICES,
     ENGINES,
-    EXECUTORS,
     NOISES,
     OPTIMIZERS,
     PLOT_KINDS,
     PRECISIONS,
-    ExecutorConfig,
     ModelConfig,
     NoiseConfig,
-    PruneConfig,
     SweepConfig,
     TrainConfig,
     check_directory,
 )
+from fmae.execution import EXECUTORS, ExecutorConfig, PruneConfig
 from fmae.status import FAIL_ON
 
 MODEL_DEFAULTS, TRAIN_DEFAULTS, NOISE_DEFAULTS = ModelConfig(), TrainConfig(), NoiseConfig()

@@ -55,18 +55,9 @@ from fmae.cli.options import (
     TrainNoiseSigma,
 )
 from fmae.cli.parsing import RESOLVED
-from fmae.config import (
-    CHECKPOINT_EVERY,
-    ExecutorConfig,
-    ModelConfig,
-    NoiseConfig,
-    PruneConfig,
-    SharedSettings,
-    SweepConfig,
-    TrackerConfig,
-    TrainConfig,
-)
+from fmae.config import ModelConfig, NoiseConfig, SharedSettings, SweepConfig, TrainConfig
 from fmae.errors import ConfigError, check_fail_on
+from fmae.execution import CHECKPOINT_EVERY, ExecutorConfig, PruneConfig, TrackerConfig
 from fmae.settings import SweepSettings, TrainSettings
 from fmae.status import Status
 

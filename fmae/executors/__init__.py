@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fmae.config import ExecutorConfig
+from fmae.execution import ExecutorConfig
 from fmae.executors.base import Backend, ExecutorPlan
 
 
 def plan_for(options: ExecutorConfig) -> ExecutorPlan:
-    """The plan of `options.executor` (a name of fmae.config.EXECUTORS): the one place that reads
+    """The plan of `options.executor` (a name of fmae.execution.EXECUTORS): the one place that reads
     which executor a sweep has."""
     if options.executor == "ray":
         from fmae.executors.ray_cluster import RayPlan

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from fmae import faults
-from fmae.config import ExecutorConfig
 from fmae.errors import FmaeError
+from fmae.execution import ExecutorConfig
 
 
 class WorkerLost(Exception):

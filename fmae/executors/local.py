@@ -23,8 +23,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from fmae import faults
-from fmae.config import THREADS_PER_CORE, ExecutorConfig, check_threads
 from fmae.errors import ConfigError, FmaeError
+from fmae.execution import THREADS_PER_CORE, ExecutorConfig, check_threads
 from fmae.executors import worker
 from fmae.executors.base import ExecutorPlan, WorkerLost, busy_hint, cores, threads_each
 

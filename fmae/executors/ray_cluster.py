@@ -23,8 +23,9 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from fmae.config import ExecutorConfig, check_device
+from fmae.config import check_device
 from fmae.errors import ConfigError, FmaeError, first_line
+from fmae.execution import ExecutorConfig
 from fmae.executors import worker
 from fmae.executors.base import ExecutorPlan, cores, threads_each
 
@@ -182,8 +183,8 @@ class RayBackend:
     def check_fits(self) -> None:
         """Refuse, before submitting anything, a cell that no live node can run: Ray would queue
         its tasks for ever, silently. --threads is bounded by the largest node's CPUs, as on
-        this machine (see fmae.config.check_threads)."""
-        from fmae.config import check_threads
+        this machine (see fmae.execution.check_threads)."""
+        from fmae.execution import check_threads
 
         nodes = [n.get("Resources") or {} for n in self._ray.nodes() if n.get("Alive")]
         cpus, gpus = self._options.cpus_per_cell, self._options.gpus_per_cell

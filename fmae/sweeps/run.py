@@ -9,8 +9,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from fmae.config import ExecutorConfig
 from fmae.errors import FmaeError
+from fmae.execution import ExecutorConfig
 from fmae.settings import SweepSettings
 from fmae.status import Status
 from fmae.sweeps.directory import CellPlan, SweepDir

@@ -20,8 +20,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from fmae.config import TrackerConfig, TrainConfig
+from fmae.config import TrainConfig
 from fmae.errors import FmaeError
+from fmae.execution import TrackerConfig
 from fmae.runs import read_json
 from fmae.trackers.base import Backend, Target, TrackerError, params, points
 

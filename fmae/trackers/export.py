@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fmae import runs
-from fmae.config import TrackerConfig
+from fmae.execution import TrackerConfig
 from fmae.progress import Progress
 from fmae.trackers import Trackers, open_trackers
 from fmae.trackers.base import TrackerError
