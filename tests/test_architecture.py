@@ -18,7 +18,7 @@ LAYERS = (
                     "fmae.manifest", "fmae.locks", "fmae.config", "fmae.execution", "fmae.settings", "fmae.interrupts",
                     "fmae.stats", "fmae.progress")),
     ("data and models", ("fmae.device", "fmae.data", "fmae.images", "fmae.model", "fmae.noise", "fmae.metrics",
-                         "fmae.optim", "fmae.checkpoints", "fmae.evaluation")),
+                         "fmae.optim", "fmae.checkpoints", "fmae.checkpoint_bounds", "fmae.evaluation")),
     ("training", ("fmae.training", "fmae.training.*", "fmae.engine", "fmae.denoising")),
     ("runs", ("fmae.runs", "fmae.saving")),
     ("executors", ("fmae.executors", "fmae.executors.*")),
