@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from benchmarks.common import command_line  # noqa: E402
 from fmae import data, engine, runs  # noqa: E402
 from fmae.config import ModelConfig, TrainConfig  # noqa: E402
-from fmae.execution import CHECKPOINT_EVERY
+from fmae.execution import CHECKPOINT_EVERY  # noqa: E402
 
 
 def main() -> None:

@@ -42,9 +42,10 @@ from benchmarks.common import (  # noqa: E402
     raw_copy_for_torchvision,
     torchvision_epoch_seconds,
 )
-from fmae import data, engine, executors, runs, saving  # noqa: E402
+from fmae import data, engine, executors, saving  # noqa: E402
 from fmae.config import REPORT_HIDDEN, REPORT_LRS, SharedSettings, SweepConfig  # noqa: E402
-from fmae.execution import CHECKPOINT_EVERY, ExecutorConfig
+from fmae.device import environment  # noqa: E402
+from fmae.execution import CHECKPOINT_EVERY, ExecutorConfig  # noqa: E402
 from fmae.sweeps import directory as sweep_dirs  # noqa: E402
 from fmae.sweeps import run as sweep_run  # noqa: E402
 
@@ -157,7 +158,7 @@ def in_process(args: argparse.Namespace) -> None:
         where = sweep_dirs.SweepDir(Path(tmp) / "sweep")
         where.reset(False)
         plans = where.plan(grid)
-        env = runs.environment(str(device), dataset.source, dataset.sha256)
+        env = environment(str(device), dataset.source, dataset.sha256)
         t0 = time.perf_counter()
         options = ExecutorConfig()
         with saving.Saver(CHECKPOINT_EVERY) as saver, \

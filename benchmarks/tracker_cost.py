@@ -31,7 +31,8 @@ import torch  # noqa: E402
 from benchmarks.common import command_line  # noqa: E402
 from fmae import runs, saving  # noqa: E402
 from fmae.config import ModelConfig, TrainConfig  # noqa: E402
-from fmae.execution import TrackerConfig
+from fmae.device import environment  # noqa: E402
+from fmae.execution import TrackerConfig  # noqa: E402
 from fmae.trackers import open_trackers  # noqa: E402
 from fmae.training import cells  # noqa: E402
 
@@ -56,7 +57,7 @@ def one_way(where: Path, tracker: TrackerConfig, args: argparse.Namespace) -> tu
     configs = [TrainConfig(optim="adam", lr=0.001 * (i + 1), epochs=args.epochs, model=ModelConfig(hidden=8))
                for i in range(args.cells)]
     base = cells.new_cell(configs[0], torch.device("cpu")).resume_state(torch.Generator())
-    env = runs.environment("cpu")
+    env = environment("cpu")
     run_dirs = []
     for config in configs:
         run = runs.RunDir(where / runs.cell_name(config))

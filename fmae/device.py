@@ -1,11 +1,15 @@
-"""The device a command runs on and the threads torch uses: what every command that touches a
-tensor needs (train, sweep, eval, denoise, plot), so `fmae eval`, `denoise` and `plot` load no
-training code to pick one."""
+"""The machine a command runs on: the device and the threads torch uses (what every command that
+touches a tensor needs: train, sweep, eval, denoise, plot, so `fmae eval`, `denoise` and `plot`
+load no training code to pick one), and the `environment` a run records in its config.json."""
 
 from __future__ import annotations
 
+import platform
+from typing import Any
+
 import torch
 
+from fmae import __version__
 from fmae.config import check_device
 from fmae.errors import DeviceError
 
@@ -30,3 +34,22 @@ def set_threads(threads: int | None) -> None:
     """torch's intra-op threads for this process (None: leave torch's default, all cores)."""
     if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def environment(device: str, data_source: str = "", data_sha256: dict[str, str] | None = None,
+                threads: int | None = None, engine: str = "cells") -> dict[str, Any]:
+    """What a run was made with; `threads`: torch's intra-op threads of the process that trains
+    (a sweep's workers may use fewer than the driver), since they change float summation order;
+    `engine`: the trainer (stacked or cells), kept out of the training config so that a run may
+    resume with the other."""
+    return {
+        "fmae": __version__,
+        "torch": str(torch.__version__),  # TorchVersion would not load with weights_only=True
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "threads": threads if threads is not None else torch.get_num_threads(),
+        "engine": engine,
+        "data_source": data_source,
+        "data_sha256": dict(data_sha256 or {}),
+    }

@@ -11,14 +11,13 @@ import dataclasses
 import io
 import json
 import math
-import platform
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fmae import __version__, atomic, manifest
+from fmae import atomic, manifest
 from fmae.checkpoints import check_belongs, checkpoint, load_checkpoint, to_cpu
 from fmae.config import TrainConfig
 from fmae.errors import ConfigError, FmaeError, RunDirError
@@ -41,27 +40,6 @@ def read_json(path: Path) -> Any:
         raise RunDirError(f"{path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunDirError(f"{path}: unreadable or not JSON ({exc})") from None
-
-
-def environment(device: str, data_source: str = "", data_sha256: dict[str, str] | None = None,
-                threads: int | None = None, engine: str = "cells") -> dict[str, Any]:
-    """What a run was made with; `threads`: torch's intra-op threads of the process that trains
-    (a sweep's workers may use fewer than the driver), since they change float summation order;
-    `engine`: the trainer (stacked or cells), kept out of the training config so that a run may
-    resume with the other."""
-    import torch
-
-    return {
-        "fmae": __version__,
-        "torch": str(torch.__version__),  # TorchVersion would not load with weights_only=True
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": device,
-        "threads": threads if threads is not None else torch.get_num_threads(),
-        "engine": engine,
-        "data_source": data_source,
-        "data_sha256": dict(data_sha256 or {}),
-    }
 
 
 # ---------------------------------------------------------------- run directories
@@ -251,8 +229,10 @@ class RunDir:
 
     def repair_metrics(self, state: dict[str, Any]) -> None:
         """metrics.csv from the resume state when they disagree (a kill between last.pt and metrics.csv)."""
+        from fmae.training.contract import history_of_state
+
         rows = [(m["epoch"], m["train_loss"], m["test_loss"]) for m in self.read_metrics()]
-        history = history_of(state)
+        history = history_of_state(state)
         if rows != [(m.epoch, m.train_loss, m.test_loss) for m in history]:
             self.write_metrics(history)
 
@@ -304,13 +284,6 @@ def write_resolved_config(directory: Path, text: str | None) -> None:
     if record is not None and RESOLVED_CONFIG not in record.files:
         manifest.write(directory, record.kind, (*record.files, RESOLVED_CONFIG), resetting=record.resetting)
     atomic.write_text(Path(directory) / RESOLVED_CONFIG, text)
-
-
-def history_of(state: dict[str, Any]) -> list[Any]:
-    """The per-epoch metrics a resume state carries, as the engine's EpochMetrics."""
-    from fmae.training.contract import EpochMetrics
-
-    return [EpochMetrics(int(e), float(a), float(b), float(s)) for e, a, b, s in state["history"]]
 
 
 def check_text_path(path: Path) -> None:

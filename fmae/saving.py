@@ -38,6 +38,7 @@ from typing import Any
 
 from fmae import runs
 from fmae.config import TrainConfig
+from fmae.training.contract import history_of_state
 
 Job = Callable[[], None]
 QUEUE_JOBS = 64  # a driver further ahead of the disk than this waits (states held in memory are bounded)
@@ -158,7 +159,7 @@ class Saver:
         """A run continues from `state`, its last.pt: metrics.csv rewritten from it (it may have run ahead)."""
         with self._lock:
             self._tracks[run] = _Track(config, state, int(state["epoch"]), self._clock())
-        history = runs.history_of(state)
+        history = history_of_state(state)
         self._put(run, lambda: run.write_metrics(history))
         self._log(run, config, history)
 
@@ -176,7 +177,7 @@ class Saver:
                 track.due = track.saved_at + self.every
         if now_due:
             self.checkpoint(run)
-        history = runs.history_of(state)
+        history = history_of_state(state)
         self._put(run, lambda: run.write_metrics(history))
         self._log(run, config, history)
         return history

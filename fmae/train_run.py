@@ -44,13 +44,14 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
     from fmae import data, manifest, runs, saving
     from fmae import engine as engines
     from fmae.config import check_engine
-    from fmae.device import resolve_device, set_threads
+    from fmae.device import environment, resolve_device, set_threads
     from fmae.errors import out_of_memory
     from fmae.execution import check_checkpoint_every, check_threads
     from fmae.executors.base import busy_hint, cores
     from fmae.interrupts import interrupted
     from fmae.locks import lock_run_dir
     from fmae.trackers import open_trackers, require
+    from fmae.training.contract import history_of_state
 
     config = settings.config
     run = runs.RunDir(settings.run_dir or Path("runs") / runs.cell_name(config))
@@ -72,7 +73,7 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
         manifest.remove_stale_temporaries(run.path, runs.RUN_FILES)
         dataset = data.find_and_load(settings.data_dir, download=settings.download, device=torch_device,
                                      on_found=progress.message)
-        env = runs.environment(str(torch_device), dataset.source, dataset.sha256, engine=trainer)
+        env = environment(str(torch_device), dataset.source, dataset.sha256, engine=trainer)
         if settings.overwrite or not run.exists:
             run.reset()
         run.write_config(config, env)
@@ -86,7 +87,7 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
         progress.message(f"training {label} on {torch_device} ({config.precision}) -> {run.path}"
                          + (f", resuming after epoch {done}" if done else ""))
         progress.begin(label, config.epochs, done)
-        history: list[Any] = runs.history_of(state) if state else []
+        history: list[Any] = history_of_state(state) if state else []
 
         def on_epoch(cell: Any, m: Any, data_rng: Any) -> None:  # an owned snapshot: training goes on in place
             history[:] = saver.epoch(run, config, cell.snapshot(data_rng))

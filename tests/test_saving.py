@@ -13,6 +13,7 @@ from fmae.errors import RunDirError
 from fmae.executors import worker
 from fmae.model import build
 from fmae.training import cells
+from fmae.training.contract import history_of_state
 from tests.helpers import cli
 
 CONFIG = TrainConfig(optim="sgd", epochs=10, model=ModelConfig(hidden=2))
@@ -102,7 +103,7 @@ def test_a_finished_epoch_waits_at_most_the_interval_without_another_epoch(tmp_p
 def test_resuming_trusts_last_pt_and_rewrites_metrics_from_it(tmp_path):
     run = runs.RunDir(tmp_path / "r")
     run.save_last(CONFIG, state(2))
-    run.write_metrics(runs.history_of(state(5)))  # ran ahead: a kill -9 between checkpoints
+    run.write_metrics(history_of_state(state(5)))  # ran ahead: a kill -9 between checkpoints
     with saving.Saver(3600) as saver:
         saver.resumed(run, CONFIG, runs.RunDir(run.path).load_last())
         saver.flush()
@@ -207,7 +208,7 @@ def test_the_trackers_never_hold_the_driver_and_take_the_epochs_queued_meanwhile
         assert len(epochs) <= 2 and epochs[-1] == list(range(1, 9))  # one blocked call, then the rest in one
         assert on_disk(run) == (0, 8)
         final = state(8)
-        saver.finish(run, CONFIG, "completed", runs.history_of(final), final["model"], {}, device="cpu",
+        saver.finish(run, CONFIG, "completed", history_of_state(final), final["model"], {}, device="cpu",
                      wall_seconds=1.0)
     assert trackers.calls[-1][1:] == (list(range(1, 9)), True) and len(trackers.calls) == len(epochs) + 1
 

@@ -58,6 +58,7 @@ def drive(backend: Backend, groups: list[list[Any]], *, saver: Any, device: str,
     """
     from fmae import runs
     from fmae.executors.worker import Task, unpack
+    from fmae.training.contract import history_of_state
 
     inline = backend.inline
     fault = faults.death() if not inline else None
@@ -96,7 +97,7 @@ def drive(backend: Backend, groups: list[list[Any]], *, saver: Any, device: str,
 
     def finish(plan: Any, status: str) -> None:
         state = plan.resume
-        saver.finish(plan.run, plan.config, status, runs.history_of(state), state["model"], env, device=device,
+        saver.finish(plan.run, plan.config, status, history_of_state(state), state["model"], env, device=device,
                      wall_seconds=time.perf_counter() - started[plan.name])
         plan.done, plan.resume = True, None  # only its results row stays (see the docstring)
         on_cell(plan, status)

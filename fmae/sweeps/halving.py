@@ -56,7 +56,9 @@ def successive_halving(plans: Sequence[CellPlan], rungs: Sequence[int], eta: int
 
 def prune(plan: CellPlan, device: str) -> None:
     """Record a cell left behind by successive halving: status `pruned`, its files kept."""
-    history = runs.history_of(plan.resume)
+    from fmae.training.contract import history_of_state
+
+    history = history_of_state(plan.resume)
     plan.run.write_summary(runs.summarize(plan.config, Status.PRUNED, history, run_dir=plan.run.path,
                                           device=device, wall_seconds=0.0))
     plan.done, plan.resume = True, None  # resumable from its last.pt; kept, every pruned cell's state stayed in memory

@@ -52,6 +52,7 @@ def run_sweep(settings: SweepSettings, progress: SweepProgress) -> dict[str, Any
 
         return plan_sweep(settings, progress)
     from fmae import data, executors, runs, saving
+    from fmae.device import environment
     from fmae.interrupts import interrupted
     from fmae.locks import lock_run_dir
     from fmae.sweeps import halving, results
@@ -70,7 +71,7 @@ def run_sweep(settings: SweepSettings, progress: SweepProgress) -> dict[str, Any
         merged = where.open(grid, overwrite=settings.overwrite)
         dataset = data.find_and_load(settings.data_dir, download=settings.download, on_found=progress.message,
                                      device=plan.data_device(device))
-        env = runs.environment(str(device), dataset.source, dataset.sha256, threads=plan.threads(),
+        env = environment(str(device), dataset.source, dataset.sha256, threads=plan.threads(),
                                engine=cell_engine(options, device))
         where.reset(settings.overwrite)
         where.write_grid(merged)
