@@ -267,3 +267,9 @@ def test_no_executor_is_named_in_the_sweeps_wing():
                         and "backend" in ast.unparse(node.args[0]):
                     found.append(f"{module}:{node.lineno} {ast.unparse(node)}")
     assert not found, found
+
+
+def test_no_module_is_over_400_lines():
+    """Modules are split by concern (docs/architecture.md); one past 400 lines holds more than one."""
+    long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long

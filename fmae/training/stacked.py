@@ -62,66 +62,13 @@ from fmae.training.contract import (
     mse,
     stop_reason,
 )
-
-ALIGN = 16  # floats: each parameter starts 64-byte aligned in its row, as a tensor of its own does
+from fmae.training.layout import Buffers, Layout, compact_cpu
 
 
 def stack_key(config: TrainConfig) -> tuple[Any, ...]:
     """Cells with equal keys train as one stack."""
     m = config.model
     return (m.hidden, config.batch_size, m.dropout, m.activation, config.precision)
-
-
-class Layout:
-    """Where each of a cell's parameters (in Autoencoder.parameters() order) lies in its row."""
-
-    def __init__(self, shapes: Sequence[torch.Size]) -> None:
-        self.shapes = [tuple(s) for s in shapes]
-        self.spans: list[tuple[int, int]] = []
-        offset = 0
-        for shape in self.shapes:
-            n = math.prod(shape)
-            self.spans.append((offset, offset + n))
-            offset += -(-n // ALIGN) * ALIGN
-        self.size = offset
-
-    def flatten(self, rows: Sequence[Sequence[torch.Tensor]], like: torch.Tensor) -> torch.Tensor:
-        """[C, P] from each cell's tensors (the padding zero)."""
-        flat = torch.zeros(len(rows), self.size, dtype=like.dtype, device=like.device)
-        for k, tensors in enumerate(rows):
-            for (a, b), t in zip(self.spans, tensors):
-                flat[k, a:b].copy_(t.detach().reshape(-1))
-        return flat
-
-    def split(self, row: torch.Tensor) -> list[torch.Tensor]:
-        """One row [P] as the cell's tensors (views)."""
-        return [row[a:b].view(shape) for (a, b), shape in zip(self.spans, self.shapes)]
-
-    def stacked(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        """[C, P] as the C cells' parameters, each [C, *shape] (views): w1, b1, w2, b2."""
-        return [flat[:, a:b].view(flat.shape[0], *shape) for (a, b), shape in zip(self.spans, self.shapes)]
-
-
-def _compact_cpu(t: torch.Tensor) -> torch.Tensor:
-    """A copy on the CPU that owns just its elements (a view saved by torch.save drags its whole buffer)."""
-    return t.detach().to("cpu", copy=True)
-
-
-class _Buffers:
-    """The static buffers of one minibatch size: the batch, the dropout bits and masks' lanes, the
-    loss's difference, and each row's view of them, made once and reused by every step."""
-
-    def __init__(self, rows: int, batch: int, hidden: int, device: torch.device, shared: bool) -> None:
-        self.x = torch.empty((batch, 784) if shared else (rows, batch, 784), device=device)
-        self.x_rows = self.x.expand(rows, batch, 784)  # every row reads the one gathered batch
-        n = batch * hidden
-        self.bits = torch.empty(rows, (n + 3) // 4, dtype=torch.int64, device=device)
-        self.bit_rows = list(self.bits.unbind(0))
-        self.lanes = self.bits.view(torch.int16)[:, :n].view(rows, batch, hidden)
-        self.diff = torch.empty(rows, batch, 784, device=device)
-        self.diff_rows = [d.view(-1) for d in self.diff.unbind(0)]
-        self.dots = torch.empty(rows, device=device)
-        self.dot_rows = list(self.dots.unbind(0))
 
 
 class _Stack:
@@ -162,13 +109,13 @@ class _Stack:
         self.gw1t, self.gb1, self.gw2t, self.gb2 = gw1.transpose(1, 2), gb1.unsqueeze(1), gw2.transpose(1, 2), \
             gb2.unsqueeze(1)
         self.ranges = [(rule, self.params[a:b], self.grads[a:b]) for rule, a, b in self.optimizers]
-        self._buffers: dict[tuple[int, bool], _Buffers] = {}
+        self._buffers: dict[tuple[int, bool], Buffers] = {}
         self.sums = torch.zeros(len(self.members), device=self.device)
 
-    def buffers(self, batch: int, shared: bool) -> _Buffers:
+    def buffers(self, batch: int, shared: bool) -> Buffers:
         key = (batch, shared)
         if key not in self._buffers:
-            self._buffers[key] = _Buffers(len(self.members), batch, self.model.hidden, self.device, shared)
+            self._buffers[key] = Buffers(len(self.members), batch, self.model.hidden, self.device, shared)
         return self._buffers[key]
 
     def keep(self, rows: list[int]) -> None:
@@ -268,7 +215,7 @@ class _Stack:
         threshold = round(self.model.dropout * levels)
         return lanes.bitwise_and_(levels - 1).ge_(threshold).to(dtype).mul_(1.0 / (1.0 - threshold / levels))
 
-    def _loss(self, z: torch.Tensor, target: torch.Tensor, buf: _Buffers) -> torch.Tensor:
+    def _loss(self, z: torch.Tensor, target: torch.Tensor, buf: Buffers) -> torch.Tensor:
         """Each row's loss added to `sums` (weighted by the batch, as the per-cell engine adds it);
         returns d(sum of the losses)/dz. fmae.training.contract's loss, row by row."""
         batch = z.shape[1]
@@ -339,7 +286,7 @@ class _Rows:
     def model_state(self, k: int, cell: _StackedCell) -> dict[str, torch.Tensor]:
         """Row k as the contract's "model" (the Autoencoder's state_dict), on the CPU."""
         names = list(cell.model.state_dict().keys())
-        return {name: _compact_cpu(t) for name, t in zip(names, self.layout.split(self.params[k]))}
+        return {name: compact_cpu(t) for name, t in zip(names, self.layout.split(self.params[k]))}
 
     def cell_state(self, k: int, cell: _StackedCell) -> dict[str, Any]:
         """Row k as the contract's "model" and "optimizer" (torch's layout), on the CPU."""
@@ -350,7 +297,7 @@ class _Rows:
         for key, value in rule.cell_state(states, k - a, steps[k - a], cell.config.momentum).items():
             parts = self.layout.split(value) if value.dim() else [value] * len(names)
             for i, part in enumerate(parts):
-                per_param[i][key] = _compact_cpu(part)
+                per_param[i][key] = compact_cpu(part)
         return {"model": model,
                 "optimizer": {"state": {i: st for i, st in per_param.items() if st},
                               "param_groups": [{**cell.group, "params": list(range(len(names)))}]}}
