@@ -32,7 +32,6 @@ def collect(sweep_dir: SweepDir, sweep: SweepConfig, plans: Sequence[CellPlan] =
     errors = {p.name: p.error for p in plans if p.error}
     rows = []
     for config in sweep.cells():
-        config = config
         run = runs.RunDir(sweep_dir.cells_dir / runs.cell_name(config))
         summary = summary_or_none(run) if run.exists else None
         status = Status.FAILED if run.path.name in errors else (summary or {}).get("status", Status.PENDING)
