@@ -29,6 +29,9 @@ RUN_FILES = ("config.json", "metrics.csv", "model.pt", "last.pt", "summary.json"
 # a run's token and MLflow run ids (fmae.trackers), once it was logged to a tracker: added then to its record
 TRACKER_IDS = "trackers.json"
 RESOLVED_CONFIG = "config.toml"  # the command's resolved settings (--print-config's TOML; --config reads it)
+# a sweep directory's own files (fmae.sweeps writes them; its cells are run directories)
+SWEEP_FILES = ("sweep.json", "results.csv", "results.json", "results_groups.csv", "best.pt", TRACKER_IDS,
+               RESOLVED_CONFIG)
 METRIC_FIELDS = ("epoch", "train_loss", "test_loss", "seconds")
 RESUMABLE = ("epochs", "patience", "min-delta")  # the settings --resume (and a rerun of a sweep) may change
 

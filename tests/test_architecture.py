@@ -273,3 +273,12 @@ def test_no_module_is_over_400_lines():
     """Modules are split by concern (docs/architecture.md); one past 400 lines holds more than one."""
     long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long
+
+
+def test_the_trackers_wing_reaches_into_sweeps_only_to_export():
+    """A tracker (its protocol, its backends, the live Trackers) knows run and sweep directories by their
+    files (fmae.runs), not by the sweeps wing; only fmae.trackers.export, which replays a sweep's files for
+    `fmae export`, reads a sweep directory through fmae.sweeps.directory."""
+    up = sorted((m, t) for m, targets in GRAPH.items() if m.startswith("fmae.trackers")
+                for t in targets if t.startswith("fmae.sweeps"))
+    assert up == [("fmae.trackers.export", "fmae.sweeps.directory")], up

@@ -17,8 +17,6 @@ from fmae.errors import ConfigError, FmaeError, RunDirError
 from fmae.locks import LOCK_NAME
 from fmae.status import FINISHED, Status
 
-SWEEP_FILES = ("sweep.json", "results.csv", "results.json", "results_groups.csv", "best.pt", runs.TRACKER_IDS,
-               runs.RESOLVED_CONFIG)
 GRID_KEYS = {"optim": (str,), "lr": (float, int), "hidden": (int,), "seed": (int,)}  # sweep.json's grid
 
 
@@ -71,7 +69,7 @@ class SweepDir:
                 runs.RunDir(self.path).saved_config()  # refuses a config.json that fmae did not write
             return sweep
         if record is None and not doc_path.exists():
-            runs.refuse_foreign(self.path, SWEEP_FILES)
+            runs.refuse_foreign(self.path, runs.SWEEP_FILES)
             return sweep
         if record is not None and not doc_path.exists():  # a sweep being started, or reset
             left = [n for n in (*record.files, "cells") if (self.path / n).exists()]
@@ -123,7 +121,7 @@ class SweepDir:
 
     def owned_files(self) -> tuple[str, ...]:
         """The sweep-level files fmae wrote here, as its record names them (for a sweep made before
-        fmae kept one, SWEEP_FILES when its sweep.json is fmae's; a training run's when it held one)."""
+        fmae kept one, runs.SWEEP_FILES when its sweep.json is fmae's; a training run's when it held one)."""
         record = manifest.read(self.path) if self.path.is_dir() else None
         if record is not None:
             return record[1]
@@ -132,7 +130,7 @@ class SweepDir:
                 self._read_doc(self.path / "sweep.json")
             except RunDirError:
                 return ()
-            return SWEEP_FILES
+            return runs.SWEEP_FILES
         return runs.RunDir(self.path).owned_files()
 
     def reset(self, overwrite: bool) -> None:
@@ -147,7 +145,7 @@ class SweepDir:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise atomic.io_error(self.path, exc) from None
-        manifest.write(self.path, "sweep", (*SWEEP_FILES, *owned), resetting=fresh)
+        manifest.write(self.path, "sweep", (*runs.SWEEP_FILES, *owned), resetting=fresh)
         if fresh:
             manifest.remove_owned(self.path, owned)
             for cell in self.fmae_cells():
@@ -156,8 +154,8 @@ class SweepDir:
                 atomic.unlink_quietly(cell.path / manifest.MANIFEST)  # last: until here a kill leaves it fmae's
                 _rmdir_quietly(cell.path)
             _rmdir_quietly(self.cells_dir)
-            manifest.write(self.path, "sweep", SWEEP_FILES)
-        manifest.remove_stale_temporaries(self.path, SWEEP_FILES)
+            manifest.write(self.path, "sweep", runs.SWEEP_FILES)
+        manifest.remove_stale_temporaries(self.path, runs.SWEEP_FILES)
 
     def fmae_cells(self) -> list[runs.RunDir]:
         """The cells fmae made: directories (never links) under cells/ that its record says are fmae's

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from fmae import atomic, manifest
 from fmae.config import TrainConfig
 from fmae.errors import FmaeError
-from fmae.runs import RUN_FILES, TRACKER_IDS, read_json
+from fmae.runs import RUN_FILES, SWEEP_FILES, TRACKER_IDS, read_json
 
 
 class TrackerError(FmaeError):
@@ -111,8 +111,6 @@ class Target:
         run, so a replaced run is a new run in the trackers); its stale temporaries removed."""
         record = manifest.read(self.path)
         if record is None:  # a directory made before fmae kept records (checked to be fmae's by the caller)
-            from fmae.sweeps.directory import SWEEP_FILES
-
             kind, files = ("sweep", SWEEP_FILES) if self.kind == "sweep" else ("run", RUN_FILES)
             manifest.write(self.path, kind, (*files, TRACKER_IDS))
         elif TRACKER_IDS not in record.files:
