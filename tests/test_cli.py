@@ -228,7 +228,7 @@ def test_with_jobs_the_cells_bar_names_only_cells_in_training(fake_dataset, tmp_
     monkeypatch.setattr(ui.Feedback, "remove", lambda self, key: events.append(("remove", key, "")))
     monkeypatch.setattr(ui.Feedback, "info", lambda self, key, info: events.append(("info", key, info)), raising=False)
     monkeypatch.setattr(ui.Feedback, "advance",
-                        lambda self, key, done, total, info, line: events.append(("info", key, info)))
+                        lambda self, key, done, total, info, line, count=None: events.append(("info", key, info)))
     result = cli("sweep", "--optim", "sgd", "--lr", "0.01", "--hidden", "4", "16", "32", "--batch-size", "16",
                  "--epochs", "2", "--jobs", "2", "--threads", "1", "--run-dir", str(tmp_path / "s"), "-q")
     assert result.exit_code == 0, result.stderr

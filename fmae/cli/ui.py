@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from fmae import faults
@@ -87,7 +87,7 @@ class Feedback:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
-                MofNCompleteColumn(),
+                TextColumn("{task.fields[count]}"),
                 TextColumn("{task.fields[info]}"),
                 TimeElapsedColumn(),
                 TextColumn("eta"),
@@ -103,23 +103,29 @@ class Feedback:
             self._progress.__exit__(None, None, None)
             self._progress = None
 
-    def task(self, key: str, label: str, total: int, done: int = 0, info: str = "") -> None:
-        """Start (or restart) a bar; in plain mode nothing is printed until something happens."""
+    def task(self, key: str, label: str, total: float, done: float = 0, info: str = "", count: str | None = None
+             ) -> None:
+        """Start (or restart) a bar; in plain mode nothing is printed until something happens.
+        `count`: what the bar says it counts (default `done/total`; a sweep's bar advances by work
+        and says cells)."""
+        count = f"{done:g}/{total:g}" if count is None else count
         if self._progress is not None:
             if key in self._tasks:
-                self._progress.reset(self._tasks[key], total=total, completed=done, description=label, info=info)
+                self._progress.reset(self._tasks[key], total=total, completed=done, description=label, info=info,
+                                     count=count)
             else:
-                self._tasks[key] = self._progress.add_task(label, total=total, completed=done, info=info)
+                self._tasks[key] = self._progress.add_task(label, total=total, completed=done, info=info, count=count)
 
     def remove(self, key: str) -> None:
         """Take a finished bar off the screen (a sweep shows one bar per running cell)."""
         if self._progress is not None and key in self._tasks:
             self._progress.remove_task(self._tasks.pop(key))
 
-    def advance(self, key: str, done: int, total: int, info: str, line: str) -> None:
+    def advance(self, key: str, done: float, total: float, info: str, line: str, count: str | None = None) -> None:
         """Move a bar to `done`; in plain mode print `line`."""
         if self._progress is not None:
-            self._progress.update(self._tasks[key], completed=done, total=total, info=info)
+            self._progress.update(self._tasks[key], completed=done, total=total, info=info,
+                                  count=f"{done:g}/{total:g}" if count is None else count)
         elif self.mode == "plain":
             self.console.print(line, markup=False, soft_wrap=True)
 
@@ -170,6 +176,9 @@ class SweepFeedback(Feedback):
         super().__init__(quiet=quiet)
         self.training: dict[str, None] = {}  # the cells in training now, in the order they started
         self.total = self.finished = self.epochs = 0
+        self._cost: dict[str, float] = {}
+        self._left: dict[str, int] = {}
+        self._work_total = self._work_done = 0.0
         self._news: dict[str, tuple[float, float, bool]] = {}  # cell -> its last news (monotonic, wall), named
         self._slowest = 0.0
         self._lock = threading.Lock()
@@ -215,9 +224,25 @@ class SweepFeedback(Feedback):
         names = list(self.training)
         return f"training {', '.join(names[:2])}" + (f" +{len(names) - 2}" if len(names) > 2 else "") if names else ""
 
-    def begin(self, total: int, finished: int, epochs: int) -> None:
+    def begin(self, total: int, finished: int, epochs: int, work: dict[str, tuple[float, int]]) -> None:
+        """The cells bar advances by work (each cell-epoch by its estimated seconds), so its ETA is
+        right from the first epoch although cells differ in cost; it says cells done of all."""
         self.total, self.finished, self.epochs = total, finished, epochs
-        self.task("cells", "cells", total, finished)
+        self._cost = {name: cost for name, (cost, _) in work.items()}
+        self._left = {name: left for name, (_, left) in work.items()}
+        self._work_total = sum(cost * left for cost, left in work.values())
+        self._work_done = 0.0
+        self.task("cells", "cells", self._work_total or 1, 0, count=self._cells())
+
+    def _cells(self) -> str:
+        return f"{self.finished}/{self.total}"
+
+    def _move_cells(self, line: str = "") -> None:
+        done = min(self._work_done, self._work_total)
+        if line:
+            self.advance("cells", done, self._work_total or 1, self._training_now(), line, count=self._cells())
+        elif self._progress is not None and "cells" in self._tasks:
+            self._progress.update(self._tasks["cells"], completed=done, count=self._cells())
 
     def cell_started(self, plan: Any) -> None:
         self.training[plan.name] = None
@@ -230,6 +255,10 @@ class SweepFeedback(Feedback):
         with self._lock:
             self._slowest = max(self._slowest, float(m.seconds))
         self.epoch(plan.name, plan.name, m, self.epochs)
+        if self._left.get(plan.name, 0) > 0:
+            self._left[plan.name] -= 1
+            self._work_done += self._cost[plan.name]
+        self._move_cells()
 
     def cell_ended(self, plan: Any, status: str) -> None:
         with self._lock:
@@ -238,7 +267,8 @@ class SweepFeedback(Feedback):
         self.finished += 1
         self.remove(plan.name)
         line = f"cell {self.finished}/{self.total} {plan.name} {status}" + (f": {plan.error}" if plan.error else "")
-        self.advance("cells", self.finished, self.total, self._training_now(), line)
+        self._work_total -= self._cost.get(plan.name, 0.0) * self._left.pop(plan.name, 0)  # ended sooner: not owed
+        self._move_cells(line)
 
     def paused(self, plans: Sequence[Any]) -> None:
         for plan in plans:

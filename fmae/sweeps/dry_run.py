@@ -102,6 +102,20 @@ def epoch_seconds(config: TrainConfig, step: float) -> float:
     return steps * step + -(-TEST_IMAGES // config.batch_size) * step / 3
 
 
+def epoch_costs(configs: dict[str, TrainConfig], device: Any, threads: int) -> dict[str, float]:
+    """Each cell's estimated seconds per epoch from the calibration cache (what --dry-run measured
+    on this machine), measuring nothing: a cell whose shape was never calibrated costs in proportion
+    to its step's FLOPs (hidden x batch size), scaled by the calibrated cells' seconds per FLOP (or
+    left in those relative units when none is). The progress display's ETA weighs cells by these
+    from the first epoch on (cells of a sweep differ ~8x in cost)."""
+    cache = read_cache()
+    known = {name: cache.get(_key(device, threads, c.model.hidden, c.batch_size)) for name, c in configs.items()}
+    flops = {name: float(c.model.hidden * c.batch_size) for name, c in configs.items()}
+    rates = [known[n] / flops[n] for n in configs if known[n]]
+    per_flop = sum(rates) / len(rates) if rates else 1.0
+    return {name: epoch_seconds(c, known[name] or flops[name] * per_flop) for name, c in configs.items()}
+
+
 def _cell(config: TrainConfig, run: runs.RunDir, overwrite: bool) -> dict[str, Any]:
     """What a cell would do: its state, the epochs done and left (reading its files, writing none)."""
     from fmae.sweeps.directory import read_summary

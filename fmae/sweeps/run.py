@@ -27,8 +27,9 @@ class SweepProgress(Protocol):
     def message(self, text: str) -> None:
         """A line for the user (stderr): the data found, the sweep's size, a hint."""
 
-    def begin(self, total: int, finished: int, epochs: int) -> None:
-        """The sweep's cells: `total` of them, `finished` already, each trained to `epochs`."""
+    def begin(self, total: int, finished: int, epochs: int, work: dict[str, tuple[float, int]]) -> None:
+        """The sweep's cells: `total` of them, `finished` already, each trained to `epochs`; `work`:
+        each unfinished cell's estimated seconds per epoch and epochs left (the ETA's weights)."""
 
     def cell_started(self, plan: CellPlan) -> None: ...
 
@@ -55,7 +56,7 @@ def run_sweep(settings: SweepSettings, progress: SweepProgress) -> dict[str, Any
     from fmae.device import environment
     from fmae.interrupts import interrupted
     from fmae.locks import lock_run_dir
-    from fmae.sweeps import halving, results
+    from fmae.sweeps import dry_run, halving, results
     from fmae.trackers import export, open_trackers, require
 
     grid, options, pruning = settings.grid, settings.executor, settings.pruning
@@ -87,7 +88,9 @@ def run_sweep(settings: SweepSettings, progress: SweepProgress) -> dict[str, Any
         hint = plan.busy_note() if len(todo) > held else None  # nothing to train: no note about training slowly
         if hint:
             progress.message(hint)
-        progress.begin(len(plans), len(plans) - len(todo), grid.base.epochs)
+        costs = dry_run.epoch_costs({p.name: p.config for p in todo}, device, env["threads"])
+        progress.begin(len(plans), len(plans) - len(todo), grid.base.epochs,
+                       {p.name: (costs[p.name], max(0, p.config.epochs - p.start_epoch)) for p in todo})
 
         try:  # one executor for the whole sweep (every rung), closed before the writer writes the latest states
             with saving.Saver(settings.checkpoint_every, trackers=trackers) as saver, \
