@@ -41,13 +41,12 @@ from benchmarks.common import command_line  # noqa: E402
 
 STEPS = ("sweep", "rerun", "plot", "tensorboard", "mlflow")
 SAMPLE_S = 0.2
-# The timed sweep: `fmae` itself, with clocks around the executors' drive (every cell's tasks and
+# The timed sweep: `fmae` itself, with clocks around the driver loop (every cell's tasks and
 # files) and the inline backend's tasks (the trainer), written as JSON to $FMAE_SCALE_TIMES at exit.
 TIMED = """
 import atexit, json, os, sys, time
-from fmae import executors
 from fmae.cli import main
-from fmae.executors import local
+from fmae.executors import driver, local
 seconds = {"drive": 0.0, "tasks": 0.0}
 def clocked(f, key):
     def call(*a, **k):
@@ -57,7 +56,7 @@ def clocked(f, key):
         finally:
             seconds[key] += time.perf_counter() - t0
     return call
-executors.drive = clocked(executors.drive, "drive")
+driver.drive = clocked(driver.drive, "drive")
 local.InlineBackend.submit = clocked(local.InlineBackend.submit, "tasks")
 atexit.register(lambda: open(os.environ["FMAE_SCALE_TIMES"], "w").write(json.dumps(seconds)))
 sys.argv[0] = "fmae"
