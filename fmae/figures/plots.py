@@ -269,7 +269,7 @@ def heatmap(records: Sequence[Any], *, title: str = "") -> Figure:
                 ax.text(j, i + (0.28 if losses else 0), "\n".join(lost), ha="center", va="center", fontsize=7,
                         color="red" if lost != [Status.PRUNED] else "0.35")
             elif lost:
-                marks.setdefault("pruned" if lost == [Status.PRUNED] else "lost", []).append((j, i))
+                marks.setdefault(str(Status.PRUNED) if lost == [Status.PRUNED] else "lost", []).append((j, i))
         finite = grid[~np.isnan(grid)]
         vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (1e-3, 1.0)
         image = ax.imshow(grid, cmap="viridis_r", norm=LogNorm(vmin=vmin, vmax=max(vmax, vmin * 1.0001)),
