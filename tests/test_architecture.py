@@ -217,17 +217,24 @@ def test_no_optimizer_is_named_in_the_training_wing():
     module of fmae/training/ spells an optimizer's name or compares a config's `optim` with anything."""
     from fmae.config import OPTIMIZERS
 
-    found = []
-    for module, path in MODULES.items():
-        if module.startswith("fmae.training"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in OPTIMIZERS:
-                    found.append(f"{module}:{node.lineno} {node.value!r}")
-                elif isinstance(node, ast.Compare) and any(isinstance(n, ast.Attribute) and n.attr == "optim"
-                                                           for n in [node.left, *node.comparators]):
-                    found.append(f"{module}:{node.lineno} {ast.unparse(node)}")
+    found = _branches("fmae.training", OPTIMIZERS, "optim")
     assert not found, found
     assert any(module.startswith("fmae.training") for module in MODULES)
+
+
+def _branches(prefix: str, names, attr: str, also=lambda node: False) -> list[str]:
+    """Where the modules under `prefix` spell one of `names` or compare an `.attr` with anything (or
+    `also(node)` holds): the branches on a kind that a spec or a plan object should own."""
+    found = []
+    for module, path in MODULES.items():
+        if module.startswith(prefix):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
+                    found.append(f"{module}:{node.lineno} {node.value!r}")
+                elif (isinstance(node, ast.Compare) and any(isinstance(n, ast.Attribute) and n.attr == attr
+                                                            for n in [node.left, *node.comparators])) or also(node):
+                    found.append(f"{module}:{node.lineno} {ast.unparse(node)}")
+    return found
 
 
 def test_no_re_export_shims_and_no_one_letter_module_names():
@@ -254,18 +261,11 @@ def test_no_executor_is_named_in_the_sweeps_wing():
     fmae/sweeps/ spells an executor's name, compares a config's `executor` or asks a backend with getattr."""
     from fmae.execution import EXECUTORS
 
-    found = []
-    for module, path in MODULES.items():
-        if module.startswith("fmae.sweeps"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in EXECUTORS:
-                    found.append(f"{module}:{node.lineno} {node.value!r}")
-                elif isinstance(node, ast.Compare) and any(isinstance(n, ast.Attribute) and n.attr == "executor"
-                                                           for n in [node.left, *node.comparators]):
-                    found.append(f"{module}:{node.lineno} {ast.unparse(node)}")
-                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" \
-                        and "backend" in ast.unparse(node.args[0]):
-                    found.append(f"{module}:{node.lineno} {ast.unparse(node)}")
+    def asks_a_backend(node) -> bool:
+        return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" \
+            and "backend" in ast.unparse(node.args[0])
+
+    found = _branches("fmae.sweeps", EXECUTORS, "executor", asks_a_backend)
     assert not found, found
 
 
