@@ -104,10 +104,10 @@ def test_the_cells_bar_names_the_cell_in_training(fake_dataset, tmp_path, monkey
     seen = []
     original = ui.Feedback.advance
 
-    def advance(self, key, done, total, info, line):
+    def advance(self, key, done, total, info, line, count=None):
         if key == "cells":
-            seen.append((done, info))
-        return original(self, key, done, total, info, line)
+            seen.append((count, info))  # the bar fills by work; it says cells done of all
+        return original(self, key, done, total, info, line, count)
 
     monkeypatch.setattr(ui.Feedback, "advance", advance)
     monkeypatch.setattr(ui.Feedback, "info", lambda self, key, info: seen.append((None, info)))
@@ -115,8 +115,8 @@ def test_the_cells_bar_names_the_cell_in_training(fake_dataset, tmp_path, monkey
                  "--run-dir", tmp_path / "s")
     assert result.exit_code == 0, result.output
     # a cell is named from its start to its end, never before it starts (--jobs 1: one at a time)
-    assert seen == [(None, "training sgd-lr0.1-h4-s0"), (1, ""), (None, "training sgd-lr0.1-h8-s0"), (2, ""),
-                    (None, "training sgd-lr0.1-h16-s0"), (3, ""), (None, "")]
+    assert seen == [(None, "training sgd-lr0.1-h4-s0"), ("1/3", ""), (None, "training sgd-lr0.1-h8-s0"), ("2/3", ""),
+                    (None, "training sgd-lr0.1-h16-s0"), ("3/3", ""), (None, "")]
 
 
 @pytest.fixture

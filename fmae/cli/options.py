@@ -100,7 +100,9 @@ FailOn = Annotated[list[FailOnStatus] | None, typer.Option(
          "e.g. --fail-on diverged,collapsed.", show_default=False)]
 
 Ckpts = Annotated[list[Path], typer.Option(
-    "--ckpt", metavar="PATH...", help="Checkpoints (a run's model.pt or a sweep's best.pt); several after one flag.",
+    "--ckpt", metavar="PATH...",
+    help="Checkpoints: a .pt file, a run directory (its model.pt) or a sweep directory (its best.pt); several "
+         "after one flag.",
     show_default=False)]
 
 
