@@ -25,8 +25,11 @@ CHECKPOINT_VERSION = 1
 # Anything else (a README, a .gz) is no torch file at all; a damaged checkpoint still begins so.
 TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 HEADER = frozenset({"format", "version", "kind", "fmae_version", "config"})
+# the resume state's fields and its generators (fmae.training.contract says what each means)
+RESUME_KEYS = ("epoch", "model", "optimizer", "rng", "history", "status")
+RNG_STREAMS = ("data", "dropout", "noise")  # "noise" may be missing from files older than denoising training
 KEYS = {"model": HEADER | {"state_dict", "status", "metrics", "environment"},  # all a checkpoint may hold
-        "resume": HEADER | {"epoch", "model", "optimizer", "rng", "history", "status"}}
+        "resume": HEADER | set(RESUME_KEYS)}
 
 
 def checkpoint(kind: str, config: TrainConfig, payload: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +160,7 @@ def check_resume_state(path: Path, state: dict[str, Any]) -> None:
     rng = state.get("rng")
     if not (isinstance(rng, dict) and all(
             isinstance(rng.get(k), torch.Tensor) and rng[k].dtype == torch.uint8 and rng[k].dim() == 1
-            for k in ("data", "dropout", *(("noise",) if "noise" in rng else ())))
+            for k in RNG_STREAMS if k in rng or k != "noise")
             and rng["data"].numel() == torch.Generator().get_state().numel()):
         raise bad("rng is not the generators' states")
     shapes = list(parameter_shapes(state["config"].model).values())

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from fmae import optim
-from fmae.checkpoints import cloned, to_cpu
+from fmae.checkpoints import RESUME_KEYS, cloned, to_cpu
 from fmae.config import TrainConfig
 from fmae.data import FashionMNIST
 from fmae.evaluation import autocast, evaluate, to_float
@@ -33,7 +33,7 @@ from fmae.training.contract import (
     TrainResult,
     final_status,
     history_of_state,
-    history_rows,
+    plain_state,
     stop_reason,
     training_loss,
 )
@@ -53,23 +53,14 @@ class Cell:
 
     def resume_state(self, data_rng: torch.Generator) -> dict[str, Any]:
         """Everything needed to continue exactly where this epoch ended (the contract's resume state)."""
-        return {
-            "epoch": len(self.history),
-            "model": to_cpu(self.model.state_dict()),
-            "optimizer": to_cpu(self.optimizer.state_dict()),
-            "rng": {"data": data_rng.get_state(), "dropout": self.dropout_rng.get_state(),
-                    "noise": self.noise_rng.get_state()},
-            "history": history_rows(self.history),
-            "status": str(self.status),  # a plain string: torch loads no enum
-        }
+        state = {**plain_state(self.history, self.status, data_rng, self.dropout_rng, self.noise_rng),
+                 "model": to_cpu(self.model.state_dict()), "optimizer": to_cpu(self.optimizer.state_dict())}
+        return {key: state[key] for key in RESUME_KEYS}
 
     def snapshot(self, data_rng: torch.Generator) -> Snapshot:
         """This epoch's resume state as an owned copy, kept on the training device until it is saved."""
         model, optimizer = cloned(self.model.state_dict()), cloned(self.optimizer.state_dict())
-        return Snapshot({"epoch": len(self.history),
-                         "rng": {"data": data_rng.get_state(), "dropout": self.dropout_rng.get_state(),
-                                 "noise": self.noise_rng.get_state()},
-                         "history": history_rows(self.history), "status": str(self.status)},
+        return Snapshot(plain_state(self.history, self.status, data_rng, self.dropout_rng, self.noise_rng),
                         lambda: {"model": to_cpu(model), "optimizer": to_cpu(optimizer)})
 
 

@@ -51,13 +51,12 @@ from typing import Any
 
 import torch
 
+from fmae.checkpoints import RESUME_KEYS, RNG_STREAMS
 from fmae.config import TrainConfig
 from fmae.evaluation import is_collapsed
 from fmae.model import Autoencoder
 from fmae.status import RANKABLE, TRAINER, Status
 
-RESUME_KEYS = ("epoch", "model", "optimizer", "rng", "history", "status")
-RNG_STREAMS = ("data", "dropout", "noise")
 STATUSES = TRAINER
 
 
@@ -111,6 +110,13 @@ class Snapshot(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(RESUME_KEYS)
+
+
+def plain_state(history: list[EpochMetrics], status: Status, *rngs: torch.Generator) -> dict[str, Any]:
+    """A resume state's fields other than the tensors of "model" and "optimizer": the epoch, the
+    generators' states (data, dropout, noise: RNG_STREAMS' order), the history and the status."""
+    return {"epoch": len(history), "rng": {k: g.get_state() for k, g in zip(RNG_STREAMS, rngs, strict=True)},
+            "history": history_rows(history), "status": str(status)}  # a plain string: torch loads no enum
 
 
 def history_rows(history: list[EpochMetrics]) -> list[list[float]]:

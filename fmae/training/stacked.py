@@ -58,8 +58,8 @@ from fmae.training.contract import (
     Snapshot,
     TrainResult,
     final_status,
-    history_rows,
     mse,
+    plain_state,
     stop_reason,
 )
 from fmae.training.layout import Buffers, Layout, compact_cpu
@@ -359,10 +359,7 @@ def _train_stack(stack: _Stack, data: FashionMNIST, device: torch.device, max_ep
                                    test_loss=losses[rows + k] / max(1, numel), seconds=spent)
             cell.history.append(metrics)
             cell.status = stop_reason(cell.config, cell.history) or Status.RUNNING
-            cell.latest = Snapshot({"epoch": len(cell.history),
-                                    "rng": {"data": data_rng.get_state(), "dropout": cell.dropout_rng.get_state(),
-                                            "noise": cell.noise_rng.get_state()},
-                                    "history": history_rows(cell.history), "status": str(cell.status)},
+            cell.latest = Snapshot(plain_state(cell.history, cell.status, data_rng, cell.dropout_rng, cell.noise_rng),
                                    lambda snap=snap, k=k, cell=cell: snap.cell_state(k, cell))
             (going_on if cell.status == Status.RUNNING else leaving).append(k)
         stack.to_cells(leaving if epochs_left > 0 else range(rows))
