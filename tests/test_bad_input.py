@@ -130,7 +130,7 @@ def test_invalid_value(workspace, command, option, value):
 
 @pytest.mark.parametrize("args,needle", [
     (["eval", "--ckpt", "missing.pt"], "does not exist"),
-    (["eval", "--ckpt", "r"], "is a directory"),
+    (["eval", "--ckpt", "tiny"], "holds no model.pt or best.pt"),  # a run or sweep directory is taken (issue 31)
     (["denoise", "--ckpt", "r/config.json"], "not a torch checkpoint"),
     (["denoise", "--ckpt", "r/last.pt"], "expected 'model'"),
     (["denoise", "--ckpt", "r/model.pt", "--input", "nope.png"], "no such file"),
