@@ -64,7 +64,9 @@ def export_safetensors(paths: tuple[Path, ...], to: Path, progress: Progress) ->
             except OSError as exc:
                 raise atomic.io_error(out, exc) from None
             weights = {k: v.detach().cpu().contiguous() for k, v in ckpt["state_dict"].items()}
-            files = {"model.safetensors": st.save(weights, metadata={"format": "pt", "fmae_version": __version__}),
+            # one metadata key: safetensors keeps metadata in a hash map, so two keys come out in either
+            # order and the same weights would give other bytes (fmae's version is in config.json)
+            files = {"model.safetensors": st.save(weights, metadata={"format": "pt"}),
                      "config.json": (json.dumps(card_config(ckpt, source, raw), indent=2) + "\n").encode(),
                      "README.md": model_card(ckpt, source, raw).encode()}
             same = all((out / n).is_file() and (out / n).read_bytes() == b for n, b in files.items())

@@ -9,12 +9,11 @@ import re
 import sys
 
 import pytest
+import safetensors.torch as safetensors_torch  # the [test] extra installs it: without it these tests fail, never skip
 import torch
 
 from fmae.checkpoints import load_model
 from tests.helpers import cli, one_error_line, state_dict, tiny
-
-safetensors_torch = pytest.importorskip("safetensors.torch", reason="the [test] extra installs safetensors")
 
 
 @pytest.fixture
@@ -59,7 +58,7 @@ def test_a_sweeps_best_model_as_safetensors_with_its_card(sweep, tmp_path, monke
     assert torch.equal(ours, theirs)
 
 
-def test_several_models_each_in_a_directory_and_again_unchanged(sweep, tmp_path):
+def test_several_models_each_in_a_directory_and_again_unchanged(sweep, tmp_path, monkeypatch):
     cell = next((sweep / "cells").iterdir())
     args = ("export", "safetensors", sweep, cell / "model.pt", "--to", tmp_path / "hub", "--json")
     first = json.loads(cli(*args).stdout)
@@ -67,8 +66,11 @@ def test_several_models_each_in_a_directory_and_again_unchanged(sweep, tmp_path)
     assert not any(r["unchanged"] for r in first["exported"])
     weights = safetensors_torch.load_file(tmp_path / "hub" / cell.name / "model.safetensors")
     assert all(torch.equal(weights[k], v) for k, v in state_dict(cell / "model.pt").items())
-    again = cli(*args[:-1])
-    assert again.exit_code == 0 and "unchanged" in again.stdout  # a repeated export says it sent nothing new
+    again = json.loads(cli(*args).stdout)
+    assert all(r["unchanged"] for r in again["exported"])  # a repeated export says it sent nothing new
+    monkeypatch.setenv("COLUMNS", "250")  # the table whole, however long the temporary paths
+    table = cli(*args[:-1])
+    assert table.exit_code == 0 and "unchanged" in table.stdout
 
 
 def test_without_the_package_one_error_names_the_extra(sweep, tmp_path, monkeypatch):
