@@ -45,11 +45,16 @@ def dropout_bits(n: int, device: torch.device, generator: torch.Generator | None
 def dropout_mask(bits: torch.Tensor, shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype) -> torch.Tensor:
     """The scaled keep mask of `shape` from `bits` (the last dimension of `bits` holds one mask's
     draws; leading dimensions, if any, are separate masks: several cells' at once, each its own)."""
+    n = math.prod(shape[len(bits.shape) - 1:])
+    return scaled_keep(bits.view(torch.int16)[..., :n].reshape(shape), p, dtype)
+
+
+def scaled_keep(lanes: torch.Tensor, p: float, dtype: torch.dtype) -> torch.Tensor:
+    """The scaled keep mask from a mask's 16-bit lanes (overwritten): a lane's low 15 bits at or
+    above p's level keep the unit, scaled by 1 / (1 - that level)."""
     levels = SeededDropout.LEVELS
     threshold = round(p * levels)
-    n = math.prod(shape[len(bits.shape) - 1:])
-    lanes = bits.view(torch.int16)[..., :n].reshape(shape).bitwise_and_(levels - 1)
-    return lanes.ge_(threshold).to(dtype).mul_(1.0 / (1.0 - threshold / levels))
+    return lanes.bitwise_and_(levels - 1).ge_(threshold).to(dtype).mul_(1.0 / (1.0 - threshold / levels))
 
 
 _OUTPUT = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "identity": nn.Identity}

@@ -49,7 +49,7 @@ from fmae import optim
 from fmae.config import TrainConfig
 from fmae.data import FashionMNIST
 from fmae.evaluation import EVAL_CHUNK, autocast, to_float
-from fmae.model import Autoencoder, SeededDropout, dropout_bits
+from fmae.model import Autoencoder, SeededDropout, dropout_bits, scaled_keep
 from fmae.noise import add_noise
 from fmae.status import Status
 from fmae.training.cells import OnEpoch, data_generator, seeded
@@ -183,7 +183,7 @@ class _Stack:
             n = batch * self.model.hidden
             for row, c in zip(buf.bit_rows, cells):
                 dropout_bits(n, self.device, c.dropout_rng, out=row)
-            mask = self._mask(buf.lanes, hidden.dtype)
+            mask = scaled_keep(buf.lanes, self.model.dropout, hidden.dtype)  # the lanes: static views of the bits
             dropped = hidden * mask
         else:
             dropped = hidden
@@ -208,12 +208,6 @@ class _Stack:
             out.copy_(fn(*args, **kwargs))
         else:
             fn(*args, **kwargs, out=out)
-
-    def _mask(self, lanes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """The scaled keep masks of the rows' bits: fmae.model.dropout_mask's arithmetic."""
-        levels = SeededDropout.LEVELS
-        threshold = round(self.model.dropout * levels)
-        return lanes.bitwise_and_(levels - 1).ge_(threshold).to(dtype).mul_(1.0 / (1.0 - threshold / levels))
 
     def _loss(self, z: torch.Tensor, target: torch.Tensor, buf: Buffers) -> torch.Tensor:
         """Each row's loss added to `sums` (weighted by the batch, as the per-cell engine adds it);
