@@ -251,8 +251,15 @@ class RayBackend:
         return out
 
     def close(self, *, interrupted: bool) -> None:
-        for ref in self._running:  # interrupted, or --fail-fast: stop what is in flight
-            self._ray.cancel(ref, force=True)
+        """Stop what is in flight (interrupted, or --fail-fast). A private instance is shut down
+        whole, which takes its workers with it; its tasks are not cancelled first: a forced
+        cancel whose task is finishing at that moment makes Ray's core worker fail a check and end
+        the driver with exit 1 ("Tried to complete task that was not pending", Ray 2.5x), which
+        once replaced fmae's 143 after SIGTERM. On a joined cluster, which stays up, the forced
+        cancel is the only way to stop the tasks."""
+        if not self._owned:
+            for ref in self._running:
+                self._ray.cancel(ref, force=True)
         self._running.clear()
         if self._owned:
-            self._ray.shutdown()  # the private instance and its workers go; a joined cluster stays up
+            self._ray.shutdown()
