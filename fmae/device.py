@@ -37,11 +37,14 @@ def set_threads(threads: int | None) -> None:
 
 
 def environment(device: str, data_source: str = "", data_sha256: dict[str, str] | None = None,
-                threads: int | None = None, engine: str = "cells") -> dict[str, Any]:
+                threads: int | None = None, engine: str = "cells", numerics: str = "default") -> dict[str, Any]:
     """What a run was made with; `threads`: torch's intra-op threads of the process that trains
     (a sweep's workers may use fewer than the driver), since they change float summation order;
     `engine`: the trainer (stacked or cells), kept out of the training config so that a run may
-    resume with the other."""
+    resume with the other; `machine`: the CPU and how it computes (fmae.numerics.machine), with the
+    numerics asked for (--reproducible: portable)."""
+    from fmae.numerics import machine
+
     return {
         "fmae": __version__,
         "torch": str(torch.__version__),  # TorchVersion would not load with weights_only=True
@@ -50,6 +53,7 @@ def environment(device: str, data_source: str = "", data_sha256: dict[str, str] 
         "device": device,
         "threads": threads if threads is not None else torch.get_num_threads(),
         "engine": engine,
+        "machine": machine(numerics),
         "data_source": data_source,
         "data_sha256": dict(data_sha256 or {}),
     }

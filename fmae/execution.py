@@ -57,8 +57,15 @@ class ExecutorConfig:
     gpus_per_cell: float | None = None  # Ray only: None is 0 GPUs there; given with the local executor, refused
     max_retries: int = 2
     engine: str = "auto"  # the trainer (fmae.engine.resolve_engine): auto, stacked or cells
+    reproducible: bool = False  # the portable numerics (fmae.numerics): 1 thread per cell, on the CPU
 
     def __post_init__(self) -> None:
+        from fmae import numerics
+
+        object.__setattr__(self, "threads", numerics.check(self.reproducible, self.threads, "auto"))
+        if self.reproducible and self.gpus_per_cell:
+            raise ConfigError("--reproducible is a CPU mode, got --gpus-per-cell "
+                              f"{self.gpus_per_cell:g}", "leave --gpus-per-cell out")
         choice("executor", self.executor, EXECUTORS)
         check_engine(self.engine)
         int_at_least("jobs", self.jobs, 1, 4096)
@@ -86,10 +93,12 @@ class ExecutorConfig:
         defaults for --cpus-per-cell and --gpus-per-cell)."""
         d = ExecutorConfig()
         return changed_args(("--executor", self.executor, d.executor), ("--jobs", self.jobs, d.jobs),
-                            ("--threads", self.threads, d.threads), ("--address", self.address, d.address),
+                            ("--threads", None if self.reproducible else self.threads, d.threads),
+                            ("--address", self.address, d.address),
                             ("--cpus-per-cell", self.cpus_per_cell, 1.0 if self.executor == "ray" else None),
                             ("--gpus-per-cell", self.gpus_per_cell, 0.0 if self.executor == "ray" else None),
-                            ("--max-retries", self.max_retries, d.max_retries), ("--engine", self.engine, d.engine))
+                            ("--max-retries", self.max_retries, d.max_retries), ("--engine", self.engine, d.engine),
+                            ("--reproducible", self.reproducible, d.reproducible))
 
     def worker_threads(self, cores: int) -> int | None:
         """Torch threads per cell: --threads, else all cores for one job (None: torch's default),

@@ -60,6 +60,14 @@ class RunDir:
         """Whether it holds a run (its config.json); a directory fmae owns may hold none yet."""
         return self.file("config.json").exists()
 
+    def saved_environment(self) -> dict[str, Any] | None:
+        """config.json's environment (what the run was made with), None where there is none to read."""
+        try:
+            env = read_json(self.file("config.json")).get("environment")
+        except (RunDirError, AttributeError):
+            return None
+        return env if isinstance(env, dict) else None
+
     def saved_config(self) -> TrainConfig:
         hint = "fmae did not write it, or it was edited: choose an empty or new directory"
         try:

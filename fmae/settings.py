@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fmae import numerics
 from fmae.checks import choice
 from fmae.config import (
     BASELINES,
@@ -88,12 +89,21 @@ class TrainSettings:
     fail_on: tuple[str, ...] = ()  # --fail-on: statuses that make the command exit 3
     resolved: str | None = None  # the command's settings as TOML (fmae.cli.configfile), saved as config.toml
     dry_run: bool = False  # what it would do and how long it would take, nothing run (fmae.sweeps.dry_run)
+    reproducible: bool = False  # the portable numerics (fmae.numerics): 1 thread, on the CPU
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "threads", numerics.check(self.reproducible, self.threads, self.device))
+
+    @property
+    def numerics(self) -> str:
+        return numerics.mode(self.reproducible)
 
     def to_args(self, config: TrainConfig, run_dir: Path) -> list[str]:
         """The `fmae train` line that resumes the run of `config` in `run_dir`: every setting that
         differs from its default, and only those (the run's own settings come from its config.json)."""
         return ["fmae", "train", "--run-dir", str(run_dir), *config.to_args(),
-                *changed_args(("--threads", self.threads, None), ("--engine", self.engine, "auto")),
+                *changed_args(("--threads", None if self.reproducible else self.threads, None),
+                              ("--engine", self.engine, "auto"), ("--reproducible", self.reproducible, False)),
                 *run_args(self.checkpoint_every, self.fail_on), *given_args(self.device, self.data_dir, self.download),
                 *self.trackers.to_args(), "--resume"]
 
@@ -119,6 +129,7 @@ class SweepSettings:
     dry_run: bool = False  # what it would do and how long it would take, nothing run (fmae.sweeps.dry_run)
 
     def __post_init__(self) -> None:
+        numerics.check(self.executor.reproducible, self.executor.threads, self.device)
         if self.pruning is not None:
             self.pruning.rungs(self.grid.base.epochs)  # min-epochs at most --epochs
         check_checkpoint_every(self.checkpoint_every)

@@ -41,6 +41,9 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
         from fmae.sweeps.dry_run import plan_train
 
         return plan_train(settings, progress)
+    from fmae import numerics
+
+    numerics.enter(settings.numerics)  # before torch loads
     from fmae import data, manifest, runs, saving
     from fmae import engine as engines
     from fmae.config import check_engine
@@ -55,9 +58,10 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
 
     config = settings.config
     run = runs.RunDir(settings.run_dir or Path("runs") / runs.cell_name(config))
-    torch_device = resolve_device(settings.device)
+    torch_device = resolve_device("cpu" if settings.reproducible else settings.device)
     trainer = engines.resolve_engine(check_engine(settings.engine), torch_device)
     set_threads(check_threads(settings.threads, cores()))
+    numerics.verify(settings.numerics)
     every = check_checkpoint_every(settings.checkpoint_every)
     require(settings.trackers)  # a missing package: one error, before anything is written
     started = time.perf_counter()
@@ -70,10 +74,13 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
         if settings.resume:
             config = run.resumed_config(config, settings.explicit)
         state = run.check(config, overwrite=settings.overwrite, resume=settings.resume)
+        if state is not None:
+            numerics.resumable(run.saved_environment(), settings.numerics, f"the run in {run.path}")
         manifest.remove_stale_temporaries(run.path, runs.RUN_FILES)
         dataset = data.find_and_load(settings.data_dir, download=settings.download, device=torch_device,
                                      on_found=progress.message)
-        env = environment(str(torch_device), dataset.source, dataset.sha256, engine=trainer)
+        env = environment(str(torch_device), dataset.source, dataset.sha256, engine=trainer,
+                          numerics=settings.numerics)
         if settings.overwrite or not run.exists:
             run.reset()
         run.write_config(config, env)
@@ -84,7 +91,8 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
             saver.begin(run, config)  # the checkpoint clock starts with the run
         done = int(state["epoch"]) if state else 0
         label = runs.cell_name(config)
-        progress.message(f"training {label} on {torch_device} ({config.precision}) -> {run.path}"
+        progress.message(f"training {label} on {torch_device} ({numerics.describe(settings.numerics)}{config.precision})"
+                         f" -> {run.path}"
                          + (f", resuming after epoch {done}" if done else ""))
         progress.begin(label, config.epochs, done)
         history: list[Any] = history_of_state(state) if state else []

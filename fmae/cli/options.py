@@ -72,6 +72,10 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output o
 Threads = Annotated[int | None, typer.Option(
     help="Torch intra-op threads of each model in training [default: all cores; in a sweep, cores // N with "
          "--jobs N and --cpus-per-cell with Ray].", show_default=False)]
+Reproducible = Annotated[bool, typer.Option(
+    "--reproducible", help="Portable numerics: the same losses and weights on any x86-64 CPU with AVX2 "
+    "(MKL and torch held to AVX2 kernels, 1 thread per model, on the CPU); slower matrix products. "
+    "See docs/reproducibility.md.")]
 Jobs = Annotated[int, typer.Option(help="Cells trained at once, each in a worker process on this machine.")]
 Executor = Annotated[Literal[EXECUTORS], typer.Option(
     help="local: this machine (see --jobs); ray: Ray tasks (pip install 'fmae-cli[ray]').")]

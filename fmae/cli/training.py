@@ -48,6 +48,7 @@ from fmae.cli.options import (
     PrintConfig,
     Prune,
     Quiet,
+    Reproducible,
     Seed,
     TensorBoard,
     Threads,
@@ -88,6 +89,7 @@ def train(
     device: Device = "auto",
     engine: Engine = EXECUTOR_DEFAULTS.engine,
     threads: Threads = None,
+    reproducible: Reproducible = False,
     patience: Patience = TRAIN_DEFAULTS.patience,
     min_delta: MinDelta = TRAIN_DEFAULTS.min_delta,
     noise: TrainNoise = None,
@@ -127,7 +129,7 @@ def train(
                              resume=resume, overwrite=overwrite, explicit=tuple(_explicit(ctx)),
                              trackers=TrackerConfig(tensorboard, mlflow, mlflow_artifacts),
                              fail_on=tuple(s.value for s in fail_on or ()), resolved=ctx.meta.get(RESOLVED),
-                             dry_run=dry_run)
+                             dry_run=dry_run, reproducible=reproducible)
     progress = TrainFeedback(quiet=quiet)
     summary = run_train(settings, progress)
     emit(summary, json_out, print_dry_run if dry_run else lambda doc: _print_train(doc, progress))
@@ -181,6 +183,7 @@ def sweep(
     engine: Engine = EXECUTOR_DEFAULTS.engine,
     jobs: Jobs = EXECUTOR_DEFAULTS.jobs,
     threads: Threads = None,
+    reproducible: Reproducible = False,
     executor: Executor = EXECUTOR_DEFAULTS.executor,
     address: Address = None,
     cpus_per_cell: CpusPerCell = EXECUTOR_DEFAULTS.cpus_per_cell,
@@ -227,7 +230,7 @@ def sweep(
                          seeds=tuple(seed), base=shared),
         executor=ExecutorConfig(executor=executor, jobs=jobs, threads=threads, address=address,
                                 cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell,
-                                max_retries=max_retries, engine=engine),
+                                max_retries=max_retries, engine=engine, reproducible=reproducible),
         pruning=PruneConfig.of(prune, eta, min_epochs), run_dir=run_dir, device=device, data_dir=data_dir,
         download=not no_download, overwrite=overwrite, fail_fast=fail_fast, checkpoint_every=checkpoint_every,
         trackers=TrackerConfig(tensorboard, mlflow, mlflow_artifacts), fail_on=tuple(s.value for s in fail_on or ()),

@@ -130,7 +130,7 @@ def drive(backend: Backend, groups: list[list[Any]], *, saver: Any, device: str,
             epochs = (None if stop_at is None else stop_at - first) if inline else EPOCHS_PER_TASK
             task = Task(tuple(p.name for p in group), tuple(p.config.to_dict() for p in group),
                         tuple(p.resume if inline else _pack_state(p.resume) for p in group), device, threads,
-                        epochs, fault, engine)
+                        epochs, fault, engine, (env.get("machine") or {}).get("numerics", "default"))
             streamed = (lambda i, state, group=group: epoch_done(group[i], state)) if inline else None
             running[backend.submit(task, streamed)] = (group, attempt)
         for handle, outcome in backend.wait(list(running)):

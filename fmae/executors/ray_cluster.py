@@ -229,7 +229,12 @@ class RayBackend:
         """A task (a cell, or a group trained together) asks for --gpus-per-cell GPUs; Ray gives it
         its own (CUDA_VISIBLE_DEVICES), so tasks spread over a machine's or a cluster's GPUs.
         `on_state` is not called: a task's states come back with its result."""
-        ref = self._task.options(num_gpus=self._options.gpus_per_cell).remote(task, self._data)
+        from fmae import numerics
+
+        # the portable mode's environment, set before the worker process loads torch (a joined
+        # cluster's workers do not inherit this process's environment)
+        extra = {"runtime_env": {"env_vars": dict(numerics.PORTABLE_ENV)}} if task.numerics == numerics.PORTABLE else {}
+        ref = self._task.options(num_gpus=self._options.gpus_per_cell, **extra).remote(task, self._data)
         self._running.add(ref)
         return ref
 

@@ -34,6 +34,7 @@ class Task:
     epochs: int | None = 1  # None: until every cell of the task has ended
     fault: tuple[str, str] | None = None  # test-only: (cell:epoch, marker path), see fmae.faults.death
     engine: str = "cells"  # the trainer, resolved (fmae.engine.resolve_engine): stacked or cells
+    numerics: str = "default"  # fmae.numerics: "portable" is checked in the process that trains
 
 
 def pack(obj: Any) -> bytes:
@@ -54,6 +55,9 @@ def run_task(task: Task, dataset: Any, on_state: Callable[[int, dict[str, Any]],
              ) -> list[dict[str, Any]]:
     """Train the task's cells for up to `task.epochs` epochs; per cell {"states": [bytes], "status": str}.
     With `on_state(index, state)`, each finished epoch's resume state (a copy) goes there instead."""
+    from fmae import numerics
+
+    numerics.enter(task.numerics)  # a Ray worker may not have loaded torch yet
     import torch
 
     from fmae import engine
@@ -61,6 +65,7 @@ def run_task(task: Task, dataset: Any, on_state: Callable[[int, dict[str, Any]],
     from fmae.device import set_threads
 
     set_threads(task.threads)
+    numerics.verify(task.numerics)
     configs = [TrainConfig.from_dict(c) for c in task.configs]
     states: list[list[bytes]] = [[] for _ in configs]
 

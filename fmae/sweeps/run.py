@@ -52,6 +52,10 @@ def run_sweep(settings: SweepSettings, progress: SweepProgress) -> dict[str, Any
         from fmae.sweeps.dry_run import plan_sweep
 
         return plan_sweep(settings, progress)
+    from fmae import numerics
+
+    mode = numerics.mode(settings.executor.reproducible)
+    numerics.enter(mode)  # before torch loads, here and in every worker this process starts
     from fmae import data, executors, runs, saving
     from fmae.device import environment
     from fmae.interrupts import interrupted
@@ -65,26 +69,31 @@ def run_sweep(settings: SweepSettings, progress: SweepProgress) -> dict[str, Any
     pruned_how = None if pruning is None else {"method": "halving", "eta": pruning.eta, "rungs": list(rungs)}
     plan = executors.plan_for(options)  # the executor, chosen once
     plan.start_early()
-    device = plan.device(settings.device)
+    device = plan.device("cpu" if settings.executor.reproducible else settings.device)
     require(settings.trackers)  # a missing package: one error, before anything is written
     started = time.perf_counter()
     with lock_run_dir(where.path), progress, open_trackers(settings.trackers, progress.message) as trackers:
         merged = where.open(grid, overwrite=settings.overwrite)
         dataset = data.find_and_load(settings.data_dir, download=settings.download, on_found=progress.message,
                                      device=plan.data_device(device))
+        numerics.verify(mode)
         env = environment(str(device), dataset.source, dataset.sha256, threads=plan.threads(),
-                               engine=cell_engine(options, device))
+                          engine=cell_engine(options, device), numerics=mode)
         where.reset(settings.overwrite)
         where.write_grid(merged)
         runs.write_resolved_config(where.path, settings.resolved)
         export.begin_sweep(trackers, where.path)
         plans = where.plan(grid)
         export.log_cells(trackers, where.path, finished_only=True)  # the unfinished catch up as they resume
+        for p in plans:  # a sweep's cells share one kind of arithmetic: the first trained cell tells
+            if p.done or p.start_epoch:
+                numerics.resumable(p.run.saved_environment(), mode, f"the sweep in {where.path}")
+                break
         todo = [p for p in plans if not p.done]
         held = sum(1 for p in todo if p.saved_status == Status.PRUNED)  # pruned at a rung: finished, though resumable
         progress.message(f"sweep {where.path}: {len(plans)} cell{'s' if len(plans) != 1 else ''}, "
                          f"{len(plans) - len(todo) + held} already finished" + (f" ({held} pruned)" if held else "")
-                         + f", on {device} ({grid.base.precision}, {plan.describe(env['threads'])})")
+                         + f", on {device} ({grid.base.precision}, {numerics.describe(mode)}{plan.describe(env['threads'])})")
         hint = plan.busy_note() if len(todo) > held else None  # nothing to train: no note about training slowly
         if hint:
             progress.message(hint)
