@@ -34,7 +34,8 @@ def optim_label(optim: str) -> str:
 def changed_args(*settings: tuple[str, Any, Any]) -> list[str]:
     """The flags of the (flag, value, default) settings whose value is not the default: what a
     printed resume line spells out (nothing at its default). A tuple value is a list option's
-    values after one flag; a switch (True) its flag alone; a float is written as repr() writes it, which reads back the same."""
+    values after one flag; a switch (True) its flag alone; a float is written as repr() writes it,
+    which reads back the same."""
     def spelled(value: Any) -> str:
         return repr(float(value)) if isinstance(value, float) else str(value)
 

@@ -91,8 +91,8 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
             saver.begin(run, config)  # the checkpoint clock starts with the run
         done = int(state["epoch"]) if state else 0
         label = runs.cell_name(config)
-        progress.message(f"training {label} on {torch_device} ({numerics.describe(settings.numerics)}{config.precision})"
-                         f" -> {run.path}"
+        how = numerics.describe(settings.numerics)
+        progress.message(f"training {label} on {torch_device} ({how}{config.precision}) -> {run.path}"
                          + (f", resuming after epoch {done}" if done else ""))
         progress.begin(label, config.epochs, done)
         history: list[Any] = history_of_state(state) if state else []

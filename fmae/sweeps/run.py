@@ -93,7 +93,8 @@ def run_sweep(settings: SweepSettings, progress: SweepProgress) -> dict[str, Any
         held = sum(1 for p in todo if p.saved_status == Status.PRUNED)  # pruned at a rung: finished, though resumable
         progress.message(f"sweep {where.path}: {len(plans)} cell{'s' if len(plans) != 1 else ''}, "
                          f"{len(plans) - len(todo) + held} already finished" + (f" ({held} pruned)" if held else "")
-                         + f", on {device} ({grid.base.precision}, {numerics.describe(mode)}{plan.describe(env['threads'])})")
+                         + f", on {device} ({grid.base.precision}, {numerics.describe(mode)}"
+                         f"{plan.describe(env['threads'])})")
         hint = plan.busy_note() if len(todo) > held else None  # nothing to train: no note about training slowly
         if hint:
             progress.message(hint)
