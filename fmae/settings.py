@@ -59,6 +59,7 @@ class PlotSettings:
     device: str = "auto"
     data_dir: Path | None = None
     download: bool = True
+    linear: bool = False  # curves and compare: a linear loss axis
 
     def __post_init__(self) -> None:
         check_examples(self.examples)

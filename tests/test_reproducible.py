@@ -231,8 +231,6 @@ def test_a_portable_sweep_refuses_to_resume_without_the_mode(portable_sweep, tmp
 
 
 @pytest.mark.dataset
-@pytest.mark.xfail(strict=True, reason="fmae.sweeps.run writes sweep.json and config.toml (reproducible = false, "
-                   "the new --epochs) before numerics.resumable refuses the resume")
 def test_a_refused_sweep_resume_leaves_the_sweeps_record(portable_sweep, tmp_path, real_data_dir):
     before, sweep = refused_resume(portable_sweep, tmp_path, real_data_dir)
     for name in ("sweep.json", "config.toml"):

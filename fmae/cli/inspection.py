@@ -140,6 +140,8 @@ def plot(
     fmt: Annotated[Literal[FIGURE_FORMATS], typer.Option("--format", help="Figure file format.")] = PLOT_DEFAULTS.fmt,
     train_loss: Annotated[bool, typer.Option("--train", help="curves: also draw train loss (dashed).")] = False,
     overlay: Annotated[bool, typer.Option("--overlay", help="curves: all sources on one axis.")] = False,
+    linear: Annotated[bool, typer.Option("--linear", help="curves, compare: a linear loss axis [default: log].")
+                      ] = False,
     examples: Annotated[int, typer.Option(help="recon: test images shown.")] = PLOT_DEFAULTS.examples,
     seed: Annotated[int, typer.Option(help="recon: which test images (seeded choice).")] = PLOT_DEFAULTS.seed,
     device: RunDevice = "auto",
@@ -156,7 +158,7 @@ def plot(
     from fmae.figures.run import run_plot
 
     settings = PlotSettings(tuple(sources), out, tuple(k.value for k in kind), fmt, train_loss, overlay, examples,
-                            seed, device=device, data_dir=data_dir, download=not no_download)
+                            seed, device=device, data_dir=data_dir, download=not no_download, linear=linear)
     emit(run_plot(settings, Feedback(quiet=quiet)), json_out, _print_plot)
 
 

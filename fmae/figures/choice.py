@@ -89,17 +89,19 @@ def recon_models(sources: Sources) -> dict[str, Path]:
 
 
 def draw(kind: str, sources: Sources, *, train: bool, overlay: bool,
-         reconstructions: Callable[[], tuple[Any, Mapping[str, Any]]]) -> Any:
-    """The figure of one plot kind; `reconstructions()`: (originals, {label: outputs}) for recon."""
+         reconstructions: Callable[[], tuple[Any, Mapping[str, Any]]], linear: bool = False) -> Any:
+    """The figure of one plot kind; `reconstructions()`: (originals, {label: outputs}) for recon;
+    `linear`: curves and compare on a linear loss axis (log by default)."""
     from fmae.figures import plots
 
     records = _records(sources)
     if kind == "curves":
-        return plots.curves({name: recs for name, (_, recs) in sources.items()}, train=train, overlay=overlay)
+        return plots.curves({name: recs for name, (_, recs) in sources.items()}, train=train, overlay=overlay,
+                           linear=linear)
     if kind == "heatmap":
         return plots.heatmap([r for sk, recs in sources.values() if sk == "sweep" for r in recs])
     if kind == "compare":
-        return plots.compare(records)
+        return plots.compare(records, linear=linear)
     if kind == "seeds":
         from fmae.figures.seeds import seeds
 

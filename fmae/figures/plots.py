@@ -161,7 +161,8 @@ def _integer_epochs(ax: Any) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def curves(sources: Mapping[str, Sequence[Any]], *, train: bool = False, overlay: bool = False) -> Figure:
+def curves(sources: Mapping[str, Sequence[Any]], *, train: bool = False, overlay: bool = False,
+           linear: bool = False) -> Figure:
     """Test loss against epoch, one line per hidden size at each optimizer's best learning rate.
 
     One panel per source and optimizer, four to a row; past MAX_PANELS panels the best ones (lowest
@@ -212,14 +213,14 @@ def curves(sources: Mapping[str, Sequence[Any]], *, train: bool = False, overlay
                 if len(seeds) > 1:
                     ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                                     color=colour, alpha=0.2 if test else 0.1, lw=0)
-        ax.set_yscale("log")
+        ax.set_yscale("linear" if linear else "log")
         ax.set_xlabel("epoch")
         _integer_epochs(ax)
         ax.set_title(title if not overlay else "test loss at each optimizer's best learning rate", fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, title="dashed: train loss" if train else None, title_fontsize=8)
     for row in grid:
-        row[0].set_ylabel("test MSE per pixel (log scale)")
+        row[0].set_ylabel(loss_axis("test MSE per pixel", linear))
     fig.suptitle("Learning curves by hidden size" + (f": the best {len(panels)} of {total} panels (lowest final "
                                                     "loss)" if len(panels) < total else ""), fontsize=11)
     return fig
@@ -297,7 +298,11 @@ def heatmap(records: Sequence[Any], *, title: str = "") -> Figure:
     return fig
 
 
-def compare(records: Sequence[Any]) -> Figure:
+def loss_axis(label: str, linear: bool) -> str:
+    return label if linear else f"{label} (log scale)"
+
+
+def compare(records: Sequence[Any], *, linear: bool = False) -> Figure:
     """Best SGD against best Adam on one axis, with the epoch from which Adam stays within 5% of its final loss."""
     fig = Figure(figsize=(6.8, 4.4), layout="constrained")
     ax = fig.subplots()
@@ -327,10 +332,10 @@ def compare(records: Sequence[Any]) -> Figure:
                 bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"})
     if not drawn:
         raise ValueError("no finished SGD or Adam run to compare")
-    ax.set_yscale("log")
+    ax.set_yscale("linear" if linear else "log")
     ax.set_xlabel("epoch")
     _integer_epochs(ax)
-    ax.set_ylabel("test MSE per pixel (log scale)")
+    ax.set_ylabel(loss_axis("test MSE per pixel", linear))
     ax.set_title("Best SGD against best Adam", fontsize=11)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="center right")

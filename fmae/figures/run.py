@@ -29,7 +29,7 @@ def run_plot(settings: PlotSettings, progress: Progress) -> dict[str, Any]:
         for k, needs in choice.skipped.items():
             progress.message(f"plot: {k} skipped: it {needs} among the sources")
         for k in choice.kinds:
-            fig = figure_choice.draw(k, loaded, train=settings.train, overlay=settings.overlay,
+            fig = figure_choice.draw(k, loaded, train=settings.train, overlay=settings.overlay, linear=settings.linear,
                                      reconstructions=partial(_reconstructions, settings, loaded, progress))
             path = settings.out / f"{k}.{settings.fmt}"
             plots.save(fig, path, settings.fmt)

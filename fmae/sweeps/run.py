@@ -74,6 +74,9 @@ def run_sweep(settings: SweepSettings, progress: SweepProgress) -> dict[str, Any
     started = time.perf_counter()
     with lock_run_dir(where.path), progress, open_trackers(settings.trackers, progress.message) as trackers:
         merged = where.open(grid, overwrite=settings.overwrite)
+        if not settings.overwrite:  # a sweep's cells share one kind of arithmetic: any trained cell tells
+            for saved in sorted((where.path / "cells").glob("*/config.json"))[:1]:
+                numerics.resumable(runs.RunDir(saved.parent).saved_environment(), mode, f"the sweep in {where.path}")
         dataset = data.find_and_load(settings.data_dir, download=settings.download, on_found=progress.message,
                                      device=plan.data_device(device))
         numerics.verify(mode)
@@ -85,10 +88,6 @@ def run_sweep(settings: SweepSettings, progress: SweepProgress) -> dict[str, Any
         export.begin_sweep(trackers, where.path)
         plans = where.plan(grid)
         export.log_cells(trackers, where.path, finished_only=True)  # the unfinished catch up as they resume
-        for p in plans:  # a sweep's cells share one kind of arithmetic: the first trained cell tells
-            if p.done or p.start_epoch:
-                numerics.resumable(p.run.saved_environment(), mode, f"the sweep in {where.path}")
-                break
         todo = [p for p in plans if not p.done]
         held = sum(1 for p in todo if p.saved_status == Status.PRUNED)  # pruned at a rung: finished, though resumable
         progress.message(f"sweep {where.path}: {len(plans)} cell{'s' if len(plans) != 1 else ''}, "
