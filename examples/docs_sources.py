@@ -414,6 +414,8 @@ CONSTANTS = {
     "1000": "the minibatch size, the report's and fmae's default",
     "95%": "the confidence level of every interval (the one comparison rule)",
     "5%": "the band of the curve table's 'within 5% of the final loss' (fmae.stats.within)",
+    "30": "the report's own epoch: 'from epoch 30 on' (§2.2, §3), quoted",
+    "2009": "the year of a work the report cites (Bengio, 2009)",
 }
 OPTION = re.compile(r"--(?:lr|hidden|seed|epochs|sigma)((?:[ \t]+(?:\\\n[ \t]*)?[\d.]+(?![\w.]))+)")
 DEFAULT = re.compile(r"^(?:EPOCHS|SEEDS)=\$\{\w+:-([^}]*)\}", re.M)
@@ -433,13 +435,25 @@ def pages(docs: Path) -> list[Path]:
     return [docs / "README.md", docs.parent / "study.md", docs.parent.parent / "README.md"]
 
 
+STUDY = re.compile(r"<!-- study -->(.*?)<!-- /study -->", re.S)
+
+
+def study_part(page: Path, docs: Path) -> str:
+    """The text checked: the whole of the study's pages; of the repository's README, its study summary
+    (between `<!-- study -->` and `<!-- /study -->`; the rest, install sizes or exit codes, is no study)."""
+    text = page.read_text()
+    if page.resolve() != (docs.parent.parent / "README.md").resolve():
+        return text
+    return "\n\n".join(STUDY.findall(text))
+
+
 def check_pages(docs: Path, paths: Iterable[Path], allowed: Iterable[str]) -> list[str]:
     """Every error of the three checks on every page, each prefixed with the page."""
     allowed = set(allowed)
     results = (docs / "README.md").read_text() if (docs / "README.md").is_file() else ""
     errors = []
     for page in paths:
-        text = page.read_text()
+        text = study_part(page, docs)
         found = tables_of(text, results)
         for error in [*check_markers(text, docs, found), *check_citations(text, files_of(text, results)),
                       *(f"{e}: a number with no marker" for e in unmarked(text, allowed))]:

@@ -357,9 +357,13 @@ def halving(d: Path) -> list[str]:
     if pending:
         return pending
     per_cell_epoch_per_h = TRAIN_SAMPLES * TRAIN_FLOPS_PER_H + TEST_SAMPLES * TEST_FLOPS_PER_H
-    out = ["| optimizer | run (seed 0) | cell-epochs | FLOPs (x 10^12) | sum of the cells' seconds "
-           "| best cell: final test MSE |",
-           "| --- " * 6 + "|"]
+    rungs = sorted({r["epochs_run"] for r in rows(d / "halving/sgd-cells.csv")})
+    out = [f"Rungs at {', '.join(map(str, rungs))} epochs (eta 3). FLOPs: one training sample costs about "
+           f"{TRAIN_FLOPS_PER_H:,}·h (forward 2·2·784·h for the two matrix products, backward twice that) and one "
+           f"test sample {TEST_FLOPS_PER_H:,}·h, so a cell-epoch is h · ({TRAIN_SAMPLES:,} · {TRAIN_FLOPS_PER_H:,} + "
+           f"{TEST_SAMPLES:,} · {TEST_FLOPS_PER_H:,}) FLOPs and a grid's large cells dominate.", "",
+           "| run (seed 0) | cell-epochs | FLOPs (x 10^12) | sum of the cells' seconds | best cell: final test MSE |",
+           "| --- " * 5 + "|"]
     grid_cells = [r for r in rows(d / "grid/cells.csv") if r["seed"] == 0]
     for optim in ("sgd", "adam"):
         full = [r for r in grid_cells if r["optim"] == optim]
@@ -372,10 +376,10 @@ def halving(d: Path) -> list[str]:
             b = min((r for r in cells if r["final_test_loss"] is not None and r["epochs_run"] == max(
                 c["epochs_run"] for c in cells)), key=lambda r: r["final_test_loss"])
             numbers.append((epochs, flops, seconds))
-            out.append(f"| {optim} | {name} | {epochs:,} | {flops / 1e12:,.1f} | {seconds:,.0f} | "
+            out.append(f"| {optim} {name} | {epochs:,} | {flops / 1e12:,.1f} | {seconds:,.0f} | "
                        f"lr {b['lr']:g}, h {b['hidden']}: {b['final_test_loss']!r} |")
         (e0, f0, s0), (e1, f1, s1) = numbers
-        out.append(f"| {optim} | halving / full grid | {100 * e1 / e0:.1f}% | {100 * f1 / f0:.1f}% | "
+        out.append(f"| {optim} halving / full grid | {100 * e1 / e0:.1f}% | {100 * f1 / f0:.1f}% | "
                    f"{100 * s1 / s0:.1f}% | |")
     return out
 
