@@ -10,16 +10,18 @@ from typing import Any
 
 from fmae.checks import choice, finite, int_at_least, int_at_most
 from fmae.errors import ConfigError
+from fmae.optim import SPECS
 
 INPUT_DIM = 784
-OPTIMIZERS = ("adam", "sgd")
-OPTIMIZER_LABELS = {"sgd": "SGD", "adam": "Adam"}  # as the report and the literature write them
+# the optimizers' vocabulary, read from their specs (fmae.optim, which loads torch only to build one)
+OPTIMIZERS = tuple(SPECS)
+OPTIMIZER_LABELS = {name: spec.label for name, spec in SPECS.items()}  # as the report and the literature write them
 ACTIVATIONS = ("relu", "sigmoid", "identity")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ENGINES = ("auto", "stacked", "cells")  # the trainers fmae.engine chooses between; auto: stacked on cuda and mps
-# The report's best learning rate for each optimizer; used when --lr is not given.
-DEFAULT_LR = {"adam": 0.001, "sgd": 0.1}
+DEFAULT_LR = {name: spec.default_lr for name, spec in SPECS.items()}  # the report's best; --lr when not given
+WITH_MOMENTUM = tuple(name for name, spec in SPECS.items() if spec.momentum)
 NOISES = ("image-gaussian", "gaussian", "salt-pepper", "speckle")  # fmae.noise implements them
 PLOT_KINDS = ("curves", "recon", "heatmap", "compare", "seeds")  # fmae.figures.plots draws them, in this order
 FIGURE_FORMATS = ("png", "svg", "pdf")
@@ -166,8 +168,9 @@ def _check_training(c: Any, optim: str | None = None, seed: int | None = None) -
     momentum = finite("momentum", c.momentum)
     if not 0.0 <= momentum < 1.0:
         raise ConfigError(f"momentum must be in [0, 1), got {c.momentum}", "e.g. --momentum 0.9; 0 turns it off")
-    if momentum and optim not in (None, "sgd"):
-        raise ConfigError("momentum applies to --optim sgd only", "drop --momentum, or add --optim sgd")
+    if momentum and optim is not None and optim not in WITH_MOMENTUM:
+        raise ConfigError(f"momentum applies to --optim {' or '.join(WITH_MOMENTUM)} only",
+                          f"drop --momentum, or add --optim {WITH_MOMENTUM[0]}")
     int_at_least("epochs", c.epochs, 1, 1_000_000)
     int_at_least("batch_size", c.batch_size, 1, 10_000_000)
     if seed is not None:
@@ -342,7 +345,7 @@ class SweepConfig:
         b = self.base
         return [
             TrainConfig(model=ModelConfig(hidden=hidden, dropout=b.dropout, activation=b.activation), optim=optim,
-                        lr=float(lr), momentum=b.momentum if optim == "sgd" else 0.0, epochs=b.epochs,
+                        lr=float(lr), momentum=b.momentum if optim in WITH_MOMENTUM else 0.0, epochs=b.epochs,
                         batch_size=b.batch_size, seed=seed, precision=b.precision, patience=b.patience,
                         min_delta=b.min_delta, noise=b.noise)
             for optim in self.optims for lr in self.lrs for hidden in self.hiddens for seed in self.seeds

@@ -1,12 +1,14 @@
-"""The optimizers: one spec each (`SPECS`, by fmae.config.OPTIMIZERS name), used by both trainers.
+"""The optimizers: one spec each (`SPECS`, by name), used by both trainers and by the CLI.
 
-A spec (`OptimizerSpec`) owns everything about its optimizer: its hyperparameters (`settings`, what
+A spec (`OptimizerSpec`) owns everything about its optimizer: its name, label, default learning rate
+and whether it takes momentum (fmae.config's vocabulary is read from the specs: this module loads
+torch only where an optimizer is built), its hyperparameters (`settings`, what
 a resume state's param group must carry, and the rest of torch's param group), the per-cell
 trainer's optimizer (`per_cell`: torch.optim's kernels, below), the stacked trainer's update rule
 (`stacked`: the same arithmetic over the rows of a [C, P] buffer, below) and the keys of its state
 per parameter (`state_keys`). No trainer names an optimizer: each asks the spec of its config's
-`optim`. Adding one is a spec here (with its per-cell class and its stacked rule), its name in
-fmae.config.OPTIMIZERS and DEFAULT_LR, and its tests (tests/test_optim.py, tests/test_stacked.py).
+`optim`. Adding one is a spec here (with its per-cell class and its stacked rule) and its tests
+(tests/test_optim.py, tests/test_stacked.py).
 
 SGD and Adam with torch's own update kernels, without torch.optim.Optimizer's start-up cost.
 
@@ -23,9 +25,10 @@ so resume files written by either load into the other.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch loads where an optimizer is built: fmae.config reads the specs' vocabulary torch-free
+    import torch
 
 BETAS, EPS = (0.9, 0.999), 1e-8  # Adam's, torch.optim.Adam's defaults
 
@@ -53,6 +56,8 @@ class Optimizer:
                 "param_groups": [{**group, "params": list(range(len(self.params)))}]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        import torch
+
         (saved,) = state_dict["param_groups"]
         group = self.param_groups[0]
         group.update(saved_group(state_dict, len(self.params), group))
@@ -89,43 +94,47 @@ class SGD(Optimizer):
     def __init__(self, params: Iterable[torch.Tensor], lr: float, momentum: float = 0.0) -> None:
         super().__init__(params, SGD_SPEC.param_group(lr, momentum))
 
-    @torch.no_grad()
     def step(self) -> None:
-        from torch.optim.sgd import sgd
+        import torch
 
-        group = self.param_groups[0]
-        params = [p for p in self.params if p.grad is not None]
-        buffers = [self.state.get(p, {}).get("momentum_buffer") for p in params]
-        sgd(params, [p.grad for p in params], buffers, weight_decay=group["weight_decay"],
-            momentum=group["momentum"], lr=group["lr"], dampening=group["dampening"], nesterov=group["nesterov"],
-            maximize=group["maximize"], has_sparse_grad=False, foreach=group["foreach"])
-        if group["momentum"] != 0:
-            for p, buf in zip(params, buffers):
-                self.state.setdefault(p, {})["momentum_buffer"] = buf
+        with torch.no_grad():
+            from torch.optim.sgd import sgd
+
+            group = self.param_groups[0]
+            params = [p for p in self.params if p.grad is not None]
+            buffers = [self.state.get(p, {}).get("momentum_buffer") for p in params]
+            sgd(params, [p.grad for p in params], buffers, weight_decay=group["weight_decay"],
+                momentum=group["momentum"], lr=group["lr"], dampening=group["dampening"], nesterov=group["nesterov"],
+                maximize=group["maximize"], has_sparse_grad=False, foreach=group["foreach"])
+            if group["momentum"] != 0:
+                for p, buf in zip(params, buffers):
+                    self.state.setdefault(p, {})["momentum_buffer"] = buf
 
 
 class Adam(Optimizer):
     def __init__(self, params: Iterable[torch.Tensor], lr: float) -> None:
         super().__init__(params, ADAM_SPEC.param_group(lr))
 
-    @torch.no_grad()
     def step(self) -> None:
-        from torch.optim.adam import adam
+        import torch
 
-        group = self.param_groups[0]
-        params = [p for p in self.params if p.grad is not None]
-        scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-        for p in params:
-            if p not in self.state:  # what torch.optim.Adam creates on a parameter's first step
-                self.state[p] = {"step": torch.tensor(0.0, dtype=scalar),
-                                 "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                                 "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
-        states = [self.state[p] for p in params]
-        beta1, beta2 = group["betas"]
-        adam(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-             [], [s["step"] for s in states], foreach=group["foreach"], capturable=False, differentiable=False,
-             fused=None, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
-             weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+        with torch.no_grad():
+            from torch.optim.adam import adam
+
+            group = self.param_groups[0]
+            params = [p for p in self.params if p.grad is not None]
+            scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+            for p in params:
+                if p not in self.state:  # what torch.optim.Adam creates on a parameter's first step
+                    self.state[p] = {"step": torch.tensor(0.0, dtype=scalar),
+                                     "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                                     "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+            states = [self.state[p] for p in params]
+            beta1, beta2 = group["betas"]
+            adam(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                 [], [s["step"] for s in states], foreach=group["foreach"], capturable=False, differentiable=False,
+                 fused=None, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
+                 weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
 
 
 # ---------------------------------------------------------------- the stacked trainer's update rules
@@ -144,6 +153,8 @@ class StackedSGD:
 
     def __init__(self, lrs: list[float], momenta: list[float], state: dict[str, torch.Tensor],
                  steps: list[int], like: torch.Tensor) -> None:
+        import torch
+
         shape = (-1, 1)
         self.neg_lr = torch.tensor([-lr for lr in lrs], dtype=like.dtype, device=like.device).view(shape)
         self.momentum = torch.tensor(momenta, dtype=like.dtype, device=like.device).view(shape)
@@ -184,6 +195,8 @@ class StackedAdam:
 
     def __init__(self, lrs: list[float], momenta: list[float], state: dict[str, torch.Tensor],
                  steps: list[int], like: torch.Tensor) -> None:
+        import torch
+
         self.lrs = list(lrs)
         self.exp_avg = state.get("exp_avg", None)
         self.exp_avg_sq = state.get("exp_avg_sq", None)
@@ -195,6 +208,8 @@ class StackedAdam:
     def begin_epoch(self, steps: int) -> None:
         """The epoch's per-step scalars, computed in double as torch.optim.adam does (from the
         step count as a float), rounded to float32 as its kernels round them, in one device tensor."""
+        import torch
+
         beta1, beta2 = BETAS
         rows = []
         for j in range(1, steps + 1):
@@ -226,6 +241,8 @@ class StackedAdam:
 
     def cell_state(self, snapshot: dict[str, torch.Tensor], k: int, steps: int, momentum: float
                    ) -> dict[str, torch.Tensor]:
+        import torch
+
         scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
         return {"step": torch.tensor(float(steps), dtype=scalar), "exp_avg": snapshot["exp_avg"][k],
                 "exp_avg_sq": snapshot["exp_avg_sq"][k]}
@@ -240,7 +257,10 @@ class OptimizerSpec:
     """One optimizer for both trainers: its settings, its per-cell optimizer, its stacked rule and
     the keys of its state per parameter (torch.optim's names)."""
 
-    name: str
+    name: str  # what --optim takes
+    label: str  # as the report and the literature write it (figures, tables)
+    default_lr: float  # --lr when not given: the report's best rate for it
+    momentum: bool  # whether it takes --momentum
     extras: dict[str, Any]  # the rest of torch.optim's param group: keys that do not change the updates
 
     def settings(self, lr: float, momentum: float = 0.0) -> dict[str, Any]:
@@ -284,7 +304,7 @@ class OptimizerSpec:
 
 
 class _SGDSpec(OptimizerSpec):
-    name = "sgd"
+    name, label, default_lr, momentum = "sgd", "SGD", 0.1, True
     extras = {"foreach": None, "differentiable": False, "fused": None}
 
     def settings(self, lr: float, momentum: float = 0.0) -> dict[str, Any]:
@@ -303,7 +323,7 @@ class _SGDSpec(OptimizerSpec):
 
 
 class _AdamSpec(OptimizerSpec):
-    name = "adam"
+    name, label, default_lr, momentum = "adam", "Adam", 0.001, False
     extras = {"foreach": None, "capturable": False, "differentiable": False, "fused": None}
 
     def settings(self, lr: float, momentum: float = 0.0) -> dict[str, Any]:
@@ -321,9 +341,9 @@ class _AdamSpec(OptimizerSpec):
 
 
 SGD_SPEC, ADAM_SPEC = _SGDSpec(), _AdamSpec()
-SPECS: dict[str, OptimizerSpec] = {spec.name: spec for spec in (ADAM_SPEC, SGD_SPEC)}  # fmae.config.OPTIMIZERS
+SPECS: dict[str, OptimizerSpec] = {spec.name: spec for spec in (ADAM_SPEC, SGD_SPEC)}  # --optim's choices, in order
 
 
 def spec(name: str) -> OptimizerSpec:
-    """The spec of a config's `optim` (a name fmae.config.OPTIMIZERS holds)."""
+    """The spec of a config's `optim` (a name of SPECS)."""
     return SPECS[name]

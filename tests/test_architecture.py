@@ -16,9 +16,10 @@ FMAE = ROOT / "fmae"
 LAYERS = (
     ("foundation", ("fmae", "fmae.errors", "fmae.checks", "fmae.status", "fmae.seeds", "fmae.faults", "fmae.atomic",
                     "fmae.manifest", "fmae.locks", "fmae.config", "fmae.execution", "fmae.settings", "fmae.interrupts",
-                    "fmae.stats", "fmae.progress")),
+                    "fmae.stats", "fmae.progress", "fmae.optim",
+                    "fmae.numerics")),
     ("data and models", ("fmae.device", "fmae.data", "fmae.images", "fmae.model", "fmae.noise", "fmae.metrics",
-                         "fmae.optim", "fmae.checkpoints", "fmae.checkpoint_bounds", "fmae.evaluation")),
+                         "fmae.checkpoints", "fmae.checkpoint_bounds", "fmae.evaluation")),
     ("training", ("fmae.training", "fmae.training.*", "fmae.engine", "fmae.denoising")),
     ("runs", ("fmae.runs", "fmae.saving")),
     ("executors", ("fmae.executors", "fmae.executors.*")),
