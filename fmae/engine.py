@@ -17,9 +17,11 @@ import torch
 
 from fmae.config import TrainConfig, check_engine
 from fmae.data import FashionMNIST
-from fmae.training.cells import Cell, OnEpoch, train_cells
-from fmae.training.contract import EpochMetrics, TrainResult
+from fmae.training.cells import Cell, train_cells
+from fmae.training.contract import EpochMetrics, OnEpoch, Trainer, TrainResult
 from fmae.training.stacked import train_stacked
+
+TRAINERS: dict[str, Trainer] = {"cells": train_cells, "stacked": train_stacked}  # by --engine name (ENGINES)
 
 
 def resolve_engine(name: str, device: Any) -> str:
@@ -51,7 +53,7 @@ def train_many(
     many epochs: unfinished models come back with status RUNNING, and their last resume state
     continues them exactly (the sweep executors run a cell one epoch per task this way).
     """
-    trainer = train_stacked if resolve_engine(engine, device) == "stacked" else train_cells
+    trainer = TRAINERS[resolve_engine(engine, device)]
     return trainer(configs, data, device, resume=resume, on_epoch=on_epoch, max_epochs=max_epochs)
 
 

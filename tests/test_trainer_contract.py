@@ -277,3 +277,16 @@ def test_a_diverged_run_writes_no_model(fake_dataset, tmp_path, trainer):
     assert sorted(p.name for p in r.iterdir()) == [".fmae.json", "config.json", "config.toml", "last.pt", "metrics.csv",
                                                    "summary.json"]
     assert runs.RunDir(r).load_last()["status"] == "diverged"
+
+
+def test_both_trainers_have_the_one_trainer_signature():
+    """fmae.training.contract.Trainer is the signature; each trainer of fmae.engine.TRAINERS has it."""
+    import inspect
+
+    from fmae.training.contract import Trainer
+
+    want = inspect.signature(Trainer.__call__)
+    want = want.replace(parameters=list(want.parameters.values())[1:])  # without self
+    assert set(engine.TRAINERS) == {"cells", "stacked"}
+    for name, trainer in engine.TRAINERS.items():
+        assert str(inspect.signature(trainer)) == str(want), name

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from fmae.seeds import derive_seed
 from fmae.status import Status
 from fmae.training.contract import (
     EpochMetrics,
+    OnEpoch,
     Snapshot,
     TrainResult,
     final_status,
@@ -64,7 +65,6 @@ class Cell:
                         lambda: {"model": to_cpu(model), "optimizer": to_cpu(optimizer)})
 
 
-OnEpoch = Callable[[int, Cell, EpochMetrics, torch.Generator], None]
 
 
 def seeded(config: TrainConfig, device: torch.device, resume: dict[str, Any] | None = None

@@ -45,14 +45,15 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from fmae.checkpoints import RESUME_KEYS, RNG_STREAMS
 from fmae.config import TrainConfig
+from fmae.data import FashionMNIST
 from fmae.evaluation import is_collapsed
 from fmae.model import Autoencoder
 from fmae.status import RANKABLE, TRAINER, Status
@@ -78,6 +79,21 @@ class TrainResult:
     @property
     def epochs_run(self) -> int:
         return len(self.history)
+
+
+# on_epoch(index, cell, metrics, data_rng): after each finished epoch of the config at `index`;
+# cell.snapshot(data_rng) is its resume state (what to save)
+OnEpoch = Callable[[int, Any, "EpochMetrics", torch.Generator], None]
+
+
+class Trainer(Protocol):
+    """The one trainer signature (fmae.training.cells.train_cells, fmae.training.stacked.train_stacked;
+    fmae.engine.TRAINERS): train `configs` on `data`, from their resume states, calling `on_epoch`,
+    at most `max_epochs` more epochs (unfinished cells come back RUNNING); results in their order."""
+
+    def __call__(self, configs: Sequence[TrainConfig], data: FashionMNIST, device: torch.device, *,
+                 resume: Sequence[dict[str, Any] | None] | None = None, on_epoch: OnEpoch | None = None,
+                 max_epochs: int | None = None) -> list[TrainResult]: ...
 
 
 class Snapshot(Mapping[str, Any]):

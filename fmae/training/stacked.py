@@ -52,9 +52,10 @@ from fmae.evaluation import EVAL_CHUNK, autocast, to_float
 from fmae.model import Autoencoder, SeededDropout, dropout_bits, scaled_keep
 from fmae.noise import add_noise
 from fmae.status import Status
-from fmae.training.cells import OnEpoch, data_generator, seeded
+from fmae.training.cells import data_generator, seeded
 from fmae.training.contract import (
     EpochMetrics,
+    OnEpoch,
     Snapshot,
     TrainResult,
     final_status,
