@@ -83,3 +83,13 @@ def test_train_dry_run(fake_dataset, tmp_path):
     resumed = json.loads(cli("train", *tiny(5), "--run-dir", tmp_path / "r", "--resume", "--dry-run", "--json").stdout)
     assert resumed["plan"][0]["state"] == "resume" and resumed["plan"][0]["epochs_left"] == 2
     assert snapshot(tmp_path / "r") == before
+
+
+def test_a_dry_run_names_the_portable_mode(fake_dataset, tmp_path):
+    result = cli("sweep", *GRID, "--run-dir", tmp_path / "s", "--dry-run", "--reproducible", "--jobs", "2")
+    assert result.exit_code == 0, result.stderr
+    assert "would train on cpu (portable numerics, fp32, cells engine, 1 thread, 2 jobs)" in result.stdout
+    doc = json.loads(cli("train", "--hidden", "4", "--run-dir", tmp_path / "r", "--dry-run", "--reproducible",
+                         "--json").stdout)
+    assert doc["how"]["numerics"] == "portable" and doc["how"]["threads"] == 1 and doc["how"]["device"] == "cpu"
+    assert not (tmp_path / "s").exists() and not (tmp_path / "r").exists()

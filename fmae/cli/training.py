@@ -307,7 +307,8 @@ def print_dry_run(doc: dict[str, Any]) -> None:
                  for r in doc["plan"]])
     counts, how, est = doc["cells"], doc["how"], doc["estimate"]
     cells = ", ".join(f"{n} {state}" for state, n in counts.items() if state != "total" and n)
-    where = (f"on {how['device']} ({how['precision']}, {how['engine']} engine, {how['threads']} thread"
+    portable = "portable numerics, " if how.get("numerics") == "portable" else ""
+    where = (f"on {how['device']} ({portable}{how['precision']}, {how['engine']} engine, {how['threads']} thread"
              f"{'s' if how['threads'] != 1 else ''}" + (f", {how['jobs']} jobs" if how.get("jobs", 1) > 1 else "")
              + (f", {how['executor']}" if how.get("executor", "local") != "local" else "") + ")")
     notes = [r["note"] for r in doc["plan"] if r.get("note")]

@@ -174,14 +174,14 @@ def plan_sweep(settings: SweepSettings, progress: Any) -> dict[str, Any]:
     merged: SweepConfig = where.open(settings.grid, overwrite=settings.overwrite)
     options = settings.executor
     plan = executors.plan_for(options)
-    device = resolve_device(plan.planned_device(settings.device))
+    device = resolve_device(plan.planned_device("cpu" if options.reproducible else settings.device))
     threads = plan.threads()
     configs = merged.cells()
     rows = [_cell(c, runs.RunDir(where.cells_dir / runs.cell_name(c)), settings.overwrite) for c in configs]
     parallel = plan.parallel
     how = {"device": str(device), "engine": engine.resolve_engine(options.engine, device),
            "executor": options.executor, "jobs": options.jobs, "threads": threads,
-           "precision": merged.base.precision}
+           "precision": merged.base.precision, "numerics": "portable" if options.reproducible else "default"}
     if settings.pruning is not None:
         how["prune"] = {"method": "halving", "eta": settings.pruning.eta,
                         "rungs": list(settings.pruning.rungs(merged.base.epochs))}
@@ -199,7 +199,7 @@ def plan_train(settings: TrainSettings, progress: Any) -> dict[str, Any]:
     config = settings.config
     run = runs.RunDir(settings.run_dir or Path("runs") / runs.cell_name(config))
     runs.check_text_path(run.path)
-    device = resolve_device(settings.device)
+    device = resolve_device("cpu" if settings.reproducible else settings.device)
     threads = settings.threads or cores()
     if settings.resume and run.exists:
         config = run.resumed_config(config, settings.explicit)
@@ -207,7 +207,7 @@ def plan_train(settings: TrainSettings, progress: Any) -> dict[str, Any]:
     if run.exists and not (settings.resume or settings.overwrite):
         row["note"] = f"{run.path} already holds a run: the command would be refused (add --resume or --overwrite)"
     how = {"device": str(device), "engine": engine.resolve_engine(settings.engine, device), "threads": threads,
-           "precision": config.precision}
+           "precision": config.precision, "numerics": settings.numerics}
     return {"schema_version": runs.SCHEMA_VERSION, "dry_run": True, "command": "train", "run_dir": str(run.path),
             "cells": _counts([row]), "how": how,
             "estimate": estimate([row], [config], device, threads, 1, progress), "plan": [row]}
