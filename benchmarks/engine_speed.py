@@ -1,5 +1,5 @@
 """The report's 24-cell grid (sgd and adam x lr 0.1 0.01 0.001 x h 64 128 256 512) through whole
-`fmae sweep` processes with each trainer: --engine cells (the CPU's default) and --engine stacked.
+`fmae sweep` processes with each engine: --engine cells (the CPU's default) and --engine stacked.
 
     python benchmarks/engine_speed.py [--epochs 1] [--device cpu] [--engines cells stacked] [--repeat 1]
 

@@ -16,7 +16,7 @@ training (the seconds in the cells' metrics.csv, summed) and the rest, which wit
 driver's own work (loading the data, planning, saving every cell's files, the results); with
 --jobs N the cells train N at a time, and the rest is wall - training / N. With --jobs 1 the sweep
 runs with clocks around its tasks and its executor (see TIMED), which split the rest three ways:
-in the trainer but not in metrics.csv's seconds (building the models, gathering and converting
+in the engine but not in metrics.csv's seconds (building the models, gathering and converting
 the minibatches, the collapse check), the driver's work for each cell (its files: config.json,
 metrics.csv, last.pt, model.pt, summary.json) and its work once per sweep (data, plan, results). Disk: the sweep
 directory's files, the largest number in one directory, and the bytes its blocks take.
@@ -42,7 +42,7 @@ from benchmarks.common import command_line  # noqa: E402
 STEPS = ("sweep", "rerun", "plot", "tensorboard", "mlflow")
 SAMPLE_S = 0.2
 # The timed sweep: `fmae` itself, with clocks around the driver loop (every cell's tasks and
-# files) and the inline backend's tasks (the trainer), written as JSON to $FMAE_SCALE_TIMES at exit.
+# files) and the inline backend's tasks (the engine), written as JSON to $FMAE_SCALE_TIMES at exit.
 TIMED = """
 import atexit, json, os, sys, time
 from fmae.cli import main
@@ -210,7 +210,7 @@ def report(rows: list[dict[str, object]]) -> None:
     mb = lambda peaks, role: max(peaks.get(role, [0])) if peaks.get(role) else "-"  # noqa: E731
     ms = lambda seconds, n: f"{1000 * seconds / n:.1f}"  # noqa: E731
     print("\ncells | jobs | driver peak MB | largest worker peak MB (workers) | fork server MB | sweep s "
-          "(process s) | ms per cell | training (metrics.csv) | the rest | of which: in the trainer, untimed "
+          "(process s) | ms per cell | training (metrics.csv) | the rest | of which: in the engine, untimed "
           "| the driver, per cell's files | the driver, once (data, plan, results)")
     print(" | ".join(["---"] * 12))
     for r in rows:

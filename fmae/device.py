@@ -40,7 +40,7 @@ def environment(device: str, data_source: str = "", data_sha256: dict[str, str] 
                 threads: int | None = None, engine: str = "cells", numerics: str = "default") -> dict[str, Any]:
     """What a run was made with; `threads`: torch's intra-op threads of the process that trains
     (a sweep's workers may use fewer than the driver), since they change float summation order;
-    `engine`: the trainer (stacked or cells), kept out of the training config so that a run may
+    `engine`: the engine (stacked or cells), kept out of the training config so that a run may
     resume with the other; `machine`: the CPU and how it computes (fmae.numerics.machine), with the
     numerics asked for (--reproducible: portable)."""
     from fmae.numerics import machine

@@ -1,9 +1,9 @@
 """Training: configs and data in, trained models and their per-epoch metrics out.
 
-This room owns the choice of trainer (the device is fmae.device's); the training wing
+This room owns the choice of engine (the device is fmae.device's); the training wing
 (fmae.training) owns the rest: its contract (fmae.training.contract: resume state, derived seeds,
 stop rule, statuses, loss, collapse check) and its two implementations, the per-cell loop
-(fmae.training.cells) and the stacked trainer (fmae.training.stacked). `resolve_engine` is the one
+(fmae.training.cells) and the stacked engine (fmae.training.stacked). `resolve_engine` is the one
 place that chooses between them. Measuring a model is fmae.evaluation's. The engine never prints
 and never writes files; progress flows out through callbacks.
 """
@@ -18,14 +18,14 @@ import torch
 from fmae.config import TrainConfig, check_engine
 from fmae.data import FashionMNIST
 from fmae.training.cells import Cell, train_cells
-from fmae.training.contract import EpochMetrics, OnEpoch, Trainer, TrainResult
+from fmae.training.contract import Engine, EpochMetrics, OnEpoch, TrainResult
 from fmae.training.stacked import train_stacked
 
-TRAINERS: dict[str, Trainer] = {"cells": train_cells, "stacked": train_stacked}  # by --engine name (ENGINES)
+BY_NAME: dict[str, Engine] = {"cells": train_cells, "stacked": train_stacked}  # by --engine name (ENGINES)
 
 
 def resolve_engine(name: str, device: Any) -> str:
-    """The trainer `--engine name` means on `device`: auto is stacked on cuda and mps (where one
+    """The engine `--engine name` means on `device`: auto is stacked on cuda and mps (where one
     small model cannot fill the device), cells on the CPU (bit for bit the per-cell loop)."""
     check_engine(name)
     if name != "auto":
@@ -53,8 +53,8 @@ def train_many(
     many epochs: unfinished models come back with status RUNNING, and their last resume state
     continues them exactly (the sweep executors run a cell one epoch per task this way).
     """
-    trainer = TRAINERS[resolve_engine(engine, device)]
-    return trainer(configs, data, device, resume=resume, on_epoch=on_epoch, max_epochs=max_epochs)
+    chosen = BY_NAME[resolve_engine(engine, device)]
+    return chosen(configs, data, device, resume=resume, on_epoch=on_epoch, max_epochs=max_epochs)
 
 
 def train(

@@ -56,7 +56,7 @@ class ExecutorConfig:
     cpus_per_cell: float | None = None  # Ray only: None is 1 CPU there; given with the local executor, refused
     gpus_per_cell: float | None = None  # Ray only: None is 0 GPUs there; given with the local executor, refused
     max_retries: int = 2
-    engine: str = "auto"  # the trainer (fmae.engine.resolve_engine): auto, stacked or cells
+    engine: str = "auto"  # the engine (fmae.engine.resolve_engine): auto, stacked or cells
     reproducible: bool = False  # the portable numerics (fmae.numerics): 1 thread per cell, on the CPU
 
     def __post_init__(self) -> None:

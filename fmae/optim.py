@@ -1,12 +1,12 @@
-"""The optimizers: one spec each (`SPECS`, by name), used by both trainers and by the CLI.
+"""The optimizers: one spec each (`SPECS`, by name), used by both engines and by the CLI.
 
 A spec (`OptimizerSpec`) owns everything about its optimizer: its name, label, default learning rate
 and whether it takes momentum (fmae.config's vocabulary is read from the specs: this module loads
 torch only where an optimizer is built), its hyperparameters (`settings`, what
 a resume state's param group must carry, and the rest of torch's param group), the per-cell
-trainer's optimizer (`per_cell`: torch.optim's kernels, below), the stacked trainer's update rule
+engine's optimizer (`per_cell`: torch.optim's kernels, below), the stacked engine's update rule
 (`stacked`: the same arithmetic over the rows of a [C, P] buffer, below) and the keys of its state
-per parameter (`state_keys`). No trainer names an optimizer: each asks the spec of its config's
+per parameter (`state_keys`). No engine names an optimizer: each asks the spec of its config's
 `optim`. Adding one is a spec here (with its per-cell class and its stacked rule) and its tests
 (tests/test_optim.py, tests/test_stacked.py).
 
@@ -137,7 +137,7 @@ class Adam(Optimizer):
                  weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
 
 
-# ---------------------------------------------------------------- the stacked trainer's update rules
+# ---------------------------------------------------------------- the stacked engine's update rules
 #
 # C cells' parameters lie in one flat [C, P] buffer (fmae.training.stacked), a row per cell. These
 # classes step rows with torch's update arithmetic, op for op, so that on the CPU a row equals the
@@ -254,7 +254,7 @@ class StackedAdam:
 
 
 class OptimizerSpec:
-    """One optimizer for both trainers: its settings, its per-cell optimizer, its stacked rule and
+    """One optimizer for both engines: its settings, its per-cell optimizer, its stacked rule and
     the keys of its state per parameter (torch.optim's names)."""
 
     name: str  # what --optim takes
@@ -273,12 +273,12 @@ class OptimizerSpec:
         raise NotImplementedError
 
     def per_cell(self, params: Iterable[torch.Tensor], lr: float, momentum: float) -> Optimizer:
-        """The per-cell trainer's optimizer of one model's parameters."""
+        """The per-cell engine's optimizer of one model's parameters."""
         raise NotImplementedError
 
     def stacked(self, lrs: list[float], momenta: list[float], state: dict[str, torch.Tensor], steps: list[int],
                 like: torch.Tensor) -> StackedSGD | StackedAdam:
-        """The stacked trainer's rule for rows of a [C, P] buffer like `like`: each row's lr and
+        """The stacked engine's rule for rows of a [C, P] buffer like `like`: each row's lr and
         momentum, its state as [C, P] rows by key (empty: fresh), the steps each row has taken."""
         raise NotImplementedError
 

@@ -1,4 +1,4 @@
-"""Seeds shared by the trainers and `fmae denoise`: one user seed, independent generators."""
+"""Seeds shared by the engines and `fmae denoise`: one user seed, independent generators."""
 
 from __future__ import annotations
 

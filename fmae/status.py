@@ -11,7 +11,7 @@ from enum import Enum
 
 
 class Status(str, Enum):
-    RUNNING = "running"  # epochs to go (a trainer stopped by max_epochs leaves a cell so: resumable)
+    RUNNING = "running"  # epochs to go (an engine stopped by max_epochs leaves a cell so: resumable)
     COMPLETED = "completed"  # its epochs reached
     STOPPED_EARLY = "stopped_early"  # early stopping (--patience, --min-delta)
     DIVERGED = "diverged"  # a non-finite train or test loss: no model.pt
@@ -26,7 +26,8 @@ class Status(str, Enum):
     __format__ = str.__format__
 
 
-TRAINER = (Status.RUNNING, Status.COMPLETED, Status.STOPPED_EARLY, Status.DIVERGED, Status.COLLAPSED)  # a trainer sets
+SET_BY_ENGINE = (Status.RUNNING, Status.COMPLETED, Status.STOPPED_EARLY, Status.DIVERGED,
+                 Status.COLLAPSED)  # what an engine sets
 RANKABLE = (Status.COMPLETED, Status.STOPPED_EARLY)  # the statuses a cell is ranked with
 WITH_MODEL = (*RANKABLE, Status.COLLAPSED)  # the statuses whose run directory holds a model.pt
 FINISHED = (*RANKABLE, Status.DIVERGED, Status.COLLAPSED)  # a sweep's cell that trains no more

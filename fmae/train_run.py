@@ -59,7 +59,7 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
     config = settings.config
     run = runs.RunDir(settings.run_dir or Path("runs") / runs.cell_name(config))
     torch_device = resolve_device("cpu" if settings.reproducible else settings.device)
-    trainer = engines.resolve_engine(check_engine(settings.engine), torch_device)
+    engine_name = engines.resolve_engine(check_engine(settings.engine), torch_device)
     set_threads(check_threads(settings.threads, cores()))
     numerics.verify(settings.numerics)
     every = check_checkpoint_every(settings.checkpoint_every)
@@ -79,7 +79,7 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
         manifest.remove_stale_temporaries(run.path, runs.RUN_FILES)
         dataset = data.find_and_load(settings.data_dir, download=settings.download, device=torch_device,
                                      on_found=progress.message)
-        env = environment(str(torch_device), dataset.source, dataset.sha256, engine=trainer,
+        env = environment(str(torch_device), dataset.source, dataset.sha256, engine=engine_name,
                           numerics=settings.numerics)
         if settings.overwrite or not run.exists:
             run.reset()
@@ -102,7 +102,7 @@ def run_train(settings: TrainSettings, progress: TrainProgress) -> dict[str, Any
             progress.epoch_done(m)
 
         try:
-            result = engines.train(config, dataset, torch_device, resume=state, on_epoch=on_epoch, engine=trainer)
+            result = engines.train(config, dataset, torch_device, resume=state, on_epoch=on_epoch, engine=engine_name)
         except KeyboardInterrupt as exc:
             saver.close()  # the latest state first: summary.json last
             summary = runs.summarize(config, Status.INTERRUPTED, history, run_dir=run.path,

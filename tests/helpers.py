@@ -1,6 +1,6 @@
 """Plain functions the tests share (fixtures live in conftest.py): `fmae` in this process and the
 arguments of a tiny run, Ctrl-C at a save, the one error line; a tiny config, resume states after
-n epochs and the trainers' tolerance; a tiny Fashion-MNIST look-alike, where the real dataset is,
+n epochs and the engines' tolerance; a tiny Fashion-MNIST look-alike, where the real dataset is,
 the environment for running the installed `fmae`, reaping a child, sweep comparison, and a progress
 object that records what a library call reports."""
 
@@ -103,7 +103,7 @@ def states_at(configs, data, epochs: int, engine: str) -> list[dict]:
     return states
 
 
-STACKED_REL = 0.0  # the stacked trainer against the per-cell loop on the CPU: bit for bit
+STACKED_REL = 0.0  # the stacked engine against the per-cell loop on the CPU: bit for bit
 
 
 def close(a: float, b: float, rel: float = STACKED_REL) -> bool:
@@ -130,7 +130,7 @@ def same_nest(a, b) -> bool:
 
 def layout(obj):
     """Keys, shapes, dtypes, devices and plain types of a nest of tensors: what must match between
-    the resume states, checkpoints and optimizer states of two trainers."""
+    the resume states, checkpoints and optimizer states of two engines."""
     if isinstance(obj, dict):
         return {k: layout(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -214,7 +214,7 @@ def eval_(ckpt, device):
 
 
 def test_no_optimizer_is_named_in_the_training_wing():
-    """Each optimizer is one spec (fmae.optim.SPECS) that both trainers ask by their config's `optim`: no
+    """Each optimizer is one spec (fmae.optim.SPECS) that both engines ask by their config's `optim`: no
     module of fmae/training/ spells an optimizer's name or compares a config's `optim` with anything."""
     from fmae.config import OPTIMIZERS
 

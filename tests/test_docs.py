@@ -140,14 +140,14 @@ def test_architecture_md_names_only_paths_that_exist():
 
 
 def test_architecture_md_says_how_to_add_each_kind_of_thing_by_path():
-    """Issue 32: a recipe each for a command, an optimizer, an executor, a tracker, a plot kind and a
-    trainer, each naming the files it takes (checked to exist above); the optimizer's is one spec and its tests."""
+    """Issue 32: a recipe each for a command, an optimizer, an executor, a tracker, a plot kind and an
+    engine, each naming the files it takes (checked to exist above); the optimizer's is one spec and its tests."""
     text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
     recipes = dict(re.findall(r"^- \*\*(A[n]? [\w ]+)\*\*: (.*?)(?=^- \*\*|\Z)", text.split("## How to add")[1],
                               re.S | re.M))
-    assert set(recipes) == {"A command", "An optimizer", "An executor", "A tracker", "A plot kind", "A trainer"}
+    assert set(recipes) == {"A command", "An optimizer", "An executor", "A tracker", "A plot kind", "An engine"}
     for name, recipe in recipes.items():
         assert len(REPO_PATH.findall(recipe)) >= 3, name
     optimizer = set(REPO_PATH.findall(recipes["An optimizer"]))
     assert {"fmae/optim.py", "tests/test_optim.py", "tests/test_stacked.py"} <= optimizer
-    assert not any(p.startswith("fmae/training/") for p in optimizer)  # no trainer changes
+    assert not any(p.startswith("fmae/training/") for p in optimizer)  # no engine changes

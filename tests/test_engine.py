@@ -1,6 +1,6 @@
 """The engine on the real dataset: a model learns, the test loss is the MSE of one pass, bf16 stays
-close, a denoising autoencoder beats the plain one; the device. What every trainer promises (resume
-state, statuses, stop rule, seeds, exact resume) is tests/test_trainer_contract.py's."""
+close, a denoising autoencoder beats the plain one; the device. What every engine promises (resume
+state, statuses, stop rule, seeds, exact resume) is tests/test_engine_contract.py's."""
 
 import dataclasses
 

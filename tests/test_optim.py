@@ -142,10 +142,10 @@ def test_a_spec_owns_its_per_cell_optimizer_and_its_param_group(name, kwargs):
     assert spec.steps_taken(ours.state_dict()["state"]) == (2 if "step" in spec.state_keys(momentum) else 0)
 
 
-def test_the_stacked_trainer_builds_no_per_cell_optimizer(tiny_data, monkeypatch):
-    """It steps rows with each spec's stacked rule: fresh and resumed (from the per-cell trainer's state),
+def test_the_stacked_engine_builds_no_per_cell_optimizer(tiny_data, monkeypatch):
+    """It steps rows with each spec's stacked rule: fresh and resumed (from the per-cell engine's state),
     SGD and Adam in one stack, it never makes a per-cell optimizer, and its losses are the per-cell
-    trainer's (bit for bit on real data: tests/test_stacked.py)."""
+    engine's (bit for bit on real data: tests/test_stacked.py)."""
     from fmae import engine
     from fmae.config import ModelConfig, TrainConfig
     from tests.helpers import assert_same_histories

@@ -1,8 +1,8 @@
-"""The stacked trainer against the per-cell one on the CPU: the numbers promise (every epoch's
+"""The stacked engine against the per-cell one on the CPU: the numbers promise (every epoch's
 losses, the weights and the optimizer state bit for bit, at 1 and 2 threads, whatever the
 stack-mates), SGD and Adam rows in one stack, cells leaving the stack, the per-cell layout of a
-stacked sweep's files, and --engine. What both trainers promise alike (resume state, statuses,
-exact resume, resume across engines) is tests/test_trainer_contract.py's."""
+stacked sweep's files, and --engine. What both engines promise alike (resume state, statuses,
+exact resume, resume across engines) is tests/test_engine_contract.py's."""
 
 import copy
 import json
@@ -56,15 +56,15 @@ MUST_SHOW = [TrainConfig(model=ModelConfig(hidden=h), optim=o, lr=lr, momentum=m
              for h in (16, 32) for s in (0, 1)]
 
 
-def _epoch_states(configs, data, trainer):
-    """Every epoch's resume state of each config (copies), trained as `trainer` trains a sweep's group."""
+def _epoch_states(configs, data, engine_name):
+    """Every epoch's resume state of each config (copies), trained as `engine` trains a sweep's group."""
     states = {i: [] for i in range(len(configs))}
-    groups_ = [list(range(len(configs)))] if trainer == "stacked" else [[i] for i in range(len(configs))]
+    groups_ = [list(range(len(configs)))] if engine_name == "stacked" else [[i] for i in range(len(configs))]
     results = [None] * len(configs)
     for group in groups_:
         def keep(j, cell, metrics, rng, group=group):
             states[group[j]].append(copy.deepcopy(cell.resume_state(rng)))
-        for j, r in zip(group, engine.train_many([configs[i] for i in group], data, CPU, engine=trainer,
+        for j, r in zip(group, engine.train_many([configs[i] for i in group], data, CPU, engine=engine_name,
                                                  on_epoch=keep)):
             results[j] = r
     return results, states

@@ -45,7 +45,7 @@ Precision = Annotated[Literal[PRECISIONS], typer.Option(
                                         help="fp32, or bf16 autocast (fast only on hardware with bf16 units).")]
 Device = Annotated[Literal[DEVICES], typer.Option(help="Where to train; auto: cuda, mps, cpu.")]
 Engine = Annotated[Literal[ENGINES], typer.Option(
-    help="The trainer: stacked (cells of one shape train as one model: hidden, batch size, dropout, activation, "
+    help="The engine: stacked (cells of one shape train as one model: hidden, batch size, dropout, activation, "
          "precision and optimizer), cells (one model after another, bit for bit the CPU's numbers); "
          "auto: stacked on cuda and mps, cells on the CPU.")]
 RunDevice = Annotated[Literal[DEVICES], typer.Option("--device", help="Where to run the models; auto: cuda, mps, cpu.")]

@@ -47,7 +47,7 @@ def drive(backend: Backend, groups: list[list[Any]], *, saver: Any, device: str,
     times (Ray retries its own tasks and reports only what it gave up on). Ctrl-C and SIGTERM
     arrive here as KeyboardInterrupt and go on up: the sweep's Session stops the workers and its
     Saver writes the latest states. With `stop_at`, a cell that reaches that epoch unfinished is
-    left so, its last.pt written (resumable). `engine`: the trainer each task runs (stacked or
+    left so, its last.pt written (resumable). `engine`: the engine each task runs (stacked or
     cells). Returns once every write asked for is on disk.
 
     A cell that ends lets go of its resume state: nothing of it stays in memory but what its

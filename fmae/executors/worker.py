@@ -33,7 +33,7 @@ class Task:
     threads: int | None
     epochs: int | None = 1  # None: until every cell of the task has ended
     fault: tuple[str, str] | None = None  # test-only: (cell:epoch, marker path), see fmae.faults.death
-    engine: str = "cells"  # the trainer, resolved (fmae.engine.resolve_engine): stacked or cells
+    engine: str = "cells"  # the engine, resolved (fmae.engine.resolve_engine): stacked or cells
     numerics: str = "default"  # fmae.numerics: "portable" is checked in the process that trains
 
 

@@ -156,7 +156,7 @@ def groups(plans: Sequence[CellPlan], *, lockstep: bool = True, stacked: bool = 
 
 
 def cell_engine(options: ExecutorConfig, device: Any) -> str:
-    """The trainer the cells train with (stacked or cells; recorded in config.json's environment)."""
+    """The engine the cells train with (stacked or cells; recorded in config.json's environment)."""
     from fmae import engine
 
     return engine.resolve_engine(options.engine, device)
@@ -178,17 +178,17 @@ def run(plans: Sequence[CellPlan], session: Any, saver: Any, env: dict[str, Any]
 
     plan = session.plan
     options = plan.options
-    trainer = cell_engine(options, device)
+    engine_name = cell_engine(options, device)
     for cell in plans:
         if cell.error is not None and not cell.done:  # refused while planning (say, a damaged last.pt)
             progress.cell_ended(cell, Status.FAILED)
             if fail_fast:
                 raise FmaeError(cell.error)
     todo = groups([p for p in plans if stop_at is None or p.start_epoch < stop_at],
-                  lockstep=getattr(device, "type", "cpu") != "cpu", stacked=trainer == "stacked")
+                  lockstep=getattr(device, "type", "cpu") != "cpu", stacked=engine_name == "stacked")
     if not todo:
         return
     backend = session.backend
     drive(backend, plan.tasks(todo, backend), saver=saver, device=str(device), env=env, threads=plan.threads(),
           max_retries=options.max_retries, on_start=progress.cell_started, on_epoch=progress.cell_epoch,
-          on_cell=progress.cell_ended, fail_fast=fail_fast, stop_at=stop_at, engine=trainer)
+          on_cell=progress.cell_ended, fail_fast=fail_fast, stop_at=stop_at, engine=engine_name)

@@ -1,4 +1,4 @@
-"""The per-cell trainer: each model on its own, one after another on each minibatch.
+"""The per-cell engine: each model on its own, one after another on each minibatch.
 
 Models that share a seed and a batch size may be trained in lockstep: each minibatch is gathered
 and converted once, then fed to every model. A sweep groups cells so only on an accelerator
@@ -70,7 +70,7 @@ class Cell:
 def seeded(config: TrainConfig, device: torch.device, resume: dict[str, Any] | None = None
            ) -> tuple[Autoencoder, torch.Generator, torch.Generator, list[EpochMetrics]]:
     """A cell's model, dropout and noise generators and history as the contract starts them (seeded)
-    or as its resume state left them; its optimizer is the trainer's."""
+    or as its resume state left them; its optimizer is the engine's."""
     init_rng = torch.Generator().manual_seed(derive_seed(config.seed, "init"))
     model = build(config.model, seed_generator=init_rng).to(device)
     dropout_rng = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "dropout"))

@@ -1,10 +1,10 @@
-"""The training contract: what every trainer of fmae promises, written once.
+"""The training contract: what every engine of fmae promises, written once.
 
-fmae has two trainers, the per-cell loop (fmae.training.cells: one model after another on each
-minibatch) and the stacked trainer (fmae.training.stacked: cells of one shape as one model with
+fmae has two engines, the per-cell loop (fmae.training.cells: one model after another on each
+minibatch) and the stacked engine (fmae.training.stacked: cells of one shape as one model with
 parameters shaped [C, ...]). fmae.engine chooses between them (`--engine auto|stacked|cells`);
 everything outside the training wing (runs, checkpoints, executors, eval, plot) sees cells only.
-Both trainers implement this contract:
+Both engines implement this contract:
 
 Seeds. A cell's user seed s gives independent generators, `fmae.seeds.derive_seed(s, purpose)`: "init"
 (the weights, drawn on the CPU), "data" (the minibatch order: one `torch.randperm` of the
@@ -25,7 +25,7 @@ p > 0 and more than p epochs, the test loss fell by less than min_delta, relativ
 p epochs), COMPLETED (epochs reached). A cell stopped by `max_epochs` stays RUNNING and is
 resumable. When training ends, a COMPLETED or STOPPED_EARLY cell whose model gives every test
 image the same output (fmae.evaluation.is_collapsed) becomes COLLAPSED. A sweep adds PRUNED
-(successive halving), FAILED and INTERRUPTED; no trainer sets those.
+(successive halving), FAILED and INTERRUPTED; no engine sets those.
 
 The resume state (last.pt holds it with the config), after each finished epoch of a cell:
     epoch      the number of finished epochs (== len(history))
@@ -37,8 +37,8 @@ The resume state (last.pt holds it with the config), after each finished epoch o
     rng        {"data", "dropout", "noise"}: the states of the cell's three generators
     history    [[epoch, train_loss, test_loss, seconds], ...], one row per finished epoch
     status     as above, the plain string (str(Status))
-It continues the cell exactly with either trainer (on the CPU the stacked trainer's numbers are
-the per-cell trainer's bit for bit): a run may resume with either engine.
+It continues the cell exactly with either engine (on the CPU the stacked engine's numbers are
+the per-cell engine's bit for bit): a run may resume with either engine.
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ from fmae.config import TrainConfig
 from fmae.data import FashionMNIST
 from fmae.evaluation import is_collapsed
 from fmae.model import Autoencoder
-from fmae.status import RANKABLE, TRAINER, Status
+from fmae.status import RANKABLE, SET_BY_ENGINE, Status
 
-STATUSES = TRAINER
+STATUSES = SET_BY_ENGINE
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,8 @@ class TrainResult:
 OnEpoch = Callable[[int, Any, "EpochMetrics", torch.Generator], None]
 
 
-class Trainer(Protocol):
-    """The one trainer signature (fmae.training.cells.train_cells, fmae.training.stacked.train_stacked;
+class Engine(Protocol):
+    """The one engine signature (fmae.training.cells.train_cells, fmae.training.stacked.train_stacked;
     fmae.engine.TRAINERS): train `configs` on `data`, from their resume states, calling `on_epoch`,
     at most `max_epochs` more epochs (unfinished cells come back RUNNING); results in their order."""
 

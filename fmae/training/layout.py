@@ -1,4 +1,4 @@
-"""The stacked trainer's memory layout: where each of a cell's parameters lies in its row of the
+"""The stacked engine's memory layout: where each of a cell's parameters lies in its row of the
 stack's flat [C, P] buffer (`Layout`), and the static buffers one minibatch size reuses every step
 (`Buffers`). fmae.training.stacked trains on them."""
 

@@ -1,4 +1,4 @@
-"""The stacked trainer: cells of one shape train as one model, their parameters rows of one buffer.
+"""The stacked engine: cells of one shape train as one model, their parameters rows of one buffer.
 
 Cells that share `stack_key` (hidden size, batch size, dropout, activation, precision) form a
 stack, whatever their optimizer, learning rate, momentum, seed or training noise. A cell's four
