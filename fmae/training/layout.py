@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import torch
 
+from fmae.config import INPUT_DIM
+
 ALIGN = 16  # floats: each parameter starts 64-byte aligned in its row, as a tensor of its own does
 
 
@@ -52,13 +54,13 @@ class Buffers:
     loss's difference, and each row's view of them, made once and reused by every step."""
 
     def __init__(self, rows: int, batch: int, hidden: int, device: torch.device, shared: bool) -> None:
-        self.x = torch.empty((batch, 784) if shared else (rows, batch, 784), device=device)
-        self.x_rows = self.x.expand(rows, batch, 784)  # every row reads the one gathered batch
+        self.x = torch.empty((batch, INPUT_DIM) if shared else (rows, batch, INPUT_DIM), device=device)
+        self.x_rows = self.x.expand(rows, batch, INPUT_DIM)  # every row reads the one gathered batch
         n = batch * hidden
         self.bits = torch.empty(rows, (n + 3) // 4, dtype=torch.int64, device=device)
         self.bit_rows = list(self.bits.unbind(0))
         self.lanes = self.bits.view(torch.int16)[:, :n].view(rows, batch, hidden)
-        self.diff = torch.empty(rows, batch, 784, device=device)
+        self.diff = torch.empty(rows, batch, INPUT_DIM, device=device)
         self.diff_rows = [d.view(-1) for d in self.diff.unbind(0)]
         self.dots = torch.empty(rows, device=device)
         self.dot_rows = list(self.dots.unbind(0))
