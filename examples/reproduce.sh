@@ -6,14 +6,17 @@
 #   examples/reproduce.sh RUN_DIR              # the report's 100 epochs
 #   EPOCHS=5 examples/reproduce.sh runs/quick   # a short rehearsal
 #
-# Re-running the same command resumes: finished cells are skipped. examples/study.sh runs this and
-# the rest of docs/results (seeds, halving, learning rates beyond the grid).
+# Re-running the same command resumes: finished cells are skipped. The sweeps run in the portable
+# mode (--reproducible, 2 cells at a time), so their losses equal the seed-0 rows of
+# docs/results/grid/cells.csv digit for digit, on any x86-64 CPU; examples/study.sh makes all of
+# docs/results (3 seeds, halving, learning rates beyond the grid).
 set -eu
 
 RUN_DIR=${1:?usage: examples/reproduce.sh RUN_DIR}
 EPOCHS=${EPOCHS:-100}
 SIGMAS=${SIGMAS:-0.25 0.5 0.75 1}
 FMAE=${FMAE:-fmae}
+JOBS=${JOBS:-2}
 PYTHON=${PYTHON:-python3}
 
 mkdir -p "$RUN_DIR/figures"
@@ -22,7 +25,7 @@ start=$(date +%s)
 for optim in sgd adam; do
   # shellcheck disable=SC2086 # the grid values are meant to split
   $FMAE sweep --optim "$optim" --lr 0.1 0.01 0.001 --hidden 64 128 256 512 --epochs "$EPOCHS" \
-    --run-dir "$RUN_DIR/$optim" --json > "$RUN_DIR/$optim.json"
+    --reproducible --jobs "$JOBS" --run-dir "$RUN_DIR/$optim" --json > "$RUN_DIR/$optim.json"
 done
 
 # shellcheck disable=SC2086
