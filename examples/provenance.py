@@ -97,8 +97,8 @@ def publish(run_dir: Path, docs: Path) -> None:
     made: dict[str, str] = {}  # DOCS_DIR path -> the RUN_DIR record that made it
 
     def put(src: Path, dst: str, prov: str, *, curves: bool = False) -> None:
-        if not (run_dir / f"{prov}.provenance.json").exists():
-            return
+        if not (run_dir / f"{prov}.provenance.json").exists() or not src.exists():
+            return  # not made (yet): a sweep without a record, groups of a one-seed grid
         if curves:
             _curves(src, docs / dst)
         elif src.suffix in (".csv", ".json"):
