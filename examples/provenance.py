@@ -119,7 +119,7 @@ def publish(run_dir: Path, docs: Path) -> None:
         put(run_dir / f"edge-{optim}" / "results.csv", f"edge/{optim}-cells.csv", f"edge-{optim}")
         put(run_dir / f"edge-{optim}" / "results_groups.csv", f"edge/{optim}-groups.csv", f"edge-{optim}")
         put(run_dir / f"edge-{optim}", f"edge/{optim}-curves.csv", f"edge-{optim}", curves=True)
-    for name in ("eval", "denoise", "denoise5"):
+    for name in ("eval", "denoise", "denoise-seeds"):
         put(run_dir / f"{name}.json", f"{name}.json", name)
     figures = run_dir / "figures"
     if figures.is_dir():

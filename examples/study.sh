@@ -99,14 +99,16 @@ if [ -f "$RUN_DIR/grid.provenance.json" ]; then
   "$PYTHON" "$HERE/provenance.py" command "$RUN_DIR" eval "$COMMIT" fmae eval --ckpt "<the two seed-0 models>" --baseline pca
   "$PYTHON" "$HERE/provenance.py" command "$RUN_DIR" denoise "$COMMIT" fmae denoise --ckpt "<the two seed-0 models>" \
     --sigma 0.25 0.5 0.75 1
+  # each optimizer's best model (h 512) over its seeds: the grid's, and seeds 3 4 once made
+  extra=""
   if [ -f "$RUN_DIR/seeds-sgd.provenance.json" ] && [ -f "$RUN_DIR/seeds-adam.provenance.json" ]; then
-    # each optimizer's best model (h 512) over its 5 seeds: the grid's 0 1 2 and seeds 3 4
-    $FMAE denoise --ckpt "$G"/sgd-lr0.1-h512-s*/model.pt "$RUN_DIR"/seeds-sgd/cells/sgd-lr0.1-h512-s*/model.pt \
-      "$G"/adam-lr0.001-h512-s*/model.pt "$RUN_DIR"/seeds-adam/cells/adam-lr0.001-h512-s*/model.pt \
-      --sigma 0.25 0.5 0.75 1 --quiet --json > "$RUN_DIR/denoise5.json"
-    "$PYTHON" "$HERE/provenance.py" command "$RUN_DIR" denoise5 "$COMMIT" fmae denoise \
-      --ckpt "<the h 512 models of sgd lr 0.1 and adam lr 0.001, seeds 0-4>" --sigma 0.25 0.5 0.75 1
+    extra="$RUN_DIR/seeds-sgd/cells/sgd-lr0.1-h512-s*/model.pt $RUN_DIR/seeds-adam/cells/adam-lr0.001-h512-s*/model.pt"
   fi
+  # shellcheck disable=SC2086 # the globs are meant to expand
+  $FMAE denoise --ckpt "$G"/sgd-lr0.1-h512-s*/model.pt "$G"/adam-lr0.001-h512-s*/model.pt $extra \
+    --sigma 0.25 0.5 0.75 1 --quiet --json > "$RUN_DIR/denoise-seeds.json"
+  "$PYTHON" "$HERE/provenance.py" command "$RUN_DIR" denoise-seeds "$COMMIT" fmae denoise \
+    --ckpt "<the h 512 models of sgd lr 0.1 and adam lr 0.001, every seed>" --sigma 0.25 0.5 0.75 1
 fi
 # the figures: fmae plot of the sweeps (curves on a log and on a linear axis, heatmap, compare, seeds, recon)
 figs=$RUN_DIR/figures

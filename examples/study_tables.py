@@ -295,9 +295,9 @@ def adam_vs_sgd(d: Path) -> list[str]:
             f"{below} | {first if first < 10**9 else 'never'} |"]
 
 
-def denoise5(d: Path) -> list[str]:
-    """PSNR and SSIM of each optimizer's best model over its 5 seeds, per sigma, Adam - SGD by Welch's t."""
-    path = "denoise5.json"
+def denoise_seeds(d: Path) -> list[str]:
+    """PSNR and SSIM of each optimizer's best model over its seeds, per sigma, Adam - SGD by Welch's t."""
+    path = "denoise-seeds.json"
     pending = _pending(d, [path])
     if pending:
         return pending
@@ -510,8 +510,8 @@ def claims(d: Path) -> list[str]:
         "(§2.3).", "not testable here", "No run varies the bottleneck or removes dropout for denoising; fmae can "
         "(`--dropout 0`, `--hidden`), the study does not.")
     # 9, 13: denoising
-    if (d / "denoise5.json").exists():
-        doc = json.loads((d / "denoise5.json").read_text())
+    if (d / "denoise-seeds.json").exists():
+        doc = json.loads((d / "denoise-seeds.json").read_text())
         by: dict[tuple[float, str], list[float]] = {}
         for r in doc["results"]:
             by.setdefault((r["sigma"], CELL.search(r["checkpoint"])["optim"]), []).append(r["output"]["psnr"])
@@ -524,11 +524,12 @@ def claims(d: Path) -> list[str]:
             "holds at sigma " + ", ".join(f"{s:g}" for s in higher) + "; not shown either way at " +
             ", ".join(f"{s:g}" for s in tie) + ("; reversed at " + ", ".join(f"{s:g}" for s in lower) if lower else ""))
         row(9, "The model trained with Adam \"was better at filtering the noise\" (§2.3, Figure 4).", verdict9,
-            "PSNR, Adam - SGD over each optimizer's 5 h 512 models (`denoise5.json`, table denoise5): " + "; ".join(
+            "PSNR, Adam - SGD over each optimizer's h 512 models, one per seed (`denoise-seeds.json`, "
+            "table denoise-seeds): " + "; ".join(
                 f"sigma {s:g}: {_wt(tests[s], '{:.2f}')}" for s in sigmas) + ". The report's constant is unknown.")
     else:
         row(9, "The model trained with Adam \"was better at filtering the noise\" (§2.3, Figure 4).", "pending",
-            f"`{COMMAND}` makes `denoise5.json`.")
+            f"`{COMMAND}` makes `denoise-seeds.json`.")
     row(10, "Figure 4's rows: Adam better, SGD better, both failing, and \"the model with SGD fails to capture the "
         "well-known *pipeta*\" (most likely the Nike swoosh on a shoe) \"while the model with Adam captures it\"; "
         "the images \"taken arbitrarily\" to show \"the virtues and failings of both\".",
@@ -573,7 +574,7 @@ def claims(d: Path) -> list[str]:
 
 BLOCKS: dict[str, Callable[[Path], list[str]]] = {
     "provenance": provenance, "compute": compute, "grid": grid, "grid-tests": grid_tests, "best": best,
-    "denoise": denoise, "seeds5": seeds5, "denoise5": denoise5, "curve": curve, "adam-vs-sgd": adam_vs_sgd,
+    "denoise": denoise, "seeds5": seeds5, "denoise-seeds": denoise_seeds, "curve": curve, "adam-vs-sgd": adam_vs_sgd,
     "edge": edge, "halving": halving, "claims": claims,
 }
 PAGES = ("README.md", "../study.md")  # under the docs directory: the pages whose blocks are generated
