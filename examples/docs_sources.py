@@ -186,7 +186,7 @@ def files_of(*texts: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for text in texts:
         for m in tables.BLOCK.finditer(text):
-            out.setdefault(m["name"], [f.strip() for f in m["files"].split(",")])
+            out.setdefault(m["name"], [f.strip().rstrip("?") for f in m["files"].split(",")])
     return out
 
 

@@ -46,7 +46,7 @@ def test_every_generated_table_is_on_a_page_once_and_matches_its_files():
 def test_each_table_names_files_that_exist_or_says_pending():
     for page in PAGES:
         for m in blocks(page):
-            files = [f.strip() for f in m["files"].split(",")]
+            files = [f.strip() for f in m["files"].split(",") if not f.strip().endswith("?")]  # FILE?: if made
             missing = [f for f in files if not (RESULTS / f).exists()]
             assert not missing or "pending" in m["body"].lower(), (page.name, m["name"], missing)
 
