@@ -127,7 +127,8 @@ def publish(run_dir: Path, docs: Path) -> None:
             rel = str(png.relative_to(run_dir))
             dst = "figures/" + FIGURES.get(rel, png.name if png.parent == figures else "")
             if dst != "figures/":
-                put(png, dst, "denoise" if png.name.startswith("denoise") else "edge-sgd" if "edge" in rel else "grid")
+                put(png, dst, "denoise" if png.name.startswith("denoise") else "figures-edge" if "edge" in rel
+                    else "figures")
     for dst, prov in made.items():
         index[dst] = json.loads((run_dir / f"{prov}.provenance.json").read_text())
     index_path.write_text(json.dumps({"note": "what made each file here: examples/provenance.py publish",

@@ -117,9 +117,13 @@ if [ -f "$RUN_DIR/grid.provenance.json" ]; then
   $FMAE plot "$RUN_DIR/grid" --train --out "$figs" --quiet
   $FMAE plot "$RUN_DIR/grid" --kind curves compare --linear --out "$figs/linear" --quiet
   cp "$RUN_DIR/denoise.png" "$RUN_DIR/denoise-curve.png" "$figs/"
+  "$PYTHON" "$HERE/provenance.py" command "$RUN_DIR" figures "$COMMIT" fmae plot RUN_DIR/grid --train \
+    "(and --kind curves compare --linear)"
 fi
 if [ -f "$RUN_DIR/edge-sgd.provenance.json" ] && [ -f "$RUN_DIR/edge-adam.provenance.json" ]; then
   $FMAE plot "$RUN_DIR/grid" "$RUN_DIR/edge-sgd" "$RUN_DIR/edge-adam" --kind seeds --out "$figs/edge" --quiet
+  "$PYTHON" "$HERE/provenance.py" command "$RUN_DIR" figures-edge "$COMMIT" fmae plot RUN_DIR/grid RUN_DIR/edge-sgd \
+    RUN_DIR/edge-adam --kind seeds
 fi
 "$PYTHON" "$HERE/provenance.py" publish "$RUN_DIR" "$DOCS_DIR"
 "$PYTHON" "$HERE/study_tables.py" "$DOCS_DIR" --write
