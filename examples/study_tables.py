@@ -4,8 +4,8 @@
     python3 examples/study_tables.py docs/results            # check: exit 1 and name each stale block
 
 A block is the text between `<!-- generated: NAME from FILES -->` and `<!-- end: NAME -->`; FILES are
-paths under the docs directory (`FILE?`: used when it exists, e.g. a later step's). Where a block's files do not exist yet (a study still running), the block
-says so and names the command that makes them. Needs only Python's standard library and fmae/stats.py.
+paths under the docs directory (`FILE?`: used when it exists, e.g. a later step's). Where a block's
+files do not exist yet (a study still running), the block says so and names the command that makes them. Needs only Python's standard library and fmae/stats.py.
 
 Every comparison follows the page's one rule: Welch's t on the final test loss (or on the metric named),
 the 95% interval of the difference, "shown" when that interval excludes 0.
