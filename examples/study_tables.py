@@ -5,7 +5,8 @@
 
 A block is the text between `<!-- generated: NAME from FILES -->` and `<!-- end: NAME -->`; FILES are
 paths under the docs directory (`FILE?`: used when it exists, e.g. a later step's). Where a block's
-files do not exist yet (a study still running), the block says so and names the command that makes them. Needs only Python's standard library and fmae/stats.py.
+files do not exist yet (a study still running), the block says so and names the command that makes
+them. Needs only Python's standard library and fmae/stats.py.
 
 Every comparison follows the page's one rule: Welch's t on the final test loss (or on the metric named),
 the 95% interval of the difference, "shown" when that interval excludes 0.
@@ -360,7 +361,8 @@ def halving(d: Path) -> list[str]:
     rungs = sorted({r["epochs_run"] for r in rows(d / "halving/sgd-cells.csv")})
     out = [f"Rungs at {', '.join(map(str, rungs))} epochs (eta 3). FLOPs: one training sample costs about "
            f"{TRAIN_FLOPS_PER_H:,}·h (forward 2·2·784·h for the two matrix products, backward twice that) and one "
-           f"test sample {TEST_FLOPS_PER_H:,}·h, so a cell-epoch is h · ({TRAIN_SAMPLES:,} · {TRAIN_FLOPS_PER_H:,} + "
+           f"test sample {TEST_FLOPS_PER_H:,}·h, so a cell-epoch is "
+           f"h · ({TRAIN_SAMPLES:,} · {TRAIN_FLOPS_PER_H:,} + "
            f"{TEST_SAMPLES:,} · {TEST_FLOPS_PER_H:,}) FLOPs and a grid's large cells dominate.", "",
            "| run (seed 0) | cell-epochs | FLOPs (x 10^12) | sum of the cells' seconds | best cell: final test MSE |",
            "| --- " * 5 + "|"]
