@@ -121,9 +121,13 @@ if [ -f "$RUN_DIR/grid.provenance.json" ]; then
     "(and --kind curves compare --linear)"
 fi
 if [ -f "$RUN_DIR/edge-sgd.provenance.json" ] && [ -f "$RUN_DIR/edge-adam.provenance.json" ]; then
-  $FMAE plot "$RUN_DIR/grid" "$RUN_DIR/edge-sgd" "$RUN_DIR/edge-adam" --kind seeds --out "$figs/edge" --quiet
-  "$PYTHON" "$HERE/provenance.py" command "$RUN_DIR" figures-edge "$COMMIT" fmae plot RUN_DIR/grid RUN_DIR/edge-sgd \
-    RUN_DIR/edge-adam --kind seeds
+  # every learning rate at h 512, the grid's and beyond its edges: the h 512 cells (training runs) of
+  # the grid and of the seeds step, and the edge sweeps
+  # shellcheck disable=SC2086 # the globs are meant to expand
+  $FMAE plot "$G"/*-h512-s* "$RUN_DIR"/seeds-*/cells/*-h512-s* "$RUN_DIR/edge-sgd" "$RUN_DIR/edge-adam" \
+    --kind seeds --out "$figs/edge" --quiet
+  "$PYTHON" "$HERE/provenance.py" command "$RUN_DIR" figures-edge "$COMMIT" fmae plot "RUN_DIR/grid/cells/*-h512-s*" \
+    "RUN_DIR/seeds-*/cells/*-h512-s*" RUN_DIR/edge-sgd RUN_DIR/edge-adam --kind seeds
 fi
 "$PYTHON" "$HERE/provenance.py" publish "$RUN_DIR" "$DOCS_DIR"
 "$PYTHON" "$HERE/study_tables.py" "$DOCS_DIR" --write

@@ -421,19 +421,23 @@ def _lr_claim(d: Path, cells: list[dict[str, Any]], optim: str) -> tuple[str, st
     if optim == "adam":
         evidence += " Adam at lr 0.1 ends `collapsed` (a constant output) at every h and seed."
     edge_file = f"edge/{optim}-cells.csv"
-    if not (d / edge_file).exists():
+    if not all((d / f).exists() for f in (edge_file, *FIVE)):
         return within + "; beyond the grid: pending", evidence + f" Beyond the grid's edge: pending (`{COMMAND}`)."
     edge_cells, ref = rows(d / edge_file), losses(_cells(d, *FIVE), optim, best, 512)
-    better = []
+    lower, higher, neither, parts = [], [], [], []
     for lr in sorted({r["lr"] for r in edge_cells}):
         w = _w(losses(edge_cells, optim, lr, 512), ref)
-        if w and w["shown"] and w["diff"] < 0:
-            better.append(f"lr {lr:g} ({_wt(w)})")
-    if not better:
-        return within + "; and beyond it", evidence + f" No rate beyond the edge is lower (`{edge_file}`)."
-    return (within + "; not beyond it",
-            evidence + f" Beyond the edge, at h 512 against lr {best:g}'s 5 seeds: lower at " + "; ".join(better)
-            + f" (`{edge_file}`).")
+        (neither if not w or not w["shown"] else lower if w["diff"] < 0 else higher).append(f"{lr:g}")
+        parts.append(f"lr {lr:g}: {_wt(w)}")
+    if lower:
+        beyond = f"beyond it: lower at lr {', '.join(lower)}"
+    elif neither:
+        beyond = f"beyond it: not shown either way at lr {', '.join(neither)}"
+    else:
+        beyond = "beyond it: every rate tried is higher"
+    return (within + "; " + beyond,
+            evidence + f" Beyond the edge, at h 512, each rate - lr {best:g} (its {len(ref)} seeds): " + "; ".join(parts)
+            + f" (`{edge_file}`; table edge).")
 
 
 def _size_claim(d: Path, optim: str) -> tuple[str, str]:
