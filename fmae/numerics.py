@@ -71,11 +71,13 @@ def enter(numerics: str) -> None:
 
 
 def verify(numerics: str) -> None:
-    """In a process that trains, with torch loaded: the portable mode is in effect here (ATen's
-    capability is AVX2, MKL was told AVX2), or a ConfigError."""
+    """In a process that trains, after `enter` and with torch loaded: the portable mode is in effect
+    here (ATen's capability is AVX2, MKL was told AVX2), or a ConfigError."""
     if numerics != PORTABLE:
         return
-    enter(numerics)
+    if not _in_environment():  # MKL reads MKL_CBWR when it loads: set now, it would be too late
+        raise ConfigError("--reproducible: this process started torch without the portable settings",
+                          "run fmae as a command (a new process)")
     if platform.machine() not in X86:
         return  # aarch64 and others: no MKL, no AVX2; the mode records the machine, its numbers are its own
     import torch

@@ -87,6 +87,15 @@ def test_enter_accepts_a_process_started_in_the_mode(monkeypatch):
     numerics.enter(numerics.PORTABLE)
 
 
+def test_verify_refuses_a_process_whose_torch_started_without_the_settings(monkeypatch):
+    monkeypatch.delenv("MKL_CBWR", raising=False)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    with pytest.raises(ConfigError, match="without the portable settings"):
+        numerics.verify(numerics.PORTABLE)
+    assert "MKL_CBWR" not in os.environ  # verify sets nothing: that is enter's, before torch loads
+    numerics.verify(numerics.DEFAULT)  # the default mode asks nothing
+
+
 @pytest.mark.parametrize("saved, mode, flag", [
     ({"machine": {"numerics": "portable"}}, numerics.DEFAULT, "add --reproducible"),
     ({"machine": {"numerics": "default"}}, numerics.PORTABLE, "leave out --reproducible"),
