@@ -93,3 +93,33 @@ def test_a_dry_run_names_the_portable_mode(fake_dataset, tmp_path):
                          "--json").stdout)
     assert doc["how"]["numerics"] == "portable" and doc["how"]["threads"] == 1 and doc["how"]["device"] == "cpu"
     assert not (tmp_path / "s").exists() and not (tmp_path / "r").exists()
+
+
+def test_the_portable_mode_is_calibrated_in_its_own_arithmetic(tmp_path):
+    """A dry run of `--reproducible` enters the mode before torch loads (a new process, as a user
+    runs it), so its calibration is measured with the mode's kernels and kept under a key that
+    names them: never mixed with the default numerics' (which run other kernels on any x86-64 CPU:
+    MKL's own choice against AVX2)."""
+    import subprocess
+    import sys
+
+    from fmae import numerics
+    from tests.helpers import installed_env
+
+    env = installed_env(XDG_CACHE_HOME=str(tmp_path / "cache"))
+    for key in numerics.PORTABLE_ENV:
+        env.pop(key, None)
+    cache = tmp_path / "cache" / "fmae" / "calibration.json"
+    keys, seen = [], set()
+    for extra in ([], ["--reproducible"]):
+        run = subprocess.run([sys.executable, "-m", "fmae", "train", "--hidden", "4", "--batch-size", "16",
+                              "--threads", "1", "--run-dir", str(tmp_path / "r"), "--dry-run", "--json", *extra],
+                             env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["estimate"]["calibrated_now"] == 1  # the other mode's entry is not reused
+        now = set(json.loads(cache.read_text())["step_seconds"])
+        keys.append(now - seen)
+        seen = now
+    (default,), (portable,) = keys
+    assert "mkl auto" in default and "AVX2 mkl AVX2" in portable, keys
+    assert not (tmp_path / "r").exists()

@@ -10,12 +10,13 @@ cache), times the epochs left of each cell (docs/sweeps.md#dry-run).
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
 from typing import Any
 
-from fmae import runs
+from fmae import numerics, runs
 from fmae.config import SweepConfig, TrainConfig
 from fmae.errors import FmaeError
 from fmae.settings import SweepSettings, TrainSettings
@@ -33,10 +34,23 @@ def calibration_path() -> Path:
 
 
 def _key(device: Any, threads: int, hidden: int, batch_size: int) -> str:
+    """A calibration's key: the machine, torch, the device and threads, the kernels this process runs
+    (the portable mode runs AVX2 kernels: slower on an AVX-512 CPU) and the step's shape."""
     import torch
 
+    kernels = f"{torch.backends.cpu.get_cpu_capability()} mkl {os.environ.get('MKL_CBWR', 'auto')}"
     return f"{platform.node()}|{platform.machine()}|torch {torch.__version__}|{device}|threads {threads}|" \
-           f"h{hidden}|b{batch_size}"
+           f"{kernels}|h{hidden}|b{batch_size}"
+
+
+def _enter(mode: str) -> None:
+    """The dry run calibrates in the arithmetic the run would use: its numerics entered before torch
+    loads. Where torch is loaded already (fmae called as a library), it calibrates in this process's
+    arithmetic, which the calibration's key names."""
+    try:
+        numerics.enter(mode)
+    except FmaeError:
+        pass
 
 
 def step_seconds(hidden: int, batch_size: int, device: Any, threads: int, cache: dict[str, float],
@@ -166,6 +180,8 @@ def plan_sweep(settings: SweepSettings, progress: Any) -> dict[str, Any]:
     """`fmae sweep --dry-run`: the cells of the (merged) grid by state, where and how they would run,
     and the time estimate. Reads the sweep directory (checked as a run would check it); writes
     nothing there."""
+    mode = numerics.mode(settings.executor.reproducible)
+    _enter(mode)
     from fmae import engine, executors
     from fmae.device import resolve_device
     from fmae.sweeps.directory import SweepDir
@@ -181,7 +197,7 @@ def plan_sweep(settings: SweepSettings, progress: Any) -> dict[str, Any]:
     parallel = plan.parallel
     how = {"device": str(device), "engine": engine.resolve_engine(options.engine, device),
            "executor": options.executor, "jobs": options.jobs, "threads": threads,
-           "precision": merged.base.precision, "numerics": "portable" if options.reproducible else "default"}
+           "precision": merged.base.precision, "numerics": mode}
     if settings.pruning is not None:
         how["prune"] = {"method": "halving", "eta": settings.pruning.eta,
                         "rungs": list(settings.pruning.rungs(merged.base.epochs))}
@@ -192,6 +208,7 @@ def plan_sweep(settings: SweepSettings, progress: Any) -> dict[str, Any]:
 
 def plan_train(settings: TrainSettings, progress: Any) -> dict[str, Any]:
     """`fmae train --dry-run`: the run (new, finished, to resume), where and how, and the estimate."""
+    _enter(settings.numerics)
     from fmae import engine
     from fmae.device import resolve_device
     from fmae.executors.base import cores
