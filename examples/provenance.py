@@ -32,8 +32,8 @@ FIGURES = {"figures/linear/curves.png": "curves-linear.png", "figures/linear/com
            "figures/edge/seeds.png": "edge.png"}
 
 
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def now(seconds: float | None = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def environment_of(sweep: Path) -> dict[str, Any]:
@@ -54,7 +54,9 @@ def environment_of(sweep: Path) -> dict[str, Any]:
 
 
 def record(run_dir: Path, name: str, commit: str, command: Sequence[str]) -> None:
-    doc = {"command": " ".join(command), "commit": commit, **environment_of(run_dir / name), "finished": now()}
+    results = run_dir / name / "results.json"  # written when the sweep ends: its time, not the record's
+    finished = now(results.stat().st_mtime if results.exists() else None)
+    doc = {"command": " ".join(command), "commit": commit, **environment_of(run_dir / name), "finished": finished}
     (run_dir / f"{name}.provenance.json").write_text(json.dumps(doc, indent=2) + "\n")
 
 

@@ -42,6 +42,16 @@ def test_a_record_names_the_command_the_commit_and_the_one_environment(tmp_path)
     assert (rec["numerics"], rec["mkl_cbwr"], rec["cpu"], rec["threads"]) == ("portable", "AVX2", "Some CPU", 1)
 
 
+def test_a_record_says_when_the_sweep_ended_not_when_it_was_recorded(tmp_path):
+    import os
+
+    root = sweep(tmp_path, "grid", {"adam-lr0.001-h8-s0": MACHINE})
+    (root / "results.json").write_text("{}")
+    os.utime(root / "results.json", (1_780_000_000, 1_780_000_000))  # the sweep's last write: 2026-05-28
+    provenance.record(tmp_path, "grid", "abc1234", ["fmae", "sweep"])
+    assert json.loads((tmp_path / "grid.provenance.json").read_text())["finished"] == "2026-05-28T20:26:40Z"
+
+
 @pytest.mark.parametrize("key, other", [("numerics", "default"), ("cpu", "Another CPU"), ("mkl_cbwr", "auto")])
 def test_a_sweep_made_in_two_environments_has_no_record(tmp_path, key, other):
     sweep(tmp_path, "grid", {"adam-lr0.001-h8-s0": MACHINE, "adam-lr0.001-h8-s1": {**MACHINE, key: other}})
