@@ -274,26 +274,44 @@ def curve(d: Path) -> list[str]:
     return out
 
 
+SGD_RUNS = ("grid/cells.csv", "seeds34/sgd-cells.csv", "edge/sgd-cells.csv")  # every SGD run of the study
+ADAM_CURVES = ("grid/curves.csv", "seeds34/adam-curves.csv")  # Adam lr 0.001, h 512: seeds 0-2, then 3, 4
+
+
+def _first_epochs(d: Path) -> dict[str, Any]:
+    """Adam's (lr 0.001, h 512) first epochs against the final loss of every published SGD run: the files
+    read, the SGD cells, the lowest of them, each Adam seed's curve, its epoch-1 losses (sorted), how many SGD
+    cells end below the highest of them, and the first epoch from which every Adam seed is below the lowest."""
+    sgd_files = [f for f in SGD_RUNS if (d / f).exists()]
+    curve_files = [f for f in ADAM_CURVES if (d / f).exists()]
+    sgd = [r for r in _cells(d, *sgd_files) if r["optim"] == "sgd" and r["final_test_loss"] is not None]
+    low = min(sgd, key=lambda r: r["final_test_loss"])
+    adam = {n: [r["test_loss"] for r in c] for n, c in _curves(d, *curve_files).items()
+            if n.startswith("adam-lr0.001-h512-")}
+    epoch1 = sorted(t[0] for t in adam.values())
+    beat = max(next((i for i, v in enumerate(t, 1) if v < low["final_test_loss"]), 10**9) for t in adam.values())
+    return {"sgd_files": sgd_files, "curve_files": curve_files, "sgd": sgd, "low": low, "adam": adam,
+            "epoch1": epoch1, "below": sum(1 for r in sgd if r["final_test_loss"] < epoch1[-1]), "beat": beat}
+
+
+def _cite(files: Sequence[str]) -> str:
+    return ", ".join(f"`{f}`" for f in files)
+
+
 def adam_vs_sgd(d: Path) -> list[str]:
-    """Adam's early epochs against every SGD run's final loss (the grid's and, when published, beyond its edge)."""
+    """Adam's early epochs against every SGD run's final loss (the grid's, seeds 3 and 4, and beyond its edge)."""
     pending = _pending(d, ["grid/curves.csv", "grid/cells.csv"])
     if pending:
         return pending
-    sources = ["grid/cells.csv"] + [f for f in ("edge/sgd-cells.csv",) if (d / f).exists()]
-    sgd = [r for r in _cells(d, *sources) if r["optim"] == "sgd" and r["final_test_loss"] is not None]
-    low = min(sgd, key=lambda r: r["final_test_loss"])
-    curves = _curves(d, "grid/curves.csv")
-    adam = {n: [r["test_loss"] for r in c] for n, c in curves.items() if n.startswith("adam-lr0.001-h512-")}
-    first = max(next((i for i, v in enumerate(t, 1) if v < low["final_test_loss"]), 10**9) for t in adam.values())
-    epoch1 = sorted(t[0] for t in adam.values())
-    below = sum(1 for r in sgd if r["final_test_loss"] < epoch1[-1])
+    f = _first_epochs(d)
+    low, epoch1 = f["low"], f["epoch1"]
     return ["| SGD cells (files) | lowest SGD final loss (cell) | Adam lr 0.001, h 512: epoch-1 loss (lowest, highest "
-            "seed) | SGD cells ending below Adam's highest epoch-1 loss | first epoch at which every Adam seed is "
-            "below "
-            "the lowest SGD final |", "| --- " * 5 + "|",
-            f"| {len(sgd)} ({', '.join(f'`{s}`' for s in sources)}) | {low['final_test_loss']:.6f} "
-            f"(lr {low['lr']:g}, h {low['hidden']}, seed {low['seed']}) | {epoch1[0]:.6f}, {epoch1[-1]:.6f} | "
-            f"{below} | {first if first < 10**9 else 'never'} |"]
+            "seed; files) | SGD cells ending below Adam's highest epoch-1 loss | first epoch at which every Adam seed "
+            "is below the lowest SGD final |", "| --- " * 5 + "|",
+            f"| {len(f['sgd'])} ({_cite(f['sgd_files'])}) | {low['final_test_loss']:.6f} "
+            f"(lr {low['lr']:g}, h {low['hidden']}, seed {low['seed']}) | {epoch1[0]:.6f}, {epoch1[-1]:.6f} "
+            f"({len(epoch1)} seeds; {_cite(f['curve_files'])}) | {f['below']} | "
+            f"{f['beat'] if f['beat'] < 10**9 else 'never'} |"]
 
 
 def denoise_seeds(d: Path) -> list[str]:
@@ -436,8 +454,8 @@ def _lr_claim(d: Path, cells: list[dict[str, Any]], optim: str) -> tuple[str, st
     else:
         beyond = "beyond it: every rate tried is higher"
     return (within + "; " + beyond,
-            evidence + f" Beyond the edge, at h 512, each rate - lr {best:g} (its {len(ref)} seeds): " + "; ".join(parts)
-            + f" (`{edge_file}`; table edge).")
+            evidence + f" Beyond the edge, at h 512, each rate - lr {best:g} (its {len(ref)} seeds): "
+            + "; ".join(parts) + f" (`{edge_file}`; table edge).")
 
 
 def _size_claim(d: Path, optim: str) -> tuple[str, str]:
@@ -462,8 +480,6 @@ def claims(d: Path) -> list[str]:
     if pending:
         return pending
     cells = rows(d / "grid/cells.csv")
-    curves = _curves(d, *[f for f in ("grid/curves.csv", "seeds34/adam-curves.csv", "seeds34/sgd-curves.csv")
-                          if (d / f).exists()])
     out = ["| # | the report's claim (section) | verdict | evidence |", "| --- | --- | --- | --- |"]
 
     def row(n: int, claim: str, verdict: str, evidence: str) -> None:
@@ -479,22 +495,19 @@ def claims(d: Path) -> list[str]:
     row(5, "Adam's model with the lowest loss has 512 neurons and \"represents the input adequately\" (Figure 3b "
         "caption).", *_size_claim(d, "adam"))
     # 6 and 12: Adam's first epochs against SGD's final losses
-    sgd_files = ["grid/cells.csv"] + [f for f in ("edge/sgd-cells.csv",) if (d / f).exists()]
-    sgd = [r for r in _cells(d, *sgd_files) if r["optim"] == "sgd" and r["final_test_loss"] is not None]
-    low = min(sgd, key=lambda r: r["final_test_loss"])
-    adam = {n: [r["test_loss"] for r in c] for n, c in curves.items() if n.startswith("adam-lr0.001-h512-")}
-    epoch1 = max(t[0] for t in adam.values())
-    below = sum(1 for r in sgd if r["final_test_loss"] < epoch1)
-    beat = max(next((i for i, v in enumerate(t, 1) if v < low["final_test_loss"]), 10**9) for t in adam.values())
-    where = " and ".join(f"`{f}`" for f in sgd_files)
-    scope = "of the grid" if len(sgd_files) == 1 else "of the grid and beyond its edge"
-    within = " within the grid; beyond its edge: pending" if len(sgd_files) == 1 else ""
+    first = _first_epochs(d)
+    sgd, low, adam, epoch1, below, beat = (first[k] for k in ("sgd", "low", "adam", "epoch1", "below", "beat"))
+    edge_in = "edge/sgd-cells.csv" in first["sgd_files"]
+    where, adam_where = _cite(first["sgd_files"]), _cite(first["curve_files"])
+    scope = "(" + ", ".join({"grid/cells.csv": "the grid", "seeds34/sgd-cells.csv": "seeds 3 and 4",
+                             "edge/sgd-cells.csv": "beyond the grid's edge"}[f] for f in first["sgd_files"]) + ")"
+    within = "" if edge_in else " within the grid; beyond its edge: pending"
     row(6, "Adam \"gave better results quickly, since in the first epoch it obtains results similar to SGD for "
         "certain configurations of hyperparameters\" (§2.2).",
         ("holds, more strongly than stated" if below == 0 else "holds" if 2 * below < len(sgd) else "not supported")
         + within,
-        f"Adam lr 0.001, h 512 after one epoch: at most {epoch1:.6f} over its {len(adam)} seeds (`grid/curves.csv`); "
-        f"{below} of the {len(sgd)} SGD cells {scope} end below that after 100 epochs ({where}).")
+        f"Adam lr 0.001, h 512 after one epoch: at most {epoch1[-1]:.6f} over its {len(adam)} seeds ({adam_where}); "
+        f"{below} of the {len(sgd)} SGD cells {scope} end below that after 100 epochs ({where}; table adam-vs-sgd).")
     # 7: after epoch 30
     fall, share = [], []
     for t in adam.values():
@@ -511,7 +524,7 @@ def claims(d: Path) -> list[str]:
         row(7, claim7, verdict7,
             f"Adam lr 0.001, h 512, {len(fall)} seeds: from epoch 30 to 100 the loss still falls by {min(fall):.1f}% "
             f"to {max(fall):.1f}% of its epoch-30 value, which is {min(share):.1f}% to {max(share):.1f}% of its whole "
-            "fall since epoch 1 (table curve, `grid/curves.csv`; `figures/curves-linear.png`). Rule: \"holds\" below a "
+            f"fall since epoch 1 (table curve, {adam_where}; `figures/curves-linear.png`). Rule: \"holds\" below a "
             "5% fall, \"partly holds\" when under a fifth of the whole fall comes after epoch 30, else \"not "
             "supported\"; whether the rest is worth 70 more epochs is a judgement.")
     row(8, "The autoencoder's output is robust to errors, which \"can be explained\" by the bottleneck and by dropout "
@@ -544,19 +557,19 @@ def claims(d: Path) -> list[str]:
         "holds (the report itself shows SGD winning a row)",
         "`figures/denoise.png` (sigma 1, PSNR in each title): per-image wins are mixed for both optimizers; the mean "
         "is claim 9.")
-    sgd5 = [r for r in _cells(d, *[f for f in FIVE if (d / f).exists()]) if r["optim"] == "sgd" and r["lr"] == 0.1
-            and r["hidden"] == 512]
+    sgd5_files = [f for f in ("grid/cells.csv", "seeds34/sgd-cells.csv") if (d / f).exists()]
+    sgd5 = [r for r in _cells(d, *sgd5_files) if r["optim"] == "sgd" and r["lr"] == 0.1 and r["hidden"] == 512]
     last = sum(1 for r in sgd5 if r["best_epoch"] == r["epochs_run"] == 100)
     row(11, "With SGD, \"adding more epochs would probably produce an improvement, but would hardly beat Adam, because "
         "of its construction\" (§3).", "first half holds; second half not testable",
         f"SGD lr 0.1, h 512 is still improving at epoch 100: its best epoch is its last in {last} of its {len(sgd5)} "
-        "seeds (`grid/cells.csv`, `best_epoch`). No run goes beyond 100 epochs; \"because of its construction\" is "
+        f"seeds ({_cite(sgd5_files)}, `best_epoch`). No run goes beyond 100 epochs; \"because of its construction\" is "
         "not measurable.")
     row(12, "Adam \"is more efficient than SGD, since it gives better results in fewer epochs, which means less time "
         "and computational cost\" (§4).", ("holds" if beat < 100 else "not supported") + within,
-        f"Every seed of Adam lr 0.001, h 512 is below the lowest final loss of {len(sgd)} SGD cells {scope} "
-        f"({low['final_test_loss']:.6f}, lr {low['lr']:g}, h {low['hidden']}) from epoch {beat} on "
-        f"(`grid/curves.csv`, {where}); an epoch costs both optimizers the same matrix products.")
+        f"Every seed of Adam lr 0.001, h 512 is below the lowest final loss of the {len(sgd)} SGD cells {scope}, "
+        f"{low['final_test_loss']:.6f} (lr {low['lr']:g}, h {low['hidden']}, seed {low['seed']}), from epoch {beat} on "
+        f"({adam_where}; {where}; table adam-vs-sgd); an epoch costs both optimizers the same matrix products.")
     if (d / "denoise.json").exists():
         doc = json.loads((d / "denoise.json").read_text())
         gains: dict[str, list[tuple[float, float]]] = {}
