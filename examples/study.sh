@@ -17,8 +17,9 @@
 #          generated tables rewritten (examples/study_tables.py)
 #
 # Every sweep resumes: rerunning the command skips finished cells and trains on from the last saved
-# epoch of an interrupted one, so the study may be split over several sittings. On a 2-core CPU the
-# steps take about 95, 15, 12 and 40 minutes (docs/results/README.md, "Compute per file").
+# epoch of an interrupted one, so the study may be split over several sittings. On a 2-core CPU with
+# AVX-512 the steps' cells trained for 227, 42, 18 and 90 minutes in all (docs/results/README.md,
+# "Compute per file"); with --jobs 2 the wall time is a little over half of that.
 set -eu
 
 RUN_DIR=${1:?usage: examples/study.sh RUN_DIR [DOCS_DIR]}

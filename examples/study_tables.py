@@ -367,6 +367,10 @@ def edge(d: Path) -> list[str]:
         for lr in lrs:
             out.append(_test_row(f"{optim}, h 512: lr {lr:g} - lr {BEST_LR[optim]:g}",
                                  losses(cells, optim, lr, 512), ref))
+    out += ["", "The rates beyond the edge against each other (which of them is best):", "", *TESTS_HEAD]
+    for optim, a, b in (("sgd", 1.0, 0.5), ("sgd", 0.5, 0.2), ("adam", 0.0003, 0.0001)):
+        out.append(_test_row(f"{optim}, h 512: lr {a:g} - lr {b:g}", losses(cells, optim, a, 512),
+                             losses(cells, optim, b, 512)))
     return out
 
 
