@@ -116,3 +116,14 @@ def test_a_changed_digit_in_a_data_file_is_caught(tmp_path):
     path.write_text("\n".join([lines[0], ",".join(fields), *lines[2:]]) + "\n")
     _, changed = tables.render((docs / "README.md").read_text(), docs)
     assert {"grid", "grid-tests"} <= set(changed)
+
+
+def test_a_pruned_cell_s_losses_are_the_full_grid_s_digit_for_digit():
+    """What docs/results says of halving in the portable mode: every cell of the halving sweeps ends with
+    the test loss the same cell of the full grid had at that epoch, to the last digit."""
+    curves = {(r["cell"], r["epoch"]): r["test_loss"] for r in tables.rows(RESULTS / "grid/curves.csv")}
+    cells = [r for f in ("halving/sgd-cells.csv", "halving/adam-cells.csv") for r in tables.rows(RESULTS / f)]
+    assert len(cells) == 24 and {r["status"] for r in cells} == {"completed", "pruned"}
+    for r in cells:
+        name = f"{r['optim']}-lr{r['lr']:g}-h{r['hidden']}-s{r['seed']}"
+        assert r["final_test_loss"] == curves[(name, r["epochs_run"])], name
