@@ -111,12 +111,19 @@ def cpu_info() -> dict[str, str]:
     return info
 
 
+def kernels() -> dict[str, str]:
+    """The kernels this process computes with: torch's CPU capability and MKL's mode ("auto" when
+    MKL chooses). Torch must be loaded."""
+    import torch
+
+    return {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkl_cbwr": os.environ.get("MKL_CBWR", "auto")}
+
+
 def machine(numerics: str) -> dict[str, Any]:
     """What a run records of the machine's arithmetic (config.json's environment): the CPU model and
     vendor, the architecture, the ISA extensions present, the kernels torch runs, MKL's mode and
     the numerics fmae asked for. Torch must be loaded (it is, in a process that trains)."""
-    import torch
-
     info = cpu_info()
     present = set(info["flags"].split())
     return {
@@ -124,8 +131,7 @@ def machine(numerics: str) -> dict[str, Any]:
         "vendor": info["vendor"],
         "arch": platform.machine(),
         "isa": [f for f in FLAGS if f in present],
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "mkl_cbwr": os.environ.get("MKL_CBWR", "auto"),
+        **kernels(),
         "numerics": numerics,
     }
 

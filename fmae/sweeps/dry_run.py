@@ -10,7 +10,6 @@ cache), times the epochs left of each cell (docs/sweeps.md#dry-run).
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -38,9 +37,9 @@ def _key(device: Any, threads: int, hidden: int, batch_size: int) -> str:
     (the portable mode runs AVX2 kernels: slower on an AVX-512 CPU) and the step's shape."""
     import torch
 
-    kernels = f"{torch.backends.cpu.get_cpu_capability()} mkl {os.environ.get('MKL_CBWR', 'auto')}"
+    kernels = numerics.kernels()
     return f"{platform.node()}|{platform.machine()}|torch {torch.__version__}|{device}|threads {threads}|" \
-           f"{kernels}|h{hidden}|b{batch_size}"
+           f"{kernels['torch_cpu_capability']} mkl {kernels['mkl_cbwr']}|h{hidden}|b{batch_size}"
 
 
 def _enter(mode: str) -> None:
